@@ -1,0 +1,637 @@
+//! The whole Cache API of SPEC §3, on L1 alone and on L1 + L4 `file`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vorte_cache::{Cache, ErrorKind, Layer};
+use vorte_cache_tests::{Stack, build, config, on_every_stack};
+
+on_every_stack!(
+    read_your_writes,
+    str_values_read_as_string,
+    entries_expire_in_every_layer,
+    delete_and_exists,
+    increment_is_exact_and_typed,
+    keys_lists_live_keys_by_glob,
+    delete_many_counts,
+    seed_tags_example,
+    tag_invalidated_entries_are_not_listed,
+    get_or_set_runs_the_loader_once_for_10k_tasks,
+    loader_errors_are_returned_and_never_cached,
+    a_load_that_began_before_a_delete_never_writes_back,
+    a_load_that_began_before_a_tag_invalidation_never_writes_back,
+    type_mismatch_is_an_error_and_the_value_stays,
+    bad_input_is_a_typed_error,
+    stats_count_hits_misses_and_keys,
+    schema_additions_are_tolerated,
+    arc_reads_share_one_decoded_value,
+    json_and_lz4_round_trip,
+    layer_selection_writes_only_there,
+    every_future_is_send,
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: i64,
+    name: String,
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+async fn read_your_writes(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let alice = User { id: 1, name: "Alice".into() };
+    cache.set("user:1", &alice).ttl(Duration::from_secs(300)).await.expect("set");
+    assert_eq!(cache.get::<User>("user:1").await.expect("get"), Some(alice.clone()));
+    let bob = User { id: 1, name: "Bob".into() };
+    cache.set("user:1", &bob).await.expect("overwrite");
+    assert_eq!(cache.get::<User>("user:1").await.expect("get"), Some(bob));
+    assert_eq!(cache.get::<User>("user:2").await.expect("get"), None);
+}
+
+async fn str_values_read_as_string(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("k", &"text").await.expect("set &str");
+    cache.set("k2", "unsized str").await.expect("set str");
+    assert_eq!(cache.get::<String>("k").await.expect("get").as_deref(), Some("text"));
+    assert_eq!(cache.get::<String>("k2").await.expect("get").as_deref(), Some("unsized str"));
+}
+
+async fn entries_expire_in_every_layer(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("short", &1u8).ttl(Duration::from_millis(150)).await.expect("set");
+    assert_eq!(cache.get::<u8>("short").await.expect("get"), Some(1));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(cache.get::<u8>("short").await.expect("get"), None);
+    assert!(!cache.exists("short").await.expect("exists"));
+    if stack == Stack::L1File {
+        // Written to L4 only: after expiry, no layer may return it, and the file is removed.
+        cache
+            .set("l4-only", &2u8)
+            .ttl(Duration::from_millis(150))
+            .layer(Layer::L4)
+            .await
+            .expect("set");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(cache.get::<u8>("l4-only").await.expect("get"), None);
+        assert_eq!(cache.stats().await.expect("stats").layer(Layer::L4).expect("l4").keys, 0);
+    }
+}
+
+async fn delete_and_exists(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("user:1", &1).await.expect("set");
+    assert!(cache.exists("user:1").await.expect("exists"));
+    assert!(cache.delete("user:1").await.expect("delete"));
+    assert!(!cache.exists("user:1").await.expect("exists"));
+    assert!(!cache.delete("user:1").await.expect("delete again"));
+    assert_eq!(cache.get::<i32>("user:1").await.expect("get"), None);
+}
+
+async fn increment_is_exact_and_typed(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("counter", &0i64).ttl(Duration::from_secs(3600)).await.expect("set");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.increment("counter", 1).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("increment");
+    }
+    assert_eq!(cache.get::<i64>("counter").await.expect("get"), Some(200));
+    assert_eq!(cache.increment("counter", -50).await.expect("decrement"), 150);
+    assert_eq!(cache.increment("fresh", 5).await.expect("missing starts at 0"), 5);
+
+    cache.set("name", &"alice").await.expect("set");
+    let err = cache.increment("name", 1).await.expect_err("not an integer");
+    assert_eq!(err.kind(), ErrorKind::NotAnInteger);
+    assert_eq!(cache.get::<String>("name").await.expect("get").as_deref(), Some("alice"));
+
+    cache.set("big", &i64::MAX).await.expect("set");
+    let err = cache.increment("big", 1).await.expect_err("overflow");
+    assert_eq!(err.kind(), ErrorKind::NotAnInteger);
+    assert_eq!(cache.get::<i64>("big").await.expect("get"), Some(i64::MAX));
+}
+
+async fn keys_lists_live_keys_by_glob(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    for k in ["user:1", "user:2", "user:10", "product:1"] {
+        cache.set(k, &k).await.expect("set");
+    }
+    cache.set("user:gone", &0).ttl(Duration::from_millis(50)).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        cache.keys("user:*").await.expect("keys"),
+        ["user:1", "user:10", "user:2"]
+    );
+    assert_eq!(cache.keys("user:?").await.expect("keys"), ["user:1", "user:2"]);
+    assert_eq!(cache.keys("*:[12]").await.expect("keys"), ["product:1", "user:1", "user:2"]);
+    assert_eq!(cache.keys("nothing*").await.expect("keys"), Vec::<String>::new());
+    let err = cache.keys("user:[12").await.expect_err("unclosed [");
+    assert_eq!(err.kind(), ErrorKind::InvalidGlob);
+}
+
+async fn delete_many_counts(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    for k in ["user:1", "user:2", "user:3"] {
+        cache.set(k, &1).await.expect("set");
+    }
+    let keys = cache.keys("user:*").await.expect("keys");
+    assert_eq!(cache.delete_many(&keys).await.expect("delete_many"), 3);
+    assert_eq!(cache.delete_many(&["user:1", "never"]).await.expect("again"), 0);
+    assert!(cache.keys("user:*").await.expect("keys").is_empty());
+}
+
+async fn seed_tags_example(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("product:1", &"p1").tags(["products", "category:electronics"]).await.expect("set");
+    cache.set("product:2", &"p2").tags(["products", "category:books"]).await.expect("set");
+    cache
+        .set("featured:electronics", &"f")
+        .tags(["featured", "category:electronics"])
+        .await
+        .expect("set");
+    cache.invalidate_tag("category:electronics").await.expect("invalidate");
+    assert_eq!(cache.get::<String>("product:1").await.expect("get"), None);
+    assert_eq!(cache.get::<String>("featured:electronics").await.expect("get"), None);
+    assert_eq!(cache.get::<String>("product:2").await.expect("get").as_deref(), Some("p2"));
+    // Entries written after the invalidation carry the new version and are served.
+    cache.set("product:1", &"p1b").tags(["category:electronics"]).await.expect("set");
+    assert_eq!(cache.get::<String>("product:1").await.expect("get").as_deref(), Some("p1b"));
+
+    if stack == Stack::L1File {
+        // A second cache on the same directory stands in for a restarted process: it has no
+        // memory of the invalidation, and must still not serve the invalidated L4 entries.
+        let other = build(stack, dir.path(), "").await;
+        assert_eq!(other.get::<String>("featured:electronics").await.expect("get"), None);
+        assert_eq!(other.get::<String>("product:2").await.expect("get").as_deref(), Some("p2"));
+    }
+}
+
+async fn tag_invalidated_entries_are_not_listed(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("a:1", &1).tags(["t"]).await.expect("set");
+    cache.set("a:2", &2).await.expect("set");
+    cache.invalidate_tag("t").await.expect("invalidate");
+    assert_eq!(cache.keys("a:*").await.expect("keys"), ["a:2"]);
+}
+
+async fn get_or_set_runs_the_loader_once_for_10k_tasks(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_set("hot", || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(7u64)
+                    })
+                    .ttl(Duration::from_secs(60))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task").expect("value"), 7);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+async fn loader_errors_are_returned_and_never_cached(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let err = cache
+        .get_or_set("k", || async { Err::<u8, _>(std::io::Error::other("db down")) })
+        .await
+        .expect_err("loader fails");
+    assert_eq!(err.kind(), ErrorKind::Loader);
+    let source = std::error::Error::source(&err).expect("source kept");
+    assert!(source.to_string().contains("db down"));
+    assert_eq!(cache.get::<u8>("k").await.expect("get"), None, "errors are not cached");
+
+    // A leader that fails makes a waiter retry; exactly one more load then serves everyone.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_set("k", || async move {
+                        let n = calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if n == 0 {
+                            Err(std::io::Error::other("first load fails"))
+                        } else {
+                            Ok(9u8)
+                        }
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(v) => {
+                assert_eq!(v, 9);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Loader);
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!((ok, failed), (49, 1));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader_cache = cache.clone();
+    let load = tokio::spawn(async move {
+        loader_cache
+            .get_or_set("user:1", || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, std::io::Error>("old".to_string())
+            })
+            .await
+    });
+    started_rx.await.expect("loader started");
+    cache.delete("user:1").await.expect("delete");
+    release_tx.send(()).expect("release");
+    assert_eq!(load.await.expect("task").expect("load").as_str(), "old");
+    assert_eq!(cache.get::<String>("user:1").await.expect("get"), None);
+    if stack == Stack::L1File {
+        let other = build(stack, dir.path(), "").await;
+        assert_eq!(other.get::<String>("user:1").await.expect("get"), None, "not in L4 either");
+    }
+}
+
+async fn a_load_that_began_before_a_tag_invalidation_never_writes_back(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader_cache = cache.clone();
+    let load = tokio::spawn(async move {
+        loader_cache
+            .get_or_set("p:1", || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, std::io::Error>(1u8)
+            })
+            .tags(["products"])
+            .await
+    });
+    started_rx.await.expect("loader started");
+    cache.invalidate_tag("products").await.expect("invalidate");
+    release_tx.send(()).expect("release");
+    load.await.expect("task").expect("load");
+    assert_eq!(cache.get::<u8>("p:1").await.expect("get"), None);
+}
+
+async fn type_mismatch_is_an_error_and_the_value_stays(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("k", &"text").await.expect("set");
+    let err = cache.get::<i64>("k").await.expect_err("mismatch");
+    assert_eq!(err.kind(), ErrorKind::TypeMismatch);
+    assert!(err.to_string().contains("`k`"), "{err}");
+    assert_eq!(cache.get::<String>("k").await.expect("get").as_deref(), Some("text"));
+    if stack == Stack::L1File {
+        let other = build(stack, dir.path(), "").await;
+        let err = other.get::<Vec<u8>>("k").await.expect_err("mismatch from L4");
+        assert_eq!(err.kind(), ErrorKind::TypeMismatch);
+        assert_eq!(other.get::<String>("k").await.expect("get").as_deref(), Some("text"));
+    }
+}
+
+async fn bad_input_is_a_typed_error(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "max_value_bytes = 1024").await;
+    let cases = [
+        ("", ErrorKind::InvalidKey),
+        (&*"k".repeat(vorte_cache::MAX_KEY_LEN + 1), ErrorKind::InvalidKey),
+        ("nul\0key", ErrorKind::InvalidKey),
+    ];
+    for (key, kind) in cases {
+        assert_eq!(cache.set(key, &1).await.expect_err("set").kind(), kind);
+        assert_eq!(cache.get::<i32>(key).await.expect_err("get").kind(), kind);
+        assert_eq!(cache.delete(key).await.expect_err("delete").kind(), kind);
+        assert_eq!(cache.exists(key).await.expect_err("exists").kind(), kind);
+        assert_eq!(cache.increment(key, 1).await.expect_err("incr").kind(), kind);
+    }
+    assert_eq!(cache.set("t", &1).tags([""]).await.expect_err("empty tag").kind(), ErrorKind::InvalidKey);
+    assert_eq!(cache.invalidate_tag("").await.expect_err("empty tag").kind(), ErrorKind::InvalidKey);
+    let big = vec![7u8; 4096];
+    let err = cache.set("big", &big).await.expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
+    assert_eq!(cache.get::<Vec<u8>>("big").await.expect("get"), None, "nothing was stored");
+    assert_eq!(cache.keys("[").await.expect_err("glob").kind(), ErrorKind::InvalidGlob);
+    assert_eq!(cache.keys("a\\").await.expect_err("glob").kind(), ErrorKind::InvalidGlob);
+    // Non-string map keys cannot be JSON: a Serialize error, not a panic.
+    let json = build(stack, dir.path(), "serialization = \"json\"").await;
+    let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    assert_eq!(json.set("map", &map).await.expect_err("json").kind(), ErrorKind::Serialize);
+}
+
+async fn stats_count_hits_misses_and_keys(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("a", &1).await.expect("set");
+    cache.set("b", &vec![0u8; 10_000]).await.expect("set");
+    assert_eq!(cache.get::<i32>("a").await.expect("get"), Some(1));
+    assert_eq!(cache.get::<i32>("a").await.expect("get"), Some(1));
+    assert_eq!(cache.get::<i32>("missing").await.expect("get"), None);
+    let s = cache.stats().await.expect("stats");
+    assert_eq!(s.l1_hits, 2);
+    assert_eq!(s.misses, 1);
+    assert!((s.hit_rate() - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(s.total_keys, 2);
+    assert!(s.memory_used_mb > 0.009, "{}", s.memory_used_mb);
+    let l1 = s.layer(Layer::L1).expect("l1");
+    assert_eq!((l1.keys, l1.hits), (2, 2));
+    assert!(l1.bytes > 10_000);
+    if stack == Stack::L1File {
+        let l4 = s.layer(Layer::L4).expect("l4");
+        assert_eq!((l4.backend, l4.keys), ("file", 2));
+        assert!(l4.bytes > 10_000);
+        // A fresh process reads from L4 and back-fills L1.
+        let other = build(stack, dir.path(), "").await;
+        assert_eq!(other.get::<i32>("a").await.expect("get"), Some(1));
+        assert_eq!(other.get::<i32>("a").await.expect("get"), Some(1));
+        let s = other.stats().await.expect("stats");
+        assert_eq!((s.l4_hits, s.l1_hits, s.misses), (1, 1, 0));
+    } else {
+        assert!(s.layer(Layer::L4).is_none());
+    }
+}
+
+async fn schema_additions_are_tolerated(stack: Stack) {
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct UserV2 {
+        id: i64,
+        name: String,
+        email: Option<String>,
+    }
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("u", &User { id: 3, name: "c".into() }).await.expect("set");
+    let v2 = cache.get::<UserV2>("u").await.expect("reads with a new optional field");
+    let v2 = v2.expect("present");
+    assert_eq!((v2.id, v2.email), (3, None));
+}
+
+async fn arc_reads_share_one_decoded_value(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("u", &User { id: 1, name: "a".into() }).await.expect("set");
+    let a = cache.get::<Arc<User>>("u").await.expect("get").expect("present");
+    let b = cache.get::<Arc<User>>("u").await.expect("get").expect("present");
+    assert!(Arc::ptr_eq(&a, &b), "the second hit is an Arc clone of the memoised value");
+}
+
+async fn json_and_lz4_round_trip(stack: Stack) {
+    let dir = tmp();
+    let cache = build(
+        stack,
+        dir.path(),
+        "serialization = \"json\"\ncompression = { algorithm = \"lz4\", threshold = 64 }",
+    )
+    .await;
+    let text = "abc".repeat(10_000);
+    cache.set("big", &text).await.expect("set");
+    cache.set("small", &1).await.expect("set");
+    assert_eq!(cache.get::<String>("big").await.expect("get"), Some(text.clone()));
+    if stack == Stack::L1File {
+        let other = build(stack, dir.path(), "serialization = \"json\"").await;
+        assert_eq!(other.get::<String>("big").await.expect("get"), Some(text));
+        let l4 = other.stats().await.expect("stats");
+        let l4 = l4.layer(Layer::L4).expect("l4");
+        assert!(l4.bytes < 5_000, "compressed on disk: {} bytes", l4.bytes);
+    }
+}
+
+async fn layer_selection_writes_only_there(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    cache.set("cfg", &1).layer(Layer::L1).await.expect("set");
+    assert_eq!(cache.get::<i32>("cfg").await.expect("get"), Some(1));
+    let err = cache.set("x", &1).layer(Layer::L2).await.expect_err("L2 is not enabled");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    if stack == Stack::L1File {
+        let other = build(stack, dir.path(), "").await;
+        assert_eq!(other.get::<i32>("cfg").await.expect("get"), None, "L1 only");
+        cache.set("deep", &2).layer(Layer::L4).await.expect("set");
+        let s0 = cache.stats().await.expect("stats");
+        assert_eq!(cache.get::<i32>("deep").await.expect("get"), Some(2));
+        let s1 = cache.stats().await.expect("stats");
+        assert_eq!(s1.l4_hits - s0.l4_hits, 1, "first read comes from L4");
+    }
+}
+
+async fn every_future_is_send(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    let c = cache.clone();
+    tokio::spawn(async move {
+        c.set("s", &1).tags(["t"]).await.expect("set");
+        c.get::<i32>("s").await.expect("get");
+        c.exists("s").await.expect("exists");
+        c.increment("n", 1).await.expect("incr");
+        c.keys("*").await.expect("keys");
+        c.get_or_set("g", || async { Ok::<_, std::io::Error>(1) }).await.expect("gos");
+        c.invalidate_tag("t").await.expect("tag");
+        c.delete_many(&["s"]).await.expect("dm");
+        c.stats().await.expect("stats");
+        c.flush().await.expect("flush");
+    })
+    .await
+    .expect("spawned");
+}
+
+// ----- tests specific to one stack ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
+    let dir = tmp();
+    let cfg = config(Stack::L1File, dir.path(), "", "ttl = 0.2");
+    let cache = Cache::from_config(&cfg.cache).await.expect("build");
+    // L1 caps at 200 ms; the entry lives 10 s in L4.
+    cache.set("k", &1).ttl(Duration::from_secs(10)).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cache.stats().await.expect("stats");
+    assert_eq!(cache.get::<i32>("k").await.expect("get"), Some(1));
+    let after = cache.stats().await.expect("stats");
+    assert_eq!(after.l4_hits - before.l4_hits, 1, "L1 copy expired at its cap");
+
+    // Back-fill carries the remaining TTL, not a fresh one.
+    let writer = build(Stack::L1File, dir.path(), "").await;
+    writer.set("short", &5).ttl(Duration::from_millis(400)).layer(Layer::L4).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let reader = build(Stack::L1File, dir.path(), "").await;
+    assert_eq!(reader.get::<i32>("short").await.expect("L4 hit, back-fills L1"), Some(5));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(reader.get::<i32>("short").await.expect("get"), None, "the L1 copy expired with the entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_l4_values_are_misses_removed_and_counted() {
+    let dir = tmp();
+    let cache = build(Stack::L1File, dir.path(), "").await;
+    cache.set("victim", &"value").await.expect("set");
+    let file = find_file(dir.path(), "victim").expect("entry file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).expect("corrupt it");
+    let fresh = build(Stack::L1File, dir.path(), "").await;
+    assert_eq!(fresh.get::<String>("victim").await.expect("a miss, not an error"), None);
+    assert!(!file.exists(), "removed");
+    let s = fresh.stats().await.expect("stats");
+    assert_eq!(s.layer(Layer::L4).expect("l4").corrupt, 1);
+    // The emptied directory was cleaned up with the file; put garbage back in its place.
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, b"not an envelope").expect("garbage");
+    assert_eq!(fresh.get::<String>("victim").await.expect("get"), None);
+    assert_eq!(fresh.stats().await.expect("stats").layer(Layer::L4).expect("l4").corrupt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_invalidation_is_one_write_whatever_the_number_of_entries() {
+    let dir = tmp();
+    let cache = build(Stack::L1File, dir.path(), "").await;
+    for i in 0..300 {
+        cache.set(&format!("item:{i}"), &i).tags(["bulk"]).await.expect("set");
+    }
+    let before = snapshot(dir.path());
+    cache.invalidate_tag("bulk").await.expect("invalidate");
+    let after = snapshot(dir.path());
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, m)| before.iter().find(|(q, _)| q == p).map(|(_, n)| n) != Some(m))
+        .collect();
+    assert_eq!(changed.len(), 1, "only the tag record changed: {changed:?}");
+    assert!(changed[0].0.contains("/t/"), "{changed:?}");
+    assert_eq!(before.len(), after.len(), "no entry file was touched");
+    assert_eq!(cache.get::<i32>("item:7").await.expect("get"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_tag_records_never_revives_invalidated_entries() {
+    let dir = tmp();
+    let cache = build(Stack::L1File, dir.path(), "").await;
+    cache.set("p", &1).tags(["t"]).await.expect("set");
+    cache.invalidate_tag("t").await.expect("invalidate");
+    // Simulate eviction of the tag metadata: delete every tag record.
+    for (path, _) in snapshot(dir.path()) {
+        if path.contains("/t/") {
+            std::fs::remove_file(&path).expect("remove tag record");
+        }
+    }
+    let fresh = build(Stack::L1File, dir.path(), "").await;
+    assert_eq!(fresh.get::<i32>("p").await.expect("get"), None);
+
+    // L1 alone: the in-process memo of versions dropped wholesale has the same effect.
+    let l1 = build(Stack::L1, dir.path(), "").await;
+    l1.set("q", &1).tags(["u"]).await.expect("set");
+    l1.invalidate_tag("u").await.expect("invalidate");
+    l1.flush().await.expect("flush forgets versions");
+    assert_eq!(l1.get::<i32>("q").await.expect("get"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_removes_only_this_prefix() {
+    let dir = tmp();
+    let a = build(Stack::L1File, dir.path(), "key_prefix = \"a:\"").await;
+    let b = build(Stack::L1File, dir.path(), "key_prefix = \"b:\"").await;
+    a.set("k", &1).await.expect("set");
+    b.set("k", &2).await.expect("set");
+    a.flush().await.expect("flush");
+    assert_eq!(a.get::<i32>("k").await.expect("get"), None);
+    assert!(a.keys("*").await.expect("keys").is_empty());
+    let b2 = build(Stack::L1File, dir.path(), "key_prefix = \"b:\"").await;
+    assert_eq!(b2.get::<i32>("k").await.expect("get"), Some(2));
+    assert_eq!(b2.keys("*").await.expect("keys"), ["k"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_keys_round_trip_inside_the_directory() {
+    let dir = tmp();
+    let cache = build(Stack::L1File, dir.path(), "").await;
+    let keys = ["..", "../../etc/passwd", "a/b", "c\\d", "%2e%2e", "ключ", "sp ace", &"x".repeat(1000)];
+    for k in keys {
+        cache.set(k, &k).layer(Layer::L4).await.expect("set");
+    }
+    let fresh = build(Stack::L1File, dir.path(), "").await;
+    for k in keys {
+        assert_eq!(fresh.get::<String>(k).await.expect("get").as_deref(), Some(k), "{k}");
+    }
+    let mut listed = fresh.keys("*").await.expect("keys");
+    listed.sort();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for (path, _) in snapshot(dir.path()) {
+        assert!(path.starts_with(&dir.path().display().to_string()), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_is_an_l1_default_until_an_app_is_built() {
+    let cache = Cache::global();
+    assert!(cache.config().layers.l4.is_none());
+    cache.set("global:k", &1).await.expect("set");
+    assert_eq!(Cache::global().get::<i32>("global:k").await.expect("get"), Some(1));
+}
+
+fn snapshot(dir: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let modified = entry.metadata().and_then(|m| m.modified()).expect("mtime");
+                out.push((path.display().to_string(), modified));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    snapshot(dir)
+        .into_iter()
+        .map(|(p, _)| std::path::PathBuf::from(p))
+        .find(|p| p.file_name().is_some_and(|f| f == name))
+}

@@ -1,0 +1,290 @@
+//! The envelope every layer stores, and the value codecs inside it.
+//!
+//! Layout (all integers big-endian):
+//!
+//! ```text
+//! magic "vc" | version u8 | flags u8 | crc32 u32 (of every byte after it)
+//! expires_at_ms u64 | created_at_ms u64
+//! key_len u16 | key
+//! tag_count u16 | (tag_len u16 | tag | tag_version u64)*
+//! payload_len u32 | payload
+//! ```
+//!
+//! `flags` holds the codec (bit 0: 0 = msgpack, 1 = JSON) and the compression (bit 1: lz4, with the
+//! decompressed size prepended). The payload is the value serialized by the codec, compressed when
+//! it was larger than the configured threshold. The envelope frames itself: trailing bytes, a bad
+//! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the router treats as
+//! a miss and removes (SPEC F4). The key is stored so that a layer whose physical names are hashed
+//! or chunked can still list logical keys.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{Compression, Serialization};
+use crate::error::{Error, ErrorKind, Result};
+
+const MAGIC: &[u8; 2] = b"vc";
+const VERSION: u8 = 1;
+const FLAG_JSON: u8 = 0b01;
+const FLAG_LZ4: u8 = 0b10;
+const HEADER: usize = 2 + 1 + 1 + 4;
+
+/// One tag of an entry, with the version of the tag that was current when the entry was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TagStamp {
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) version: u64,
+}
+
+/// A decoded envelope: metadata plus the (decompressed) serialized value.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    pub(crate) expires_at_ms: u64,
+    pub(crate) created_at_ms: u64,
+    pub(crate) key: String,
+    pub(crate) tags: Vec<TagStamp>,
+    pub(crate) serialization: Serialization,
+    pub(crate) payload: Bytes,
+}
+
+/// Why an envelope could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub(crate) &'static str);
+
+/// Serializes a value with the configured codec.
+pub(crate) fn serialize<V: Serialize + ?Sized>(
+    serialization: Serialization,
+    value: &V,
+) -> Result<Vec<u8>> {
+    match serialization {
+        Serialization::Msgpack => rmp_serde::to_vec_named(value).map_err(|e| {
+            Error::new(ErrorKind::Serialize, format!("msgpack: {e}")).with_source(e)
+        }),
+        Serialization::Json => serde_json::to_vec(value)
+            .map_err(|e| Error::new(ErrorKind::Serialize, format!("json: {e}")).with_source(e)),
+    }
+}
+
+/// Deserializes a value; a failure is a type mismatch (the envelope itself was sound).
+pub(crate) fn deserialize<T: DeserializeOwned>(
+    serialization: Serialization,
+    key: &str,
+    payload: &[u8],
+) -> Result<T> {
+    let result = match serialization {
+        Serialization::Msgpack => rmp_serde::from_slice(payload).map_err(|e| e.to_string()),
+        Serialization::Json => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+    };
+    result.map_err(|e| {
+        Error::new(
+            ErrorKind::TypeMismatch,
+            format!(
+                "key `{key}` holds a value that does not decode as {}: {e}",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
+impl Envelope {
+    /// Encodes the envelope, compressing the payload when `compression` says so.
+    pub(crate) fn encode(&self, compression: Compression) -> Bytes {
+        let mut flags = 0u8;
+        if self.serialization == Serialization::Json {
+            flags |= FLAG_JSON;
+        }
+        let compressed;
+        let payload: &[u8] = match compression {
+            Compression::Lz4 { threshold } if self.payload.len() > threshold => {
+                flags |= FLAG_LZ4;
+                compressed = lz4_flex::block::compress_prepend_size(&self.payload);
+                &compressed
+            }
+            _ => &self.payload,
+        };
+        let tags_len: usize = self.tags.iter().map(|t| 2 + t.name.len() + 8).sum();
+        let mut out =
+            BytesMut::with_capacity(HEADER + 16 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len());
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        out.put_u8(flags);
+        out.put_u32(0); // checksum, filled below
+        out.put_u64(self.expires_at_ms);
+        out.put_u64(self.created_at_ms);
+        // Keys and tags are bounded well below u16::MAX by validation (MAX_KEY_LEN, MAX_TAGS).
+        out.put_u16(self.key.len() as u16);
+        out.put_slice(self.key.as_bytes());
+        out.put_u16(self.tags.len() as u16);
+        for tag in &self.tags {
+            out.put_u16(tag.name.len() as u16);
+            out.put_slice(tag.name.as_bytes());
+            out.put_u64(tag.version);
+        }
+        out.put_u32(payload.len() as u32);
+        out.put_slice(payload);
+        let crc = crc32fast::hash(&out[HEADER..]);
+        out[4..8].copy_from_slice(&crc.to_be_bytes());
+        out.freeze()
+    }
+
+    /// Decodes an envelope, refusing anything malformed. `max_payload` caps the decompressed size,
+    /// because the size prepended by lz4 is read from the (untrusted) stored bytes.
+    pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Envelope, Corrupt> {
+        let mut r = Reader(bytes);
+        if r.take(2)? != MAGIC {
+            return Err(Corrupt("bad magic"));
+        }
+        if r.u8()? != VERSION {
+            return Err(Corrupt("unknown envelope version"));
+        }
+        let flags = r.u8()?;
+        if flags & !(FLAG_JSON | FLAG_LZ4) != 0 {
+            return Err(Corrupt("unknown flags"));
+        }
+        let crc = r.u32()?;
+        if crc32fast::hash(r.0) != crc {
+            return Err(Corrupt("checksum mismatch"));
+        }
+        let expires_at_ms = r.u64()?;
+        let created_at_ms = r.u64()?;
+        let key_len = r.u16()? as usize;
+        let key = std::str::from_utf8(r.take(key_len)?)
+            .map_err(|_| Corrupt("key is not UTF-8"))?
+            .to_owned();
+        let tag_count = r.u16()? as usize;
+        let mut tags = Vec::with_capacity(tag_count.min(64));
+        for _ in 0..tag_count {
+            let len = r.u16()? as usize;
+            let name = std::str::from_utf8(r.take(len)?).map_err(|_| Corrupt("tag is not UTF-8"))?;
+            let version = r.u64()?;
+            tags.push(TagStamp {
+                name: name.into(),
+                version,
+            });
+        }
+        let payload_len = r.u32()? as usize;
+        let payload = r.take(payload_len)?;
+        if !r.0.is_empty() {
+            return Err(Corrupt("trailing bytes"));
+        }
+        let payload = if flags & FLAG_LZ4 != 0 {
+            let declared = payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or(Corrupt("truncated lz4 header"))?;
+            if declared > max_payload {
+                return Err(Corrupt("declared size over the limit"));
+            }
+            Bytes::from(
+                lz4_flex::block::decompress_size_prepended(payload)
+                    .map_err(|_| Corrupt("lz4 stream is malformed"))?,
+            )
+        } else {
+            Bytes::copy_from_slice(payload)
+        };
+        let serialization = if flags & FLAG_JSON != 0 {
+            Serialization::Json
+        } else {
+            Serialization::Msgpack
+        };
+        Ok(Envelope {
+            expires_at_ms,
+            created_at_ms,
+            key,
+            tags,
+            serialization,
+            payload,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
+        if self.0.len() < n {
+            return Err(Corrupt("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, Corrupt> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Corrupt> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, Corrupt> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, Corrupt> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(payload: &[u8]) -> Envelope {
+        Envelope {
+            expires_at_ms: 1_000,
+            created_at_ms: 10,
+            key: "user:1".into(),
+            tags: vec![TagStamp {
+                name: "users".into(),
+                version: 7,
+            }],
+            serialization: Serialization::Msgpack,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn round_trips_with_and_without_compression() {
+        let big = vec![b'x'; 4096];
+        for compression in [Compression::None, Compression::Lz4 { threshold: 16 }] {
+            let env = sample(&big);
+            let bytes = env.encode(compression);
+            let back = Envelope::decode(&bytes, 1 << 20).expect("decodes");
+            assert_eq!(back.payload, env.payload);
+            assert_eq!(back.key, "user:1");
+            assert_eq!(back.tags, env.tags);
+            assert_eq!(back.expires_at_ms, 1_000);
+        }
+        let small = sample(b"ab").encode(Compression::Lz4 { threshold: 16 });
+        assert_eq!(small[3] & FLAG_LZ4, 0, "below the threshold nothing is compressed");
+    }
+
+    #[test]
+    fn every_flipped_byte_or_truncation_is_corrupt() {
+        let bytes = sample(b"hello").encode(Compression::None);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.to_vec();
+            bad[i] ^= 0x55;
+            assert!(Envelope::decode(&bad, 1 << 20).is_err(), "flip at {i}");
+        }
+        for n in 0..bytes.len() {
+            assert!(Envelope::decode(&bytes[..n], 1 << 20).is_err(), "cut at {n}");
+        }
+        let mut long = bytes.to_vec();
+        long.push(0);
+        assert_eq!(
+            Envelope::decode(&long, 1 << 20).unwrap_err(),
+            Corrupt("checksum mismatch")
+        );
+    }
+
+    #[test]
+    fn a_declared_size_over_the_limit_is_refused() {
+        let bytes = sample(&vec![0u8; 10_000]).encode(Compression::Lz4 { threshold: 0 });
+        assert!(Envelope::decode(&bytes, 100).is_err());
+    }
+}

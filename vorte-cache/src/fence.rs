@@ -1,0 +1,128 @@
+//! The write fence: a read or load that began before an invalidation never writes its value back
+//! (SPEC G3, in-process part).
+//!
+//! Every delete, set and flush takes a sequence number. A read or load takes a *ticket* (the
+//! current number) when it starts, and may write its value into a layer only if nothing
+//! invalidated its key after the ticket. Per-key records are bounded: when there are too many,
+//! they collapse into a floor that refuses every older ticket, which is conservative (a load
+//! whose write is refused only costs a later miss).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const KEY_LIMIT: usize = 10_000;
+
+/// Why a key was last fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fenced {
+    /// A newer value was written.
+    Set,
+    /// The key was deleted (or flushed).
+    Deleted,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    floor: u64,
+    keys: HashMap<String, (u64, Fenced)>,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    state: Mutex<State>,
+}
+
+impl Fence {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ticket of a read or load that starts now.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Records that `key` was written or deleted now.
+    pub(crate) fn record(&self, key: &str, why: Fenced) {
+        let mut s = self.lock();
+        s.seq += 1;
+        let seq = s.seq;
+        if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
+            s.floor = seq;
+            s.keys.clear();
+        } else {
+            s.keys.insert(key.to_owned(), (seq, why));
+        }
+    }
+
+    /// Records that every key was removed now.
+    pub(crate) fn record_all(&self) {
+        let mut s = self.lock();
+        s.seq += 1;
+        s.floor = s.seq;
+        s.keys.clear();
+    }
+
+    /// `None` when a holder of `ticket` may write `key`; otherwise what fenced it.
+    pub(crate) fn check(&self, key: &str, ticket: u64) -> Option<Fenced> {
+        let s = self.lock();
+        Self::check_locked(&s, key, ticket)
+    }
+
+    fn check_locked(s: &State, key: &str, ticket: u64) -> Option<Fenced> {
+        if ticket < s.floor {
+            return Some(Fenced::Deleted);
+        }
+        match s.keys.get(key) {
+            Some(&(seq, why)) if seq > ticket => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Runs `write` only if `ticket` may write `key`, atomically with respect to [`Fence::record`].
+    pub(crate) fn write_if_allowed(
+        &self,
+        key: &str,
+        ticket: u64,
+        write: impl FnOnce(),
+    ) -> Option<Fenced> {
+        let s = self.lock();
+        let fenced = Self::check_locked(&s, key, ticket);
+        if fenced.is_none() {
+            write();
+        }
+        fenced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_tickets_are_refused_after_an_invalidation() {
+        let f = Fence::default();
+        let t = f.ticket();
+        assert_eq!(f.check("k", t), None);
+        f.record("k", Fenced::Deleted);
+        assert_eq!(f.check("k", t), Some(Fenced::Deleted));
+        assert_eq!(f.check("other", t), None);
+        assert_eq!(f.check("k", f.ticket()), None);
+        let t2 = f.ticket();
+        f.record_all();
+        assert_eq!(f.check("other", t2), Some(Fenced::Deleted));
+    }
+
+    #[test]
+    fn overflow_collapses_into_a_floor() {
+        let f = Fence::default();
+        let t = f.ticket();
+        for i in 0..=KEY_LIMIT {
+            f.record(&format!("k{i}"), Fenced::Set);
+        }
+        assert!(f.check("never-touched", t).is_some());
+        assert_eq!(f.check("never-touched", f.ticket()), None);
+    }
+}

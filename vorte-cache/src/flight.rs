@@ -1,0 +1,122 @@
+//! Single-flight: concurrent misses on one key share one load.
+//!
+//! The first caller to miss becomes the *leader* and runs the load; the others *wait* on its
+//! flight. A leader that succeeds publishes its value to the waiters; one that fails, returns an
+//! uncacheable result, or is dropped mid-load publishes nothing, and the waiters retry: the first
+//! of them to come back becomes the next leader. A load error is therefore never shared and never
+//! cached.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+type Shared = Arc<dyn Any + Send + Sync>;
+
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Option<Shared>>>,
+    done: Notify,
+}
+
+/// The flights in progress of one cache, by key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+impl std::fmt::Debug for Flights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("Flights").field("in_progress", &n).finish()
+    }
+}
+
+/// What a caller is in a flight.
+pub(crate) enum Role<'a> {
+    Leader(Leader<'a>),
+    Waiter(Waiter),
+}
+
+/// The caller that runs the load. Dropping it without [`Leader::finish`] counts as a failure.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: String,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+/// A caller waiting on another's load.
+pub(crate) struct Waiter {
+    flight: Arc<Flight>,
+}
+
+impl Flights {
+    /// Joins the flight of `key`, leading it when there is none.
+    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = map.get(key) {
+            return Role::Waiter(Waiter {
+                flight: flight.clone(),
+            });
+        }
+        let flight = Arc::new(Flight::default());
+        map.insert(key.to_owned(), flight.clone());
+        Role::Leader(Leader {
+            flights: self,
+            key: key.to_owned(),
+            flight,
+            finished: false,
+        })
+    }
+}
+
+impl Leader<'_> {
+    /// Ends the flight, sharing `value` with the waiters (`None`: they retry).
+    pub(crate) fn finish(mut self, value: Option<Shared>) {
+        self.publish(value);
+    }
+
+    fn publish(&mut self, value: Option<Shared>) {
+        self.finished = true;
+        {
+            let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                map.remove(&self.key);
+            }
+        }
+        *self.flight.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        self.flight.done.notify_waiters();
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.publish(None);
+        }
+    }
+}
+
+impl Waiter {
+    /// Waits for the leader; the shared value, or `None` when the caller should retry.
+    pub(crate) async fn wait(self) -> Option<Shared> {
+        let notified = self.flight.done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(outcome) = self.outcome() {
+            return outcome;
+        }
+        notified.await;
+        self.outcome().flatten()
+    }
+
+    fn outcome(&self) -> Option<Option<Shared>> {
+        self.flight
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

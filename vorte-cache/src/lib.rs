@@ -1,0 +1,57 @@
+//! A four-layer async cache: in-process (L1), local Redis or Memcached (L2), a Redis Cluster (L3)
+//! and object storage (L4). Reads and writes flow through the layers by themselves;
+//! [`#[cached]`](macro@cached) caches a function and [`#[on_event]`](macro@on_event) registers an
+//! invalidation handler.
+//!
+//! ```
+//! use std::time::Duration;
+//! use vorte_cache::{cached, Cache};
+//!
+//! #[cached(ttl = 300, key = "user:{user_id}")]
+//! async fn get_user(user_id: i64) -> Result<String, std::io::Error> {
+//!     Ok(format!("user #{user_id}"))             // the database call
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> vorte_cache::Result<()> {
+//! assert_eq!(get_user(1).await.expect("loads"), "user #1");
+//! // The second call is an L1 hit; the value is also readable by key:
+//! let cached: Option<String> = Cache::global().get("user:1").await?;
+//! assert_eq!(cached.as_deref(), Some("user #1"));
+//! # Ok(()) }
+//! ```
+//!
+//! The layers, the read and write paths and the tag design are described in
+//! `docs/architecture.md`; the configuration in [`Config`].
+
+mod cache;
+mod codec;
+pub mod config;
+mod error;
+mod events;
+mod fence;
+mod flight;
+mod glob;
+mod key;
+mod layer;
+mod router;
+mod stats;
+mod store;
+mod tags;
+mod vorte;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use cache::{Cache, GetOrSet, Set};
+pub use config::{CacheConfig, Config};
+pub use error::{Error, ErrorKind, Result};
+pub use events::{EventBus, emit};
+pub use key::MAX_KEY_LEN;
+pub use layer::Layer;
+pub use stats::{CacheStats, LayerStats};
+pub use store::{BoxFuture, Slot, Store, Usage};
+pub use vorte::{Vorte, VorteBuilder};
+
+#[cfg(feature = "macros")]
+pub use vorte_cache_macros::{cached, on_event};

@@ -1,0 +1,859 @@
+//! The router: composes L1 and the stores of L2–L4 into one cache.
+//!
+//! - Reads go L1 → L2 → L3 → L4. The first live, valid entry wins; the layers above it are
+//!   back-filled with its *remaining* TTL, capped by each layer's `ttl`.
+//! - Writes go through to every enabled layer the call selects.
+//! - A layer that fails is skipped for that call, counted and logged (SPEC F1).
+//! - Expiry is checked from the envelope on every read, so no layer returns an entry past its TTL
+//!   whatever the backend does.
+//! - A corrupt entry is a miss: removed and counted (SPEC F4). A well-formed entry of another type
+//!   is a `TypeMismatch` error, and stays (SPEC B1).
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, Envelope, TagStamp};
+use crate::config::{Backend, CacheConfig, LayerConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fence::{Fence, Fenced};
+use crate::flight::{Flights, Role};
+use crate::glob::Glob;
+use crate::key::{self, now_ms};
+use crate::layer::{Layer, LayerSet};
+use crate::__private::{Callsite, Output};
+use crate::stats::{CacheStats, Counters, LayerStats};
+use crate::store::memory::{L1Entry, MemoryLayer};
+use crate::store::{Slot, Store};
+use crate::tags::TagIndex;
+
+/// Concurrent store calls in `keys` and `delete_many`.
+const FAN_OUT: usize = 16;
+
+/// A layer below L1.
+#[derive(Debug)]
+struct Remote {
+    layer: Layer,
+    store: Arc<dyn Store>,
+    ttl_cap: Option<Duration>,
+    max_value_bytes: usize,
+}
+
+/// What a write carries besides the payload.
+pub(crate) struct WriteSpec {
+    pub(crate) ttl: Option<Duration>,
+    /// Absolute expiry; when set, `ttl` is ignored (increment keeps the remaining TTL).
+    pub(crate) expires_at_ms: Option<u64>,
+    pub(crate) layers: LayerSet,
+    pub(crate) stamps: Box<[TagStamp]>,
+    /// A load's ticket: the write is dropped if the key was invalidated after it.
+    pub(crate) ticket: Option<u64>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Router {
+    pub(crate) config: CacheConfig,
+    l1: Option<MemoryLayer>,
+    remotes: Vec<Remote>,
+    enabled: LayerSet,
+    tags: TagIndex,
+    flights: Flights,
+    fence: Fence,
+    counters: Counters,
+    counter_locks: Box<[tokio::sync::Mutex<()>]>,
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Redis => "redis",
+        Backend::Memcached => "memcached",
+        Backend::RedisCluster => "redis-cluster",
+        Backend::S3 => "s3",
+        Backend::File => "file",
+        Backend::Gcs => "gcs",
+        Backend::Azure => "azure",
+        Backend::Http => "http",
+    }
+}
+
+fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+    match cfg.backend {
+        #[cfg(feature = "file")]
+        Backend::File => {
+            let path = cfg.path.clone().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cache.layers.{layer}.path: the file backend needs a path"),
+                )
+            })?;
+            Ok(Arc::new(crate::store::file::FileStore::open(
+                path,
+                key_prefix,
+                cfg.timeout,
+            )?))
+        }
+        other => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "cache.layers.{layer}.backend: the `{}` backend is not built into this version of \
+                 vorte-cache (available: {})",
+                backend_name(other),
+                if cfg!(feature = "file") { "file" } else { "none" }
+            ),
+        )),
+    }
+}
+
+impl Router {
+    pub(crate) fn build(config: &CacheConfig) -> Result<Router> {
+        let layers = &config.layers;
+        let max_value = config.max_value_bytes;
+        let mut remotes = Vec::new();
+        for (layer, cfg) in [
+            (Layer::L2, &layers.l2),
+            (Layer::L3, &layers.l3),
+            (Layer::L4, &layers.l4),
+        ] {
+            if let Some(cfg) = cfg {
+                remotes.push(Remote {
+                    layer,
+                    store: open_store(layer, cfg, &config.key_prefix)?,
+                    ttl_cap: cfg.ttl,
+                    max_value_bytes: cfg.max_value_bytes.unwrap_or(max_value).min(max_value),
+                });
+            }
+        }
+        Ok(Router::with_remotes(config, remotes))
+    }
+
+    /// A router over already opened stores; cannot fail.
+    fn with_remotes(config: &CacheConfig, remotes: Vec<Remote>) -> Router {
+        let layers = &config.layers;
+        let max_value = config.max_value_bytes;
+        let l1 = layers.l1.enabled.then(|| {
+            MemoryLayer::new(
+                layers.l1.max_size,
+                layers.l1.max_bytes,
+                layers.l1.ttl,
+                layers.l1.max_value_bytes.unwrap_or(max_value).min(max_value),
+            )
+        });
+        let mut enabled = LayerSet::default();
+        if l1.is_some() {
+            enabled.insert(Layer::L1);
+        }
+        for remote in &remotes {
+            enabled.insert(remote.layer);
+        }
+        // Tag records live in the most shared layer: L3, else L2, else L4.
+        let authority = [Layer::L3, Layer::L2, Layer::L4]
+            .iter()
+            .find_map(|l| remotes.iter().find(|r| r.layer == *l))
+            .map(|r| r.store.clone());
+        let memo_ttl = layers.l1.ttl.unwrap_or(config.default_ttl);
+        Router {
+            config: config.clone(),
+            l1,
+            remotes,
+            enabled,
+            tags: TagIndex::new(authority, memo_ttl),
+            flights: Flights::default(),
+            fence: Fence::default(),
+            counters: Counters::default(),
+            counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// The embedded default: L1 only.
+    pub(crate) fn embedded_default() -> Router {
+        Router::with_remotes(&CacheConfig::default(), Vec::new())
+    }
+
+    fn skip(&self, layer: Layer, what: &str, key: &str, e: &Error) {
+        Counters::bump(&self.counters.layer(layer).errors);
+        tracing::warn!(layer = %layer, key, error = %e, "{what} failed; layer skipped for this call");
+    }
+
+    // ----- reads -------------------------------------------------------------------------------
+
+    /// Whether an L1 entry's tags are all current.
+    async fn l1_tags_valid(&self, entry: &L1Entry) -> bool {
+        if entry.tags.is_empty() {
+            return true;
+        }
+        let epoch = self.tags.epoch();
+        if entry.checked_epoch.load(Ordering::Acquire) == epoch {
+            return true;
+        }
+        let valid = match self.tags.check_memoised(&entry.tags) {
+            Some(v) => v,
+            None => match self.tags.check(&entry.tags).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // Unverifiable is treated as invalid: a miss is safe, a stale value is not.
+                    tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                    false
+                }
+            },
+        };
+        if valid {
+            entry.checked_epoch.store(epoch, Ordering::Release);
+        }
+        valid
+    }
+
+    /// The live, valid L1 entry of `key`, removing it when expired or invalidated.
+    #[inline]
+    async fn l1_entry(&self, key: &str) -> Option<Arc<L1Entry>> {
+        let l1 = self.l1.as_ref()?;
+        let counters = self.counters.layer(Layer::L1);
+        let Some(entry) = l1.get(key) else {
+            Counters::bump(&counters.misses);
+            return None;
+        };
+        if !entry.is_live(Instant::now()) || !self.l1_tags_valid(&entry).await {
+            l1.remove_entry(key, &entry);
+            Counters::bump(&counters.misses);
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Reads `key` from one remote layer: a live, valid envelope, or `None` (counted).
+    async fn read_remote(&self, remote: &Remote, key: &str) -> Option<Envelope> {
+        let counters = self.counters.layer(remote.layer);
+        let bytes = match remote.store.get(Slot::Entry(key)).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                Counters::bump(&counters.misses);
+                return None;
+            }
+            Err(e) => {
+                self.skip(remote.layer, "read", key, &e);
+                return None;
+            }
+        };
+        let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
+            Ok(env) if env.key == key => env,
+            Ok(_) | Err(_) => {
+                Counters::bump(&counters.corrupt);
+                tracing::warn!(layer = %remote.layer, key, "corrupt entry removed");
+                self.remove_quietly(remote, key).await;
+                return None;
+            }
+        };
+        let live = env.expires_at_ms > now_ms();
+        let valid = live
+            && (env.tags.is_empty()
+                || match self.tags.check(&env.tags).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                        return None;
+                    }
+                });
+        if !valid {
+            Counters::bump(&counters.misses);
+            self.remove_quietly(remote, key).await;
+            return None;
+        }
+        Some(env)
+    }
+
+    async fn remove_quietly(&self, remote: &Remote, key: &str) {
+        if let Err(e) = remote.store.delete(Slot::Entry(key)).await {
+            self.skip(remote.layer, "delete", key, &e);
+        }
+    }
+
+    /// Reads `key` as `T` through every layer.
+    pub(crate) async fn get<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        key::validate(key, "key")?;
+        if let Some(entry) = self.l1_entry(key).await {
+            let v = entry.value::<T>(key)?;
+            Counters::bump(&self.counters.layer(Layer::L1).hits);
+            return Ok(Some(v));
+        }
+        let ticket = self.fence.ticket();
+        for (i, remote) in self.remotes.iter().enumerate() {
+            if let Some(env) = self.read_remote(remote, key).await {
+                let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
+                Counters::bump(&self.counters.layer(remote.layer).hits);
+                self.backfill(key, &env, i, ticket, Box::new(v.clone())).await;
+                return Ok(Some(v));
+            }
+        }
+        Counters::bump(&self.counters.misses);
+        Ok(None)
+    }
+
+    /// The first live, valid entry of `key`, without decoding or back-filling.
+    async fn find(&self, key: &str) -> Option<(Layer, Envelope)> {
+        if let Some(entry) = self.l1_entry(key).await {
+            return Some((
+                Layer::L1,
+                Envelope {
+                    expires_at_ms: entry.expires_at_ms,
+                    created_at_ms: entry.created_at_ms,
+                    key: key.to_owned(),
+                    tags: entry.tags.to_vec(),
+                    serialization: entry.serialization,
+                    payload: entry.payload.clone(),
+                },
+            ));
+        }
+        for remote in &self.remotes {
+            if let Some(env) = self.read_remote(remote, key).await {
+                return Some((remote.layer, env));
+            }
+        }
+        None
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        key::validate(key, "key")?;
+        Ok(self.find(key).await.is_some())
+    }
+
+    /// Copies an entry found in `remotes[found]` into L1 and the remote layers above it.
+    async fn backfill(
+        &self,
+        key: &str,
+        env: &Envelope,
+        found: usize,
+        ticket: u64,
+        decoded: Box<dyn Any + Send + Sync>,
+    ) {
+        let mut targets = LayerSet::default();
+        if self.l1.is_some() {
+            targets.insert(Layer::L1);
+        }
+        for remote in &self.remotes[..found] {
+            targets.insert(remote.layer);
+        }
+        let spec = WriteSpec {
+            ttl: None,
+            expires_at_ms: Some(env.expires_at_ms),
+            layers: targets,
+            stamps: env.tags.clone().into_boxed_slice(),
+            ticket: Some(ticket),
+        };
+        if let Err(e) = self
+            .write(key, env.payload.clone(), env.serialization, spec, Some(decoded))
+            .await
+        {
+            tracing::debug!(key, error = %e, "back-fill skipped");
+        }
+    }
+
+    // ----- writes ------------------------------------------------------------------------------
+
+    fn selected(&self, layers: LayerSet) -> Result<LayerSet> {
+        let mut selected = LayerSet::default();
+        for layer in Layer::ALL {
+            if layers.contains(layer) && self.enabled.contains(layer) {
+                selected.insert(layer);
+            }
+        }
+        if selected == LayerSet::default() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "none of the layers selected for this write is enabled",
+            ));
+        }
+        Ok(selected)
+    }
+
+    fn expiry(&self, spec: &WriteSpec, now: u64) -> u64 {
+        spec.expires_at_ms.unwrap_or_else(|| {
+            let ttl = spec.ttl.unwrap_or(self.config.default_ttl);
+            now.saturating_add(ttl.as_millis().max(1) as u64)
+        })
+    }
+
+    fn capped(expires_at_ms: u64, cap: Option<Duration>, now: u64) -> u64 {
+        match cap {
+            Some(cap) => expires_at_ms.min(now.saturating_add(cap.as_millis() as u64)),
+            None => expires_at_ms,
+        }
+    }
+
+    /// Writes a serialized value through the selected layers.
+    ///
+    /// `decoded` (the value itself) lets L1 answer the next read without decoding.
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        payload: Bytes,
+        serialization: crate::config::Serialization,
+        spec: WriteSpec,
+        decoded: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Result<()> {
+        let selected = self.selected(spec.layers)?;
+        if payload.len() > self.config.max_value_bytes {
+            return Err(Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "key `{key}`: the value is {} bytes; max_value_bytes is {}",
+                    payload.len(),
+                    self.config.max_value_bytes
+                ),
+            ));
+        }
+        match spec.ticket {
+            Some(ticket) => {
+                if self.fence.check(key, ticket).is_some() {
+                    return Ok(());
+                }
+            }
+            None => self.fence.record(key, Fenced::Set),
+        }
+        let now = now_ms();
+        let expires_at_ms = self.expiry(&spec, now);
+        let mut accepted = 0usize;
+        let mut first_error = None;
+
+        let remotes: Vec<&Remote> = self
+            .remotes
+            .iter()
+            .filter(|r| selected.contains(r.layer))
+            .collect();
+        let puts = remotes.iter().filter_map(|remote| {
+            if payload.len() > remote.max_value_bytes {
+                Counters::bump(&self.counters.layer(remote.layer).too_large);
+                return None;
+            }
+            let env = Envelope {
+                expires_at_ms: Self::capped(expires_at_ms, remote.ttl_cap, now),
+                created_at_ms: now,
+                key: key.to_owned(),
+                tags: spec.stamps.to_vec(),
+                serialization,
+                payload: payload.clone(),
+            };
+            let bytes = env.encode(self.config.compression);
+            let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
+            Some(async move { (remote, remote.store.put(Slot::Entry(key), bytes, ttl).await) })
+        });
+        let mut written = Vec::new();
+        for (remote, result) in join_all(puts).await {
+            match result {
+                Ok(()) => {
+                    accepted += 1;
+                    written.push(remote);
+                }
+                Err(e) => {
+                    self.skip(remote.layer, "write", key, &e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+
+        if let (Some(l1), true) = (&self.l1, selected.contains(Layer::L1)) {
+            if payload.len() > l1.max_value_bytes {
+                Counters::bump(&self.counters.layer(Layer::L1).too_large);
+            } else {
+                let mut entry = L1Entry::new(
+                    Self::capped(expires_at_ms, l1.ttl_cap, now),
+                    now,
+                    spec.stamps.clone(),
+                    serialization,
+                    payload.clone(),
+                );
+                if let Some(decoded) = decoded {
+                    entry = entry.with_decoded_any(decoded);
+                }
+                accepted += 1;
+                match spec.ticket {
+                    None => l1.insert(key, entry),
+                    Some(ticket) => {
+                        // Atomic with delete's fence record: either the delete sees this entry
+                        // and removes it, or this write sees the delete and is dropped.
+                        if self.fence.write_if_allowed(key, ticket, || l1.insert(key, entry))
+                            == Some(Fenced::Deleted)
+                        {
+                            // Deleted while the remote copies were written: take them back.
+                            for remote in written {
+                                self.remove_quietly(remote, key).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if accepted > 0 {
+            return Ok(());
+        }
+        Err(first_error.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "key `{key}`: the value ({} bytes) is over the max_value_bytes of every selected layer",
+                    payload.len()
+                ),
+            )
+        }))
+    }
+
+    // ----- invalidation ------------------------------------------------------------------------
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        key::validate(key, "key")?;
+        self.fence.record(key, Fenced::Deleted);
+        let mut existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
+        let deletes = self
+            .remotes
+            .iter()
+            .map(|r| async move { (r, r.store.delete(Slot::Entry(key)).await) });
+        for (remote, result) in join_all(deletes).await {
+            match result {
+                Ok(found) => existed |= found,
+                Err(e) => self.skip(remote.layer, "delete", key, &e),
+            }
+        }
+        Ok(existed)
+    }
+
+    pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            key::validate(key, "key")?;
+        }
+        // Chunks of joined futures rather than a stream combinator: a closure over `&&str` in a
+        // stream makes the future fail `Send` for higher-ranked lifetimes.
+        let mut n = 0;
+        for chunk in keys.chunks(FAN_OUT) {
+            let deletes: Vec<_> = chunk.iter().map(|k| self.delete(k)).collect();
+            for result in join_all(deletes).await {
+                n += u64::from(result?);
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn tags_stamps(&self, tags: &[String]) -> Result<Box<[TagStamp]>> {
+        self.tags.stamps(tags).await
+    }
+
+    pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        key::validate(tag, "tag")?;
+        self.tags.invalidate(tag).await
+    }
+
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.fence.record_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        let clears = self
+            .remotes
+            .iter()
+            .map(|r| async move { (r, r.store.clear().await) });
+        let mut first_error = None;
+        for (remote, result) in join_all(clears).await {
+            if let Err(e) = result {
+                self.skip(remote.layer, "flush", "*", &e);
+                first_error.get_or_insert(e);
+            }
+        }
+        self.tags.forget_all();
+        // A flush that left a layer full would serve old values later: report it.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    // ----- counters, listing, stats ------------------------------------------------------------
+
+    pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        key::validate(key, "key")?;
+        let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % self.counter_locks.len();
+        let _guard = self.counter_locks[stripe].lock().await;
+        let (current, expires_at_ms, stamps) = match self.find(key).await {
+            Some((_, env)) => {
+                let n: i64 = codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
+                    Error::new(
+                        ErrorKind::NotAnInteger,
+                        format!("key `{key}` does not hold an integer"),
+                    )
+                })?;
+                (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
+            }
+            None => (0, None, Box::default()),
+        };
+        let next = current.checked_add(delta).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("key `{key}`: {current} + {delta} overflows i64"),
+            )
+        })?;
+        let serialization = self.config.serialization;
+        let payload = Bytes::from(codec::serialize(serialization, &next)?);
+        let spec = WriteSpec {
+            ttl: None,
+            expires_at_ms,
+            layers: LayerSet::ALL,
+            stamps,
+            ticket: None,
+        };
+        self.write(key, payload, serialization, spec, Some(Box::new(next)))
+            .await?;
+        Ok(next)
+    }
+
+    async fn is_live(&self, key: &str) -> bool {
+        self.find(key).await.is_some()
+    }
+
+    pub(crate) async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let glob = Glob::new(pattern)?;
+        let mut candidates = BTreeSet::new();
+        if let Some(l1) = &self.l1 {
+            candidates.extend(
+                l1.entries()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| glob.matches(k)),
+            );
+        }
+        for remote in &self.remotes {
+            match remote.store.list(glob.literal_prefix()).await {
+                Ok(keys) => candidates.extend(keys.into_iter().filter(|k| glob.matches(k))),
+                Err(e) => self.skip(remote.layer, "list", pattern, &e),
+            }
+        }
+        let live: Vec<Option<String>> = futures_util::stream::iter(candidates)
+            .map(|k| async move { self.is_live(&k).await.then_some(k) })
+            .buffered(FAN_OUT)
+            .collect()
+            .await;
+        Ok(live.into_iter().flatten().collect())
+    }
+
+    pub(crate) async fn stats(&self) -> Result<CacheStats> {
+        let layer_stats = |layer: Layer, backend: &'static str, keys: u64, bytes: u64| {
+            let c = self.counters.layer(layer);
+            LayerStats {
+                layer,
+                backend,
+                hits: c.hits.load(Ordering::Relaxed),
+                misses: c.misses.load(Ordering::Relaxed),
+                errors: c.errors.load(Ordering::Relaxed),
+                corrupt: c.corrupt.load(Ordering::Relaxed),
+                too_large: c.too_large.load(Ordering::Relaxed),
+                keys,
+                bytes,
+            }
+        };
+        let mut layers = Vec::new();
+        let mut l1_bytes = 0;
+        if let Some(l1) = &self.l1 {
+            let (keys, bytes) = l1.usage();
+            l1_bytes = bytes;
+            layers.push(layer_stats(Layer::L1, "memory", keys, bytes));
+        }
+        for remote in &self.remotes {
+            let usage = match remote.store.usage().await {
+                Ok(u) => u,
+                Err(e) => {
+                    self.skip(remote.layer, "usage", "*", &e);
+                    Default::default()
+                }
+            };
+            layers.push(layer_stats(
+                remote.layer,
+                remote.store.backend(),
+                usage.keys,
+                usage.bytes,
+            ));
+        }
+        let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);
+        Ok(CacheStats {
+            l1_hits: hits(Layer::L1),
+            l2_hits: hits(Layer::L2),
+            l3_hits: hits(Layer::L3),
+            l4_hits: hits(Layer::L4),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            total_keys: self.keys("*").await?.len() as u64,
+            memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
+            layers,
+        })
+    }
+
+    // ----- loads -------------------------------------------------------------------------------
+
+    /// Cache-aside with single-flight: see [`Cache::get_or_set`](crate::Cache::get_or_set).
+    pub(crate) async fn get_or_set<T, F, Fut, E>(
+        &self,
+        key: &str,
+        loader: F,
+        ttl: Option<Duration>,
+        tags: &[String],
+        layers: LayerSet,
+    ) -> Result<T>
+    where
+        T: serde::Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        for tag in tags {
+            key::validate(tag, "tag")?;
+        }
+        let mut loader = Some(loader);
+        loop {
+            if let Some(v) = self.get::<T>(key).await? {
+                return Ok(v);
+            }
+            match self.flights.join(key) {
+                Role::Leader(leader) => {
+                    let ticket = self.fence.ticket();
+                    let stamps = self.tags.stamps(tags).await?;
+                    let Some(load) = loader.take() else {
+                        return Err(Error::new(ErrorKind::Loader, "loader already used"));
+                    };
+                    let value = load().await.map_err(|e| {
+                        let source = e.into();
+                        Error::new(ErrorKind::Loader, format!("key `{key}`: {source}"))
+                            .with_source(source)
+                    })?;
+                    let serialization = self.config.serialization;
+                    let payload = Bytes::from(codec::serialize(serialization, &value)?);
+                    let spec = WriteSpec {
+                        ttl,
+                        expires_at_ms: None,
+                        layers,
+                        stamps,
+                        ticket: Some(ticket),
+                    };
+                    self.write(key, payload, serialization, spec, Some(Box::new(value.clone())))
+                        .await?;
+                    leader.finish(Some(Arc::new(value.clone())));
+                    return Ok(value);
+                }
+                Role::Waiter(waiter) => {
+                    if let Some(v) = waiter.wait().await.and_then(|s| s.downcast_ref::<T>().cloned()) {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body of every `#[cached]` function: never fails because of the cache.
+    pub(crate) async fn run_cached<O, F>(
+        &self,
+        callsite: &'static Callsite,
+        key: Result<String>,
+        tags: Vec<String>,
+        body: F,
+    ) -> O
+    where
+        O: Output,
+        F: Future<Output = O> + Send,
+    {
+        let key = match key.and_then(|k| key::validate(&k, "key").map(|()| k)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(function = callsite.path, error = %e, "no cache key; running uncached");
+                return body.await;
+            }
+        };
+        let layers = callsite.layers.map_or(LayerSet::ALL, LayerSet::of);
+        let mut body = Some(body);
+        loop {
+            match self.get::<O::Stored>(&key).await {
+                Ok(Some(stored)) => return O::from_stored(stored),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(function = callsite.path, key, error = %e, "cached read failed; running the body");
+                }
+            }
+            match self.flights.join(&key) {
+                Role::Leader(leader) => {
+                    let Some(body) = body.take() else {
+                        unreachable!("a caller leads at most once, then returns")
+                    };
+                    let ticket = self.fence.ticket();
+                    let stamps = self.tags.stamps(&tags).await;
+                    let out = body.await;
+                    let negative = callsite.negative_ttl.is_some();
+                    let shared = match (out.to_stored(negative), stamps) {
+                        (Some(stored), Ok(stamps)) => {
+                            let ttl = if O::is_negative(&stored) {
+                                callsite.negative_ttl
+                            } else {
+                                callsite.ttl
+                            };
+                            self.store_cached(&key, &stored, ttl, layers, stamps, ticket)
+                                .await;
+                            Some(Arc::new(stored) as Arc<dyn Any + Send + Sync>)
+                        }
+                        (_, Err(e)) => {
+                            tracing::warn!(key, error = %e, "tag versions unavailable; result not cached");
+                            None
+                        }
+                        (None, _) => None,
+                    };
+                    leader.finish(shared);
+                    return out;
+                }
+                Role::Waiter(waiter) => {
+                    if let Some(stored) = waiter
+                        .wait()
+                        .await
+                        .and_then(|s| s.downcast_ref::<O::Stored>().cloned())
+                    {
+                        return O::from_stored(stored);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_cached<T>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        layers: LayerSet,
+        stamps: Box<[TagStamp]>,
+        ticket: u64,
+    ) where
+        T: serde::Serialize + Clone + Send + Sync + 'static,
+    {
+        let serialization = self.config.serialization;
+        let payload = match codec::serialize(serialization, value) {
+            Ok(p) => Bytes::from(p),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "result not cached");
+                return;
+            }
+        };
+        let spec = WriteSpec {
+            ttl,
+            expires_at_ms: None,
+            layers,
+            stamps,
+            ticket: Some(ticket),
+        };
+        if let Err(e) = self
+            .write(key, payload, serialization, spec, Some(Box::new(value.clone())))
+            .await
+        {
+            tracing::warn!(key, error = %e, "result not cached");
+        }
+    }
+}

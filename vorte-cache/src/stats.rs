@@ -1,0 +1,104 @@
+//! Counters and the [`CacheStats`] snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::layer::Layer;
+
+/// Per-layer counters, updated on the hot path with relaxed atomics.
+#[derive(Debug, Default)]
+pub(crate) struct LayerCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+}
+
+/// Counters of one cache.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) layers: [LayerCounters; 4],
+    pub(crate) misses: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn layer(&self, layer: Layer) -> &LayerCounters {
+        &self.layers[layer.index()]
+    }
+}
+
+/// One layer's figures in a [`CacheStats`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LayerStats {
+    /// Which layer.
+    pub layer: Layer,
+    /// Its backend, as in configuration (`"memory"`, `"file"`, …).
+    pub backend: &'static str,
+    /// Reads this layer answered, since the cache was built.
+    pub hits: u64,
+    /// Reads that reached this layer and found nothing live in it.
+    pub misses: u64,
+    /// Calls to this layer that failed or timed out and were skipped (SPEC F1).
+    pub errors: u64,
+    /// Values found corrupt (bad envelope or checksum), removed and treated as misses (SPEC F4).
+    pub corrupt: u64,
+    /// Writes this layer did not take because the value was over its `max_value_bytes`; the value
+    /// still went to the selected layers that accept it.
+    pub too_large: u64,
+    /// Entries the layer holds under the prefix at the time of the snapshot. For L1, live entries;
+    /// for other layers, stored entries, including expired ones not yet reclaimed.
+    pub keys: u64,
+    /// Bytes of those entries. L1: key + serialized value + tags + a fixed per-entry overhead
+    /// (a fixed 160 B covering the entry and quick_cache's slot).
+    /// Other layers: stored bytes, envelopes included.
+    pub bytes: u64,
+}
+
+/// A snapshot of the cache's counters and contents, from [`Cache::stats`](crate::Cache::stats).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Reads answered by L1 (in-process), since the cache was built.
+    pub l1_hits: u64,
+    /// Reads answered by L2.
+    pub l2_hits: u64,
+    /// Reads answered by L3.
+    pub l3_hits: u64,
+    /// Reads answered by L4.
+    pub l4_hits: u64,
+    /// Reads that found nothing live in any layer.
+    pub misses: u64,
+    /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns). It
+    /// lists every layer, so it costs a listing of each store.
+    pub total_keys: u64,
+    /// L1's bytes (see [`LayerStats::bytes`]) in MiB: the memory this process spends on cached
+    /// values.
+    pub memory_used_mb: f64,
+    /// One entry per enabled layer, L1 first.
+    pub layers: Vec<LayerStats>,
+}
+
+impl CacheStats {
+    /// Hits over reads, in `0..=1`; `0` before any read.
+    pub fn hit_rate(&self) -> f64 {
+        let hits = self.l1_hits + self.l2_hits + self.l3_hits + self.l4_hits;
+        let reads = hits + self.misses;
+        if reads == 0 {
+            0.0
+        } else {
+            hits as f64 / reads as f64
+        }
+    }
+
+    /// The figures of one layer, if it is enabled.
+    pub fn layer(&self, layer: Layer) -> Option<&LayerStats> {
+        self.layers.iter().find(|l| l.layer == layer)
+    }
+}

@@ -1,0 +1,269 @@
+//! L1: in-process memory on quick_cache, holding decoded values.
+//!
+//! quick_cache has no TTL, so each entry carries its deadline and a read past it removes the entry
+//! (only that same entry: a fresh re-insert is never removed by a stale check). Each entry keeps its
+//! serialized bytes and memoises the decoded value of the type last read, so a repeated hit costs a
+//! lookup, a clock read and a clone of the value (an `Arc` clone for `Arc<T>`), and decodes nothing.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache as QuickCache;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, TagStamp};
+use crate::config::Serialization;
+use crate::error::Result;
+
+/// Bytes counted per entry on top of key and payload: the entry struct, its `Arc`s and
+/// quick_cache's own ~21 B per slot, rounded up.
+pub(crate) const ENTRY_OVERHEAD: u64 = 160;
+
+/// One L1 entry.
+pub(crate) struct L1Entry {
+    pub(crate) deadline: Instant,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) created_at_ms: u64,
+    pub(crate) tags: Box<[TagStamp]>,
+    pub(crate) serialization: Serialization,
+    pub(crate) payload: Bytes,
+    /// The tag epoch at which `tags` were last found current; see `TagIndex::epoch`.
+    pub(crate) checked_epoch: AtomicU64,
+    decoded: ArcSwapOption<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for L1Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1Entry")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("tags", &self.tags)
+            .field("bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl L1Entry {
+    pub(crate) fn new(
+        expires_at_ms: u64,
+        created_at_ms: u64,
+        tags: Box<[TagStamp]>,
+        serialization: Serialization,
+        payload: Bytes,
+    ) -> Self {
+        let remaining = expires_at_ms.saturating_sub(crate::key::now_ms());
+        L1Entry {
+            deadline: Instant::now() + Duration::from_millis(remaining),
+            expires_at_ms,
+            created_at_ms,
+            tags,
+            serialization,
+            payload,
+            // Zero is never an epoch: the first hit checks the stamps, because a load's stamps
+            // may already be stale when it is inserted.
+            checked_epoch: AtomicU64::new(0),
+            decoded: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Remembers a decoded value, so that the next read of the same type decodes nothing.
+    pub(crate) fn with_decoded_any(self, value: Box<dyn Any + Send + Sync>) -> Self {
+        self.decoded.store(Some(Arc::new(value)));
+        self
+    }
+
+    #[inline]
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
+        now < self.deadline
+    }
+
+    /// The value as `T`, from the memo when the last read was of type `T`.
+    #[inline]
+    pub(crate) fn value<T>(&self, key: &str) -> Result<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(memo) = &*self.decoded.load() {
+            if let Some(v) = memo.downcast_ref::<T>() {
+                return Ok(v.clone());
+            }
+        }
+        let v: T = codec::deserialize(self.serialization, key, &self.payload)?;
+        self.decoded.store(Some(Arc::new(Box::new(v.clone()))));
+        Ok(v)
+    }
+
+    pub(crate) fn weight(&self, key: &str) -> u64 {
+        key.len() as u64
+            + self.payload.len() as u64
+            + self.tags.iter().map(|t| t.name.len() as u64 + 24).sum::<u64>()
+            + ENTRY_OVERHEAD
+    }
+}
+
+/// Weighs entries by count (`max_size`) or by bytes (`max_bytes`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntryWeighter {
+    by_bytes: bool,
+}
+
+impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
+    fn weight(&self, key: &String, entry: &Arc<L1Entry>) -> u64 {
+        if self.by_bytes { entry.weight(key) } else { 1 }
+    }
+}
+
+/// The L1 layer.
+pub(crate) struct MemoryLayer {
+    cache: QuickCache<String, Arc<L1Entry>, EntryWeighter>,
+    pub(crate) ttl_cap: Option<Duration>,
+    pub(crate) max_value_bytes: usize,
+}
+
+impl std::fmt::Debug for MemoryLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLayer")
+            .field("len", &self.cache.len())
+            .field("capacity", &self.cache.capacity())
+            .finish()
+    }
+}
+
+impl MemoryLayer {
+    pub(crate) fn new(
+        max_size: u64,
+        max_bytes: Option<u64>,
+        ttl_cap: Option<Duration>,
+        max_value_bytes: usize,
+    ) -> Self {
+        let (capacity, by_bytes) = match max_bytes {
+            Some(bytes) => (bytes, true),
+            None => (max_size, false),
+        };
+        // quick_cache splits capacity across shards and silently refuses an item heavier than a
+        // shard's budget, so a byte-bounded L1 also caps each value at a shard's share.
+        let shards = if by_bytes { 4 } else { 0 };
+        let mut options = quick_cache::OptionsBuilder::new();
+        options
+            .estimated_items_capacity(max_size.max(16) as usize)
+            .weight_capacity(capacity.max(1));
+        if shards > 0 {
+            options.shards(shards);
+        }
+        let max_value_bytes = if by_bytes {
+            max_value_bytes.min((capacity / (2 * shards as u64)) as usize)
+        } else {
+            max_value_bytes
+        };
+        let cache = match options.build() {
+            Ok(options) => QuickCache::with_options(
+                options,
+                EntryWeighter { by_bytes },
+                Default::default(),
+                Default::default(),
+            ),
+            // The builder only fails on a missing item estimate, which is always set above.
+            Err(_) => QuickCache::with_weighter(
+                max_size.max(16) as usize,
+                capacity.max(1),
+                EntryWeighter { by_bytes },
+            ),
+        };
+        MemoryLayer {
+            cache,
+            ttl_cap,
+            max_value_bytes,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.cache.get(key)
+    }
+
+    pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
+        self.cache.insert(key.to_owned(), Arc::new(entry));
+    }
+
+    /// Removes `key` only if it still holds `entry`.
+    pub(crate) fn remove_entry(&self, key: &str, entry: &Arc<L1Entry>) {
+        self.cache.remove_if(key, |e| Arc::ptr_eq(e, entry));
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        self.cache.remove(key).is_some()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.cache.clear();
+    }
+
+    /// A snapshot of every key and entry.
+    pub(crate) fn entries(&self) -> Vec<(String, Arc<L1Entry>)> {
+        self.cache.iter().collect()
+    }
+
+    /// Live entries and their bytes (see [`L1Entry::weight`]).
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let now = Instant::now();
+        self.cache
+            .iter()
+            .filter(|(_, e)| e.is_live(now))
+            .fold((0, 0), |(n, b), (k, e)| (n + 1, b + e.weight(&k)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ms: u64) -> L1Entry {
+        let payload = Bytes::from(codec::serialize(Serialization::Msgpack, &"v").expect("ser"));
+        L1Entry::new(
+            crate::key::now_ms() + ms,
+            0,
+            Box::new([]),
+            Serialization::Msgpack,
+            payload,
+        )
+    }
+
+    #[test]
+    fn decodes_once_per_type_and_reports_mismatch() {
+        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        l1.insert("k", entry(10_000));
+        let e = l1.get("k").expect("present");
+        assert_eq!(e.value::<String>("k").expect("string"), "v");
+        assert!(e.decoded.load().is_some());
+        assert_eq!(
+            e.value::<i64>("k").unwrap_err().kind(),
+            crate::ErrorKind::TypeMismatch
+        );
+        assert_eq!(e.value::<Arc<str>>("k").expect("arc").as_ref(), "v");
+    }
+
+    #[test]
+    fn stale_removal_spares_a_fresh_entry() {
+        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        l1.insert("k", entry(0));
+        let old = l1.get("k").expect("present");
+        assert!(!old.is_live(Instant::now()));
+        l1.insert("k", entry(10_000));
+        l1.remove_entry("k", &old);
+        assert!(l1.get("k").is_some(), "the fresh entry survives");
+    }
+
+    #[test]
+    fn byte_bound_evicts() {
+        let l1 = MemoryLayer::new(1000, Some(20_000), None, 1 << 20);
+        for i in 0..1000 {
+            l1.insert(&format!("k{i}"), entry(10_000));
+        }
+        let (_, bytes) = l1.usage();
+        assert!(bytes <= 20_000, "{bytes}");
+    }
+}

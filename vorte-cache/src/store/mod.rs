@@ -1,0 +1,75 @@
+//! The layer trait: what a backend of L2, L3 or L4 must do, on encoded bytes.
+//!
+//! A [`Store`] knows nothing of types, TTL policy, tags or back-fill: the router does. It keeps
+//! bytes under logical names, inside its own key prefix, and answers with typed errors. Expiry is
+//! enforced by the router from the envelope, so a store without native expiry (a directory) is
+//! still correct; a store with native expiry (Redis) also gets the TTL so that space is reclaimed.
+//!
+//! L1 is not a `Store`: it keeps decoded values to answer without decoding ([`memory`]).
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+
+#[cfg(feature = "file")]
+pub(crate) mod file;
+pub(crate) mod memory;
+
+/// A boxed, `Send` future: what [`Store`] methods return, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a name in a store refers to: a cache entry, or the version record of a tag.
+///
+/// The two live in separate namespaces, so no user key can collide with a tag record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot<'a> {
+    /// The entry of a logical key.
+    Entry(&'a str),
+    /// The version record of a tag.
+    Tag(&'a str),
+}
+
+/// Keys and bytes a store holds under its prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Entries (tag records excluded), live or not yet reclaimed.
+    pub keys: u64,
+    /// Stored bytes of those entries, envelopes included.
+    pub bytes: u64,
+}
+
+/// A backend of one layer. Object-safe; every method may fail with a typed
+/// [`Error`](crate::Error) of kind `Backend` or `Timeout`.
+///
+/// Contract:
+/// - every physical name a store touches lies inside its prefix, and `clear`, `list` and `usage`
+///   see nothing else;
+/// - `put` replaces; `delete` of a missing name is `Ok(false)`, never an error;
+/// - `get` may return an expired entry: the router checks expiry from the envelope.
+pub trait Store: Send + Sync + Debug + 'static {
+    /// The backend's name, as in configuration (`"file"`, `"redis"`, …).
+    fn backend(&self) -> &'static str;
+
+    /// Reads a name.
+    fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>>;
+
+    /// Writes a name; `ttl` lets stores with native expiry reclaim it.
+    fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes a name; `true` when it existed (as far as the backend can tell).
+    fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>>;
+
+    /// The logical keys of the entries whose key starts with `prefix`, expired ones included.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Removes every entry and tag record under the store's prefix; returns how many names went.
+    fn clear(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// Counts the entries and their bytes.
+    fn usage(&self) -> BoxFuture<'_, Result<Usage>>;
+}
