@@ -1,4 +1,9 @@
 //! The whole Cache API of SPEC §3, on L1 alone and on L1 + L4 `file`.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a failed step fails the test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,10 +50,23 @@ fn tmp() -> tempfile::TempDir {
 async fn read_your_writes(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    let alice = User { id: 1, name: "Alice".into() };
-    cache.set("user:1", &alice).ttl(Duration::from_secs(300)).await.expect("set");
-    assert_eq!(cache.get::<User>("user:1").await.expect("get"), Some(alice.clone()));
-    let bob = User { id: 1, name: "Bob".into() };
+    let alice = User {
+        id: 1,
+        name: "Alice".into(),
+    };
+    cache
+        .set("user:1", &alice)
+        .ttl(Duration::from_secs(300))
+        .await
+        .expect("set");
+    assert_eq!(
+        cache.get::<User>("user:1").await.expect("get"),
+        Some(alice.clone())
+    );
+    let bob = User {
+        id: 1,
+        name: "Bob".into(),
+    };
     cache.set("user:1", &bob).await.expect("overwrite");
     assert_eq!(cache.get::<User>("user:1").await.expect("get"), Some(bob));
     assert_eq!(cache.get::<User>("user:2").await.expect("get"), None);
@@ -59,14 +77,24 @@ async fn str_values_read_as_string(stack: Stack) {
     let cache = build(stack, dir.path(), "").await;
     cache.set("k", &"text").await.expect("set &str");
     cache.set("k2", "unsized str").await.expect("set str");
-    assert_eq!(cache.get::<String>("k").await.expect("get").as_deref(), Some("text"));
-    assert_eq!(cache.get::<String>("k2").await.expect("get").as_deref(), Some("unsized str"));
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get").as_deref(),
+        Some("text")
+    );
+    assert_eq!(
+        cache.get::<String>("k2").await.expect("get").as_deref(),
+        Some("unsized str")
+    );
 }
 
 async fn entries_expire_in_every_layer(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    cache.set("short", &1u8).ttl(Duration::from_millis(150)).await.expect("set");
+    cache
+        .set("short", &1u8)
+        .ttl(Duration::from_millis(150))
+        .await
+        .expect("set");
     assert_eq!(cache.get::<u8>("short").await.expect("get"), Some(1));
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(cache.get::<u8>("short").await.expect("get"), None);
@@ -81,7 +109,16 @@ async fn entries_expire_in_every_layer(stack: Stack) {
             .expect("set");
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(cache.get::<u8>("l4-only").await.expect("get"), None);
-        assert_eq!(cache.stats().await.expect("stats").layer(Layer::L4).expect("l4").keys, 0);
+        assert_eq!(
+            cache
+                .stats()
+                .await
+                .expect("stats")
+                .layer(Layer::L4)
+                .expect("l4")
+                .keys,
+            0
+        );
     }
 }
 
@@ -99,7 +136,11 @@ async fn delete_and_exists(stack: Stack) {
 async fn increment_is_exact_and_typed(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    cache.set("counter", &0i64).ttl(Duration::from_secs(3600)).await.expect("set");
+    cache
+        .set("counter", &0i64)
+        .ttl(Duration::from_secs(3600))
+        .await
+        .expect("set");
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let cache = cache.clone();
@@ -110,13 +151,28 @@ async fn increment_is_exact_and_typed(stack: Stack) {
         t.await.expect("task").expect("increment");
     }
     assert_eq!(cache.get::<i64>("counter").await.expect("get"), Some(200));
-    assert_eq!(cache.increment("counter", -50).await.expect("decrement"), 150);
-    assert_eq!(cache.increment("fresh", 5).await.expect("missing starts at 0"), 5);
+    assert_eq!(
+        cache.increment("counter", -50).await.expect("decrement"),
+        150
+    );
+    assert_eq!(
+        cache
+            .increment("fresh", 5)
+            .await
+            .expect("missing starts at 0"),
+        5
+    );
 
     cache.set("name", &"alice").await.expect("set");
-    let err = cache.increment("name", 1).await.expect_err("not an integer");
+    let err = cache
+        .increment("name", 1)
+        .await
+        .expect_err("not an integer");
     assert_eq!(err.kind(), ErrorKind::NotAnInteger);
-    assert_eq!(cache.get::<String>("name").await.expect("get").as_deref(), Some("alice"));
+    assert_eq!(
+        cache.get::<String>("name").await.expect("get").as_deref(),
+        Some("alice")
+    );
 
     cache.set("big", &i64::MAX).await.expect("set");
     let err = cache.increment("big", 1).await.expect_err("overflow");
@@ -130,15 +186,28 @@ async fn keys_lists_live_keys_by_glob(stack: Stack) {
     for k in ["user:1", "user:2", "user:10", "product:1"] {
         cache.set(k, &k).await.expect("set");
     }
-    cache.set("user:gone", &0).ttl(Duration::from_millis(50)).await.expect("set");
+    cache
+        .set("user:gone", &0)
+        .ttl(Duration::from_millis(50))
+        .await
+        .expect("set");
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
         cache.keys("user:*").await.expect("keys"),
         ["user:1", "user:10", "user:2"]
     );
-    assert_eq!(cache.keys("user:?").await.expect("keys"), ["user:1", "user:2"]);
-    assert_eq!(cache.keys("*:[12]").await.expect("keys"), ["product:1", "user:1", "user:2"]);
-    assert_eq!(cache.keys("nothing*").await.expect("keys"), Vec::<String>::new());
+    assert_eq!(
+        cache.keys("user:?").await.expect("keys"),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        cache.keys("*:[12]").await.expect("keys"),
+        ["product:1", "user:1", "user:2"]
+    );
+    assert_eq!(
+        cache.keys("nothing*").await.expect("keys"),
+        Vec::<String>::new()
+    );
     let err = cache.keys("user:[12").await.expect_err("unclosed [");
     assert_eq!(err.kind(), ErrorKind::InvalidGlob);
 }
@@ -151,34 +220,88 @@ async fn delete_many_counts(stack: Stack) {
     }
     let keys = cache.keys("user:*").await.expect("keys");
     assert_eq!(cache.delete_many(&keys).await.expect("delete_many"), 3);
-    assert_eq!(cache.delete_many(&["user:1", "never"]).await.expect("again"), 0);
+    assert_eq!(
+        cache
+            .delete_many(&["user:1", "never"])
+            .await
+            .expect("again"),
+        0
+    );
     assert!(cache.keys("user:*").await.expect("keys").is_empty());
 }
 
 async fn seed_tags_example(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    cache.set("product:1", &"p1").tags(["products", "category:electronics"]).await.expect("set");
-    cache.set("product:2", &"p2").tags(["products", "category:books"]).await.expect("set");
+    cache
+        .set("product:1", &"p1")
+        .tags(["products", "category:electronics"])
+        .await
+        .expect("set");
+    cache
+        .set("product:2", &"p2")
+        .tags(["products", "category:books"])
+        .await
+        .expect("set");
     cache
         .set("featured:electronics", &"f")
         .tags(["featured", "category:electronics"])
         .await
         .expect("set");
-    cache.invalidate_tag("category:electronics").await.expect("invalidate");
+    cache
+        .invalidate_tag("category:electronics")
+        .await
+        .expect("invalidate");
     assert_eq!(cache.get::<String>("product:1").await.expect("get"), None);
-    assert_eq!(cache.get::<String>("featured:electronics").await.expect("get"), None);
-    assert_eq!(cache.get::<String>("product:2").await.expect("get").as_deref(), Some("p2"));
+    assert_eq!(
+        cache
+            .get::<String>("featured:electronics")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        cache
+            .get::<String>("product:2")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("p2")
+    );
     // Entries written after the invalidation carry the new version and are served.
-    cache.set("product:1", &"p1b").tags(["category:electronics"]).await.expect("set");
-    assert_eq!(cache.get::<String>("product:1").await.expect("get").as_deref(), Some("p1b"));
+    cache
+        .set("product:1", &"p1b")
+        .tags(["category:electronics"])
+        .await
+        .expect("set");
+    assert_eq!(
+        cache
+            .get::<String>("product:1")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("p1b")
+    );
 
     if stack == Stack::L1File {
         // A second cache on the same directory stands in for a restarted process: it has no
         // memory of the invalidation, and must still not serve the invalidated L4 entries.
         let other = build(stack, dir.path(), "").await;
-        assert_eq!(other.get::<String>("featured:electronics").await.expect("get"), None);
-        assert_eq!(other.get::<String>("product:2").await.expect("get").as_deref(), Some("p2"));
+        assert_eq!(
+            other
+                .get::<String>("featured:electronics")
+                .await
+                .expect("get"),
+            None
+        );
+        assert_eq!(
+            other
+                .get::<String>("product:2")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some("p2")
+        );
     }
 }
 
@@ -220,13 +343,19 @@ async fn loader_errors_are_returned_and_never_cached(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
     let err = cache
-        .get_or_set("k", || async { Err::<u8, _>(std::io::Error::other("db down")) })
+        .get_or_set("k", || async {
+            Err::<u8, _>(std::io::Error::other("db down"))
+        })
         .await
         .expect_err("loader fails");
     assert_eq!(err.kind(), ErrorKind::Loader);
     let source = std::error::Error::source(&err).expect("source kept");
     assert!(source.to_string().contains("db down"));
-    assert_eq!(cache.get::<u8>("k").await.expect("get"), None, "errors are not cached");
+    assert_eq!(
+        cache.get::<u8>("k").await.expect("get"),
+        None,
+        "errors are not cached"
+    );
 
     // A leader that fails makes a waiter retry; exactly one more load then serves everyone.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -288,7 +417,11 @@ async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
     assert_eq!(cache.get::<String>("user:1").await.expect("get"), None);
     if stack == Stack::L1File {
         let other = build(stack, dir.path(), "").await;
-        assert_eq!(other.get::<String>("user:1").await.expect("get"), None, "not in L4 either");
+        assert_eq!(
+            other.get::<String>("user:1").await.expect("get"),
+            None,
+            "not in L4 either"
+        );
     }
 }
 
@@ -322,12 +455,21 @@ async fn type_mismatch_is_an_error_and_the_value_stays(stack: Stack) {
     let err = cache.get::<i64>("k").await.expect_err("mismatch");
     assert_eq!(err.kind(), ErrorKind::TypeMismatch);
     assert!(err.to_string().contains("`k`"), "{err}");
-    assert_eq!(cache.get::<String>("k").await.expect("get").as_deref(), Some("text"));
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get").as_deref(),
+        Some("text")
+    );
     if stack == Stack::L1File {
         let other = build(stack, dir.path(), "").await;
-        let err = other.get::<Vec<u8>>("k").await.expect_err("mismatch from L4");
+        let err = other
+            .get::<Vec<u8>>("k")
+            .await
+            .expect_err("mismatch from L4");
         assert_eq!(err.kind(), ErrorKind::TypeMismatch);
-        assert_eq!(other.get::<String>("k").await.expect("get").as_deref(), Some("text"));
+        assert_eq!(
+            other.get::<String>("k").await.expect("get").as_deref(),
+            Some("text")
+        );
     }
 }
 
@@ -336,7 +478,10 @@ async fn bad_input_is_a_typed_error(stack: Stack) {
     let cache = build(stack, dir.path(), "max_value_bytes = 1024").await;
     let cases = [
         ("", ErrorKind::InvalidKey),
-        (&*"k".repeat(vorte_cache::MAX_KEY_LEN + 1), ErrorKind::InvalidKey),
+        (
+            &*"k".repeat(vorte_cache::MAX_KEY_LEN + 1),
+            ErrorKind::InvalidKey,
+        ),
         ("nul\0key", ErrorKind::InvalidKey),
     ];
     for (key, kind) in cases {
@@ -344,20 +489,51 @@ async fn bad_input_is_a_typed_error(stack: Stack) {
         assert_eq!(cache.get::<i32>(key).await.expect_err("get").kind(), kind);
         assert_eq!(cache.delete(key).await.expect_err("delete").kind(), kind);
         assert_eq!(cache.exists(key).await.expect_err("exists").kind(), kind);
-        assert_eq!(cache.increment(key, 1).await.expect_err("incr").kind(), kind);
+        assert_eq!(
+            cache.increment(key, 1).await.expect_err("incr").kind(),
+            kind
+        );
     }
-    assert_eq!(cache.set("t", &1).tags([""]).await.expect_err("empty tag").kind(), ErrorKind::InvalidKey);
-    assert_eq!(cache.invalidate_tag("").await.expect_err("empty tag").kind(), ErrorKind::InvalidKey);
+    assert_eq!(
+        cache
+            .set("t", &1)
+            .tags([""])
+            .await
+            .expect_err("empty tag")
+            .kind(),
+        ErrorKind::InvalidKey
+    );
+    assert_eq!(
+        cache
+            .invalidate_tag("")
+            .await
+            .expect_err("empty tag")
+            .kind(),
+        ErrorKind::InvalidKey
+    );
     let big = vec![7u8; 4096];
     let err = cache.set("big", &big).await.expect_err("too large");
     assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
-    assert_eq!(cache.get::<Vec<u8>>("big").await.expect("get"), None, "nothing was stored");
-    assert_eq!(cache.keys("[").await.expect_err("glob").kind(), ErrorKind::InvalidGlob);
-    assert_eq!(cache.keys("a\\").await.expect_err("glob").kind(), ErrorKind::InvalidGlob);
+    assert_eq!(
+        cache.get::<Vec<u8>>("big").await.expect("get"),
+        None,
+        "nothing was stored"
+    );
+    assert_eq!(
+        cache.keys("[").await.expect_err("glob").kind(),
+        ErrorKind::InvalidGlob
+    );
+    assert_eq!(
+        cache.keys("a\\").await.expect_err("glob").kind(),
+        ErrorKind::InvalidGlob
+    );
     // Non-string map keys cannot be JSON: a Serialize error, not a panic.
     let json = build(stack, dir.path(), "serialization = \"json\"").await;
     let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
-    assert_eq!(json.set("map", &map).await.expect_err("json").kind(), ErrorKind::Serialize);
+    assert_eq!(
+        json.set("map", &map).await.expect_err("json").kind(),
+        ErrorKind::Serialize
+    );
 }
 
 async fn stats_count_hits_misses_and_keys(stack: Stack) {
@@ -401,8 +577,20 @@ async fn schema_additions_are_tolerated(stack: Stack) {
     }
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    cache.set("u", &User { id: 3, name: "c".into() }).await.expect("set");
-    let v2 = cache.get::<UserV2>("u").await.expect("reads with a new optional field");
+    cache
+        .set(
+            "u",
+            &User {
+                id: 3,
+                name: "c".into(),
+            },
+        )
+        .await
+        .expect("set");
+    let v2 = cache
+        .get::<UserV2>("u")
+        .await
+        .expect("reads with a new optional field");
     let v2 = v2.expect("present");
     assert_eq!((v2.id, v2.email), (3, None));
 }
@@ -410,10 +598,30 @@ async fn schema_additions_are_tolerated(stack: Stack) {
 async fn arc_reads_share_one_decoded_value(stack: Stack) {
     let dir = tmp();
     let cache = build(stack, dir.path(), "").await;
-    cache.set("u", &User { id: 1, name: "a".into() }).await.expect("set");
-    let a = cache.get::<Arc<User>>("u").await.expect("get").expect("present");
-    let b = cache.get::<Arc<User>>("u").await.expect("get").expect("present");
-    assert!(Arc::ptr_eq(&a, &b), "the second hit is an Arc clone of the memoised value");
+    cache
+        .set(
+            "u",
+            &User {
+                id: 1,
+                name: "a".into(),
+            },
+        )
+        .await
+        .expect("set");
+    let a = cache
+        .get::<Arc<User>>("u")
+        .await
+        .expect("get")
+        .expect("present");
+    let b = cache
+        .get::<Arc<User>>("u")
+        .await
+        .expect("get")
+        .expect("present");
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "the second hit is an Arc clone of the memoised value"
+    );
 }
 
 async fn json_and_lz4_round_trip(stack: Stack) {
@@ -427,7 +635,10 @@ async fn json_and_lz4_round_trip(stack: Stack) {
     let text = "abc".repeat(10_000);
     cache.set("big", &text).await.expect("set");
     cache.set("small", &1).await.expect("set");
-    assert_eq!(cache.get::<String>("big").await.expect("get"), Some(text.clone()));
+    assert_eq!(
+        cache.get::<String>("big").await.expect("get"),
+        Some(text.clone())
+    );
     if stack == Stack::L1File {
         let other = build(stack, dir.path(), "serialization = \"json\"").await;
         assert_eq!(other.get::<String>("big").await.expect("get"), Some(text));
@@ -442,7 +653,11 @@ async fn layer_selection_writes_only_there(stack: Stack) {
     let cache = build(stack, dir.path(), "").await;
     cache.set("cfg", &1).layer(Layer::L1).await.expect("set");
     assert_eq!(cache.get::<i32>("cfg").await.expect("get"), Some(1));
-    let err = cache.set("x", &1).layer(Layer::L2).await.expect_err("L2 is not enabled");
+    let err = cache
+        .set("x", &1)
+        .layer(Layer::L2)
+        .await
+        .expect_err("L2 is not enabled");
     assert_eq!(err.kind(), ErrorKind::Config);
     if stack == Stack::L1File {
         let other = build(stack, dir.path(), "").await;
@@ -465,7 +680,9 @@ async fn every_future_is_send(stack: Stack) {
         c.exists("s").await.expect("exists");
         c.increment("n", 1).await.expect("incr");
         c.keys("*").await.expect("keys");
-        c.get_or_set("g", || async { Ok::<_, std::io::Error>(1) }).await.expect("gos");
+        c.get_or_set("g", || async { Ok::<_, std::io::Error>(1) })
+            .await
+            .expect("gos");
         c.invalidate_tag("t").await.expect("tag");
         c.delete_many(&["s"]).await.expect("dm");
         c.stats().await.expect("stats");
@@ -483,21 +700,44 @@ async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
     let cfg = config(Stack::L1File, dir.path(), "", "ttl = 0.2");
     let cache = Cache::from_config(&cfg.cache).await.expect("build");
     // L1 caps at 200 ms; the entry lives 10 s in L4.
-    cache.set("k", &1).ttl(Duration::from_secs(10)).await.expect("set");
+    cache
+        .set("k", &1)
+        .ttl(Duration::from_secs(10))
+        .await
+        .expect("set");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = cache.stats().await.expect("stats");
     assert_eq!(cache.get::<i32>("k").await.expect("get"), Some(1));
     let after = cache.stats().await.expect("stats");
-    assert_eq!(after.l4_hits - before.l4_hits, 1, "L1 copy expired at its cap");
+    assert_eq!(
+        after.l4_hits - before.l4_hits,
+        1,
+        "L1 copy expired at its cap"
+    );
 
     // Back-fill carries the remaining TTL, not a fresh one.
     let writer = build(Stack::L1File, dir.path(), "").await;
-    writer.set("short", &5).ttl(Duration::from_millis(400)).layer(Layer::L4).await.expect("set");
+    writer
+        .set("short", &5)
+        .ttl(Duration::from_millis(400))
+        .layer(Layer::L4)
+        .await
+        .expect("set");
     tokio::time::sleep(Duration::from_millis(250)).await;
     let reader = build(Stack::L1File, dir.path(), "").await;
-    assert_eq!(reader.get::<i32>("short").await.expect("L4 hit, back-fills L1"), Some(5));
+    assert_eq!(
+        reader
+            .get::<i32>("short")
+            .await
+            .expect("L4 hit, back-fills L1"),
+        Some(5)
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(reader.get::<i32>("short").await.expect("get"), None, "the L1 copy expired with the entry");
+    assert_eq!(
+        reader.get::<i32>("short").await.expect("get"),
+        None,
+        "the L1 copy expired with the entry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,7 +751,13 @@ async fn corrupt_l4_values_are_misses_removed_and_counted() {
     bytes[last] ^= 0xff;
     std::fs::write(&file, &bytes).expect("corrupt it");
     let fresh = build(Stack::L1File, dir.path(), "").await;
-    assert_eq!(fresh.get::<String>("victim").await.expect("a miss, not an error"), None);
+    assert_eq!(
+        fresh
+            .get::<String>("victim")
+            .await
+            .expect("a miss, not an error"),
+        None
+    );
     assert!(!file.exists(), "removed");
     let s = fresh.stats().await.expect("stats");
     assert_eq!(s.layer(Layer::L4).expect("l4").corrupt, 1);
@@ -519,7 +765,16 @@ async fn corrupt_l4_values_are_misses_removed_and_counted() {
     std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
     std::fs::write(&file, b"not an envelope").expect("garbage");
     assert_eq!(fresh.get::<String>("victim").await.expect("get"), None);
-    assert_eq!(fresh.stats().await.expect("stats").layer(Layer::L4).expect("l4").corrupt, 2);
+    assert_eq!(
+        fresh
+            .stats()
+            .await
+            .expect("stats")
+            .layer(Layer::L4)
+            .expect("l4")
+            .corrupt,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,7 +782,11 @@ async fn tag_invalidation_is_one_write_whatever_the_number_of_entries() {
     let dir = tmp();
     let cache = build(Stack::L1File, dir.path(), "").await;
     for i in 0..300 {
-        cache.set(&format!("item:{i}"), &i).tags(["bulk"]).await.expect("set");
+        cache
+            .set(&format!("item:{i}"), &i)
+            .tags(["bulk"])
+            .await
+            .expect("set");
     }
     let before = snapshot(dir.path());
     cache.invalidate_tag("bulk").await.expect("invalidate");
@@ -584,13 +843,26 @@ async fn flush_removes_only_this_prefix() {
 async fn hostile_keys_round_trip_inside_the_directory() {
     let dir = tmp();
     let cache = build(Stack::L1File, dir.path(), "").await;
-    let keys = ["..", "../../etc/passwd", "a/b", "c\\d", "%2e%2e", "ключ", "sp ace", &"x".repeat(1000)];
+    let keys = [
+        "..",
+        "../../etc/passwd",
+        "a/b",
+        "c\\d",
+        "%2e%2e",
+        "ключ",
+        "sp ace",
+        &"x".repeat(1000),
+    ];
     for k in keys {
         cache.set(k, &k).layer(Layer::L4).await.expect("set");
     }
     let fresh = build(Stack::L1File, dir.path(), "").await;
     for k in keys {
-        assert_eq!(fresh.get::<String>(k).await.expect("get").as_deref(), Some(k), "{k}");
+        assert_eq!(
+            fresh.get::<String>(k).await.expect("get").as_deref(),
+            Some(k),
+            "{k}"
+        );
     }
     let mut listed = fresh.keys("*").await.expect("keys");
     listed.sort();
@@ -598,7 +870,10 @@ async fn hostile_keys_round_trip_inside_the_directory() {
     expected.sort();
     assert_eq!(listed, expected);
     for (path, _) in snapshot(dir.path()) {
-        assert!(path.starts_with(&dir.path().display().to_string()), "{path}");
+        assert!(
+            path.starts_with(&dir.path().display().to_string()),
+            "{path}"
+        );
     }
 }
 
@@ -607,7 +882,10 @@ async fn global_is_an_l1_default_until_an_app_is_built() {
     let cache = Cache::global();
     assert!(cache.config().layers.l4.is_none());
     cache.set("global:k", &1).await.expect("set");
-    assert_eq!(Cache::global().get::<i32>("global:k").await.expect("get"), Some(1));
+    assert_eq!(
+        Cache::global().get::<i32>("global:k").await.expect("get"),
+        Some(1)
+    );
 }
 
 fn snapshot(dir: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {

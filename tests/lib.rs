@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests: building caches for each layer combination.
+#![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 use std::path::Path;
 
@@ -17,12 +18,15 @@ pub enum Stack {
 /// `[cache]` table.
 pub async fn build(stack: Stack, dir: &Path, cache_toml: &str) -> Cache {
     let config = config(stack, dir, cache_toml, "");
-    Cache::from_config(&config.cache).await.expect("cache builds")
+    Cache::from_config(&config.cache)
+        .await
+        .expect("cache builds")
 }
 
 /// The configuration `build` uses; `l1_toml` is appended to `[cache.layers.l1]`.
 pub fn config(stack: Stack, dir: &Path, cache_toml: &str, l1_toml: &str) -> Config {
-    let mut toml = format!("[cache]\n{cache_toml}\n[cache.layers.l1]\nmax_size = 10000\n{l1_toml}\n");
+    let mut toml =
+        format!("[cache]\n{cache_toml}\n[cache.layers.l1]\nmax_size = 10000\n{l1_toml}\n");
     if stack == Stack::L1File {
         toml.push_str(&format!(
             "[cache.layers.l4]\nbackend = \"file\"\npath = {:?}\n",

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::__private::{Callsite, Output};
 use crate::codec;
 use crate::config::CacheConfig;
 use crate::error::Result;
 use crate::key;
 use crate::layer::{Layer, LayerSet};
-use crate::__private::{Callsite, Output};
 use crate::router::{Router, WriteSpec};
 use crate::stats::CacheStats;
 use crate::store::BoxFuture;

@@ -58,9 +58,8 @@ pub(crate) fn serialize<V: Serialize + ?Sized>(
     value: &V,
 ) -> Result<Vec<u8>> {
     match serialization {
-        Serialization::Msgpack => rmp_serde::to_vec_named(value).map_err(|e| {
-            Error::new(ErrorKind::Serialize, format!("msgpack: {e}")).with_source(e)
-        }),
+        Serialization::Msgpack => rmp_serde::to_vec_named(value)
+            .map_err(|e| Error::new(ErrorKind::Serialize, format!("msgpack: {e}")).with_source(e)),
         Serialization::Json => serde_json::to_vec(value)
             .map_err(|e| Error::new(ErrorKind::Serialize, format!("json: {e}")).with_source(e)),
     }
@@ -104,8 +103,9 @@ impl Envelope {
             _ => &self.payload,
         };
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.name.len() + 8).sum();
-        let mut out =
-            BytesMut::with_capacity(HEADER + 16 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len());
+        let mut out = BytesMut::with_capacity(
+            HEADER + 16 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len(),
+        );
         out.put_slice(MAGIC);
         out.put_u8(VERSION);
         out.put_u8(flags);
@@ -156,7 +156,8 @@ impl Envelope {
         let mut tags = Vec::with_capacity(tag_count.min(64));
         for _ in 0..tag_count {
             let len = r.u16()? as usize;
-            let name = std::str::from_utf8(r.take(len)?).map_err(|_| Corrupt("tag is not UTF-8"))?;
+            let name =
+                std::str::from_utf8(r.take(len)?).map_err(|_| Corrupt("tag is not UTF-8"))?;
             let version = r.u64()?;
             tags.push(TagStamp {
                 name: name.into(),
@@ -260,7 +261,11 @@ mod tests {
             assert_eq!(back.expires_at_ms, 1_000);
         }
         let small = sample(b"ab").encode(Compression::Lz4 { threshold: 16 });
-        assert_eq!(small[3] & FLAG_LZ4, 0, "below the threshold nothing is compressed");
+        assert_eq!(
+            small[3] & FLAG_LZ4,
+            0,
+            "below the threshold nothing is compressed"
+        );
     }
 
     #[test]
@@ -272,7 +277,10 @@ mod tests {
             assert!(Envelope::decode(&bad, 1 << 20).is_err(), "flip at {i}");
         }
         for n in 0..bytes.len() {
-            assert!(Envelope::decode(&bytes[..n], 1 << 20).is_err(), "cut at {n}");
+            assert!(
+                Envelope::decode(&bytes[..n], 1 << 20).is_err(),
+                "cut at {n}"
+            );
         }
         let mut long = bytes.to_vec();
         long.push(0);

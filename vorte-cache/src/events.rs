@@ -15,8 +15,8 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ErrorKind, Result};
 use crate::__private::HandlerFuture;
+use crate::error::{Error, ErrorKind, Result};
 
 /// One `#[on_event]` handler, as the macro registers it.
 #[derive(Debug)]
@@ -73,7 +73,9 @@ pub fn event_arg<T: DeserializeOwned>(
         _ => {
             return Err(Error::new(
                 ErrorKind::Handler,
-                format!("{handler}: the event payload is not an object, so parameter `{name}` cannot bind"),
+                format!(
+                    "{handler}: the event payload is not an object, so parameter `{name}` cannot bind"
+                ),
             ));
         }
     };
@@ -156,7 +158,8 @@ impl EventBus {
 /// `auto_load(true)`, so that `emit` works before any `Vorte` is built.
 pub(crate) fn default_bus() -> Arc<EventBus> {
     static BUS: OnceLock<Arc<EventBus>> = OnceLock::new();
-    BUS.get_or_init(|| Arc::new(EventBus::auto_loaded())).clone()
+    BUS.get_or_init(|| Arc::new(EventBus::auto_loaded()))
+        .clone()
 }
 
 /// Emits `event` with `payload` to the installed application's handlers.

@@ -82,11 +82,18 @@ impl Leader<'_> {
         self.finished = true;
         {
             let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
                 map.remove(&self.key);
             }
         }
-        *self.flight.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        *self
+            .flight
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(value);
         self.flight.done.notify_waiters();
     }
 }

@@ -16,7 +16,10 @@ pub(crate) const MAX_TAGS: usize = 64;
 #[inline]
 pub(crate) fn validate(key: &str, what: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidKey, format!("the {what} is empty")));
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!("the {what} is empty"),
+        ));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(Error::new(
@@ -47,7 +50,7 @@ pub(crate) fn default_key<A: Serialize + ?Sized>(path: &str, args: &A) -> Result
     })?;
     // Readable while short; a stable hash once the arguments would make the key long.
     const READABLE: usize = 256;
-    if path.len() + json.len() + 1 <= READABLE {
+    if path.len() + json.len() < READABLE {
         Ok(format!("{path}:{json}"))
     } else {
         let h = xxhash_rust::xxh3::xxh3_128(json.as_bytes());
@@ -69,12 +72,20 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        assert_eq!(validate("", "key").unwrap_err().kind(), ErrorKind::InvalidKey);
         assert_eq!(
-            validate(&"k".repeat(MAX_KEY_LEN + 1), "key").unwrap_err().kind(),
+            validate("", "key").unwrap_err().kind(),
             ErrorKind::InvalidKey
         );
-        assert_eq!(validate("a\0b", "key").unwrap_err().kind(), ErrorKind::InvalidKey);
+        assert_eq!(
+            validate(&"k".repeat(MAX_KEY_LEN + 1), "key")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidKey
+        );
+        assert_eq!(
+            validate("a\0b", "key").unwrap_err().kind(),
+            ErrorKind::InvalidKey
+        );
         assert!(validate(&"k".repeat(MAX_KEY_LEN), "key").is_ok());
         assert!(validate("ключ/..\\%", "key").is_ok());
     }

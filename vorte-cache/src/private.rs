@@ -185,7 +185,8 @@ pub fn assert_send<F: Future + Send>(f: F) -> F {
 }
 
 /// The boxed future an event handler returns.
-pub type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send + 'static>>;
+pub type HandlerFuture =
+    std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send + 'static>>;
 
 /// The payload an event handler receives.
 pub type Payload = Arc<serde_json::Value>;

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 
+use crate::__private::{Callsite, Output};
 use crate::codec::{self, Envelope, TagStamp};
 use crate::config::{Backend, CacheConfig, LayerConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -29,7 +30,6 @@ use crate::flight::{Flights, Role};
 use crate::glob::Glob;
 use crate::key::{self, now_ms};
 use crate::layer::{Layer, LayerSet};
-use crate::__private::{Callsite, Output};
 use crate::stats::{CacheStats, Counters, LayerStats};
 use crate::store::memory::{L1Entry, MemoryLayer};
 use crate::store::{Slot, Store};
@@ -72,19 +72,6 @@ pub(crate) struct Router {
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
-fn backend_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Redis => "redis",
-        Backend::Memcached => "memcached",
-        Backend::RedisCluster => "redis-cluster",
-        Backend::S3 => "s3",
-        Backend::File => "file",
-        Backend::Gcs => "gcs",
-        Backend::Azure => "azure",
-        Backend::Http => "http",
-    }
-}
-
 fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
     match cfg.backend {
         #[cfg(feature = "file")]
@@ -97,6 +84,7 @@ fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<d
             })?;
             Ok(Arc::new(crate::store::file::FileStore::open(
                 path,
+                cfg.prefix.as_deref(),
                 key_prefix,
                 cfg.timeout,
             )?))
@@ -106,8 +94,12 @@ fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<d
             format!(
                 "cache.layers.{layer}.backend: the `{}` backend is not built into this version of \
                  vorte-cache (available: {})",
-                backend_name(other),
-                if cfg!(feature = "file") { "file" } else { "none" }
+                other.name(),
+                if cfg!(feature = "file") {
+                    "file"
+                } else {
+                    "none"
+                }
             ),
         )),
     }
@@ -144,7 +136,11 @@ impl Router {
                 layers.l1.max_size,
                 layers.l1.max_bytes,
                 layers.l1.ttl,
-                layers.l1.max_value_bytes.unwrap_or(max_value).min(max_value),
+                layers
+                    .l1
+                    .max_value_bytes
+                    .unwrap_or(max_value)
+                    .min(max_value),
             )
         });
         let mut enabled = LayerSet::default();
@@ -291,7 +287,8 @@ impl Router {
             if let Some(env) = self.read_remote(remote, key).await {
                 let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
                 Counters::bump(&self.counters.layer(remote.layer).hits);
-                self.backfill(key, &env, i, ticket, Box::new(v.clone())).await;
+                self.backfill(key, &env, i, ticket, Box::new(v.clone()))
+                    .await;
                 return Ok(Some(v));
             }
         }
@@ -351,7 +348,13 @@ impl Router {
             ticket: Some(ticket),
         };
         if let Err(e) = self
-            .write(key, env.payload.clone(), env.serialization, spec, Some(decoded))
+            .write(
+                key,
+                env.payload.clone(),
+                env.serialization,
+                spec,
+                Some(decoded),
+            )
             .await
         {
             tracing::debug!(key, error = %e, "back-fill skipped");
@@ -481,7 +484,9 @@ impl Router {
                     Some(ticket) => {
                         // Atomic with delete's fence record: either the delete sees this entry
                         // and removes it, or this write sees the delete and is dropped.
-                        if self.fence.write_if_allowed(key, ticket, || l1.insert(key, entry))
+                        if self
+                            .fence
+                            .write_if_allowed(key, ticket, || l1.insert(key, entry))
                             == Some(Fenced::Deleted)
                         {
                             // Deleted while the remote copies were written: take them back.
@@ -583,12 +588,13 @@ impl Router {
         let _guard = self.counter_locks[stripe].lock().await;
         let (current, expires_at_ms, stamps) = match self.find(key).await {
             Some((_, env)) => {
-                let n: i64 = codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
-                    Error::new(
-                        ErrorKind::NotAnInteger,
-                        format!("key `{key}` does not hold an integer"),
-                    )
-                })?;
+                let n: i64 =
+                    codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
+                        Error::new(
+                            ErrorKind::NotAnInteger,
+                            format!("key `{key}` does not hold an integer"),
+                        )
+                    })?;
                 (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
             }
             None => (0, None, Box::default()),
@@ -738,13 +744,23 @@ impl Router {
                         stamps,
                         ticket: Some(ticket),
                     };
-                    self.write(key, payload, serialization, spec, Some(Box::new(value.clone())))
-                        .await?;
+                    self.write(
+                        key,
+                        payload,
+                        serialization,
+                        spec,
+                        Some(Box::new(value.clone())),
+                    )
+                    .await?;
                     leader.finish(Some(Arc::new(value.clone())));
                     return Ok(value);
                 }
                 Role::Waiter(waiter) => {
-                    if let Some(v) = waiter.wait().await.and_then(|s| s.downcast_ref::<T>().cloned()) {
+                    if let Some(v) = waiter
+                        .wait()
+                        .await
+                        .and_then(|s| s.downcast_ref::<T>().cloned())
+                    {
                         return Ok(v);
                     }
                 }
@@ -850,7 +866,13 @@ impl Router {
             ticket: Some(ticket),
         };
         if let Err(e) = self
-            .write(key, payload, serialization, spec, Some(Box::new(value.clone())))
+            .write(
+                key,
+                payload,
+                serialization,
+                spec,
+                Some(Box::new(value.clone())),
+            )
             .await
         {
             tracing::warn!(key, error = %e, "result not cached");

@@ -120,7 +120,11 @@ impl TagIndex {
                 _ => {
                     let v = fresh_version();
                     store
-                        .put(Slot::Tag(tag), Bytes::copy_from_slice(&v.to_be_bytes()), RECORD_TTL)
+                        .put(
+                            Slot::Tag(tag),
+                            Bytes::copy_from_slice(&v.to_be_bytes()),
+                            RECORD_TTL,
+                        )
                         .await?;
                     v
                 }
@@ -168,7 +172,11 @@ impl TagIndex {
         let v = fresh_version();
         if let Some(store) = &self.authority {
             store
-                .put(Slot::Tag(tag), Bytes::copy_from_slice(&v.to_be_bytes()), RECORD_TTL)
+                .put(
+                    Slot::Tag(tag),
+                    Bytes::copy_from_slice(&v.to_be_bytes()),
+                    RECORD_TTL,
+                )
                 .await?;
         }
         self.memo_set(tag, v);

@@ -32,8 +32,14 @@ pub(crate) struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating it when missing) the directory `dir`, keeping names under `key_prefix`.
-    pub(crate) fn open(dir: PathBuf, key_prefix: &str, timeout: Duration) -> Result<Self> {
+    /// Opens (creating it when missing) the directory `dir`, keeping names under the optional
+    /// `prefix` (the layer's `prefix` setting, `/`-separated) and then `key_prefix`.
+    pub(crate) fn open(
+        dir: PathBuf,
+        prefix: Option<&str>,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -50,9 +56,15 @@ impl FileStore {
                 .with_source(e)
             })?
             .with_automatic_cleanup(true);
+        let root = prefix
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .chain(std::iter::once(key_prefix))
+            .fold(Path::default(), |path, part| path.join(encode_name(part)));
         Ok(FileStore {
             store: Arc::new(store),
-            root: Path::from(encode_name(key_prefix)),
+            root,
             timeout,
             dir,
         })
@@ -127,7 +139,12 @@ impl Store for FileStore {
         })
     }
 
-    fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, _ttl: Duration) -> BoxFuture<'a, Result<()>> {
+    fn put<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        value: Bytes,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let path = self.path(slot);
             self.timed("put", self.store.put(&path, PutPayload::from(value)))
@@ -173,9 +190,7 @@ impl Store for FileStore {
                 .map_ok(|m| m.location)
                 .boxed();
             let deleted = self.store.delete_stream(locations);
-            let removed: Vec<Path> = self
-                .timed("flush", deleted.try_collect::<Vec<_>>())
-                .await?;
+            let removed: Vec<Path> = self.timed("flush", deleted.try_collect::<Vec<_>>()).await?;
             Ok(removed.len() as u64)
         })
     }
@@ -184,7 +199,10 @@ impl Store for FileStore {
         Box::pin(async move {
             let base = self.entries_root();
             let metas: Vec<_> = self
-                .timed("usage", self.store.list(Some(&base)).try_collect::<Vec<_>>())
+                .timed(
+                    "usage",
+                    self.store.list(Some(&base)).try_collect::<Vec<_>>(),
+                )
                 .await?;
             Ok(Usage {
                 keys: metas.len() as u64,
@@ -246,9 +264,14 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_never_escape() {
-        for name in ["user:1", "..", ".", "a/b\\c", "%2E", "ключ", "x y\0z", "=41"] {
+        for name in [
+            "user:1", "..", ".", "a/b\\c", "%2E", "ключ", "x y\0z", "=41",
+        ] {
             let enc = encode_name(name);
-            assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)));
+            assert!(
+                enc.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b))
+            );
             assert_eq!(decode_name(&enc).as_deref(), Some(name));
         }
     }
@@ -256,14 +279,23 @@ mod tests {
     #[tokio::test]
     async fn long_keys_are_chunked_and_listed_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = FileStore::open(dir.path().into(), "p:", Duration::from_secs(5)).expect("open");
+        let store = FileStore::open(dir.path().into(), Some("a/b"), "p:", Duration::from_secs(5))
+            .expect("open");
         let long = "é".repeat(400);
         store
-            .put(Slot::Entry(&long), Bytes::from_static(b"v"), Duration::from_secs(1))
+            .put(
+                Slot::Entry(&long),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(1),
+            )
             .await
             .expect("put");
         store
-            .put(Slot::Entry("short"), Bytes::from_static(b"w"), Duration::from_secs(1))
+            .put(
+                Slot::Entry("short"),
+                Bytes::from_static(b"w"),
+                Duration::from_secs(1),
+            )
             .await
             .expect("put");
         assert_eq!(
@@ -274,7 +306,12 @@ mod tests {
         keys.sort();
         assert_eq!(keys, vec!["short".to_string(), long.clone()]);
         assert!(store.delete(Slot::Entry(&long)).await.expect("delete"));
-        assert!(!store.delete(Slot::Entry(&long)).await.expect("delete again"));
+        assert!(
+            !store
+                .delete(Slot::Entry(&long))
+                .await
+                .expect("delete again")
+        );
         assert_eq!(store.clear().await.expect("clear"), 1);
         assert_eq!(store.usage().await.expect("usage"), Usage::default());
     }

@@ -87,10 +87,13 @@ impl L1Entry {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(memo) = &*self.decoded.load() {
-            if let Some(v) = memo.downcast_ref::<T>() {
-                return Ok(v.clone());
-            }
+        if let Some(v) = self
+            .decoded
+            .load()
+            .as_deref()
+            .and_then(|memo| memo.downcast_ref::<T>())
+        {
+            return Ok(v.clone());
         }
         let v: T = codec::deserialize(self.serialization, key, &self.payload)?;
         self.decoded.store(Some(Arc::new(Box::new(v.clone()))));
@@ -100,7 +103,11 @@ impl L1Entry {
     pub(crate) fn weight(&self, key: &str) -> u64 {
         key.len() as u64
             + self.payload.len() as u64
-            + self.tags.iter().map(|t| t.name.len() as u64 + 24).sum::<u64>()
+            + self
+                .tags
+                .iter()
+                .map(|t| t.name.len() as u64 + 24)
+                .sum::<u64>()
             + ENTRY_OVERHEAD
     }
 }
