@@ -1,0 +1,239 @@
+//! The code generation of `#[cached]`.
+//!
+//! The signature is re-emitted exactly as written (attributes, visibility, generics, receiver,
+//! `impl Trait` arguments, where-clause); only the block is replaced:
+//!
+//! ```text
+//! async fn get_user(user_id: i64) -> Result<User, DbError> {
+//!     fn __vorte_returns<T, F: Future<Output = T>>(f: F) -> F { f }
+//!     static __VORTE_CALLSITE: Callsite = Callsite::new(concat!(module_path!(), "::get_user"), ..);
+//!     let __vorte_key = Ok(format!("user:{}", user_id));          // before the body moves
+//!     let __vorte_tags = Vec::new();
+//!     let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
+//!     let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
+//!     cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+//! }
+//! ```
+//!
+//! `__vorte_returns` gives the body's `async` block the declared return type up front, so `?` and
+//! `return` inside it work as in the original fn, and a type error lands on the user's expression.
+//! The callsite is a non-generic fn-local `static`, so generic fns and methods need nothing extra.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
+
+use crate::args::{Args, Shape, Ttl};
+use crate::valid::{self, Key, Plan, Rendered, Template};
+
+/// `#[cached(args)] item`.
+pub(crate) fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let item = parse_fn(item)?;
+    let args = syn::parse2::<Args>(args);
+    let plan = valid::check(args, &item)?;
+    Ok(expand(item, &plan))
+}
+
+/// The item as a fn, or an error that says the attribute applies to fns.
+pub(crate) fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
+    let is_fn = item
+        .clone()
+        .into_iter()
+        .any(|token| matches!(&token, proc_macro2::TokenTree::Ident(ident) if ident == "fn"));
+    syn::parse2::<ItemFn>(item).map_err(|error| {
+        if is_fn {
+            error
+        } else {
+            syn::Error::new(
+                Span::call_site(),
+                "this attribute applies to an `async fn` only",
+            )
+        }
+    })
+}
+
+fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+        ..
+    } = item;
+    let (inner, outer): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
+    let krate = &plan.krate;
+    let private = quote!(#krate::__private);
+    let fn_name = valid::unraw(&sig.ident);
+
+    let ttl = duration(plan.ttl.as_ref());
+    let negative_ttl = duration(plan.negative_ttl.as_ref());
+    let layers = match &plan.layers {
+        Some(layers) => {
+            let layers = layers.iter().map(|layer| {
+                let variant = format_ident!("L{}", layer.index);
+                quote_spanned!(layer.span=> #private::Layer::#variant)
+            });
+            quote!(::core::option::Option::Some(&[#(#layers),*]))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let key = match &plan.key {
+        Key::Template(template) => {
+            let key = render(&private, template);
+            quote!(::core::result::Result::Ok(#key))
+        }
+        // The path comes from `type_name` of a fn-local type, not from `module_path!()`: it names
+        // the impl too (`app::Repo::find`, `<app::Repo as app::Find>::find`), so that same-named methods of two types in
+        // one module get distinct keys.
+        Key::Default(params) => quote! {{
+            struct __VorteSite;
+            let __vorte_path = ::core::any::type_name::<__VorteSite>();
+            let __vorte_path = __vorte_path.strip_suffix("::__VorteSite").unwrap_or(__vorte_path);
+            let __vorte_path = __vorte_path.strip_suffix("::{{closure}}").unwrap_or(__vorte_path);
+            #private::default_key(__vorte_path, &(#(&#params,)*))
+        }},
+    };
+    let tags = if plan.tags.is_empty() {
+        quote!(::std::vec::Vec::new())
+    } else {
+        let tags = plan.tags.iter().map(|tag| render(&private, tag));
+        quote!(::std::vec![#(#tags),*])
+    };
+
+    let ret = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => {
+            let mut ty = (**ty).clone();
+            ImplTraitEraser.visit_type_mut(&mut ty);
+            quote!(#ty)
+        }
+    };
+    let ret_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let shape = match plan.shape {
+        Shape::Result => quote!(ResultShape),
+        Shape::Option => quote!(OptionShape),
+        Shape::ResultOption => quote!(ResultOptionShape),
+        Shape::Value => quote!(ValueShape),
+    };
+    // Spanned on the return type: a type that cannot be cached (not `Serialize`, say) is reported
+    // there rather than on the attribute.
+    let cached = respan(quote!(#private::cached), ret_span);
+    let call = quote_spanned! {ret_span=>
+        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+    };
+    // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
+    // that holds the non-`Send` value.
+    let assert_send = quote!(#private::assert_send);
+
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            fn __vorte_returns<__VorteT, __VorteF>(f: __VorteF) -> __VorteF
+            where
+                __VorteF: ::core::future::Future<Output = __VorteT>,
+            {
+                f
+            }
+            static __VORTE_CALLSITE: #private::Callsite = #private::Callsite::new(
+                ::core::concat!(::core::module_path!(), "::", #fn_name),
+                #ttl,
+                #negative_ttl,
+                #layers,
+            );
+            let __vorte_key = #key;
+            let __vorte_tags = #tags;
+            let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
+            let __vorte_body = #assert_send(async move {
+                #private::#shape(__vorte_body.await)
+            });
+            #call
+        }
+    }
+}
+
+/// `tokens`, every one of them spanned at `span` (a path must be spanned as a whole for rustc to
+/// point an error at it).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = respanned.into();
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
+}
+
+/// `Option<Duration>`, in a `const` context.
+fn duration(ttl: Option<&Ttl>) -> TokenStream {
+    let duration = match ttl {
+        None => return quote!(::core::option::Option::None),
+        Some(Ttl::Secs(lit, secs)) => {
+            quote_spanned!(lit.span()=> ::core::time::Duration::from_secs(#secs))
+        }
+        Some(Ttl::Millis(lit, millis)) => {
+            quote_spanned!(lit.span()=> ::core::time::Duration::from_millis(#millis))
+        }
+        // The binding gives a type error on the user's expression, not on `Callsite::new`.
+        Some(Ttl::Expr(expr)) => quote_spanned! {expr.span()=>
+            {
+                let __vorte_ttl: ::core::time::Duration = #expr;
+                __vorte_ttl
+            }
+        },
+    };
+    quote!(::core::option::Option::Some(#duration))
+}
+
+/// A `String` expression for a checked template.
+fn render(private: &TokenStream, template: &Template) -> TokenStream {
+    let mut format = String::new();
+    let mut params = Vec::new();
+    for piece in &template.pieces {
+        match piece {
+            Rendered::Text(text) => format.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            Rendered::Param(ident) => {
+                format.push_str("{}");
+                params.push(ident);
+            }
+        }
+    }
+    if params.is_empty() {
+        let text = LitStr::new(
+            &format.replace("{{", "{").replace("}}", "}"),
+            template.lit.span(),
+        );
+        return quote!(::std::string::String::from(#text));
+    }
+    let format = LitStr::new(&format, template.lit.span());
+    quote!(#private::format!(#format, #(#params),*))
+}
+
+/// Replaces `impl Trait` with `_` in the return type, which is then usable in a turbofish.
+struct ImplTraitEraser;
+
+impl VisitMut for ImplTraitEraser {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(impl_trait) = ty {
+            *ty = Type::Infer(syn::TypeInfer {
+                attrs: Vec::new(),
+                underscore_token: syn::Token![_](impl_trait.impl_token.span),
+            });
+        } else {
+            syn::visit_mut::visit_type_mut(self, ty);
+        }
+    }
+}

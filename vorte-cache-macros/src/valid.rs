@@ -1,0 +1,282 @@
+//! The semantic checks of `#[cached]`: what depends on the function or on several arguments.
+//!
+//! [`check`] turns the parsed arguments and the function into a [`Plan`], the only input of
+//! [`expand`](crate::expand). Every problem is reported, each at the user's token.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote};
+use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType, Type};
+
+use crate::args::{Args, Errors, LayerName, Setting, Shape, Ttl};
+use crate::template::{self, Piece};
+
+/// Everything the expansion needs, checked.
+pub(crate) struct Plan {
+    /// The path of the runtime crate: `::vorte_cache`, or the `crate = ..` override.
+    pub(crate) krate: TokenStream,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) negative_ttl: Option<Ttl>,
+    pub(crate) layers: Option<Vec<LayerName>>,
+    pub(crate) key: Key,
+    pub(crate) tags: Vec<Template>,
+    pub(crate) shape: Shape,
+}
+
+/// Where the key comes from.
+pub(crate) enum Key {
+    /// `key = "user:{user_id}"`.
+    Template(Template),
+    /// The function's path and every parameter but `self`.
+    Default(Vec<Ident>),
+}
+
+/// A template whose placeholders all name parameters.
+pub(crate) struct Template {
+    /// The literal as written, for spans.
+    pub(crate) lit: LitStr,
+    pub(crate) pieces: Vec<Rendered>,
+}
+
+/// A piece of a [`Template`].
+pub(crate) enum Rendered {
+    Text(String),
+    /// The parameter to render, spanned on the template literal so that a missing `Display` impl
+    /// is reported there.
+    Param(Ident),
+}
+
+/// Checks `args` (already parsed, or the parse error) against `item`.
+pub(crate) fn check(args: syn::Result<Args>, item: &ItemFn) -> syn::Result<Plan> {
+    let mut errors = Errors::default();
+    let sig = &item.sig;
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new(
+            sig.fn_token.span,
+            "#[cached] works on `async fn` only; make this function `async`",
+        ));
+    }
+    let args = match args {
+        Ok(args) => args,
+        Err(error) => return Err(errors.with(error)),
+    };
+    let params = Params::of(item);
+
+    if let (Some(layer), Some(_)) = (&args.layer, &args.layers) {
+        errors.push(syn::Error::new(
+            layer.keyword,
+            "`layer` and `layers` cannot be used together; list every layer in `layers = [..]`",
+        ));
+    }
+
+    if let Some(layers) = &args.layers
+        && layers.value.is_empty()
+    {
+        errors.push(syn::Error::new(
+            layers.keyword,
+            "`layers = []` selects no layer, so nothing would be cached; name at least one layer",
+        ));
+    }
+
+    let key = match &args.key {
+        Some(Setting { value: lit, .. }) => errors.check(params.template(lit)).map(Key::Template),
+        None => errors.check(params.default_key()).map(Key::Default),
+    };
+    let tags = args.tags.as_ref().map_or_else(Vec::new, |tags| {
+        errors.collect(tags.value.iter().map(|lit| params.template(lit)))
+    });
+
+    let shape = match &args.returns {
+        Some(hint) => hint.value,
+        None => detect_shape(&sig.output),
+    };
+    if let Some(negative_ttl) = &args.negative_ttl
+        && !shape.has_negative()
+    {
+        let returns = match shape {
+            Shape::Result => "`Result<T, E>`, which caches only `Ok`",
+            _ => "a plain value, which is always cached",
+        };
+        errors.push(syn::Error::new(
+            negative_ttl.keyword,
+            format_args!(
+                "`negative_ttl` needs a result that can be negative, `Option<T>` or \
+                     `Result<Option<T>, E>`; this function returns {returns}"
+            ),
+        ));
+    }
+
+    let krate = match &args.krate {
+        Some(path) => path.value.to_token_stream(),
+        None => quote!(::vorte_cache),
+    };
+    let layers = match (args.layers, args.layer) {
+        (Some(layers), _) => Some(layers.value),
+        (None, Some(layer)) => Some(vec![layer.value]),
+        (None, None) => None,
+    };
+    errors.finish(())?;
+    let Some(key) = key else {
+        unreachable!("a key that does not check was reported above");
+    };
+    Ok(Plan {
+        krate,
+        ttl: args.ttl.map(|ttl| ttl.value),
+        negative_ttl: args.negative_ttl.map(|ttl| ttl.value),
+        layers,
+        key,
+        tags,
+        shape,
+    })
+}
+
+/// The function's parameters, as the templates and the default key see them.
+struct Params<'a> {
+    fn_name: &'a Ident,
+    /// Each non-receiver parameter: its name if the pattern is a plain identifier, else the
+    /// pattern.
+    typed: Vec<Result<&'a Ident, &'a Pat>>,
+}
+
+impl<'a> Params<'a> {
+    fn of(item: &'a ItemFn) -> Self {
+        let typed = item
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|arg| match arg {
+                FnArg::Receiver(_) => None,
+                FnArg::Typed(typed) => Some(match &*typed.pat {
+                    Pat::Ident(pat) if pat.subpat.is_none() => Ok(&pat.ident),
+                    pat => Err(pat),
+                }),
+            })
+            .collect();
+        Params {
+            fn_name: &item.sig.ident,
+            typed,
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<&'a Ident> {
+        self.typed
+            .iter()
+            .filter_map(|param| param.ok())
+            .find(|ident| unraw(ident) == name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.typed
+            .iter()
+            .filter_map(|param| param.ok())
+            .map(|ident| format!("`{}`", unraw(ident)))
+            .collect()
+    }
+
+    /// Resolves every placeholder of `lit`, reporting all that name no parameter.
+    fn template(&self, lit: &LitStr) -> syn::Result<Template> {
+        let mut errors = Errors::default();
+        let mut pieces = Vec::new();
+        for piece in template::parse(lit)? {
+            match piece {
+                Piece::Text(text) => pieces.push(Rendered::Text(text)),
+                Piece::Placeholder(name) if name == "self" => errors.push(syn::Error::new(
+                    lit.span(),
+                    "`{self}` cannot be rendered into a key or tag; a template may use only the \
+                     function's parameters, so pass what the key needs as a parameter",
+                )),
+                Piece::Placeholder(name) => match self.find(&name) {
+                    Some(ident) => {
+                        let mut ident = ident.clone();
+                        ident.set_span(lit.span());
+                        pieces.push(Rendered::Param(ident));
+                    }
+                    None => errors.push(self.unknown_placeholder(lit, &name)),
+                },
+            }
+        }
+        errors.finish(Template {
+            lit: lit.clone(),
+            pieces,
+        })
+    }
+
+    fn unknown_placeholder(&self, lit: &LitStr, name: &str) -> syn::Error {
+        let fn_name = unraw(self.fn_name);
+        let names = self.names();
+        let message = if names.is_empty() {
+            format!("placeholder `{{{name}}}` names no parameter: `{fn_name}` has no parameters")
+        } else {
+            format!(
+                "placeholder `{{{name}}}` names no parameter of `{fn_name}`; its parameters are {}",
+                names.join(", ")
+            )
+        };
+        syn::Error::new(lit.span(), message)
+    }
+
+    /// The parameters of the default key, which must all have names.
+    fn default_key(&self) -> syn::Result<Vec<Ident>> {
+        let mut errors = Errors::default();
+        let mut idents = Vec::new();
+        for param in &self.typed {
+            match param {
+                Ok(ident) => idents.push((*ident).clone()),
+                Err(pat) => errors.push(syn::Error::new_spanned(
+                    pat,
+                    "the default key is built from every parameter, and this one has no name; \
+                     bind it to an identifier (`name: Type`) or give an explicit \
+                     `key = \"...\"`",
+                )),
+            }
+        }
+        errors.finish(idents)
+    }
+}
+
+/// The shape of the written return type: its last path segment `Result` or `Option`, and
+/// `Result<Option<T>, E>`. A type alias hides its shape, hence the `returns = ..` hint.
+fn detect_shape(output: &ReturnType) -> Shape {
+    let ReturnType::Type(_, ty) = output else {
+        return Shape::Value;
+    };
+    match last_segment(ty) {
+        Some(("Option", _)) => Shape::Option,
+        Some(("Result", Some(GenericArgument::Type(ok)))) => match last_segment(ok) {
+            Some(("Option", _)) => Shape::ResultOption,
+            _ => Shape::Result,
+        },
+        Some(("Result", _)) => Shape::Result,
+        _ => Shape::Value,
+    }
+}
+
+/// The last segment's name and first generic argument of a path type.
+fn last_segment(ty: &Type) -> Option<(&str, Option<&GenericArgument>)> {
+    match ty {
+        Type::Group(group) => last_segment(&group.elem),
+        Type::Paren(paren) => last_segment(&paren.elem),
+        Type::Path(path) if path.qself.is_none() => {
+            let segment = path.path.segments.last()?;
+            let name = match segment.ident.to_string().as_str() {
+                "Result" => "Result",
+                "Option" => "Option",
+                _ => return None,
+            };
+            let first = match &segment.arguments {
+                PathArguments::AngleBracketed(args) => args.args.first(),
+                _ => None,
+            };
+            Some((name, first))
+        }
+        _ => None,
+    }
+}
+
+/// An identifier's name without its `r#`.
+pub(crate) fn unraw(ident: &Ident) -> String {
+    let name = ident.to_string();
+    match name.strip_prefix("r#") {
+        Some(name) => name.to_owned(),
+        None => name,
+    }
+}
