@@ -103,7 +103,13 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        self.router.get(key).await
+        key::validate(key, "key")?;
+        if let Some(hit) = self.router.get_l1_now::<T>(key) {
+            return hit.map(Some);
+        }
+        // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
+        // allocates) on an L1 miss, where a store is asked anyway.
+        Box::pin(self.router.get(key)).await
     }
 
     /// Removes `key` from every layer; `true` when some layer held it.
@@ -229,7 +235,24 @@ impl Cache {
         O: Output,
         F: Future<Output = O> + Send,
     {
-        self.router.run_cached(callsite, key, tags, body).await
+        if let Some(stored) = key
+            .as_ref()
+            .ok()
+            .and_then(|k| self.cached_l1_hit::<O::Stored>(k))
+        {
+            return O::from_stored(stored);
+        }
+        Box::pin(self.router.run_cached(callsite, key, tags, body)).await
+    }
+
+    /// The L1 hit of a `#[cached]` call, if there is one; anything else takes the full path.
+    #[inline]
+    pub(crate) fn cached_l1_hit<T>(&self, key: &str) -> Option<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        key::validate(key, "key").ok()?;
+        self.router.get_l1_now::<T>(key)?.ok()
     }
 }
 

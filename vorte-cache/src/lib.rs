@@ -24,6 +24,7 @@
 //! `docs/architecture.md`; the configuration in [`Config`].
 
 mod cache;
+mod clock;
 mod codec;
 pub mod config;
 mod error;
@@ -54,4 +55,13 @@ pub use store::{BoxFuture, Slot, Store, Usage};
 pub use vorte::{Vorte, VorteBuilder};
 
 #[cfg(feature = "macros")]
-pub use vorte_cache_macros::{cached, on_event};
+#[doc = include_str!("docs/cached.md")]
+pub use vorte_cache_macros::cached;
+#[cfg(feature = "macros")]
+#[doc = include_str!("docs/on_event.md")]
+pub use vorte_cache_macros::on_event;
+
+// The README's examples run as doc tests, so the README cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

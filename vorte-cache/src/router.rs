@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -216,7 +216,7 @@ impl Router {
             Counters::bump(&counters.misses);
             return None;
         };
-        if !entry.is_live(Instant::now()) || !self.l1_tags_valid(&entry).await {
+        if !entry.is_live() || !self.l1_tags_valid(&entry).await {
             l1.remove_entry(key, &entry);
             Counters::bump(&counters.misses);
             return None;
@@ -269,6 +269,28 @@ impl Router {
         if let Err(e) = remote.store.delete(Slot::Entry(key)).await {
             self.skip(remote.layer, "delete", key, &e);
         }
+    }
+
+    /// An L1 hit answered without awaiting anything: `Some(Ok)` on a hit, `Some(Err)` on a type
+    /// mismatch, `None` when the full read path must decide (absent, expired, or a tagged entry
+    /// whose stamps must be checked). The caller has validated the key.
+    #[inline]
+    pub(crate) fn get_l1_now<T>(&self, key: &str) -> Option<Result<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let entry = self.l1.as_ref()?.get(key)?;
+        if !entry.is_live()
+            || (!entry.tags.is_empty()
+                && entry.checked_epoch.load(Ordering::Acquire) != self.tags.epoch())
+        {
+            return None;
+        }
+        let value = entry.value::<T>(key);
+        if value.is_ok() {
+            Counters::bump(&self.counters.layer(Layer::L1).hits);
+        }
+        Some(value)
     }
 
     /// Reads `key` as `T` through every layer.

@@ -31,6 +31,15 @@ pub(crate) fn global_cache() -> Cache {
     }
 }
 
+/// Runs `f` on the global cache without cloning its handle.
+#[inline]
+pub(crate) fn with_global<R>(f: impl FnOnce(&Cache) -> R) -> R {
+    match &*INSTALLED.load() {
+        Some(installed) => f(&installed.cache),
+        None => f(embedded_default()),
+    }
+}
+
 pub(crate) fn installed_bus() -> Arc<EventBus> {
     match &*INSTALLED.load() {
         Some(installed) => installed.bus.clone(),

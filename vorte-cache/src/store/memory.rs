@@ -7,10 +7,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache as QuickCache;
@@ -26,7 +26,8 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 160;
 
 /// One L1 entry.
 pub(crate) struct L1Entry {
-    pub(crate) deadline: Instant,
+    /// On the [`clock`](crate::clock) scale.
+    pub(crate) deadline_ms: u64,
     pub(crate) expires_at_ms: u64,
     pub(crate) created_at_ms: u64,
     pub(crate) tags: Box<[TagStamp]>,
@@ -34,7 +35,8 @@ pub(crate) struct L1Entry {
     pub(crate) payload: Bytes,
     /// The tag epoch at which `tags` were last found current; see `TagIndex::epoch`.
     pub(crate) checked_epoch: AtomicU64,
-    decoded: ArcSwapOption<Box<dyn Any + Send + Sync>>,
+    /// The decoded value of the first type read (or written); reads of another type decode.
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for L1Entry {
@@ -57,7 +59,7 @@ impl L1Entry {
     ) -> Self {
         let remaining = expires_at_ms.saturating_sub(crate::key::now_ms());
         L1Entry {
-            deadline: Instant::now() + Duration::from_millis(remaining),
+            deadline_ms: crate::clock::precise_ms().saturating_add(remaining),
             expires_at_ms,
             created_at_ms,
             tags,
@@ -66,37 +68,32 @@ impl L1Entry {
             // Zero is never an epoch: the first hit checks the stamps, because a load's stamps
             // may already be stale when it is inserted.
             checked_epoch: AtomicU64::new(0),
-            decoded: ArcSwapOption::empty(),
+            decoded: OnceLock::new(),
         }
     }
 
     /// Remembers a decoded value, so that the next read of the same type decodes nothing.
     pub(crate) fn with_decoded_any(self, value: Box<dyn Any + Send + Sync>) -> Self {
-        self.decoded.store(Some(Arc::new(value)));
+        let _ = self.decoded.set(value);
         self
     }
 
     #[inline]
-    pub(crate) fn is_live(&self, now: Instant) -> bool {
-        now < self.deadline
+    pub(crate) fn is_live(&self) -> bool {
+        crate::clock::is_before(self.deadline_ms)
     }
 
-    /// The value as `T`, from the memo when the last read was of type `T`.
+    /// The value as `T`, from the memo when it holds a `T`.
     #[inline]
     pub(crate) fn value<T>(&self, key: &str) -> Result<T>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(v) = self
-            .decoded
-            .load()
-            .as_deref()
-            .and_then(|memo| memo.downcast_ref::<T>())
-        {
+        if let Some(v) = self.decoded.get().and_then(|memo| memo.downcast_ref::<T>()) {
             return Ok(v.clone());
         }
         let v: T = codec::deserialize(self.serialization, key, &self.payload)?;
-        self.decoded.store(Some(Arc::new(Box::new(v.clone()))));
+        let _ = self.decoded.set(Box::new(v.clone()));
         Ok(v)
     }
 
@@ -216,10 +213,9 @@ impl MemoryLayer {
 
     /// Live entries and their bytes (see [`L1Entry::weight`]).
     pub(crate) fn usage(&self) -> (u64, u64) {
-        let now = Instant::now();
         self.cache
             .iter()
-            .filter(|(_, e)| e.is_live(now))
+            .filter(|(_, e)| e.is_live())
             .fold((0, 0), |(n, b), (k, e)| (n + 1, b + e.weight(&k)))
     }
 }
@@ -245,7 +241,7 @@ mod tests {
         l1.insert("k", entry(10_000));
         let e = l1.get("k").expect("present");
         assert_eq!(e.value::<String>("k").expect("string"), "v");
-        assert!(e.decoded.load().is_some());
+        assert!(e.decoded.get().is_some());
         assert_eq!(
             e.value::<i64>("k").unwrap_err().kind(),
             crate::ErrorKind::TypeMismatch
@@ -258,7 +254,7 @@ mod tests {
         let l1 = MemoryLayer::new(10, None, None, 1 << 20);
         l1.insert("k", entry(0));
         let old = l1.get("k").expect("present");
-        assert!(!old.is_live(Instant::now()));
+        assert!(!old.is_live());
         l1.insert("k", entry(10_000));
         l1.remove_entry("k", &old);
         assert!(l1.get("k").is_some(), "the fresh entry survives");
