@@ -24,6 +24,7 @@ on_every_stack!(
     seed_tags_example,
     tag_invalidated_entries_are_not_listed,
     get_or_set_runs_the_loader_once_for_10k_tasks,
+    single_flight_holds_when_loads_are_short,
     loader_errors_are_returned_and_never_cached,
     a_load_that_began_before_a_delete_never_writes_back,
     a_load_that_began_before_a_tag_invalidation_never_writes_back,
@@ -337,6 +338,34 @@ async fn get_or_set_runs_the_loader_once_for_10k_tasks(stack: Stack) {
         assert_eq!(t.await.expect("task").expect("value"), 7);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Late arrivals that miss just before a short load stores its value must not load again.
+async fn single_flight_holds_when_loads_are_short(stack: Stack) {
+    let dir = tmp();
+    let cache = build(stack, dir.path(), "").await;
+    for round in 0..20 {
+        let key = format!("short:{round}");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..2_000)
+            .map(|_| {
+                let (cache, calls, key) = (cache.clone(), calls.clone(), key.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_set(&key, || async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            Ok::<_, std::io::Error>(round)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.expect("task").expect("value"), round);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "round {round}");
+    }
 }
 
 async fn loader_errors_are_returned_and_never_cached(stack: Stack) {

@@ -103,10 +103,12 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        key::validate(key, "key")?;
+        // L1 holds only valid keys, so a hit needs no validation; a miss validates before any
+        // store sees the key.
         if let Some(hit) = self.router.get_l1_now::<T>(key) {
             return hit.map(Some);
         }
+        key::validate(key, "key")?;
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.
         Box::pin(self.router.get(key)).await
@@ -251,7 +253,7 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        key::validate(key, "key").ok()?;
+        // No validation needed: L1 holds only valid keys.
         self.router.get_l1_now::<T>(key)?.ok()
     }
 }

@@ -747,6 +747,12 @@ impl Router {
             }
             match self.flights.join(key) {
                 Role::Leader(leader) => {
+                    // The previous leader may have stored the value between our miss and our
+                    // joining: look again before loading.
+                    if let Some(v) = self.get::<T>(key).await? {
+                        leader.finish(Some(Arc::new(v.clone())));
+                        return Ok(v);
+                    }
                     let ticket = self.fence.ticket();
                     let stamps = self.tags.stamps(tags).await?;
                     let Some(load) = loader.take() else {
@@ -821,6 +827,11 @@ impl Router {
             }
             match self.flights.join(&key) {
                 Role::Leader(leader) => {
+                    // As in `get_or_set`: the previous leader may have just stored the value.
+                    if let Ok(Some(stored)) = self.get::<O::Stored>(&key).await {
+                        leader.finish(Some(Arc::new(stored.clone())));
+                        return O::from_stored(stored);
+                    }
                     let Some(body) = body.take() else {
                         unreachable!("a caller leads at most once, then returns")
                     };
