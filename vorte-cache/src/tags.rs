@@ -117,17 +117,7 @@ impl TagIndex {
                     u64::from_be_bytes(a)
                 }
                 // Missing or unreadable: a new version, which invalidates whatever was stamped.
-                _ => {
-                    let v = fresh_version();
-                    store
-                        .put(
-                            Slot::Tag(tag),
-                            Bytes::copy_from_slice(&v.to_be_bytes()),
-                            RECORD_TTL,
-                        )
-                        .await?;
-                    v
-                }
+                _ => Self::write_record(store.as_ref(), tag).await?,
             },
         };
         self.memo_set(tag, version);
@@ -167,18 +157,20 @@ impl TagIndex {
         Ok(true)
     }
 
+    /// Writes a fresh version into the record of `tag` and returns it.
+    async fn write_record(store: &dyn Store, tag: &str) -> Result<u64> {
+        let v = fresh_version();
+        let record = Bytes::copy_from_slice(&v.to_be_bytes());
+        store.put(Slot::Tag(tag), record, RECORD_TTL).await?;
+        Ok(v)
+    }
+
     /// Invalidates every entry stamped with `tag`: one write to the authority.
     pub(crate) async fn invalidate(&self, tag: &str) -> Result<()> {
-        let v = fresh_version();
-        if let Some(store) = &self.authority {
-            store
-                .put(
-                    Slot::Tag(tag),
-                    Bytes::copy_from_slice(&v.to_be_bytes()),
-                    RECORD_TTL,
-                )
-                .await?;
-        }
+        let v = match &self.authority {
+            Some(store) => Self::write_record(store.as_ref(), tag).await?,
+            None => fresh_version(),
+        };
         self.memo_set(tag, v);
         Ok(())
     }
