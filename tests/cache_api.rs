@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vorte_cache::{Cache, ErrorKind, Layer};
-use vorte_cache_tests::{Stack, build, config, on_every_stack};
+use vorte_cache_tests::{Env, Stack, on_every_stack};
 
 on_every_stack!(
     read_your_writes,
@@ -44,13 +44,38 @@ struct User {
     name: String,
 }
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
+/// A stack whose layers below L1 are shared, so a second cache on the same environment stands in
+/// for another process (or a restarted one).
+fn shared(stack: Stack) -> bool {
+    stack != Stack::L1
+}
+
+/// The first layer below L1, and the last one, with their backends.
+fn shallowest(stack: Stack) -> (Layer, &'static str) {
+    match stack {
+        Stack::L1 => (Layer::L1, "memory"),
+        Stack::L1File => (Layer::L4, "file"),
+        Stack::L1Redis | Stack::L1RedisCluster | Stack::Full => (Layer::L2, "redis"),
+        Stack::L1Cluster => (Layer::L3, "redis-cluster"),
+    }
+}
+
+fn deepest(stack: Stack) -> (Layer, &'static str) {
+    match stack {
+        Stack::L1 => (Layer::L1, "memory"),
+        Stack::L1File | Stack::Full => (Layer::L4, "file"),
+        Stack::L1Redis => (Layer::L2, "redis"),
+        Stack::L1Cluster | Stack::L1RedisCluster => (Layer::L3, "redis-cluster"),
+    }
+}
+
+fn hits(stats: &vorte_cache::CacheStats, layer: Layer) -> u64 {
+    stats.layer(layer).map_or(0, |l| l.hits)
 }
 
 async fn read_your_writes(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let alice = User {
         id: 1,
         name: "Alice".into(),
@@ -74,8 +99,8 @@ async fn read_your_writes(stack: Stack) {
 }
 
 async fn str_values_read_as_string(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("k", &"text").await.expect("set &str");
     cache.set("k2", "unsized str").await.expect("set str");
     assert_eq!(
@@ -89,8 +114,8 @@ async fn str_values_read_as_string(stack: Stack) {
 }
 
 async fn entries_expire_in_every_layer(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache
         .set("short", &1u8)
         .ttl(Duration::from_millis(150))
@@ -100,12 +125,14 @@ async fn entries_expire_in_every_layer(stack: Stack) {
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(cache.get::<u8>("short").await.expect("get"), None);
     assert!(!cache.exists("short").await.expect("exists"));
-    if stack == Stack::L1File {
-        // Written to L4 only: after expiry, no layer may return it, and the file is removed.
+    if shared(stack) {
+        // Written to the deepest layer only: after expiry, no layer may return it, and it is
+        // removed from that layer.
+        let (deep, _) = deepest(stack);
         cache
             .set("l4-only", &2u8)
             .ttl(Duration::from_millis(150))
-            .layer(Layer::L4)
+            .layer(deep)
             .await
             .expect("set");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -115,8 +142,8 @@ async fn entries_expire_in_every_layer(stack: Stack) {
                 .stats()
                 .await
                 .expect("stats")
-                .layer(Layer::L4)
-                .expect("l4")
+                .layer(deep)
+                .expect("deepest layer")
                 .keys,
             0
         );
@@ -124,8 +151,8 @@ async fn entries_expire_in_every_layer(stack: Stack) {
 }
 
 async fn delete_and_exists(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("user:1", &1).await.expect("set");
     assert!(cache.exists("user:1").await.expect("exists"));
     assert!(cache.delete("user:1").await.expect("delete"));
@@ -135,8 +162,8 @@ async fn delete_and_exists(stack: Stack) {
 }
 
 async fn increment_is_exact_and_typed(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache
         .set("counter", &0i64)
         .ttl(Duration::from_secs(3600))
@@ -182,8 +209,8 @@ async fn increment_is_exact_and_typed(stack: Stack) {
 }
 
 async fn keys_lists_live_keys_by_glob(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     for k in ["user:1", "user:2", "user:10", "product:1"] {
         cache.set(k, &k).await.expect("set");
     }
@@ -214,8 +241,8 @@ async fn keys_lists_live_keys_by_glob(stack: Stack) {
 }
 
 async fn delete_many_counts(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     for k in ["user:1", "user:2", "user:3"] {
         cache.set(k, &1).await.expect("set");
     }
@@ -232,8 +259,8 @@ async fn delete_many_counts(stack: Stack) {
 }
 
 async fn seed_tags_example(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache
         .set("product:1", &"p1")
         .tags(["products", "category:electronics"])
@@ -284,10 +311,10 @@ async fn seed_tags_example(stack: Stack) {
         Some("p1b")
     );
 
-    if stack == Stack::L1File {
+    if shared(stack) {
         // A second cache on the same directory stands in for a restarted process: it has no
         // memory of the invalidation, and must still not serve the invalidated L4 entries.
-        let other = build(stack, dir.path(), "").await;
+        let other = env.cache("").await;
         assert_eq!(
             other
                 .get::<String>("featured:electronics")
@@ -307,8 +334,8 @@ async fn seed_tags_example(stack: Stack) {
 }
 
 async fn tag_invalidated_entries_are_not_listed(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("a:1", &1).tags(["t"]).await.expect("set");
     cache.set("a:2", &2).await.expect("set");
     cache.invalidate_tag("t").await.expect("invalidate");
@@ -316,8 +343,8 @@ async fn tag_invalidated_entries_are_not_listed(stack: Stack) {
 }
 
 async fn get_or_set_runs_the_loader_once_for_10k_tasks(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..10_000)
         .map(|_| {
@@ -342,8 +369,8 @@ async fn get_or_set_runs_the_loader_once_for_10k_tasks(stack: Stack) {
 
 /// Late arrivals that miss just before a short load stores its value must not load again.
 async fn single_flight_holds_when_loads_are_short(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     for round in 0..20 {
         let key = format!("short:{round}");
         let calls = Arc::new(AtomicUsize::new(0));
@@ -369,8 +396,8 @@ async fn single_flight_holds_when_loads_are_short(stack: Stack) {
 }
 
 async fn loader_errors_are_returned_and_never_cached(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let err = cache
         .get_or_set("k", || async {
             Err::<u8, _>(std::io::Error::other("db down"))
@@ -425,8 +452,8 @@ async fn loader_errors_are_returned_and_never_cached(stack: Stack) {
 }
 
 async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let loader_cache = cache.clone();
@@ -444,8 +471,8 @@ async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
     release_tx.send(()).expect("release");
     assert_eq!(load.await.expect("task").expect("load").as_str(), "old");
     assert_eq!(cache.get::<String>("user:1").await.expect("get"), None);
-    if stack == Stack::L1File {
-        let other = build(stack, dir.path(), "").await;
+    if shared(stack) {
+        let other = env.cache("").await;
         assert_eq!(
             other.get::<String>("user:1").await.expect("get"),
             None,
@@ -455,8 +482,8 @@ async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
 }
 
 async fn a_load_that_began_before_a_tag_invalidation_never_writes_back(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let loader_cache = cache.clone();
@@ -478,8 +505,8 @@ async fn a_load_that_began_before_a_tag_invalidation_never_writes_back(stack: St
 }
 
 async fn type_mismatch_is_an_error_and_the_value_stays(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("k", &"text").await.expect("set");
     let err = cache.get::<i64>("k").await.expect_err("mismatch");
     assert_eq!(err.kind(), ErrorKind::TypeMismatch);
@@ -488,8 +515,8 @@ async fn type_mismatch_is_an_error_and_the_value_stays(stack: Stack) {
         cache.get::<String>("k").await.expect("get").as_deref(),
         Some("text")
     );
-    if stack == Stack::L1File {
-        let other = build(stack, dir.path(), "").await;
+    if shared(stack) {
+        let other = env.cache("").await;
         let err = other
             .get::<Vec<u8>>("k")
             .await
@@ -503,8 +530,8 @@ async fn type_mismatch_is_an_error_and_the_value_stays(stack: Stack) {
 }
 
 async fn bad_input_is_a_typed_error(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "max_value_bytes = 1024").await;
+    let env = Env::new(stack);
+    let cache = env.cache("max_value_bytes = 1024").await;
     let cases = [
         ("", ErrorKind::InvalidKey),
         (
@@ -557,7 +584,7 @@ async fn bad_input_is_a_typed_error(stack: Stack) {
         ErrorKind::InvalidGlob
     );
     // Non-string map keys cannot be JSON: a Serialize error, not a panic.
-    let json = build(stack, dir.path(), "serialization = \"json\"").await;
+    let json = env.cache("serialization = \"json\"").await;
     let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
     assert_eq!(
         json.set("map", &map).await.expect_err("json").kind(),
@@ -566,8 +593,8 @@ async fn bad_input_is_a_typed_error(stack: Stack) {
 }
 
 async fn stats_count_hits_misses_and_keys(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("a", &1).await.expect("set");
     cache.set("b", &vec![0u8; 10_000]).await.expect("set");
     assert_eq!(cache.get::<i32>("a").await.expect("get"), Some(1));
@@ -582,16 +609,19 @@ async fn stats_count_hits_misses_and_keys(stack: Stack) {
     let l1 = s.layer(Layer::L1).expect("l1");
     assert_eq!((l1.keys, l1.hits), (2, 2));
     assert!(l1.bytes > 10_000);
-    if stack == Stack::L1File {
-        let l4 = s.layer(Layer::L4).expect("l4");
-        assert_eq!((l4.backend, l4.keys), ("file", 2));
-        assert!(l4.bytes > 10_000);
-        // A fresh process reads from L4 and back-fills L1.
-        let other = build(stack, dir.path(), "").await;
+    if shared(stack) {
+        for (layer, backend) in [shallowest(stack), deepest(stack)] {
+            let l = s.layer(layer).expect("layer stats");
+            assert_eq!((l.backend, l.keys), (backend, 2), "{layer}");
+            assert!(l.bytes > 10_000, "{layer}: {}", l.bytes);
+        }
+        // A fresh process reads from the first shared layer and back-fills L1.
+        let other = env.cache("").await;
         assert_eq!(other.get::<i32>("a").await.expect("get"), Some(1));
         assert_eq!(other.get::<i32>("a").await.expect("get"), Some(1));
         let s = other.stats().await.expect("stats");
-        assert_eq!((s.l4_hits, s.l1_hits, s.misses), (1, 1, 0));
+        let (first, _) = shallowest(stack);
+        assert_eq!((hits(&s, first), s.l1_hits, s.misses), (1, 1, 0));
     } else {
         assert!(s.layer(Layer::L4).is_none());
     }
@@ -604,8 +634,8 @@ async fn schema_additions_are_tolerated(stack: Stack) {
         name: String,
         email: Option<String>,
     }
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache
         .set(
             "u",
@@ -625,8 +655,8 @@ async fn schema_additions_are_tolerated(stack: Stack) {
 }
 
 async fn arc_reads_share_one_decoded_value(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache
         .set(
             "u",
@@ -654,13 +684,10 @@ async fn arc_reads_share_one_decoded_value(stack: Stack) {
 }
 
 async fn json_and_lz4_round_trip(stack: Stack) {
-    let dir = tmp();
-    let cache = build(
-        stack,
-        dir.path(),
-        "serialization = \"json\"\ncompression = { algorithm = \"lz4\", threshold = 64 }",
-    )
-    .await;
+    let env = Env::new(stack);
+    let cache = env
+        .cache("serialization = \"json\"\ncompression = { algorithm = \"lz4\", threshold = 64 }")
+        .await;
     let text = "abc".repeat(10_000);
     cache.set("big", &text).await.expect("set");
     cache.set("small", &1).await.expect("set");
@@ -668,40 +695,52 @@ async fn json_and_lz4_round_trip(stack: Stack) {
         cache.get::<String>("big").await.expect("get"),
         Some(text.clone())
     );
-    if stack == Stack::L1File {
-        let other = build(stack, dir.path(), "serialization = \"json\"").await;
+    if shared(stack) {
+        let other = env.cache("serialization = \"json\"").await;
         assert_eq!(other.get::<String>("big").await.expect("get"), Some(text));
-        let l4 = other.stats().await.expect("stats");
-        let l4 = l4.layer(Layer::L4).expect("l4");
-        assert!(l4.bytes < 5_000, "compressed on disk: {} bytes", l4.bytes);
+        let stats = other.stats().await.expect("stats");
+        let (deep, _) = deepest(stack);
+        let stored = stats.layer(deep).expect("deepest layer");
+        assert!(
+            stored.bytes < 5_000,
+            "compressed in {deep}: {} bytes",
+            stored.bytes
+        );
     }
 }
 
 async fn layer_selection_writes_only_there(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     cache.set("cfg", &1).layer(Layer::L1).await.expect("set");
     assert_eq!(cache.get::<i32>("cfg").await.expect("get"), Some(1));
-    let err = cache
-        .set("x", &1)
-        .layer(Layer::L2)
-        .await
-        .expect_err("L2 is not enabled");
-    assert_eq!(err.kind(), ErrorKind::Config);
-    if stack == Stack::L1File {
-        let other = build(stack, dir.path(), "").await;
+    if !matches!(stack, Stack::L1Redis | Stack::L1RedisCluster | Stack::Full) {
+        let err = cache
+            .set("x", &1)
+            .layer(Layer::L2)
+            .await
+            .expect_err("L2 is not enabled");
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+    if shared(stack) {
+        let other = env.cache("").await;
         assert_eq!(other.get::<i32>("cfg").await.expect("get"), None, "L1 only");
-        cache.set("deep", &2).layer(Layer::L4).await.expect("set");
+        let (deep, _) = deepest(stack);
+        cache.set("deep", &2).layer(deep).await.expect("set");
         let s0 = cache.stats().await.expect("stats");
         assert_eq!(cache.get::<i32>("deep").await.expect("get"), Some(2));
         let s1 = cache.stats().await.expect("stats");
-        assert_eq!(s1.l4_hits - s0.l4_hits, 1, "first read comes from L4");
+        assert_eq!(
+            hits(&s1, deep) - hits(&s0, deep),
+            1,
+            "first read comes from {deep}"
+        );
     }
 }
 
 async fn every_future_is_send(stack: Stack) {
-    let dir = tmp();
-    let cache = build(stack, dir.path(), "").await;
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
     let c = cache.clone();
     tokio::spawn(async move {
         c.set("s", &1).tags(["t"]).await.expect("set");
@@ -725,9 +764,8 @@ async fn every_future_is_send(stack: Stack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
-    let dir = tmp();
-    let cfg = config(Stack::L1File, dir.path(), "", "ttl = 0.2");
-    let cache = Cache::from_config(&cfg.cache).await.expect("build");
+    let env = Env::new(Stack::L1File);
+    let cache = env.cache_with("", "ttl = 0.2").await;
     // L1 caps at 200 ms; the entry lives 10 s in L4.
     cache
         .set("k", &1)
@@ -745,7 +783,7 @@ async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
     );
 
     // Back-fill carries the remaining TTL, not a fresh one.
-    let writer = build(Stack::L1File, dir.path(), "").await;
+    let writer = env.cache("").await;
     writer
         .set("short", &5)
         .ttl(Duration::from_millis(400))
@@ -753,7 +791,7 @@ async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
         .await
         .expect("set");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let reader = build(Stack::L1File, dir.path(), "").await;
+    let reader = env.cache("").await;
     assert_eq!(
         reader
             .get::<i32>("short")
@@ -771,15 +809,15 @@ async fn backfill_uses_the_remaining_ttl_and_layer_caps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_l4_values_are_misses_removed_and_counted() {
-    let dir = tmp();
-    let cache = build(Stack::L1File, dir.path(), "").await;
+    let env = Env::new(Stack::L1File);
+    let cache = env.cache("").await;
     cache.set("victim", &"value").await.expect("set");
-    let file = find_file(dir.path(), "victim").expect("entry file");
+    let file = find_file(env.dir(), "victim").expect("entry file");
     let mut bytes = std::fs::read(&file).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&file, &bytes).expect("corrupt it");
-    let fresh = build(Stack::L1File, dir.path(), "").await;
+    let fresh = env.cache("").await;
     assert_eq!(
         fresh
             .get::<String>("victim")
@@ -808,8 +846,8 @@ async fn corrupt_l4_values_are_misses_removed_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_invalidation_is_one_write_whatever_the_number_of_entries() {
-    let dir = tmp();
-    let cache = build(Stack::L1File, dir.path(), "").await;
+    let env = Env::new(Stack::L1File);
+    let cache = env.cache("").await;
     for i in 0..300 {
         cache
             .set(&format!("item:{i}"), &i)
@@ -817,9 +855,9 @@ async fn tag_invalidation_is_one_write_whatever_the_number_of_entries() {
             .await
             .expect("set");
     }
-    let before = snapshot(dir.path());
+    let before = snapshot(env.dir());
     cache.invalidate_tag("bulk").await.expect("invalidate");
-    let after = snapshot(dir.path());
+    let after = snapshot(env.dir());
     let changed: Vec<_> = after
         .iter()
         .filter(|(p, m)| before.iter().find(|(q, _)| q == p).map(|(_, n)| n) != Some(m))
@@ -832,21 +870,21 @@ async fn tag_invalidation_is_one_write_whatever_the_number_of_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_tag_records_never_revives_invalidated_entries() {
-    let dir = tmp();
-    let cache = build(Stack::L1File, dir.path(), "").await;
+    let env = Env::new(Stack::L1File);
+    let cache = env.cache("").await;
     cache.set("p", &1).tags(["t"]).await.expect("set");
     cache.invalidate_tag("t").await.expect("invalidate");
     // Simulate eviction of the tag metadata: delete every tag record.
-    for (path, _) in snapshot(dir.path()) {
+    for (path, _) in snapshot(env.dir()) {
         if path.contains("/t/") {
             std::fs::remove_file(&path).expect("remove tag record");
         }
     }
-    let fresh = build(Stack::L1File, dir.path(), "").await;
+    let fresh = env.cache("").await;
     assert_eq!(fresh.get::<i32>("p").await.expect("get"), None);
 
     // L1 alone: the in-process memo of versions dropped wholesale has the same effect.
-    let l1 = build(Stack::L1, dir.path(), "").await;
+    let l1 = Env::new(Stack::L1).cache("").await;
     l1.set("q", &1).tags(["u"]).await.expect("set");
     l1.invalidate_tag("u").await.expect("invalidate");
     l1.flush().await.expect("flush forgets versions");
@@ -855,23 +893,23 @@ async fn losing_tag_records_never_revives_invalidated_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_removes_only_this_prefix() {
-    let dir = tmp();
-    let a = build(Stack::L1File, dir.path(), "key_prefix = \"a:\"").await;
-    let b = build(Stack::L1File, dir.path(), "key_prefix = \"b:\"").await;
+    let env = Env::new(Stack::L1File);
+    let a = env.cache("key_prefix = \"a:\"").await;
+    let b = env.cache("key_prefix = \"b:\"").await;
     a.set("k", &1).await.expect("set");
     b.set("k", &2).await.expect("set");
     a.flush().await.expect("flush");
     assert_eq!(a.get::<i32>("k").await.expect("get"), None);
     assert!(a.keys("*").await.expect("keys").is_empty());
-    let b2 = build(Stack::L1File, dir.path(), "key_prefix = \"b:\"").await;
+    let b2 = env.cache("key_prefix = \"b:\"").await;
     assert_eq!(b2.get::<i32>("k").await.expect("get"), Some(2));
     assert_eq!(b2.keys("*").await.expect("keys"), ["k"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_round_trip_inside_the_directory() {
-    let dir = tmp();
-    let cache = build(Stack::L1File, dir.path(), "").await;
+    let env = Env::new(Stack::L1File);
+    let cache = env.cache("").await;
     let keys = [
         "..",
         "../../etc/passwd",
@@ -885,7 +923,7 @@ async fn hostile_keys_round_trip_inside_the_directory() {
     for k in keys {
         cache.set(k, &k).layer(Layer::L4).await.expect("set");
     }
-    let fresh = build(Stack::L1File, dir.path(), "").await;
+    let fresh = env.cache("").await;
     for k in keys {
         assert_eq!(
             fresh.get::<String>(k).await.expect("get").as_deref(),
@@ -898,11 +936,8 @@ async fn hostile_keys_round_trip_inside_the_directory() {
     let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     expected.sort();
     assert_eq!(listed, expected);
-    for (path, _) in snapshot(dir.path()) {
-        assert!(
-            path.starts_with(&dir.path().display().to_string()),
-            "{path}"
-        );
+    for (path, _) in snapshot(env.dir()) {
+        assert!(path.starts_with(&env.dir().display().to_string()), "{path}");
     }
 }
 

@@ -1,9 +1,15 @@
-//! Shared helpers for the integration tests: building caches for each layer combination.
+//! Shared helpers for the integration tests: real servers, and caches for each layer combination.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
+pub mod servers;
+
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vorte_cache::{Cache, Config};
+
+use servers::{RedisCluster, RedisServer};
 
 /// The layer combinations the API suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,41 +18,185 @@ pub enum Stack {
     L1,
     /// L1 + L4 `file`.
     L1File,
+    /// L1 + L2 `redis`.
+    L1Redis,
+    /// L1 + L3 `redis-cluster` (3 masters).
+    L1Cluster,
+    /// L1 + L2 `redis` + L3 `redis-cluster`.
+    L1RedisCluster,
+    /// L1 + L2 `redis` + L3 `redis-cluster` + L4 `file`.
+    Full,
 }
 
-/// A cache for `stack`, with its files (if any) under `dir`, and extra TOML lines appended to the
-/// `[cache]` table.
-pub async fn build(stack: Stack, dir: &Path, cache_toml: &str) -> Cache {
-    let config = config(stack, dir, cache_toml, "");
-    Cache::from_config(&config.cache)
-        .await
-        .expect("cache builds")
-}
-
-/// The configuration `build` uses; `l1_toml` is appended to `[cache.layers.l1]`.
-pub fn config(stack: Stack, dir: &Path, cache_toml: &str, l1_toml: &str) -> Config {
-    let mut toml =
-        format!("[cache]\n{cache_toml}\n[cache.layers.l1]\nmax_size = 10000\n{l1_toml}\n");
-    if stack == Stack::L1File {
-        toml.push_str(&format!(
-            "[cache.layers.l4]\nbackend = \"file\"\npath = {:?}\n",
-            dir.display().to_string()
-        ));
+impl Stack {
+    /// Whether the stack has L4 `file`.
+    pub fn has_file(self) -> bool {
+        matches!(self, Stack::L1File | Stack::Full)
     }
-    Config::from_toml_str(&toml).expect("config parses")
+    /// Whether the stack shares state between processes through Redis (and so has a bus).
+    pub fn has_redis(self) -> bool {
+        matches!(
+            self,
+            Stack::L1Redis | Stack::L1Cluster | Stack::L1RedisCluster | Stack::Full
+        )
+    }
+}
+
+/// Kills `pids` once this test process is gone: shared servers live in statics, which are never
+/// dropped, so a small shell watchdog outlives the process to stop them.
+fn reap_on_exit(pids: &[u32]) {
+    let me = std::process::id();
+    let list = pids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script =
+        format!("while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 {list} 2>/dev/null");
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// One `redis-server` shared by every test of this test binary (each test uses its own prefix).
+pub fn shared_redis() -> &'static RedisServer {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    REDIS.get_or_init(|| {
+        let server = RedisServer::start();
+        reap_on_exit(&[server.pid()]);
+        server
+    })
+}
+
+/// One 3-master Redis Cluster shared by every test of this test binary.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let cluster = RedisCluster::start(3, 0);
+        let pids: Vec<u32> = cluster.nodes().iter().map(RedisServer::pid).collect();
+        reap_on_exit(&pids);
+        cluster
+    })
+}
+
+/// A key prefix no other test of any process uses.
+pub fn unique_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}x{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a test needs for one stack: the servers, a directory, and its own key prefix.
+#[derive(Debug)]
+pub struct Env {
+    /// The stack.
+    pub stack: Stack,
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Env {
+    /// Starts (or reuses) the servers `stack` needs.
+    pub fn new(stack: Stack) -> Env {
+        if matches!(stack, Stack::L1Redis | Stack::L1RedisCluster | Stack::Full) {
+            shared_redis();
+        }
+        if matches!(
+            stack,
+            Stack::L1Cluster | Stack::L1RedisCluster | Stack::Full
+        ) {
+            shared_cluster();
+        }
+        Env {
+            stack,
+            dir: tempfile::tempdir().expect("tempdir"),
+            prefix: unique_prefix(),
+        }
+    }
+
+    /// The directory of the `file` layer.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// This test's key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The configuration: `cache_toml` goes into `[cache]` (a `key_prefix` there replaces the
+    /// test's own), `l1_toml` into `[cache.layers.l1]`.
+    pub fn config(&self, cache_toml: &str, l1_toml: &str) -> Config {
+        let prefix = if cache_toml.contains("key_prefix") {
+            String::new()
+        } else {
+            format!("key_prefix = {:?}\n", self.prefix)
+        };
+        let mut toml = format!(
+            "[cache]\n{prefix}{cache_toml}\n[cache.layers.l1]\nmax_size = 10000\n{l1_toml}\n"
+        );
+        if matches!(
+            self.stack,
+            Stack::L1Redis | Stack::L1RedisCluster | Stack::Full
+        ) {
+            toml.push_str(&format!(
+                "[cache.layers.l2]\nbackend = \"redis\"\nurl = {:?}\ntimeout_ms = 1000\n",
+                shared_redis().url()
+            ));
+        }
+        if matches!(
+            self.stack,
+            Stack::L1Cluster | Stack::L1RedisCluster | Stack::Full
+        ) {
+            toml.push_str(&format!(
+                "[cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {:?}\ntimeout_ms = 1000\n",
+                shared_cluster().urls()
+            ));
+        }
+        if self.stack.has_file() {
+            toml.push_str(&format!(
+                "[cache.layers.l4]\nbackend = \"file\"\npath = {:?}\n",
+                self.dir().display().to_string()
+            ));
+        }
+        Config::from_toml_str(&toml).expect("config parses")
+    }
+
+    /// A cache on this environment; several stand in for several processes.
+    pub async fn cache(&self, cache_toml: &str) -> Cache {
+        self.cache_with(cache_toml, "").await
+    }
+
+    /// A cache with extra `[cache.layers.l1]` lines.
+    pub async fn cache_with(&self, cache_toml: &str, l1_toml: &str) -> Cache {
+        Cache::from_config(&self.config(cache_toml, l1_toml).cache)
+            .await
+            .expect("cache builds")
+    }
 }
 
 /// Runs an `async fn(Stack)` test once per stack.
 #[macro_export]
 macro_rules! on_every_stack {
     ($($name:ident),* $(,)?) => {
-        mod l1 { $(
+        $crate::on_every_stack!(@stack l1, L1, $($name),*);
+        $crate::on_every_stack!(@stack l1_file, L1File, $($name),*);
+        $crate::on_every_stack!(@stack l1_redis, L1Redis, $($name),*);
+        $crate::on_every_stack!(@stack l1_cluster, L1Cluster, $($name),*);
+        $crate::on_every_stack!(@stack l1_redis_cluster, L1RedisCluster, $($name),*);
+        $crate::on_every_stack!(@stack full, Full, $($name),*);
+    };
+    (@stack $module:ident, $stack:ident, $($name:ident),*) => {
+        mod $module { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::Stack::L1).await }
-        )* }
-        mod l1_file { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::Stack::L1File).await }
+            async fn $name() { super::$name($crate::Stack::$stack).await }
         )* }
     };
 }

@@ -49,9 +49,31 @@ impl Cache {
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a layer cannot be opened (the message
     /// names the config path), or names a backend this build does not include.
     pub async fn from_config(config: &CacheConfig) -> Result<Cache> {
-        Ok(Cache {
-            router: Arc::new(Router::build(config)?),
-        })
+        let router = Arc::new(Router::build(config).await?);
+        #[cfg(feature = "redis")]
+        if let Some((fred, timeout)) = crate::bus::bus_config(config)? {
+            let bus = crate::bus::Bus::connect(
+                fred,
+                &config.key_prefix,
+                timeout,
+                Arc::downgrade(&router),
+            )
+            .await?;
+            let _ = router.bus.set(bus);
+        }
+        Ok(Cache { router })
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Whether this cache shares invalidations and events with other processes.
+    pub fn has_bus(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.router.bus.get().is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     pub(crate) fn from_router(router: Router) -> Cache {

@@ -162,10 +162,13 @@ pub(crate) fn default_bus() -> Arc<EventBus> {
         .clone()
 }
 
-/// Emits `event` with `payload` to the installed application's handlers.
+/// Emits `event` with `payload` to the installed application's handlers, in this process and in
+/// every process that shares its bus.
 ///
 /// Every `#[on_event(event)]` handler wired into the installed [`Vorte`](crate::Vorte) runs before
-/// this returns; the return value is how many ran. Before any `Vorte` is built, the embedded
+/// this returns; the return value is how many ran here. The event is then published on the global
+/// cache's bus (the Redis of L2 or L3, or `[cache.bus]`), and every other process runs its own
+/// handlers when it reads it, including a process that was briefly disconnected. Before any `Vorte` is built, the embedded
 /// default application has every registered handler wired.
 ///
 /// # Errors
@@ -190,8 +193,17 @@ pub async fn emit<P: Serialize + ?Sized>(event: &str, payload: &P) -> Result<usi
     })?;
     let message = EventMessage {
         event: event.to_owned(),
-        payload,
+        payload: payload.clone(),
         origin: process_id(),
     };
-    crate::vorte::installed_bus().dispatch(message).await
+    let ran = crate::vorte::installed_bus().dispatch(message).await;
+    // Then the other processes, through the global cache's bus (if it has one).
+    crate::cache::Cache::global()
+        .router()
+        .announce(|| crate::bus::Notice::Event {
+            event: event.to_owned(),
+            payload,
+        })
+        .await;
+    ran
 }

@@ -23,6 +23,7 @@
 //! The layers, the read and write paths and the tag design are described in
 //! `docs/architecture.md`; the configuration in [`Config`].
 
+mod bus;
 mod cache;
 mod clock;
 mod codec;

@@ -64,15 +64,28 @@ pub(crate) struct Router {
     pub(crate) config: CacheConfig,
     l1: Option<MemoryLayer>,
     remotes: Vec<Remote>,
+    /// Index in `remotes` of the most shared layer: it holds tag records and decides counters.
+    authority: Option<usize>,
     enabled: LayerSet,
     tags: TagIndex,
     flights: Flights,
     fence: Fence,
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The invalidation bus, once connected (see [`crate::bus`]).
+    #[cfg(feature = "redis")]
+    pub(crate) bus: std::sync::OnceLock<crate::bus::Bus>,
 }
 
-fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+    let built: &[&str] = &[
+        #[cfg(feature = "redis")]
+        "redis",
+        #[cfg(feature = "redis-cluster")]
+        "redis-cluster",
+        #[cfg(feature = "file")]
+        "file",
+    ];
     match cfg.backend {
         #[cfg(feature = "file")]
         Backend::File => {
@@ -89,24 +102,56 @@ fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<d
                 cfg.timeout,
             )?))
         }
+        #[cfg(feature = "redis")]
+        Backend::Redis => {
+            let url = cfg.url.as_ref().map(|u| u.expose()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cache.layers.{layer}.url: missing"),
+                )
+            })?;
+            Ok(Arc::new(
+                crate::store::redis::RedisStore::connect(
+                    layer.name(),
+                    &[url],
+                    false,
+                    key_prefix,
+                    cfg.timeout,
+                )
+                .await?,
+            ))
+        }
+        #[cfg(feature = "redis-cluster")]
+        Backend::RedisCluster => {
+            let mut urls: Vec<&str> = cfg.urls.iter().map(|u| u.expose()).collect();
+            if let Some(url) = &cfg.url {
+                urls.insert(0, url.expose());
+            }
+            Ok(Arc::new(
+                crate::store::redis::RedisStore::connect(
+                    layer.name(),
+                    &urls,
+                    true,
+                    key_prefix,
+                    cfg.timeout,
+                )
+                .await?,
+            ))
+        }
         other => Err(Error::new(
             ErrorKind::Config,
             format!(
-                "cache.layers.{layer}.backend: the `{}` backend is not built into this version of \
-                 vorte-cache (available: {})",
+                "cache.layers.{layer}.backend: the `{}` backend is not built into this build of \
+                 vorte-cache (built: {}); enable its cargo feature",
                 other.name(),
-                if cfg!(feature = "file") {
-                    "file"
-                } else {
-                    "none"
-                }
+                built.join(", ")
             ),
         )),
     }
 }
 
 impl Router {
-    pub(crate) fn build(config: &CacheConfig) -> Result<Router> {
+    pub(crate) async fn build(config: &CacheConfig) -> Result<Router> {
         let layers = &config.layers;
         let max_value = config.max_value_bytes;
         let mut remotes = Vec::new();
@@ -116,9 +161,13 @@ impl Router {
             (Layer::L4, &layers.l4),
         ] {
             if let Some(cfg) = cfg {
+                let store = open_store(layer, cfg, &config.key_prefix).await?;
                 remotes.push(Remote {
                     layer,
-                    store: open_store(layer, cfg, &config.key_prefix)?,
+                    store: Arc::new(crate::store::circuit::CircuitStore::new(
+                        store,
+                        layer.name(),
+                    )),
                     ttl_cap: cfg.ttl,
                     max_value_bytes: cfg.max_value_bytes.unwrap_or(max_value).min(max_value),
                 });
@@ -150,23 +199,81 @@ impl Router {
         for remote in &remotes {
             enabled.insert(remote.layer);
         }
-        // Tag records live in the most shared layer: L3, else L2, else L4.
+        // Tag records live in, and counters are decided by, the most shared layer: L3, else L2,
+        // else L4.
         let authority = [Layer::L3, Layer::L2, Layer::L4]
             .iter()
-            .find_map(|l| remotes.iter().find(|r| r.layer == *l))
-            .map(|r| r.store.clone());
+            .find_map(|l| remotes.iter().position(|r| r.layer == *l));
+        let authority_store = authority.map(|i| remotes[i].store.clone());
         let memo_ttl = layers.l1.ttl.unwrap_or(config.default_ttl);
         Router {
             config: config.clone(),
             l1,
             remotes,
             enabled,
-            tags: TagIndex::new(authority, memo_ttl),
+            tags: TagIndex::new(authority_store, memo_ttl),
+            authority,
             flights: Flights::default(),
             fence: Fence::default(),
             counters: Counters::default(),
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            #[cfg(feature = "redis")]
+            bus: std::sync::OnceLock::new(),
         }
+    }
+
+    // ----- the bus -----------------------------------------------------------------------------
+
+    /// Tells the other processes, when there is a bus; a failure is logged, never returned.
+    pub(crate) async fn announce(&self, notice: impl FnOnce() -> crate::bus::Notice) {
+        #[cfg(feature = "redis")]
+        if let Some(bus) = self.bus.get()
+            && let Err(e) = bus.publish(notice()).await
+        {
+            tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = notice;
+    }
+
+    /// Applies another process's notice to this process's L1 and tag versions.
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only the Redis bus delivers notices")
+    )]
+    pub(crate) async fn apply(&self, notice: crate::bus::Notice) {
+        use crate::bus::Notice;
+        match notice {
+            Notice::Keys { keys } => {
+                for key in &keys {
+                    self.fence.record(key, Fenced::Deleted);
+                    if let Some(l1) = &self.l1 {
+                        l1.remove(key);
+                    }
+                }
+            }
+            Notice::Tag { tag, version } => self.tags.learn(&tag, version),
+            Notice::Flush => self.drop_local_state(),
+            Notice::Event { event, payload } => {
+                let message = crate::events::EventMessage {
+                    event,
+                    payload,
+                    origin: 0,
+                };
+                if let Err(e) = crate::vorte::installed_bus().dispatch(message).await {
+                    tracing::warn!(error = %e, "a handler of a remote event failed");
+                }
+            }
+        }
+    }
+
+    /// Forgets everything held in this process: L1, tag versions, and loads in flight.
+    pub(crate) fn drop_local_state(&self) {
+        self.fence.record_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        self.tags.forget_all();
     }
 
     /// The embedded default: L1 only.
@@ -445,6 +552,7 @@ impl Router {
             }
             None => self.fence.record(key, Fenced::Set),
         }
+        let announce = spec.ticket.is_none();
         let now = now_ms();
         let expires_at_ms = self.expiry(&spec, now);
         let mut accepted = 0usize;
@@ -521,6 +629,12 @@ impl Router {
             }
         }
         if accepted > 0 {
+            if announce {
+                self.announce(|| crate::bus::Notice::Keys {
+                    keys: vec![key.to_owned()],
+                })
+                .await;
+            }
             return Ok(());
         }
         Err(first_error.unwrap_or_else(|| {
@@ -550,6 +664,10 @@ impl Router {
                 Err(e) => self.skip(remote.layer, "delete", key, &e),
             }
         }
+        self.announce(|| crate::bus::Notice::Keys {
+            keys: vec![key.to_owned()],
+        })
+        .await;
         Ok(existed)
     }
 
@@ -575,7 +693,13 @@ impl Router {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
-        self.tags.invalidate(tag).await
+        let version = self.tags.invalidate(tag).await?;
+        self.announce(|| crate::bus::Notice::Tag {
+            tag: tag.to_owned(),
+            version,
+        })
+        .await;
+        Ok(())
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
@@ -595,6 +719,7 @@ impl Router {
             }
         }
         self.tags.forget_all();
+        self.announce(|| crate::bus::Notice::Flush).await;
         // A flush that left a layer full would serve old values later: report it.
         match first_error {
             Some(e) => Err(e),
@@ -608,25 +733,20 @@ impl Router {
         key::validate(key, "key")?;
         let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % self.counter_locks.len();
         let _guard = self.counter_locks[stripe].lock().await;
+        if let Some(authority) = self.authority.map(|i| &self.remotes[i])
+            && let Some(next) = self.increment_atomically(authority, key, delta).await?
+        {
+            return Ok(next);
+        }
+        // No atomic compare-and-set below L1: exact within this process (the stripe lock).
         let (current, expires_at_ms, stamps) = match self.find(key).await {
             Some((_, env)) => {
-                let n: i64 =
-                    codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
-                        Error::new(
-                            ErrorKind::NotAnInteger,
-                            format!("key `{key}` does not hold an integer"),
-                        )
-                    })?;
+                let n = Self::counter_value(key, &env)?;
                 (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
             }
             None => (0, None, Box::default()),
         };
-        let next = current.checked_add(delta).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotAnInteger,
-                format!("key `{key}`: {current} + {delta} overflows i64"),
-            )
-        })?;
+        let next = Self::add(key, current, delta)?;
         let serialization = self.config.serialization;
         let payload = Bytes::from(codec::serialize(serialization, &next)?);
         let spec = WriteSpec {
@@ -639,6 +759,109 @@ impl Router {
         self.write(key, payload, serialization, spec, Some(Box::new(next)))
             .await?;
         Ok(next)
+    }
+
+    fn counter_value(key: &str, env: &Envelope) -> Result<i64> {
+        codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("key `{key}` does not hold an integer"),
+            )
+        })
+    }
+
+    fn add(key: &str, current: i64, delta: i64) -> Result<i64> {
+        current.checked_add(delta).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("key `{key}`: {current} + {delta} overflows i64"),
+            )
+        })
+    }
+
+    /// Increments through a compare-and-set loop on the authority, which makes the sum exact
+    /// across processes (SPEC G5). `None` when the authority has no compare-and-set.
+    async fn increment_atomically(
+        &self,
+        authority: &Remote,
+        key: &str,
+        delta: i64,
+    ) -> Result<Option<i64>> {
+        const ATTEMPTS: usize = 1_000;
+        for _ in 0..ATTEMPTS {
+            let raw = authority.store.get(Slot::Entry(key)).await?;
+            let now = now_ms();
+            let live = match raw
+                .as_deref()
+                .map(|b| Envelope::decode(b, self.config.max_value_bytes))
+            {
+                Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {
+                    if env.tags.is_empty() || self.tags.check(&env.tags).await? {
+                        Some(env)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let (current, expires_at_ms, tags) = match &live {
+                Some(env) => (
+                    Self::counter_value(key, env)?,
+                    env.expires_at_ms,
+                    env.tags.clone(),
+                ),
+                None => (
+                    0,
+                    now.saturating_add(self.config.default_ttl.as_millis() as u64),
+                    Vec::new(),
+                ),
+            };
+            let next = Self::add(key, current, delta)?;
+            let serialization = self.config.serialization;
+            let payload = Bytes::from(codec::serialize(serialization, &next)?);
+            let env = Envelope {
+                expires_at_ms: Self::capped(expires_at_ms, authority.ttl_cap, now),
+                created_at_ms: now,
+                key: key.to_owned(),
+                tags: tags.clone(),
+                serialization,
+                payload: payload.clone(),
+            };
+            let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
+            let bytes = env.encode(self.config.compression);
+            match authority
+                .store
+                .compare_and_set(key, raw.as_ref(), bytes, ttl)
+                .await?
+            {
+                None => return Ok(None),
+                Some(false) => continue,
+                Some(true) => {
+                    // The other layers follow the authority; a failure there is only a skip.
+                    let mut others = LayerSet::ALL;
+                    others.remove(authority.layer);
+                    let spec = WriteSpec {
+                        ttl: None,
+                        expires_at_ms: Some(expires_at_ms),
+                        layers: others,
+                        stamps: tags.into_boxed_slice(),
+                        ticket: None,
+                    };
+                    if self.selected(others).is_ok()
+                        && let Err(e) = self
+                            .write(key, payload, serialization, spec, Some(Box::new(next)))
+                            .await
+                    {
+                        tracing::debug!(key, error = %e, "counter copy not written");
+                    }
+                    return Ok(Some(next));
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Backend,
+            format!("increment of `{key}`: {ATTEMPTS} compare-and-set attempts all conflicted"),
+        ))
     }
 
     async fn is_live(&self, key: &str) -> bool {

@@ -165,13 +165,19 @@ impl TagIndex {
         Ok(v)
     }
 
-    /// Invalidates every entry stamped with `tag`: one write to the authority.
-    pub(crate) async fn invalidate(&self, tag: &str) -> Result<()> {
+    /// Invalidates every entry stamped with `tag`: one write to the authority. Returns the new
+    /// version, for the other processes.
+    pub(crate) async fn invalidate(&self, tag: &str) -> Result<u64> {
         let v = match &self.authority {
             Some(store) => Self::write_record(store.as_ref(), tag).await?,
             None => fresh_version(),
         };
         self.memo_set(tag, v);
-        Ok(())
+        Ok(v)
+    }
+
+    /// Takes another process's new version of `tag`.
+    pub(crate) fn learn(&self, tag: &str, version: u64) {
+        self.memo_set(tag, version);
     }
 }

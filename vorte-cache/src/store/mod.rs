@@ -16,9 +16,14 @@ use bytes::Bytes;
 
 use crate::error::Result;
 
+pub(crate) mod circuit;
 #[cfg(feature = "file")]
 pub(crate) mod file;
+#[cfg(feature = "memcached")]
+pub(crate) mod memcached;
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// A boxed, `Send` future: what [`Store`] methods return, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -72,4 +77,18 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Counts the entries and their bytes.
     fn usage(&self) -> BoxFuture<'_, Result<Usage>>;
+
+    /// Atomically replaces the entry of `key` if it still holds exactly `expected` (`None`: no
+    /// entry). `Ok(Some(swapped))`, or `Ok(None)` when the backend has no atomic compare-and-set;
+    /// counters are then exact only within one process.
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a Bytes>,
+        new: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        let _ = (key, expected, new, ttl);
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -1,0 +1,216 @@
+//! A per-layer circuit breaker around any [`Store`] (SPEC F2).
+//!
+//! After [`THRESHOLD`] consecutive failures the circuit *opens*: calls fail at once, without
+//! touching the server, so a dead layer costs nothing but a skip. After [`COOLDOWN_MS`] one call
+//! is let through as a probe; if it succeeds the circuit closes and the layer is back, with no
+//! restart. A wrapper rather than code in each backend: every store gets the same behaviour.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{BoxFuture, Slot, Store, Usage};
+use crate::clock;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Consecutive failures that open the circuit.
+pub(crate) const THRESHOLD: u32 = 5;
+/// How long an open circuit refuses calls before it lets a probe through.
+pub(crate) const COOLDOWN_MS: u64 = 500;
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct CircuitStore {
+    inner: Arc<dyn Store>,
+    layer: &'static str,
+    failures: AtomicU32,
+    /// 0 when closed; otherwise when the next probe may go (clock milliseconds).
+    open_until: AtomicU64,
+}
+
+impl CircuitStore {
+    pub(crate) fn new(inner: Arc<dyn Store>, layer: &'static str) -> Self {
+        CircuitStore {
+            inner,
+            layer,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) -> Result<()> {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = clock::precise_ms();
+        // Half-open: the first caller past the cooldown moves it on and probes; others wait.
+        if now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + COOLDOWN_MS,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Backend,
+            format!(
+                "{} {}: circuit open after {THRESHOLD} consecutive failures",
+                self.layer,
+                self.inner.backend()
+            ),
+        ))
+    }
+
+    fn record<T>(&self, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Release);
+                if self.open_until.load(Ordering::Acquire) != 0
+                    && self.open_until.swap(0, Ordering::AcqRel) != 0
+                {
+                    tracing::info!(layer = self.layer, "layer is back; circuit closed");
+                }
+            }
+            Err(_) => {
+                let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if n >= THRESHOLD && self.open_until.load(Ordering::Acquire) == 0 {
+                    tracing::warn!(layer = self.layer, failures = n, "circuit opened");
+                    self.open_until
+                        .store(clock::precise_ms() + COOLDOWN_MS, Ordering::Release);
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether calls are currently refused.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+}
+
+macro_rules! guarded {
+    ($self:ident, $call:expr) => {
+        Box::pin(async move {
+            $self.admit()?;
+            $self.record($call.await)
+        })
+    };
+}
+
+impl Store for CircuitStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
+        guarded!(self, self.inner.get(slot))
+    }
+    fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        guarded!(self, self.inner.put(slot, value, ttl))
+    }
+    fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
+        guarded!(self, self.inner.delete(slot))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        guarded!(self, self.inner.list(prefix))
+    }
+    fn clear(&self) -> BoxFuture<'_, Result<u64>> {
+        guarded!(self, self.inner.clear())
+    }
+    fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
+        guarded!(self, self.inner.usage())
+    }
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a Bytes>,
+        new: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        guarded!(self, self.inner.compare_and_set(key, expected, new, ttl))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A store that fails while `down` is set; counts the calls that reached it.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        down: AtomicBool,
+        calls: AtomicU32,
+    }
+
+    impl Store for Flaky {
+        fn backend(&self) -> &'static str {
+            "flaky"
+        }
+        fn get<'a>(&'a self, _: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let down = self.down.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if down {
+                    Err(Error::new(ErrorKind::Backend, "down"))
+                } else {
+                    Ok(None)
+                }
+            })
+        }
+        fn put<'a>(&'a self, _: Slot<'a>, _: Bytes, _: Duration) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn delete<'a>(&'a self, _: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(false) })
+        }
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn clear(&self) -> BoxFuture<'_, Result<u64>> {
+            Box::pin(async { Ok(0) })
+        }
+        fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
+            Box::pin(async { Ok(Usage::default()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn opens_after_repeated_failures_and_closes_when_the_layer_is_back() {
+        let flaky = Arc::new(Flaky::default());
+        let store = CircuitStore::new(flaky.clone(), "l2");
+        flaky.down.store(true, Ordering::SeqCst);
+        for _ in 0..THRESHOLD {
+            assert!(store.get(Slot::Entry("k")).await.is_err());
+        }
+        assert!(store.is_open());
+        let reached = flaky.calls.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            assert!(store.get(Slot::Entry("k")).await.is_err());
+        }
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            reached,
+            "an open circuit spares the server"
+        );
+
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(COOLDOWN_MS + 50)).await;
+        assert!(
+            store.get(Slot::Entry("k")).await.is_ok(),
+            "the probe goes through"
+        );
+        assert!(!store.is_open());
+        assert!(store.get(Slot::Entry("k")).await.is_ok());
+    }
+}

@@ -1,0 +1,1174 @@
+//! L2 `memcached`, on async-memcached (meta protocol), over one or more servers.
+//!
+//! **Servers.** `memcached://host:port` URLs (port 11211 by default; credentials, a path or a query
+//! are ignored: memcached has no authentication). With several servers, each logical key goes to
+//! one server chosen by rendezvous (highest-random-weight) hashing on xxh3: every process that
+//! lists the same servers, in any order, picks the same server for a key, and removing a server
+//! moves only the keys that lived on it. A server that is down fails the calls for its keys
+//! (`Backend` or `Timeout`); its keys are not re-routed to another server, so a server that comes
+//! back never serves values that another server has meanwhile replaced.
+//!
+//! **Connections.** async-memcached has one connection per `Client` and no pool, so each server
+//! keeps a free list of up to 8 idle clients. A call takes one (or connects lazily), and gives it
+//! back only when the call completed: a call that failed or timed out drops its client, because
+//! async-memcached 0.9 closes a connection whose operation was cancelled or left half-read. An
+//! idle connection that turns out dead (the server restarted) empties the free list and the call is
+//! retried once on a fresh connection, so a restarted server is used again at once. Every call is
+//! bounded by the layer's `timeout_ms`; nothing waits longer, nothing panics.
+//!
+//! **Names.** Memcached keys are at most 250 bytes of printable ASCII without spaces. An entry is
+//! stored as `<key_prefix><gen>:e:<key>` when that name obeys the rules, and otherwise as
+//! `<key_prefix><gen>:h:<hex xxh3_128(key)>`; tag records likewise as `:t:` and `:th:`. Hashing
+//! is safe because the router's envelope holds the logical key. `<gen>` is the namespace
+//! generation below. Every name starts with `key_prefix` (SPEC G6).
+//!
+//! **Flush without `flush_all`.** Each server keeps a generation record `<key_prefix>gen` (an
+//! integer that never expires, created on first use with a time-based start value
+//! `unix_ms << 16 | random 16 bits`, so a record that was evicted and created again is larger than
+//! any earlier generation and cannot revive old entries). Every name embeds its server's current
+//! generation, and [`clear`](Store::clear) increments the record on every server (meta arithmetic
+//! `ma`): older entries become unreachable at once and expire by themselves (or are evicted
+//! first). No other key is touched, and `clear` reports 0 names removed, since none is removed
+//! physically.
+//!
+//! The store caches each server's generation. Its own `clear` updates the cache before returning,
+//! so the process that flushes never reads an old entry afterwards. Another process's flush is
+//! seen by the first call that starts more than [`GEN_REFRESH`] (1 s) after it returned: the
+//! generation is re-read, lazily on a call, once it is older than that. An evicted generation
+//! record only causes misses.
+//!
+//! **TTL.** Memcached counts whole seconds: a TTL is rounded *up* (never shorter than asked, at
+//! least 1 s); a TTL over 30 days is sent as an absolute unix time, as the protocol requires; one
+//! beyond what memcached can represent (year 2038) is sent as "no expiry". The router checks expiry
+//! itself from the envelope, so rounding up never serves an expired entry.
+//!
+//! **Listing and usage.** Memcached cannot list keys. [`list`](Store::list) returns nothing, so
+//! `Cache::keys` is complete from the layers that can list: L1 and any other layer. Memcached
+//! does not report per-prefix usage either: [`usage`](Store::usage) reports 0 keys and 0 bytes.
+//!
+//! **Compare-and-set** is native: `mg <name> v c` reads the value and its CAS token, and
+//! `ms <name> <len> T<ttl> C<cas>` writes only if nothing changed in between (`ms … ME`, an add,
+//! when no entry is expected), so counters are exact across processes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_memcached::{Client, MetaProtocol, Status};
+use bytes::Bytes;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, xxh3_128};
+
+use super::{BoxFuture, Slot, Store, Usage};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The longest key memcached accepts.
+const MAX_NAME_LEN: usize = 250;
+/// Idle connections kept per server.
+const MAX_IDLE: usize = 8;
+/// How old a cached generation may get before a call re-reads it: the bound on how long another
+/// process's flush can go unseen.
+pub(crate) const GEN_REFRESH: Duration = Duration::from_secs(1);
+/// Memcached reads an expiry above this many seconds as an absolute unix time.
+const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
+/// The longest `key_prefix` that leaves room for the generation and a hashed name.
+const MAX_PREFIX_LEN: usize = 190;
+
+type McError = async_memcached::Error;
+
+/// One memcached server: its address, idle connections and cached generation.
+struct Server {
+    /// `host:port`, for messages and hashing.
+    label: String,
+    /// What async-memcached connects to: `tcp://host:port`.
+    dsn: String,
+    /// Rendezvous-hashing seed, from `label`.
+    seed: u64,
+    idle: Mutex<Vec<Client>>,
+    /// The generation of this server's namespace; 0 while unknown.
+    generation: AtomicU64,
+    /// When `generation` was last read: milliseconds since the store's epoch, plus 1 (0: never).
+    checked: AtomicU64,
+    /// Held while the generation is read or bumped, so a bump is never overwritten by an older read.
+    gen_lock: tokio::sync::Mutex<()>,
+}
+
+impl Server {
+    fn take(&self) -> Option<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(client) = idle.pop() {
+            if !client.is_closed() {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(client);
+        }
+    }
+
+    fn drop_idle(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// A memcached store over one or more servers.
+pub(crate) struct MemcachedStore {
+    layer: &'static str,
+    servers: Vec<Server>,
+    prefix: String,
+    /// `<prefix>gen`: the generation record, on every server.
+    gen_name: String,
+    timeout: Duration,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `host:port` only: whatever else a URL held is never printed (SPEC S1).
+        let servers: Vec<&str> = self.servers.iter().map(|s| s.label.as_str()).collect();
+        f.debug_struct("MemcachedStore")
+            .field("layer", &self.layer)
+            .field("servers", &servers)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one call does on the server that owns its key.
+enum Op<'a> {
+    Get(Slot<'a>),
+    Put(Slot<'a>, &'a [u8], Duration),
+    Delete(Slot<'a>),
+    Cas {
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+        ttl: Duration,
+    },
+    /// Increment the generation (one server's share of `clear`).
+    Bump,
+    /// Connect and load the generation only.
+    Warm,
+}
+
+/// What a call returned.
+enum Done {
+    Value(Option<Bytes>),
+    Unit,
+    Flag(bool),
+}
+
+/// `host:port` of `memcached://[user[:pass]@]host[:port][/path][?query]`.
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        return None;
+    }
+    // `[v6]` or `[v6]:port`, `host` or `host:port`.
+    let has_port = match host.rfind(']') {
+        Some(close) => host[close..].contains(':'),
+        None => host.contains(':'),
+    };
+    let (name, port) = if has_port {
+        let (name, port) = host.rsplit_once(':')?;
+        (name, port.parse::<u16>().ok()?)
+    } else {
+        (host, 11211)
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some(format!("{name}:{port}"))
+}
+
+/// A byte memcached accepts in a key: printable ASCII, no space.
+fn is_key_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// The physical name of `slot` in namespace generation `generation`.
+fn physical_name(prefix: &str, generation: u64, slot: Slot<'_>) -> String {
+    let (plain, hashed, key) = match slot {
+        Slot::Entry(k) => ("e", "h", k),
+        Slot::Tag(t) => ("t", "th", t),
+    };
+    let name = format!("{prefix}{generation}:{plain}:{key}");
+    if name.len() <= MAX_NAME_LEN && name.bytes().all(is_key_byte) {
+        name
+    } else {
+        format!(
+            "{prefix}{generation}:{hashed}:{:032x}",
+            xxh3_128(key.as_bytes())
+        )
+    }
+}
+
+/// The memcached expiry for `ttl`, `now` being the time since the unix epoch: whole seconds
+/// rounded up (at least 1), an absolute unix time above 30 days, and 0 ("never") beyond what
+/// memcached can represent.
+fn exptime(ttl: Duration, now: Duration) -> u64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .max(1);
+    if secs <= MAX_RELATIVE_TTL {
+        return secs;
+    }
+    let now_ceil = now.as_secs() + u64::from(now.subsec_nanos() > 0);
+    let at = now_ceil.saturating_add(secs);
+    if at > i32::MAX as u64 { 0 } else { at }
+}
+
+/// Rendezvous hashing: the index of the seed that scores highest for `key`.
+fn rendezvous(seeds: &[u64], key: &str) -> usize {
+    let mut best = 0;
+    let mut best_score = 0;
+    for (i, seed) in seeds.iter().enumerate() {
+        let score = xxh3_64_with_seed(key.as_bytes(), *seed);
+        if i == 0 || score > best_score {
+            best = i;
+            best_score = score;
+        }
+    }
+    best
+}
+
+/// The start value of a new generation record: `unix_ms << 16 | 16 random bits`, which grows
+/// with time so that a re-created record never repeats an earlier generation.
+fn start_generation() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX >> 16) & (u64::MAX >> 16);
+    let noise = xxh3_64(
+        &[
+            now.subsec_nanos().to_le_bytes(),
+            std::process::id().to_le_bytes(),
+        ]
+        .concat(),
+    );
+    (ms << 16 | (noise & 0xffff)).max(1)
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A status that completes an operation normally (the connection stays usable).
+fn is_outcome(e: &McError) -> bool {
+    matches!(
+        e,
+        McError::Protocol(Status::NotStored | Status::Exists | Status::NotFound)
+    )
+}
+
+/// A failure of the connection itself, as when an idle connection's server has restarted.
+fn is_connection_error(e: &McError) -> bool {
+    matches!(e, McError::Io(_) | McError::ConnectionClosed)
+}
+
+fn parse_counter(data: Option<&[u8]>) -> std::result::Result<u64, McError> {
+    let text = data.and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("");
+    text.trim().parse::<u64>().map_err(|_| {
+        McError::Protocol(Status::Error(async_memcached::ErrorKind::Protocol(Some(
+            format!("generation record is not an integer: {text:?}"),
+        ))))
+    })
+}
+
+impl MemcachedStore {
+    /// Opens a store over `urls` (`memcached://host:port`). Connections are made lazily: a
+    /// server that is down makes the calls for its keys fail until it answers. `key_prefix` must
+    /// be printable ASCII without spaces, at most 190 bytes.
+    pub(crate) async fn connect(
+        layer: &'static str,
+        urls: &[&str],
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.urls");
+        if urls.is_empty() {
+            return Err(Error::new(ErrorKind::Config, format!("{path}: no URL")));
+        }
+        if key_prefix.len() > MAX_PREFIX_LEN || !key_prefix.bytes().all(is_key_byte) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "cache.key_prefix: memcached needs a prefix of at most {MAX_PREFIX_LEN} \
+                     printable ASCII bytes without spaces"
+                ),
+            ));
+        }
+        let mut servers: Vec<Server> = Vec::with_capacity(urls.len());
+        for (i, url) in urls.iter().enumerate() {
+            let label = host_port(url).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{path}[{i}]: not a memcached://host:port URL"),
+                )
+            })?;
+            if servers.iter().any(|s| s.label == label) {
+                continue;
+            }
+            servers.push(Server {
+                dsn: format!("tcp://{label}"),
+                seed: xxh3_64(label.as_bytes()),
+                label,
+                idle: Mutex::new(Vec::new()),
+                generation: AtomicU64::new(0),
+                checked: AtomicU64::new(0),
+                gen_lock: tokio::sync::Mutex::new(()),
+            });
+        }
+        let store = MemcachedStore {
+            layer,
+            servers,
+            prefix: key_prefix.to_owned(),
+            gen_name: format!("{key_prefix}gen"),
+            timeout,
+            epoch: Instant::now(),
+        };
+        // Warm up: connect and read each generation now, so that the first calls are fast. A
+        // server that does not answer is only logged; its calls fail until it does.
+        let warm: Vec<_> = (0..store.servers.len())
+            .map(|i| store.call("connect", i, Op::Warm))
+            .collect();
+        for (i, r) in futures_util::future::join_all(warm)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = r {
+                tracing::warn!(
+                    layer,
+                    server = %store.servers[i].label,
+                    error = %e,
+                    "memcached not reachable at start-up; its keys fail until it answers"
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    fn server_of(&self, key: &str) -> usize {
+        if self.servers.len() == 1 {
+            return 0;
+        }
+        let seeds: Vec<u64> = self.servers.iter().map(|s| s.seed).collect();
+        rendezvous(&seeds, key)
+    }
+
+    fn slot_server(&self, slot: Slot<'_>) -> usize {
+        match slot {
+            Slot::Entry(k) | Slot::Tag(k) => self.server_of(k),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Records a generation read (or bumped) at `at` (from [`Self::elapsed_ms`]).
+    fn remember(server: &Server, generation: u64, at: u64) {
+        server.generation.store(generation, Ordering::Release);
+        server.checked.store(at, Ordering::Release);
+    }
+
+    fn is_fresh(&self, server: &Server) -> Option<u64> {
+        let generation = server.generation.load(Ordering::Acquire);
+        let checked = server.checked.load(Ordering::Acquire);
+        let refresh = u64::try_from(GEN_REFRESH.as_millis()).unwrap_or(u64::MAX);
+        (generation != 0 && checked != 0 && self.elapsed_ms().saturating_sub(checked) < refresh)
+            .then_some(generation)
+    }
+
+    /// `ma <prefix>gen D<delta> N0 J<start> v`: adds `delta` to the generation record (creating
+    /// it, without expiry, with a fresh start value when missing) and returns its value.
+    async fn bump(&self, client: &mut Client, delta: u64) -> std::result::Result<u64, McError> {
+        let start = format!("J{}", start_generation());
+        let value = client
+            .meta_increment(
+                &self.gen_name,
+                false,
+                None,
+                Some(delta),
+                Some(&["v", "N0", &start]),
+            )
+            .await?;
+        parse_counter(value.as_ref().and_then(|v| v.data.as_deref()))
+    }
+
+    /// The server's current generation: cached, or re-read when older than [`GEN_REFRESH`].
+    async fn generation(
+        &self,
+        server: &Server,
+        client: &mut Client,
+    ) -> std::result::Result<u64, McError> {
+        if let Some(generation) = self.is_fresh(server) {
+            return Ok(generation);
+        }
+        let _guard = server.gen_lock.lock().await;
+        if let Some(generation) = self.is_fresh(server) {
+            return Ok(generation);
+        }
+        let at = self.elapsed_ms();
+        let generation = self.bump(client, 0).await?;
+        Self::remember(server, generation, at);
+        Ok(generation)
+    }
+
+    /// Runs `op` on `client`, connected to `server`. Normal outcomes (miss, not stored, CAS
+    /// mismatch) are `Ok`; an `Err` means the connection must not be reused.
+    async fn run(
+        &self,
+        server: &Server,
+        client: &mut Client,
+        op: &Op<'_>,
+    ) -> std::result::Result<Done, McError> {
+        if let Op::Bump = op {
+            let _guard = server.gen_lock.lock().await;
+            let at = self.elapsed_ms();
+            let generation = self.bump(client, 1).await?;
+            Self::remember(server, generation, at);
+            return Ok(Done::Unit);
+        }
+        let generation = self.generation(server, client).await?;
+        let name = |slot: Slot<'_>| physical_name(&self.prefix, generation, slot);
+        let ttl_flag = |ttl: Duration| format!("T{}", exptime(ttl, unix_now()));
+        let outcome = match op {
+            Op::Warm | Op::Bump => return Ok(Done::Unit),
+            Op::Get(slot) => client
+                .meta_get(name(*slot), false, None, Some(&["v"]))
+                .await
+                .map(|v| Done::Value(v.map(|v| Bytes::from(v.data.unwrap_or_default())))),
+            Op::Put(slot, value, ttl) => {
+                let ttl = ttl_flag(*ttl);
+                client
+                    .meta_set(name(*slot), *value, false, None, Some(&[ttl.as_str()]))
+                    .await
+                    .map(|_| Done::Unit)
+            }
+            Op::Delete(slot) => client
+                .meta_delete(name(*slot), false, None, None)
+                .await
+                .map(|_| Done::Flag(true)),
+            Op::Cas {
+                key,
+                expected,
+                new,
+                ttl,
+            } => {
+                let name = name(Slot::Entry(key));
+                let ttl = ttl_flag(*ttl);
+                match expected {
+                    None => client
+                        .meta_set(&name, *new, false, None, Some(&[ttl.as_str(), "ME"]))
+                        .await
+                        .map(|_| Done::Flag(true)),
+                    Some(expected) => {
+                        let current = client
+                            .meta_get(&name, false, None, Some(&["v", "c"]))
+                            .await?;
+                        match current {
+                            Some(v)
+                                if v.data.as_deref().unwrap_or_default() == *expected
+                                    && v.cas.is_some() =>
+                            {
+                                let cas = format!("C{}", v.cas.unwrap_or_default());
+                                client
+                                    .meta_set(
+                                        &name,
+                                        *new,
+                                        false,
+                                        None,
+                                        Some(&[ttl.as_str(), cas.as_str()]),
+                                    )
+                                    .await
+                                    .map(|_| Done::Flag(true))
+                            }
+                            _ => Ok(Done::Flag(false)),
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Err(e) if is_outcome(&e) => Ok(Done::Flag(false)),
+            other => other,
+        }
+    }
+
+    /// Runs `op` with a pooled or new connection; retries once on a fresh connection when an
+    /// idle one turns out dead (its server restarted: the other idle ones are dropped too).
+    async fn attempt(&self, server: &Server, op: &Op<'_>) -> std::result::Result<Done, McError> {
+        let mut retried = false;
+        loop {
+            let (mut client, reused) = match server.take() {
+                Some(client) => (client, true),
+                None => (Client::new(&server.dsn).await?, false),
+            };
+            match self.run(server, &mut client, op).await {
+                Ok(done) => {
+                    server.give_back(client);
+                    return Ok(done);
+                }
+                Err(e) if reused && !retried && is_connection_error(&e) => {
+                    server.drop_idle();
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `op` on server `index` under the layer's timeout, with a pooled or new connection.
+    async fn call(&self, what: &str, index: usize, op: Op<'_>) -> Result<Done> {
+        let server = &self.servers[index];
+        let attempt = self.attempt(server, &op);
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(Error::new(
+                ErrorKind::Backend,
+                format!("{} memcached {what} on {}: {e}", self.layer, server.label),
+            )
+            .with_source(e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} memcached {what} on {} took longer than {:?}",
+                    self.layer, server.label, self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+impl Store for MemcachedStore {
+    fn backend(&self) -> &'static str {
+        "memcached"
+    }
+
+    fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
+        Box::pin(async move {
+            match self
+                .call("get", self.slot_server(slot), Op::Get(slot))
+                .await?
+            {
+                Done::Value(v) => Ok(v),
+                Done::Unit | Done::Flag(_) => Ok(None),
+            }
+        })
+    }
+
+    fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self
+                .call("set", self.slot_server(slot), Op::Put(slot, &value, ttl))
+                .await?
+            {
+                Done::Flag(false) => Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("{} memcached set: not stored", self.layer),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match self
+                .call("delete", self.slot_server(slot), Op::Delete(slot))
+                .await?
+            {
+                Done::Flag(existed) => Ok(existed),
+                _ => Ok(true),
+            }
+        })
+    }
+
+    /// Memcached cannot list keys: always empty (see the module docs).
+    fn list<'a>(&'a self, _prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Moves every server to a new generation; old names become unreachable. Returns 0: nothing
+    /// is removed physically. Fails if any server could not be reached (the others are flushed).
+    fn clear(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let bumps: Vec<_> = (0..self.servers.len())
+                .map(|i| self.call("flush", i, Op::Bump))
+                .collect();
+            let mut first_error = None;
+            for r in futures_util::future::join_all(bumps).await {
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(0), Err)
+        })
+    }
+
+    /// Memcached does not report usage per prefix: always zero (see the module docs).
+    fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
+        Box::pin(async { Ok(Usage::default()) })
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a Bytes>,
+        new: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move {
+            let op = Op::Cas {
+                key,
+                expected: expected.map(|b| b.as_ref()),
+                new: &new,
+                ttl,
+            };
+            match self
+                .call("compare-and-set", self.server_of(key), op)
+                .await?
+            {
+                Done::Flag(swapped) => Ok(Some(swapped)),
+                _ => Ok(Some(false)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_host_port() {
+        assert_eq!(
+            host_port("memcached://127.0.0.1:11211").as_deref(),
+            Some("127.0.0.1:11211")
+        );
+        assert_eq!(host_port("memcached://h").as_deref(), Some("h:11211"));
+        assert_eq!(host_port("memcached://u:p@h:1/x?y").as_deref(), Some("h:1"));
+        assert_eq!(host_port("memcached://[::1]:7").as_deref(), Some("[::1]:7"));
+        assert_eq!(
+            host_port("memcached://[::1]").as_deref(),
+            Some("[::1]:11211")
+        );
+        assert_eq!(host_port("memcached://h:notaport"), None);
+        assert_eq!(host_port("memcached://"), None);
+    }
+
+    #[test]
+    fn plain_names_keep_the_key() {
+        assert_eq!(
+            physical_name("v:", 7, Slot::Entry("user:1")),
+            "v:7:e:user:1"
+        );
+        assert_eq!(
+            physical_name("v:", 7, Slot::Tag("products")),
+            "v:7:t:products"
+        );
+    }
+
+    #[test]
+    fn unfit_names_are_hashed() {
+        let hashed = |k: &str| format!("v:7:h:{:032x}", xxh3_128(k.as_bytes()));
+        for key in ["has space", "ключ", "tab\there", "nl\n", "del\x7f"] {
+            assert_eq!(
+                physical_name("v:", 7, Slot::Entry(key)),
+                hashed(key),
+                "{key:?}"
+            );
+        }
+        // Exactly 250 bytes stays plain; 251 is hashed.
+        let fits = "k".repeat(MAX_NAME_LEN - "v:7:e:".len());
+        assert_eq!(
+            physical_name("v:", 7, Slot::Entry(&fits)).len(),
+            MAX_NAME_LEN
+        );
+        assert!(physical_name("v:", 7, Slot::Entry(&fits)).ends_with(&fits));
+        let long = format!("{fits}k");
+        assert_eq!(physical_name("v:", 7, Slot::Entry(&long)), hashed(&long));
+        // Tags use their own hashed namespace.
+        assert!(physical_name("v:", 7, Slot::Tag("a b")).starts_with("v:7:th:"));
+        // Every name is a valid memcached key.
+        for key in ["x", "has space", &long, "ü"] {
+            for slot in [Slot::Entry(key), Slot::Tag(key)] {
+                let name = physical_name("vorte:", u64::MAX, slot);
+                assert!(name.len() <= MAX_NAME_LEN && name.bytes().all(is_key_byte));
+                assert!(name.starts_with("vorte:"));
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        let now = Duration::from_secs(1_800_000_000);
+        assert_eq!(exptime(Duration::from_secs(5), now), 5);
+        assert_eq!(exptime(Duration::from_millis(5_001), now), 6);
+        assert_eq!(exptime(Duration::from_millis(1), now), 1);
+        assert_eq!(exptime(Duration::ZERO, now), 1);
+        assert_eq!(
+            exptime(Duration::from_secs(MAX_RELATIVE_TTL), now),
+            MAX_RELATIVE_TTL
+        );
+    }
+
+    #[test]
+    fn long_ttls_are_absolute() {
+        let now = Duration::from_millis(1_800_000_000_500);
+        let ttl = Duration::from_secs(MAX_RELATIVE_TTL + 1);
+        assert_eq!(exptime(ttl, now), 1_800_000_001 + MAX_RELATIVE_TTL + 1);
+        assert_eq!(exptime(Duration::from_secs(400 * 365 * 86_400), now), 0);
+        assert_eq!(exptime(Duration::MAX, now), 0);
+    }
+
+    #[test]
+    fn rendezvous_is_stable_and_minimal() {
+        let seeds: Vec<u64> = ["a:1", "b:2", "c:3"]
+            .iter()
+            .map(|l| xxh3_64(l.as_bytes()))
+            .collect();
+        let keys: Vec<String> = (0..3000).map(|i| format!("key:{i}")).collect();
+        let picks: Vec<usize> = keys.iter().map(|k| rendezvous(&seeds, k)).collect();
+        // Deterministic.
+        assert_eq!(
+            picks,
+            keys.iter()
+                .map(|k| rendezvous(&seeds, k))
+                .collect::<Vec<_>>()
+        );
+        // Spread over every server.
+        for s in 0..3 {
+            let n = picks.iter().filter(|p| **p == s).count();
+            assert!(n > 800, "server {s} got {n} of 3000");
+        }
+        // Order of the server list does not matter.
+        let reversed: Vec<u64> = seeds.iter().rev().copied().collect();
+        for (k, p) in keys.iter().zip(&picks) {
+            assert_eq!(2 - rendezvous(&reversed, k), *p);
+        }
+        // Removing server 1 moves only its keys.
+        let without = [seeds[0], seeds[2]];
+        for (k, p) in keys.iter().zip(&picks) {
+            let now = [0, 2][rendezvous(&without, k)];
+            if *p != 1 {
+                assert_eq!(now, *p);
+            }
+        }
+    }
+
+    #[test]
+    fn start_generations_grow_with_time() {
+        let a = start_generation();
+        std::thread::sleep(Duration::from_millis(3));
+        let b = start_generation();
+        assert!(b > a);
+    }
+
+    mod live {
+        //! Against real `memcached` processes on free loopback ports.
+
+        use super::super::*;
+        use std::net::{TcpListener, TcpStream};
+        use std::process::{Child, Command, Stdio};
+
+        /// A memcached process, killed on drop.
+        struct Memcached {
+            child: Option<Child>,
+            port: u16,
+        }
+
+        fn free_port() -> u16 {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        }
+
+        impl Memcached {
+            fn start() -> Self {
+                Self::on(free_port())
+            }
+
+            fn on(port: u16) -> Self {
+                let child = Command::new("memcached")
+                    .args([
+                        "-l",
+                        "127.0.0.1",
+                        "-p",
+                        &port.to_string(),
+                        "-U",
+                        "0",
+                        "-u",
+                        "root",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("memcached must be installed (apt-get install memcached)");
+                let server = Memcached {
+                    child: Some(child),
+                    port,
+                };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "memcached did not start on {port}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                server
+            }
+
+            fn url(&self) -> String {
+                format!("memcached://127.0.0.1:{}", self.port)
+            }
+
+            fn kill(&mut self) {
+                if let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+
+        impl Drop for Memcached {
+            fn drop(&mut self) {
+                self.kill();
+            }
+        }
+
+        const TIMEOUT: Duration = Duration::from_millis(500);
+        const LONG: Duration = Duration::from_secs(300);
+
+        async fn store(urls: &[String], prefix: &str) -> MemcachedStore {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            MemcachedStore::connect("l2", &urls, prefix, TIMEOUT)
+                .await
+                .expect("connect")
+        }
+
+        fn b(s: &str) -> Bytes {
+            Bytes::copy_from_slice(s.as_bytes())
+        }
+
+        #[tokio::test]
+        async fn put_get_delete_overwrite() {
+            let server = Memcached::start();
+            let s = store(&[server.url()], "t1:").await;
+            let e = Slot::Entry("user:1");
+            assert_eq!(s.get(e).await.unwrap(), None);
+            s.put(e, b("one"), LONG).await.unwrap();
+            assert_eq!(s.get(e).await.unwrap(), Some(b("one")));
+            s.put(e, b("two"), LONG).await.unwrap();
+            assert_eq!(s.get(e).await.unwrap(), Some(b("two")));
+            // An entry and a tag of the same name are distinct.
+            s.put(Slot::Tag("user:1"), b("tag"), LONG).await.unwrap();
+            assert_eq!(s.get(e).await.unwrap(), Some(b("two")));
+            assert_eq!(s.get(Slot::Tag("user:1")).await.unwrap(), Some(b("tag")));
+            assert!(s.delete(e).await.unwrap());
+            assert!(!s.delete(e).await.unwrap());
+            assert_eq!(s.get(e).await.unwrap(), None);
+            // Binary values with CR/LF survive; empty values too.
+            let raw = Bytes::from_static(b"\x00\r\nEND\r\n\xff");
+            s.put(e, raw.clone(), LONG).await.unwrap();
+            assert_eq!(s.get(e).await.unwrap(), Some(raw));
+            s.put(e, Bytes::new(), LONG).await.unwrap();
+            assert_eq!(s.get(e).await.unwrap(), Some(Bytes::new()));
+            assert_eq!(s.list("").await.unwrap(), Vec::<String>::new());
+            assert_eq!(s.usage().await.unwrap(), Usage::default());
+            assert_eq!(s.backend(), "memcached");
+            assert!(!format!("{s:?}").contains("memcached://"));
+        }
+
+        #[tokio::test]
+        async fn long_and_non_ascii_keys_round_trip() {
+            let server = Memcached::start();
+            let s = store(&[server.url()], "t2:").await;
+            let long_a = "a".repeat(300);
+            let long_b = format!("{}b", "a".repeat(299));
+            let keys = [
+                long_a.as_str(),
+                long_b.as_str(),
+                "ключ",
+                "with space",
+                "with space ",
+                "tab\t",
+                "nl\r\n",
+                "plain",
+            ];
+            for (i, k) in keys.iter().enumerate() {
+                s.put(Slot::Entry(k), b(&format!("v{i}")), LONG)
+                    .await
+                    .unwrap();
+            }
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!(
+                    s.get(Slot::Entry(k)).await.unwrap(),
+                    Some(b(&format!("v{i}"))),
+                    "{k:?}"
+                );
+            }
+            for k in keys {
+                assert!(s.delete(Slot::Entry(k)).await.unwrap(), "{k:?}");
+                assert_eq!(s.get(Slot::Entry(k)).await.unwrap(), None);
+            }
+        }
+
+        #[tokio::test]
+        async fn clear_hides_only_this_prefix() {
+            let server = Memcached::start();
+            let s = store(&[server.url()], "t3:").await;
+            let other = store(&[server.url()], "t3x:").await;
+            let peer = store(&[server.url()], "t3:").await; // another process, same prefix
+            s.put(Slot::Entry("k"), b("old"), LONG).await.unwrap();
+            s.put(Slot::Tag("tag"), b("old-tag"), LONG).await.unwrap();
+            other.put(Slot::Entry("k"), b("kept"), LONG).await.unwrap();
+            let mut raw = Client::new(format!("tcp://127.0.0.1:{}", server.port))
+                .await
+                .unwrap();
+            raw.meta_set("t3:direct", b"raw".as_slice(), false, None, None)
+                .await
+                .unwrap();
+            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), Some(b("old")));
+
+            assert_eq!(s.clear().await.unwrap(), 0);
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
+            assert_eq!(s.get(Slot::Tag("tag")).await.unwrap(), None);
+            s.put(Slot::Entry("k"), b("new"), LONG).await.unwrap();
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("new")));
+            // Other keys are untouched.
+            assert_eq!(other.get(Slot::Entry("k")).await.unwrap(), Some(b("kept")));
+            let direct = raw
+                .meta_get("t3:direct", false, None, Some(&["v"]))
+                .await
+                .unwrap();
+            assert_eq!(direct.and_then(|v| v.data), Some(b"raw".to_vec()));
+            // The other process sees the flush within GEN_REFRESH.
+            tokio::time::sleep(GEN_REFRESH + Duration::from_millis(50)).await;
+            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), Some(b("new")));
+            // A second flush, and a flush from the peer, work the same way.
+            peer.clear().await.unwrap();
+            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), None);
+            tokio::time::sleep(GEN_REFRESH + Duration::from_millis(50)).await;
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
+        }
+
+        #[tokio::test]
+        async fn compare_and_set_semantics() {
+            let server = Memcached::start();
+            let s = store(&[server.url()], "t4:").await;
+            let cas = |exp: Option<Bytes>, new: &str| {
+                let s = &s;
+                let new = b(new);
+                async move {
+                    s.compare_and_set("n", exp.as_ref(), new, LONG)
+                        .await
+                        .unwrap()
+                }
+            };
+            // Absent expected on a missing key: stored.
+            assert_eq!(cas(None, "1").await, Some(true));
+            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("1")));
+            // Absent expected on an existing key: refused.
+            assert_eq!(cas(None, "x").await, Some(false));
+            // Matching value: swapped.
+            assert_eq!(cas(Some(b("1")), "2").await, Some(true));
+            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("2")));
+            // Mismatch: refused, value kept.
+            assert_eq!(cas(Some(b("1")), "3").await, Some(false));
+            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("2")));
+            // Expected a value on a missing key: refused.
+            s.delete(Slot::Entry("n")).await.unwrap();
+            assert_eq!(cas(Some(b("2")), "4").await, Some(false));
+            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), None);
+
+            // Exact under concurrency: 8 tasks × 25 increments through CAS loops.
+            let s = std::sync::Arc::new(s);
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..25 {
+                            loop {
+                                let cur = s.get(Slot::Entry("c")).await.unwrap();
+                                let n: u64 = cur.as_ref().map_or(0, |c| {
+                                    std::str::from_utf8(c).unwrap().parse().unwrap()
+                                });
+                                let next = b(&(n + 1).to_string());
+                                if s.compare_and_set("c", cur.as_ref(), next, LONG)
+                                    .await
+                                    .unwrap()
+                                    == Some(true)
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert_eq!(s.get(Slot::Entry("c")).await.unwrap(), Some(b("200")));
+        }
+
+        #[tokio::test]
+        async fn entries_expire() {
+            let server = Memcached::start();
+            let s = store(&[server.url()], "t5:").await;
+            s.put(Slot::Entry("short"), b("v"), Duration::from_secs(1))
+                .await
+                .unwrap();
+            s.put(Slot::Entry("ms"), b("v"), Duration::from_millis(10))
+                .await
+                .unwrap();
+            s.put(Slot::Entry("long"), b("v"), LONG).await.unwrap();
+            s.put(
+                Slot::Entry("month"),
+                b("v"),
+                Duration::from_secs(40 * 86_400),
+            )
+            .await
+            .unwrap();
+            assert_eq!(s.get(Slot::Entry("short")).await.unwrap(), Some(b("v")));
+            // Memcached's clock ticks in whole seconds: a 1 s entry is gone within 2 s.
+            tokio::time::sleep(Duration::from_millis(2_100)).await;
+            assert_eq!(s.get(Slot::Entry("short")).await.unwrap(), None);
+            assert_eq!(s.get(Slot::Entry("ms")).await.unwrap(), None);
+            assert_eq!(s.get(Slot::Entry("long")).await.unwrap(), Some(b("v")));
+            // An absolute expiry 40 days ahead is still in the future.
+            assert_eq!(s.get(Slot::Entry("month")).await.unwrap(), Some(b("v")));
+        }
+
+        #[tokio::test]
+        async fn dead_server_fails_fast_and_recovers() {
+            let mut server = Memcached::start();
+            let port = server.port;
+            let s = store(&[server.url()], "t6:").await;
+            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
+            // Several idle connections in the pool.
+            let gets: Vec<_> = (0..4).map(|_| s.get(Slot::Entry("k"))).collect();
+            for r in futures_util::future::join_all(gets).await {
+                assert_eq!(r.unwrap(), Some(b("v")));
+            }
+            server.kill();
+            for _ in 0..3 {
+                let started = Instant::now();
+                let err = s.get(Slot::Entry("k")).await.unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::Backend | ErrorKind::Timeout),
+                    "{err:?}"
+                );
+                assert!(started.elapsed() < TIMEOUT + Duration::from_millis(250));
+                let err = s.put(Slot::Entry("k"), b("w"), LONG).await.unwrap_err();
+                assert!(matches!(
+                    err.kind(),
+                    ErrorKind::Backend | ErrorKind::Timeout
+                ));
+                assert!(s.clear().await.is_err());
+            }
+            let _server = Memcached::on(port);
+            // Back at once, on the same port (memcached forgot everything).
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
+            s.put(Slot::Entry("k"), b("again"), LONG).await.unwrap();
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("again")));
+        }
+
+        #[tokio::test]
+        async fn stale_pooled_connections_are_replaced() {
+            let mut server = Memcached::start();
+            let port = server.port;
+            let s = store(&[server.url()], "t7:").await;
+            let gets: Vec<_> = (0..6).map(|_| s.get(Slot::Entry("k"))).collect();
+            for r in futures_util::future::join_all(gets).await {
+                r.unwrap();
+            }
+            // Restart between two calls: the idle connections are dead, yet the next call works.
+            server.kill();
+            let _server = Memcached::on(port);
+            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("v")));
+        }
+
+        #[tokio::test]
+        async fn server_down_at_start_up() {
+            let port = free_port();
+            let urls = [format!("memcached://127.0.0.1:{port}")];
+            let s = store(&urls, "t8:").await;
+            let err = s.get(Slot::Entry("k")).await.unwrap_err();
+            assert!(matches!(
+                err.kind(),
+                ErrorKind::Backend | ErrorKind::Timeout
+            ));
+            let _server = Memcached::on(port);
+            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("v")));
+        }
+
+        #[tokio::test]
+        async fn several_servers_share_the_keys() {
+            let a = Memcached::start();
+            let b2 = Memcached::start();
+            let urls = [a.url(), b2.url()];
+            let s = store(&urls, "t9:").await;
+            // The same servers in the other order: the same placement.
+            let t = store(&[b2.url(), a.url()], "t9:").await;
+            let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+            for k in &keys {
+                s.put(Slot::Entry(k), b(k), LONG).await.unwrap();
+            }
+            for k in &keys {
+                assert_eq!(t.get(Slot::Entry(k)).await.unwrap(), Some(b(k)));
+            }
+            let on_a = keys.iter().filter(|k| s.server_of(k) == 0).count();
+            assert!(on_a > 10 && on_a < 50, "{on_a} of 60 on the first server");
+            s.clear().await.unwrap();
+            for k in &keys {
+                assert_eq!(s.get(Slot::Entry(k)).await.unwrap(), None);
+            }
+            assert_eq!(
+                s.compare_and_set("k1", None, b("x"), LONG).await.unwrap(),
+                Some(true)
+            );
+        }
+
+        #[tokio::test]
+        async fn bad_configuration_is_refused() {
+            let err = MemcachedStore::connect("l2", &["memcached://h:x"], "p:", TIMEOUT)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains("cache.layers.l2.urls[0]"), "{err}");
+            let err = MemcachedStore::connect("l2", &["memcached://h:1"], "a b", TIMEOUT)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let err = MemcachedStore::connect("l2", &[], "p:", TIMEOUT)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+        }
+    }
+}

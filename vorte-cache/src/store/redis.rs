@@ -1,0 +1,371 @@
+//! L2 `redis` and L3 `redis-cluster`, on fred.
+//!
+//! Physical names: `<key_prefix>e:<key>` for entries and `<key_prefix>t:<tag>` for tag records, so
+//! every key this store touches starts with `key_prefix` (SPEC G6). Listing and flushing use
+//! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster) and `UNLINK` one key at a time,
+//! so no cross-slot multi-key command is sent, and `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
+//!
+//! The client always has a reconnect policy and a command timeout: fred's defaults (no policy, no
+//! timeout) hang forever when the server dies and never recover (`reference/deps.md` §1). Every
+//! call is also bounded by the layer's `timeout_ms`, after which it fails as `Timeout` and the
+//! router skips the layer for that call.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::{
+    ClientLike, Config as FredConfig, Expiration, KeysInterface, LuaInterface, Pool,
+    ReconnectPolicy,
+};
+use fred::types::Builder;
+use fred::types::scan::Scanner;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use super::{BoxFuture, Slot, Store, Usage};
+use crate::error::{Error, ErrorKind, Result};
+use crate::glob;
+
+/// Compare-and-set of a whole value: `KEYS[1]`, expected (`ARGV[1]`, empty = absent), new value
+/// (`ARGV[2]`), TTL in ms (`ARGV[3]`). One key, so it is cluster-safe.
+const CAS_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// A Redis or Redis Cluster store.
+pub(crate) struct RedisStore {
+    pool: Pool,
+    backend: &'static str,
+    layer: &'static str,
+    entries: String,
+    tags: String,
+    root: String,
+    clustered: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold credentials: never printed (SPEC S1).
+        f.debug_struct("RedisStore")
+            .field("backend", &self.backend)
+            .field("prefix", &self.root)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `redis://user:pass@host:port/db` into `host:port`.
+fn host_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The fred configuration for one or more URLs; `path` names the config key in errors.
+pub(crate) fn fred_config(urls: &[&str], clustered: bool, path: &str) -> Result<FredConfig> {
+    let bad = |e: fred::error::Error| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{path}: not a usable Redis URL: {}", e.details()),
+        )
+    };
+    let first = urls
+        .first()
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: no URL")))?;
+    if !clustered {
+        return FredConfig::from_url_centralized(first).map_err(bad);
+    }
+    // fred reads extra seed nodes from `node=host:port` query parameters.
+    let (scheme, rest) = first
+        .split_once("://")
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
+    let mut url = format!(
+        "{scheme}-cluster://{}",
+        rest.split(['?']).next().unwrap_or(rest)
+    );
+    let mut sep = '?';
+    for other in &urls[1..] {
+        let node = host_port(other)
+            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
+        url.push(sep);
+        url.push_str("node=");
+        url.push_str(node);
+        sep = '&';
+    }
+    FredConfig::from_url_clustered(&url).map_err(bad)
+}
+
+impl RedisStore {
+    /// Connects (in the background: a server that is down at start-up is retried, and the layer
+    /// is skipped until it answers).
+    pub(crate) async fn connect(
+        layer: &'static str,
+        urls: &[&str],
+        clustered: bool,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.url");
+        let config = fred_config(urls, clustered, &path)?;
+        let pool = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_pool(2)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: {}", e.details())))?;
+        // Connect in the background; wait briefly so that a healthy server is ready at once.
+        drop(pool.connect()); // the connection tasks run on; the handles are not needed
+        if tokio::time::timeout(Duration::from_secs(2), pool.wait_for_connect())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                layer,
+                "Redis not reachable at start-up; retrying in the background"
+            );
+        }
+        Ok(RedisStore {
+            pool,
+            backend: if clustered { "redis-cluster" } else { "redis" },
+            layer,
+            entries: format!("{key_prefix}e:"),
+            tags: format!("{key_prefix}t:"),
+            root: key_prefix.to_owned(),
+            clustered,
+            timeout,
+        })
+    }
+
+    fn name(&self, slot: Slot<'_>) -> String {
+        match slot {
+            Slot::Entry(k) => format!("{}{k}", self.entries),
+            Slot::Tag(t) => format!("{}{t}", self.tags),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} {} {what} took longer than {:?}",
+                    self.layer, self.backend, self.timeout
+                ),
+            )),
+            Ok(Err(e)) => Err(Error::new(
+                ErrorKind::Backend,
+                format!("{} {} {what}: {}", self.layer, self.backend, e.details()),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} {} {what} took longer than {:?}",
+                    self.layer, self.backend, self.timeout
+                ),
+            )),
+        }
+    }
+
+    /// Every key matching `pattern`, from every primary of a cluster.
+    fn scan(
+        &self,
+        pattern: String,
+    ) -> impl Stream<Item = std::result::Result<String, fred::error::Error>> + '_ {
+        let client = self.pool.next();
+        let pages = if self.clustered {
+            client.scan_cluster(pattern, Some(1000), None).boxed()
+        } else {
+            client.scan(pattern, Some(1000), None).boxed()
+        };
+        pages
+            .map_ok(|mut page| {
+                let keys = page.take_results().unwrap_or_default();
+                futures_util::stream::iter(
+                    keys.into_iter()
+                        .filter_map(|k| k.into_string())
+                        .map(Ok::<_, fred::error::Error>),
+                )
+            })
+            .try_flatten()
+    }
+
+    /// Keys under `prefix`, bounded by the layer's timeout scaled for a listing.
+    async fn scan_all(&self, what: &str, pattern: String) -> Result<Vec<String>> {
+        let listing = self.scan(pattern).try_collect::<Vec<_>>();
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(5)) * 4, listing).await {
+            Ok(Ok(keys)) => Ok(keys),
+            Ok(Err(e)) => Err(Error::new(
+                ErrorKind::Backend,
+                format!("{} {} {what}: {}", self.layer, self.backend, e.details()),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} {} {what}: the listing did not finish",
+                    self.layer, self.backend
+                ),
+            )),
+        }
+    }
+
+    async fn cas(
+        &self,
+        key: &str,
+        expected: Option<&Bytes>,
+        new: Bytes,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let name = self.name(Slot::Entry(key));
+        let expected = expected.cloned().unwrap_or_default();
+        let ttl = ttl.as_millis().max(1).to_string();
+        let swapped: i64 = self
+            .timed(
+                "compare-and-set",
+                self.pool.next().eval(
+                    CAS_SCRIPT,
+                    vec![name],
+                    vec![expected, new, Bytes::from(ttl)],
+                ),
+            )
+            .await?;
+        Ok(swapped == 1)
+    }
+}
+
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
+        Box::pin(async move {
+            let name = self.name(slot);
+            self.timed("get", self.pool.get::<Option<Bytes>, _>(name))
+                .await
+        })
+    }
+
+    fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let name = self.name(slot);
+            let px = Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64);
+            self.timed(
+                "set",
+                self.pool
+                    .set::<(), _, _>(name, value, Some(px), None, false),
+            )
+            .await
+        })
+    }
+
+    fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = self.name(slot);
+            let n: i64 = self.timed("delete", self.pool.unlink(name)).await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let pattern = format!("{}{}*", glob::escape(&self.entries), glob::escape(prefix));
+            let names = self.scan_all("list", pattern).await?;
+            Ok(names
+                .into_iter()
+                .filter_map(|n| n.strip_prefix(&self.entries).map(str::to_owned))
+                .collect())
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut removed = 0;
+            for space in [&self.entries, &self.tags] {
+                let names = self
+                    .scan_all("flush", format!("{}*", glob::escape(space)))
+                    .await?;
+                // One key per UNLINK: a cluster refuses multi-key commands across slots.
+                let unlinks: Vec<_> = names
+                    .iter()
+                    .map(|n| self.timed("flush", self.pool.unlink::<i64, _>(n.as_str())))
+                    .collect();
+                for r in futures_util::future::join_all(unlinks).await {
+                    removed += r? as u64;
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
+        Box::pin(async move {
+            let names = self
+                .scan_all("usage", format!("{}*", glob::escape(&self.entries)))
+                .await?;
+            let lengths: Vec<_> = names
+                .iter()
+                .map(|n| self.timed("usage", self.pool.strlen::<u64, _>(n.as_str())))
+                .collect();
+            let mut bytes = 0;
+            for r in futures_util::future::join_all(lengths).await {
+                bytes += r?;
+            }
+            Ok(Usage {
+                keys: names.len() as u64,
+                bytes,
+            })
+        })
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a Bytes>,
+        new: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move { self.cas(key, expected, new, ttl).await.map(Some) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_drops_credentials_and_path() {
+        assert_eq!(host_port("redis://u:p@h:1/0"), Some("h:1"));
+        assert_eq!(host_port("redis://h:2"), Some("h:2"));
+        assert_eq!(host_port("rediss://:p@w@h:3?x=1"), Some("h:3"));
+    }
+
+    #[test]
+    fn cluster_urls_become_seed_nodes() {
+        let cfg = fred_config(
+            &["redis://u:pw@127.0.0.1:7000", "redis://127.0.0.1:7001"],
+            true,
+            "cache.layers.l3.urls",
+        )
+        .expect("config");
+        assert_eq!(cfg.username.as_deref(), Some("u"));
+        let fred::prelude::ServerConfig::Clustered { hosts, .. } = &cfg.server else {
+            panic!("clustered config expected");
+        };
+        assert_eq!(hosts.len(), 2);
+    }
+}
