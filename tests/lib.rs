@@ -100,6 +100,7 @@ pub struct Env {
     pub stack: Stack,
     dir: tempfile::TempDir,
     prefix: String,
+    own_redis: Option<RedisServer>,
 }
 
 impl Env {
@@ -118,7 +119,29 @@ impl Env {
             stack,
             dir: tempfile::tempdir().expect("tempdir"),
             prefix: unique_prefix(),
+            own_redis: None,
         }
+    }
+
+    /// L1 + L2 on a `redis-server` of this test's own, for tests that kill connections or the
+    /// server itself and must not disturb the other tests.
+    pub fn with_own_redis() -> Env {
+        Env {
+            stack: Stack::L1Redis,
+            dir: tempfile::tempdir().expect("tempdir"),
+            prefix: unique_prefix(),
+            own_redis: Some(RedisServer::start()),
+        }
+    }
+
+    /// The Redis of L2: this test's own, or the shared one.
+    pub fn redis(&self) -> &RedisServer {
+        self.own_redis.as_ref().unwrap_or_else(|| shared_redis())
+    }
+
+    /// The Redis of L2, mutably (to kill or restart it); only for [`Env::with_own_redis`].
+    pub fn own_redis_mut(&mut self) -> &mut RedisServer {
+        self.own_redis.as_mut().expect("an Env::with_own_redis")
     }
 
     /// The directory of the `file` layer.
@@ -134,6 +157,11 @@ impl Env {
     /// The configuration: `cache_toml` goes into `[cache]` (a `key_prefix` there replaces the
     /// test's own), `l1_toml` into `[cache.layers.l1]`.
     pub fn config(&self, cache_toml: &str, l1_toml: &str) -> Config {
+        Config::from_toml_str(&self.toml(cache_toml, l1_toml)).expect("config parses")
+    }
+
+    /// The configuration as TOML, for a process of its own.
+    pub fn toml(&self, cache_toml: &str, l1_toml: &str) -> String {
         let prefix = if cache_toml.contains("key_prefix") {
             String::new()
         } else {
@@ -148,7 +176,7 @@ impl Env {
         ) {
             toml.push_str(&format!(
                 "[cache.layers.l2]\nbackend = \"redis\"\nurl = {:?}\ntimeout_ms = 1000\n",
-                shared_redis().url()
+                self.redis().url()
             ));
         }
         if matches!(
@@ -166,7 +194,7 @@ impl Env {
                 self.dir().display().to_string()
             ));
         }
-        Config::from_toml_str(&toml).expect("config parses")
+        toml
     }
 
     /// A cache on this environment; several stand in for several processes.

@@ -9,8 +9,10 @@
 //! after its last id trimmed has lost messages, so it drops its whole L1 and its memoised tag
 //! versions, and logs why.
 //!
-//! Each message carries its sender's [`process_id`](crate::events::process_id): a process skips
-//! its own messages, because it applied them before publishing.
+//! Each message carries the id of the cache that sent it, which skips its own messages because it
+//! applied them before publishing; several caches in one process (tests use them to stand in for
+//! processes) still hear each other. Events also carry the sending process's id: they are run by
+//! the global cache of every *other* process, never twice in the emitting one.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,11 @@ pub(crate) enum Notice {
 #[cfg(feature = "redis")]
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Message {
+    /// The sending cache's id.
     pub(crate) origin: u64,
+    /// The sending process's id.
+    #[serde(default)]
+    pub(crate) process: u64,
     #[serde(flatten)]
     pub(crate) notice: Notice,
 }
@@ -57,7 +63,6 @@ mod redis_stream {
     use fred::prelude::{
         Builder, ClientLike, Config as FredConfig, Pool, ReconnectPolicy, StreamsInterface,
     };
-    use fred::types::streams::XReadResponse;
 
     use super::{Message, Notice, parse_id};
     use crate::config::{Backend, CacheConfig};
@@ -155,7 +160,13 @@ mod redis_stream {
                 );
             }
             let stream = format!("{key_prefix}bus");
-            let receiver = tokio::spawn(receive(reader, stream.clone(), router));
+            // Fix the starting point before returning, so that nothing published after the cache
+            // is built can be missed by its receiver.
+            let start = tokio::time::timeout(Duration::from_secs(2), newest_id(&reader, &stream))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+            let receiver = tokio::spawn(receive(reader, stream.clone(), router, start));
             Ok(Bus {
                 publisher,
                 stream,
@@ -165,9 +176,10 @@ mod redis_stream {
         }
 
         /// Appends a notice for the other processes.
-        pub(crate) async fn publish(&self, notice: Notice) -> Result<()> {
+        pub(crate) async fn publish(&self, origin: u64, notice: Notice) -> Result<()> {
             let message = Message {
-                origin: crate::events::process_id(),
+                origin,
+                process: crate::events::process_id(),
                 notice,
             };
             let body = serde_json::to_string(&message)
@@ -191,32 +203,29 @@ mod redis_stream {
     }
 
     /// The receiver: reads the stream from where it left off and applies each notice.
-    async fn receive(reader: fred::prelude::Client, stream: String, router: Weak<Router>) {
-        let me = crate::events::process_id();
-        // Start after the newest message: what was sent before this process existed is not for it.
-        let mut last = loop {
-            match reader
-                .xrevrange::<Vec<(String, std::collections::HashMap<String, String>)>, _, _, _>(
-                    stream.as_str(),
-                    "+",
-                    "-",
-                    Some(1),
-                )
-                .await
-            {
-                Ok(newest) => {
-                    break newest
-                        .first()
-                        .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone());
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e.details(), "bus not reachable yet");
-                    if router.strong_count() == 0 {
-                        return;
+    ///
+    /// `start` is the id to read after: the newest message when the cache was built (what was
+    /// sent before it existed is not for it), or `None` when the server was unreachable then.
+    async fn receive(
+        reader: fred::prelude::Client,
+        stream: String,
+        router: Weak<Router>,
+        start: Option<String>,
+    ) {
+        let mut last = match start {
+            Some(id) => id,
+            None => loop {
+                match newest_id(&reader, &stream).await {
+                    Ok(id) => break id,
+                    Err(e) => {
+                        tracing::debug!(error = %e.details(), "bus not reachable yet");
+                        if router.strong_count() == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            }
+            },
         };
         let mut check_gap = false;
         loop {
@@ -245,7 +254,7 @@ mod redis_stream {
                     }
                 }
             }
-            let read = reader.xread::<XReadResponse<String, String, String, String>, _, _>(
+            let read = reader.xread_map::<String, String, String, String, _, _>(
                 Some(1_000),
                 Some(BLOCK.as_millis() as u64),
                 stream.as_str(),
@@ -279,12 +288,24 @@ mod redis_stream {
                     continue;
                 };
                 match serde_json::from_str::<Message>(body) {
-                    Ok(message) if message.origin != me => router.apply(message.notice).await,
-                    Ok(_) => {}
+                    Ok(message) => router.receive(message).await,
                     Err(e) => tracing::warn!(error = %e, "unreadable bus message skipped"),
                 }
             }
         }
+    }
+
+    /// The id of the newest message, `0-0` for an empty stream.
+    async fn newest_id(
+        reader: &fred::prelude::Client,
+        stream: &str,
+    ) -> std::result::Result<String, fred::error::Error> {
+        let newest: Vec<(String, std::collections::HashMap<String, String>)> =
+            reader.xrevrange(stream, "+", "-", Some(1)).await?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
     }
 
     async fn first_id(
@@ -305,13 +326,17 @@ mod tests {
     fn messages_round_trip_as_json() {
         let m = Message {
             origin: 7,
+            process: 3,
             notice: Notice::Tag {
                 tag: "t".into(),
                 version: 9,
             },
         };
         let json = serde_json::to_string(&m).expect("json");
-        assert_eq!(json, r#"{"origin":7,"kind":"tag","tag":"t","version":9}"#);
+        assert_eq!(
+            json,
+            r#"{"origin":7,"process":3,"kind":"tag","tag":"t","version":9}"#
+        );
         let back: Message = serde_json::from_str(&json).expect("parse");
         assert_eq!(back.notice, m.notice);
     }

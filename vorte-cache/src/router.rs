@@ -72,6 +72,8 @@ pub(crate) struct Router {
     fence: Fence,
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// This cache's id on the bus: random, so no two caches share one.
+    id: u64,
     /// The invalidation bus, once connected (see [`crate::bus`]).
     #[cfg(feature = "redis")]
     pub(crate) bus: std::sync::OnceLock<crate::bus::Bus>,
@@ -83,6 +85,8 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
         "redis",
         #[cfg(feature = "redis-cluster")]
         "redis-cluster",
+        #[cfg(feature = "memcached")]
+        "memcached",
         #[cfg(feature = "file")]
         "file",
     ];
@@ -132,6 +136,22 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     layer.name(),
                     &urls,
                     true,
+                    key_prefix,
+                    cfg.timeout,
+                )
+                .await?,
+            ))
+        }
+        #[cfg(feature = "memcached")]
+        Backend::Memcached => {
+            let mut urls: Vec<&str> = cfg.urls.iter().map(|u| u.expose()).collect();
+            if let Some(url) = &cfg.url {
+                urls.insert(0, url.expose());
+            }
+            Ok(Arc::new(
+                crate::store::memcached::MemcachedStore::connect(
+                    layer.name(),
+                    &urls,
                     key_prefix,
                     cfg.timeout,
                 )
@@ -217,6 +237,7 @@ impl Router {
             fence: Fence::default(),
             counters: Counters::default(),
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            id: rand::random(),
             #[cfg(feature = "redis")]
             bus: std::sync::OnceLock::new(),
         }
@@ -228,7 +249,7 @@ impl Router {
     pub(crate) async fn announce(&self, notice: impl FnOnce() -> crate::bus::Notice) {
         #[cfg(feature = "redis")]
         if let Some(bus) = self.bus.get()
-            && let Err(e) = bus.publish(notice()).await
+            && let Err(e) = bus.publish(self.id, notice()).await
         {
             tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
         }
@@ -236,7 +257,23 @@ impl Router {
         let _ = notice;
     }
 
-    /// Applies another process's notice to this process's L1 and tag versions.
+    /// Takes a message from the bus: another cache's invalidations, and events from other
+    /// processes when this is the global cache.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn receive(&self, message: crate::bus::Message) {
+        if message.origin == self.id {
+            return;
+        }
+        if let crate::bus::Notice::Event { .. } = &message.notice {
+            let global = crate::vorte::with_global(|c| std::ptr::eq(c.router(), self));
+            if !global || message.process == crate::events::process_id() {
+                return;
+            }
+        }
+        self.apply(message.notice).await;
+    }
+
+    /// Applies another cache's notice to this cache's L1 and tag versions.
     #[cfg_attr(
         not(feature = "redis"),
         expect(dead_code, reason = "only the Redis bus delivers notices")

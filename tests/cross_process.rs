@@ -1,0 +1,219 @@
+//! Cross-process claims, proven with separate OS processes (`tests/worker.rs`): exact counters
+//! (G5), invalidation reaching other processes' L1 (G2, with the delay measured), and events
+//! delivered to every process, also after a disconnection.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a failed step fails the test"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vorte_cache::{Cache, Vorte};
+use vorte_cache_tests::servers::redis_cmd;
+use vorte_cache_tests::{Env, Stack};
+
+/// A worker process, killed on drop.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Worker {
+    fn start(env: &Env) -> Worker {
+        let mut config = tempfile::NamedTempFile::new().expect("config file");
+        config
+            .write_all(env.toml("", "").as_bytes())
+            .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vorte-worker"))
+            .arg(config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut worker = Worker {
+            child,
+            stdin,
+            lines,
+            _config: config,
+        };
+        worker.expect("started");
+        worker
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").expect("send");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next line, which must start with `prefix`; the rest of it is returned.
+    fn expect(&mut self, prefix: &str) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| {
+                panic!("worker said nothing for 20 s while we waited for {prefix:?}: {e}")
+            });
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, worker said {line:?}"))
+            .trim()
+            .to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unix_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros()
+}
+
+async fn counters_are_exact(stack: Stack) {
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
+    cache
+        .set("counter", &0i64)
+        .ttl(Duration::from_secs(3600))
+        .await
+        .expect("set");
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&env)).collect();
+    for w in &mut workers {
+        w.send("incr counter 150");
+    }
+    for _ in 0..150 {
+        cache.increment("counter", 1).await.expect("increment");
+    }
+    for w in &mut workers {
+        w.expect("done");
+    }
+    let fresh = env.cache("").await;
+    assert_eq!(
+        fresh.get::<i64>("counter").await.expect("get"),
+        Some(600),
+        "{stack:?}"
+    );
+    workers[0].send("get counter");
+    assert_eq!(workers[0].expect("value"), "600");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g5_counters_are_exact_across_processes() {
+    for stack in [Stack::L1Redis, Stack::L1Cluster, Stack::Full] {
+        counters_are_exact(stack).await;
+    }
+}
+
+/// Percentile of sorted samples.
+fn pct(sorted: &[u128], p: f64) -> u128 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g2_invalidations_reach_other_processes() {
+    for stack in [Stack::L1Redis, Stack::L1Cluster] {
+        let env = Env::new(stack);
+        let cache = env.cache("").await;
+        let mut worker = Worker::start(&env);
+        const ROUNDS: usize = 60;
+        for op in ["delete", "delete_many", "invalidate_tag", "flush"] {
+            let mut delays = Vec::with_capacity(ROUNDS);
+            for round in 0..ROUNDS {
+                let key = format!("{op}:{round}");
+                cache
+                    .set(&key, &round)
+                    .tags([format!("tag:{round}")])
+                    .await
+                    .expect("set");
+                worker.send(&format!("watch {key}"));
+                worker.expect("ready");
+                match op {
+                    "delete" => assert!(cache.delete(&key).await.expect("delete")),
+                    "delete_many" => assert_eq!(cache.delete_many(&[&key]).await.expect("dm"), 1),
+                    "invalidate_tag" => cache
+                        .invalidate_tag(&format!("tag:{round}"))
+                        .await
+                        .expect("tag"),
+                    _ => cache.flush().await.expect("flush"),
+                }
+                let returned = unix_micros();
+                let gone = worker.expect("gone");
+                let gone: u128 = gone.parse().expect("micros");
+                delays.push(gone.saturating_sub(returned));
+            }
+            delays.sort_unstable();
+            println!(
+                "G2 {stack:?} {op}: {ROUNDS} rounds, delay after the call returned: p50 {} µs, p99 {} µs, max {} µs",
+                pct(&delays, 0.5),
+                pct(&delays, 0.99),
+                delays[ROUNDS - 1]
+            );
+        }
+        worker.send("quit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_every_process_also_after_a_disconnection() {
+    // A server of its own: this test kills every client connection.
+    let env = Env::with_own_redis();
+    // This process emits through its installed application.
+    Vorte::builder()
+        .config(env.config("", ""))
+        .build()
+        .await
+        .expect("build");
+    assert!(Cache::global().has_bus());
+    let mut a = Worker::start(&env);
+    let mut b = Worker::start(&env);
+    vorte_cache::emit("xp.ping", &serde_json::json!({ "n": 1 }))
+        .await
+        .expect("emit");
+    assert_eq!(a.expect("event"), "1");
+    assert_eq!(b.expect("event"), "1");
+
+    // Worker `a` is frozen, and every client connection is killed meanwhile, so its connection is
+    // gone when it wakes; the event emitted in between must still reach it.
+    a.signal("-STOP");
+    let killed = redis_cmd(env.redis().port(), &["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(killed.starts_with(':'), "{killed}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vorte_cache::emit("xp.ping", &serde_json::json!({ "n": 2 }))
+        .await
+        .expect("emit after the kill");
+    assert_eq!(b.expect("event"), "2");
+    a.signal("-CONT");
+    assert_eq!(a.expect("event"), "2", "delivered after the reconnection");
+}
