@@ -57,6 +57,7 @@ fn shallowest(stack: Stack) -> (Layer, &'static str) {
         Stack::L1File => (Layer::L4, "file"),
         Stack::L1Redis | Stack::L1RedisCluster | Stack::Full => (Layer::L2, "redis"),
         Stack::L1Cluster => (Layer::L3, "redis-cluster"),
+        Stack::L1Memcached => (Layer::L2, "memcached"),
     }
 }
 
@@ -66,6 +67,7 @@ fn deepest(stack: Stack) -> (Layer, &'static str) {
         Stack::L1File | Stack::Full => (Layer::L4, "file"),
         Stack::L1Redis => (Layer::L2, "redis"),
         Stack::L1Cluster | Stack::L1RedisCluster => (Layer::L3, "redis-cluster"),
+        Stack::L1Memcached => (Layer::L2, "memcached"),
     }
 }
 
@@ -612,8 +614,12 @@ async fn stats_count_hits_misses_and_keys(stack: Stack) {
     if shared(stack) {
         for (layer, backend) in [shallowest(stack), deepest(stack)] {
             let l = s.layer(layer).expect("layer stats");
-            assert_eq!((l.backend, l.keys), (backend, 2), "{layer}");
-            assert!(l.bytes > 10_000, "{layer}: {}", l.bytes);
+            assert_eq!(l.backend, backend);
+            // Memcached cannot count keys per prefix; it says 0 (documented).
+            if stack.lists_keys() {
+                assert_eq!(l.keys, 2, "{layer}");
+                assert!(l.bytes > 10_000, "{layer}: {}", l.bytes);
+            }
         }
         // A fresh process reads from the first shared layer and back-fills L1.
         let other = env.cache("").await;
@@ -714,7 +720,10 @@ async fn layer_selection_writes_only_there(stack: Stack) {
     let cache = env.cache("").await;
     cache.set("cfg", &1).layer(Layer::L1).await.expect("set");
     assert_eq!(cache.get::<i32>("cfg").await.expect("get"), Some(1));
-    if !matches!(stack, Stack::L1Redis | Stack::L1RedisCluster | Stack::Full) {
+    if !matches!(
+        stack,
+        Stack::L1Redis | Stack::L1Memcached | Stack::L1RedisCluster | Stack::Full
+    ) {
         let err = cache
             .set("x", &1)
             .layer(Layer::L2)

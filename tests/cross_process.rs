@@ -130,7 +130,12 @@ async fn counters_are_exact(stack: Stack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g5_counters_are_exact_across_processes() {
-    for stack in [Stack::L1Redis, Stack::L1Cluster, Stack::Full] {
+    for stack in [
+        Stack::L1Redis,
+        Stack::L1Memcached,
+        Stack::L1Cluster,
+        Stack::Full,
+    ] {
         counters_are_exact(stack).await;
     }
 }
@@ -143,7 +148,7 @@ fn pct(sorted: &[u128], p: f64) -> u128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g2_invalidations_reach_other_processes() {
-    for stack in [Stack::L1Redis, Stack::L1Cluster] {
+    for stack in [Stack::L1Redis, Stack::L1Memcached, Stack::L1Cluster] {
         let env = Env::new(stack);
         let cache = env.cache("").await;
         let mut worker = Worker::start(&env);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vorte_cache::{Cache, Config};
 
-use servers::{RedisCluster, RedisServer};
+use servers::{Memcached, RedisCluster, RedisServer};
 
 /// The layer combinations the API suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub enum Stack {
     L1File,
     /// L1 + L2 `redis`.
     L1Redis,
+    /// L1 + L2 `memcached`, with the invalidation bus on a Redis of its own (`[cache.bus]`).
+    L1Memcached,
     /// L1 + L3 `redis-cluster` (3 masters).
     L1Cluster,
     /// L1 + L2 `redis` + L3 `redis-cluster`.
@@ -35,10 +37,12 @@ impl Stack {
     }
     /// Whether the stack shares state between processes through Redis (and so has a bus).
     pub fn has_redis(self) -> bool {
-        matches!(
-            self,
-            Stack::L1Redis | Stack::L1Cluster | Stack::L1RedisCluster | Stack::Full
-        )
+        !matches!(self, Stack::L1 | Stack::L1File)
+    }
+
+    /// Whether every layer of the stack can list its keys (memcached cannot).
+    pub fn lists_keys(self) -> bool {
+        self != Stack::L1Memcached
     }
 }
 
@@ -83,6 +87,16 @@ pub fn shared_cluster() -> &'static RedisCluster {
     })
 }
 
+/// One `memcached` shared by every test of this test binary.
+pub fn shared_memcached() -> &'static Memcached {
+    static MEMCACHED: OnceLock<Memcached> = OnceLock::new();
+    MEMCACHED.get_or_init(|| {
+        let server = Memcached::start();
+        reap_on_exit(&[server.pid()]);
+        server
+    })
+}
+
 /// A key prefix no other test of any process uses.
 pub fn unique_prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -106,8 +120,14 @@ pub struct Env {
 impl Env {
     /// Starts (or reuses) the servers `stack` needs.
     pub fn new(stack: Stack) -> Env {
-        if matches!(stack, Stack::L1Redis | Stack::L1RedisCluster | Stack::Full) {
+        if matches!(
+            stack,
+            Stack::L1Redis | Stack::L1Memcached | Stack::L1RedisCluster | Stack::Full
+        ) {
             shared_redis();
+        }
+        if stack == Stack::L1Memcached {
+            shared_memcached();
         }
         if matches!(
             stack,
@@ -179,6 +199,14 @@ impl Env {
                 self.redis().url()
             ));
         }
+        if self.stack == Stack::L1Memcached {
+            toml.push_str(&format!(
+                "[cache.layers.l2]\nbackend = \"memcached\"\nurl = {:?}\ntimeout_ms = 1000\n\
+                 [cache.bus]\nurl = {:?}\n",
+                shared_memcached().url(),
+                self.redis().url()
+            ));
+        }
         if matches!(
             self.stack,
             Stack::L1Cluster | Stack::L1RedisCluster | Stack::Full
@@ -217,6 +245,7 @@ macro_rules! on_every_stack {
         $crate::on_every_stack!(@stack l1, L1, $($name),*);
         $crate::on_every_stack!(@stack l1_file, L1File, $($name),*);
         $crate::on_every_stack!(@stack l1_redis, L1Redis, $($name),*);
+        $crate::on_every_stack!(@stack l1_memcached, L1Memcached, $($name),*);
         $crate::on_every_stack!(@stack l1_cluster, L1Cluster, $($name),*);
         $crate::on_every_stack!(@stack l1_redis_cluster, L1RedisCluster, $($name),*);
         $crate::on_every_stack!(@stack full, Full, $($name),*);

@@ -311,6 +311,9 @@ impl Router {
             l1.clear();
         }
         self.tags.forget_all();
+        for remote in &self.remotes {
+            remote.store.forget_cached_state();
+        }
     }
 
     /// The embedded default: L1 only.

@@ -130,6 +130,9 @@ impl Store for CircuitStore {
     fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
         guarded!(self, self.inner.usage())
     }
+    fn forget_cached_state(&self) {
+        self.inner.forget_cached_state();
+    }
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

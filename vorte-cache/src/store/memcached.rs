@@ -564,6 +564,14 @@ impl Store for MemcachedStore {
         "memcached"
     }
 
+    /// Another process flushed: re-read every server's generation on the next call, instead of
+    /// up to [`GEN_REFRESH`] later.
+    fn forget_cached_state(&self) {
+        for server in &self.servers {
+            server.checked.store(0, Ordering::Release);
+        }
+    }
+
     fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
         Box::pin(async move {
             match self

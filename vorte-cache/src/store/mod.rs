@@ -78,6 +78,10 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Counts the entries and their bytes.
     fn usage(&self) -> BoxFuture<'_, Result<Usage>>;
 
+    /// Forgets whatever the store caches about its server's contents, because another process
+    /// flushed them. Most stores cache nothing.
+    fn forget_cached_state(&self) {}
+
     /// Atomically replaces the entry of `key` if it still holds exactly `expected` (`None`: no
     /// entry). `Ok(Some(swapped))`, or `Ok(None)` when the backend has no atomic compare-and-set;
     /// counters are then exact only within one process.
