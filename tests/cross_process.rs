@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vorte_cache::{Cache, Vorte};
 use vorte_cache_tests::servers::redis_cmd;
-use vorte_cache_tests::{Env, Stack};
+use vorte_cache_tests::{Env, Stack, shared_memcached, unique_prefix};
 
 /// A worker process, killed on drop.
 struct Worker {
@@ -26,10 +26,12 @@ struct Worker {
 
 impl Worker {
     fn start(env: &Env) -> Worker {
+        Worker::start_with_toml(&env.toml("", ""))
+    }
+
+    fn start_with_toml(toml: &str) -> Worker {
         let mut config = tempfile::NamedTempFile::new().expect("config file");
-        config
-            .write_all(env.toml("", "").as_bytes())
-            .expect("write config");
+        config.write_all(toml.as_bytes()).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_vorte-worker"))
             .arg(config.path())
             .stdin(Stdio::piped())
@@ -138,6 +140,79 @@ async fn g5_counters_are_exact_across_processes() {
     ] {
         counters_are_exact(stack).await;
     }
+}
+
+/// G3 across processes: a worker's load reads the old value (slowly), this process deletes the
+/// key meanwhile, then the load finishes: the old value must not land in any layer, in any process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g3_a_load_that_began_before_a_delete_elsewhere_never_writes_back() {
+    for stack in [
+        Stack::L1Redis,
+        Stack::L1Memcached,
+        Stack::L1Cluster,
+        Stack::Full,
+    ] {
+        let env = Env::new(stack);
+        let cache = env.cache("").await;
+        let mut worker = Worker::start(&env);
+        worker.send("slowload user:1");
+        worker.expect("loading");
+        cache.delete("user:1").await.expect("delete");
+        worker.send("release");
+        assert_eq!(
+            worker.expect("loaded"),
+            "old",
+            "the caller still gets what it loaded"
+        );
+        // Neither this process, nor a fresh one, nor the worker itself may see it.
+        assert_eq!(
+            cache.get::<String>("user:1").await.expect("get"),
+            None,
+            "{stack:?}"
+        );
+        let fresh = env.cache("").await;
+        assert_eq!(
+            fresh.get::<String>("user:1").await.expect("get"),
+            None,
+            "{stack:?}"
+        );
+        worker.send("get user:1");
+        assert_eq!(worker.expect("value"), "none", "{stack:?}");
+        // And a later write is served normally.
+        cache.set("user:1", &"new").await.expect("set");
+        assert_eq!(
+            fresh.get::<String>("user:1").await.expect("get").as_deref(),
+            Some("new")
+        );
+        worker.send("quit");
+    }
+
+    // Without any bus, no notice can fence the worker's load: only the tombstone left by the
+    // delete in the shared layer stops its write.
+    let prefix = unique_prefix();
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l2]\nbackend = \"memcached\"\nurl = {:?}\n",
+        shared_memcached().url()
+    );
+    let cache = Cache::from_config(
+        &vorte_cache::Config::from_toml_str(&toml)
+            .expect("config")
+            .cache,
+    )
+    .await
+    .expect("cache");
+    assert!(!cache.has_bus());
+    let mut worker = Worker::start_with_toml(&toml);
+    worker.send("slowload user:1");
+    worker.expect("loading");
+    cache.delete("user:1").await.expect("delete");
+    worker.send("release");
+    assert_eq!(worker.expect("loaded"), "old");
+    assert_eq!(
+        cache.get::<String>("user:1").await.expect("get"),
+        None,
+        "no bus"
+    );
 }
 
 /// Percentile of sorted samples.

@@ -5,6 +5,9 @@
 //! - `get KEY`: prints `value JSON` or `value none`;
 //! - `watch KEY`: reads KEY into L1, prints `ready`, then reads until KEY is gone and prints
 //!   `gone UNIX_MICROS`;
+//! - `slowload KEY`: starts `get_or_set(KEY)` whose loader prints `loading`, waits for
+//!   `release`, and returns `"old"`; prints `loaded VALUE` when the call returns;
+//! - `release`: lets the pending slow loader finish;
 //! - `quit`.
 //!
 //! Its `#[on_event("xp.ping")]` handler prints `event N`.
@@ -58,6 +61,7 @@ async fn main() {
             }
         }
     });
+    let mut release: Option<tokio::sync::oneshot::Sender<()>> = None;
     while let Some(line) = rx.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -97,6 +101,27 @@ async fn main() {
                         break;
                     }
                     tokio::task::yield_now().await;
+                }
+            }
+            ["slowload", key] => {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                release = Some(tx);
+                let (cache, key) = (cache.clone(), key.to_string());
+                tokio::spawn(async move {
+                    let value = cache
+                        .get_or_set(&key, || async move {
+                            say("loading");
+                            let _ = rx.await;
+                            Ok::<_, std::io::Error>("old".to_string())
+                        })
+                        .await
+                        .expect("get_or_set");
+                    say(&format!("loaded {value}"));
+                });
+            }
+            ["release"] => {
+                if let Some(tx) = release.take() {
+                    let _ = tx.send(());
                 }
             }
             ["quit"] => break,

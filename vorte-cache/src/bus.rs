@@ -135,6 +135,8 @@ mod redis_stream {
             timeout: Duration,
             router: Weak<Router>,
         ) -> Result<Bus> {
+            let mut config = config;
+            config.version = fred::types::RespVersion::RESP3;
             let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
             let publisher = Builder::from_config(config.clone())
                 .with_performance_config(|p| p.default_command_timeout = timeout)

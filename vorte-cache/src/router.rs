@@ -38,6 +38,14 @@ use crate::tags::TagIndex;
 /// Concurrent store calls in `keys` and `delete_many`.
 const FAN_OUT: usize = 16;
 
+/// What `delete` leaves in stores that support it, instead of nothing: a load that began before
+/// the delete, in any process, then fails its compare-and-set and cannot write the old value back
+/// (SPEC G3). Never a valid envelope (no `vc` magic), so it reads as a miss, never as corrupt.
+pub(crate) const TOMBSTONE: &[u8] = b"vorte-tombstone";
+
+/// How long a tombstone stays: a load slower than this after a delete could still write back.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
 /// A layer below L1.
 #[derive(Debug)]
 struct Remote {
@@ -385,6 +393,10 @@ impl Router {
                 return None;
             }
         };
+        if bytes.as_ref() == TOMBSTONE {
+            Counters::bump(&counters.misses);
+            return None;
+        }
         let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
             Ok(env) if env.key == key => env,
             Ok(_) | Err(_) => {
@@ -618,20 +630,56 @@ impl Router {
             };
             let bytes = env.encode(self.config.compression);
             let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
-            Some(async move { (remote, remote.store.put(Slot::Entry(key), bytes, ttl).await) })
+            let is_load = spec.ticket.is_some();
+            Some(async move {
+                // A load or back-fill only fills an empty slot: if anything is there now (a newer
+                // value, or the tombstone of a delete from any process), it stands down.
+                let result = if is_load {
+                    match remote
+                        .store
+                        .compare_and_set(key, None, bytes.clone(), ttl)
+                        .await
+                    {
+                        Ok(Some(stored)) => Ok(stored),
+                        Ok(None) => remote
+                            .store
+                            .put(Slot::Entry(key), bytes, ttl)
+                            .await
+                            .map(|()| true),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    remote
+                        .store
+                        .put(Slot::Entry(key), bytes, ttl)
+                        .await
+                        .map(|()| true)
+                };
+                (remote, result)
+            })
         });
         let mut written = Vec::new();
+        let mut superseded = false;
         for (remote, result) in join_all(puts).await {
             match result {
-                Ok(()) => {
+                Ok(true) => {
                     accepted += 1;
                     written.push(remote);
                 }
+                Ok(false) => superseded = true,
                 Err(e) => {
                     self.skip(remote.layer, "write", key, &e);
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if superseded {
+            // Another process deleted or rewrote the key since this load began: its value is
+            // old. Nothing of it may stay, here or in L1.
+            for remote in written {
+                self.remove_quietly(remote, key).await;
+            }
+            return Ok(());
         }
 
         if let (Some(l1), true) = (&self.l1, selected.contains(Layer::L1)) {
@@ -694,10 +742,15 @@ impl Router {
         key::validate(key, "key")?;
         self.fence.record(key, Fenced::Deleted);
         let mut existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
-        let deletes = self
-            .remotes
-            .iter()
-            .map(|r| async move { (r, r.store.delete(Slot::Entry(key)).await) });
+        let deletes = self.remotes.iter().map(|r| async move {
+            let marker = Bytes::from_static(TOMBSTONE);
+            let result = match r.store.tombstone(key, marker, TOMBSTONE_TTL).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => r.store.delete(Slot::Entry(key)).await,
+                Err(e) => Err(e),
+            };
+            (r, result)
+        });
         for (remote, result) in join_all(deletes).await {
             match result {
                 Ok(found) => existed |= found,

@@ -133,6 +133,14 @@ impl Store for CircuitStore {
     fn forget_cached_state(&self) {
         self.inner.forget_cached_state();
     }
+    fn tombstone<'a>(
+        &'a self,
+        key: &'a str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        guarded!(self, self.inner.tombstone(key, marker, ttl))
+    }
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

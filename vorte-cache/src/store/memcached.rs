@@ -638,6 +638,21 @@ impl Store for MemcachedStore {
         Box::pin(async { Ok(Usage::default()) })
     }
 
+    /// Memcached has no atomic get-and-set: the read that reports existence and the write are two
+    /// calls. The tombstone itself is what G3 needs; only the returned flag can race.
+    fn tombstone<'a>(
+        &'a self,
+        key: &'a str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move {
+            let old = self.get(Slot::Entry(key)).await?;
+            self.put(Slot::Entry(key), marker.clone(), ttl).await?;
+            Ok(Some(old.is_some_and(|b| b != marker)))
+        })
+    }
+
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

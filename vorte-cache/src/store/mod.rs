@@ -78,6 +78,21 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Counts the entries and their bytes.
     fn usage(&self) -> BoxFuture<'_, Result<Usage>>;
 
+    /// Replaces the entry of `key` with `marker` (a tombstone) for `ttl`, reporting whether a
+    /// real entry was there. `Ok(None)` when the backend cannot (it then gets a plain delete).
+    ///
+    /// A tombstone makes the compare-and-set of a load that began before the delete fail, in
+    /// every process, so the load cannot write the old value back (SPEC G3).
+    fn tombstone<'a>(
+        &'a self,
+        key: &'a str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        let _ = (key, marker, ttl);
+        Box::pin(async { Ok(None) })
+    }
+
     /// Forgets whatever the store caches about its server's contents, because another process
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}

@@ -36,6 +36,17 @@ end
 return 0
 "#;
 
+/// Replaces `KEYS[1]` with the tombstone `ARGV[1]` for `ARGV[2]` ms; 1 when a real entry was
+/// there.
+const TOMBSTONE_SCRIPT: &str = r#"
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if old == false or old == ARGV[1] then
+  return 0
+end
+return 1
+"#;
+
 /// A Redis or Redis Cluster store.
 pub(crate) struct RedisStore {
     pool: Pool,
@@ -112,7 +123,8 @@ impl RedisStore {
         timeout: Duration,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.url");
-        let config = fred_config(urls, clustered, &path)?;
+        let mut config = fred_config(urls, clustered, &path)?;
+        config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
             .with_connection_config(|c| {
@@ -340,6 +352,27 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         Box::pin(async move { self.cas(key, expected, new, ttl).await.map(Some) })
+    }
+
+    fn tombstone<'a>(
+        &'a self,
+        key: &'a str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move {
+            let name = self.name(Slot::Entry(key));
+            let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
+            let existed: i64 = self
+                .timed(
+                    "delete",
+                    self.pool
+                        .next()
+                        .eval(TOMBSTONE_SCRIPT, vec![name], vec![marker, ttl]),
+                )
+                .await?;
+            Ok(Some(existed == 1))
+        })
     }
 }
 

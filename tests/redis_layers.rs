@@ -1,0 +1,270 @@
+//! Redis-specific guarantees, on servers of this binary's own: isolation under the key prefix
+//! (G6), O(1) tag invalidation in round trips (G7), ACL users from the URL with the password kept
+//! out of `Debug` (S1, S2), and a Redis killed under load (F1, F2).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a failed step fails the test"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use vorte_cache::{Cache, Config, Layer, Vorte, cached};
+use vorte_cache_tests::servers::{RedisCluster, RedisServer, redis_cmd};
+use vorte_cache_tests::{Env, Stack, unique_prefix};
+
+fn l2(url: &str, prefix: &str, extra: &str) -> Config {
+    Config::from_toml_str(&format!(
+        "[cache]\nkey_prefix = {prefix:?}\n{extra}\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\ntimeout_ms = 200\n"
+    ))
+    .expect("config")
+}
+
+/// `cmdstat_<name>` calls from `INFO commandstats`.
+fn calls(port: u16, command: &str) -> u64 {
+    let info = redis_cmd(port, &["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Calls of every command except the bus receiver's blocking reads and connection housekeeping,
+/// which run on their own schedule.
+fn total_calls(port: u16) -> u64 {
+    let info = redis_cmd(port, &["INFO", "commandstats"]);
+    let background = [
+        "cmdstat_xread:",
+        "cmdstat_info:",
+        "cmdstat_ping:",
+        "cmdstat_hello:",
+        "cmdstat_client",
+    ];
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter(|l| !background.iter().any(|b| l.starts_with(b)))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+async fn exercise(cache: &Cache) {
+    for i in 0..50 {
+        cache
+            .set(&format!("k:{i}"), &i)
+            .tags(["t"])
+            .await
+            .expect("set");
+    }
+    assert_eq!(cache.keys("k:*").await.expect("keys").len(), 50);
+    let all = cache.keys("*").await.expect("keys").len() as u64;
+    assert_eq!(cache.stats().await.expect("stats").total_keys, all);
+    cache.increment("n", 1).await.expect("incr");
+    cache.invalidate_tag("t").await.expect("tag");
+    cache.delete_many(&["k:1", "k:2"]).await.expect("dm");
+    cache.flush().await.expect("flush");
+    assert!(cache.keys("*").await.expect("keys").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g6_only_the_prefix_is_touched_and_no_global_command_is_sent() {
+    let server = RedisServer::start();
+    let port = server.port();
+    redis_cmd(port, &["SET", "foreign:key", "keep me"]);
+    redis_cmd(port, &["SET", "vorte:lookalike", "keep me too"]);
+    let prefix = unique_prefix();
+    let cache = Cache::from_config(&l2(&server.url(), &prefix, "").cache)
+        .await
+        .expect("cache");
+    cache.set("before", &1).await.expect("set");
+    // Every key the cache wrote starts with its prefix.
+    let keys = redis_cmd(port, &["KEYS", "*"]);
+    for line in keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+    {
+        assert!(
+            line.starts_with(&prefix) || line == "foreign:key" || line == "vorte:lookalike",
+            "unexpected key {line}"
+        );
+    }
+    redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+    exercise(&cache).await;
+    for command in ["flushdb", "flushall", "keys"] {
+        assert_eq!(calls(port, command), 0, "{command} was sent");
+    }
+    assert!(redis_cmd(port, &["GET", "foreign:key"]).contains("keep me"));
+    assert!(redis_cmd(port, &["GET", "vorte:lookalike"]).contains("keep me too"));
+
+    // The same on a cluster: every primary is scanned, nothing else is touched.
+    let cluster = RedisCluster::start(3, 0);
+    let urls = cluster.urls();
+    for p in cluster.primaries() {
+        redis_cmd(p, &["CONFIG", "RESETSTAT"]);
+    }
+    let prefix = unique_prefix();
+    let config = Config::from_toml_str(&format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {urls:?}\n"
+    ))
+    .expect("config");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    exercise(&cache).await;
+    let mut scans = 0;
+    for p in cluster.primaries() {
+        for command in ["flushdb", "flushall", "keys"] {
+            assert_eq!(calls(p, command), 0, "{command} was sent to {p}");
+        }
+        scans += u64::from(calls(p, "scan") > 0);
+    }
+    assert_eq!(scans, 3, "keys, stats and flush scan every primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g7_tag_invalidation_costs_the_same_round_trips_at_any_size() {
+    let server = RedisServer::start();
+    let port = server.port();
+    let cache = Cache::from_config(&l2(&server.url(), &unique_prefix(), "").cache)
+        .await
+        .expect("cache");
+    let mut costs = Vec::new();
+    for n in [10usize, 2_000] {
+        let tag = format!("size:{n}");
+        for i in 0..n {
+            cache
+                .set(&format!("{tag}:{i}"), &i)
+                .tags([tag.as_str()])
+                .await
+                .expect("set");
+        }
+        redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+        cache.invalidate_tag(&tag).await.expect("invalidate");
+        costs.push(total_calls(port));
+        let fresh = Cache::from_config(&l2(&server.url(), &unique_prefix(), "").cache)
+            .await
+            .expect("cache");
+        drop(fresh);
+        assert_eq!(
+            cache.get::<usize>(&format!("{tag}:0")).await.expect("get"),
+            None
+        );
+    }
+    assert_eq!(
+        costs[0], costs[1],
+        "commands sent for 10 vs 2,000 tagged entries: {costs:?}"
+    );
+    assert!(
+        costs[1] <= 3,
+        "one SET of the tag record and one XADD: {costs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_acl_users_work_and_s1_passwords_stay_out_of_debug() {
+    let server = RedisServer::start_with_acl("app", "s3cr3t-pw");
+    let config = l2(&server.url(), &unique_prefix(), "");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    cache.set("k", &"v").await.expect("set");
+    let other = Cache::from_config(&config.cache).await.expect("cache");
+    assert_eq!(
+        other.get::<String>("k").await.expect("get").as_deref(),
+        Some("v"),
+        "read back from Redis"
+    );
+    assert_eq!(other.stats().await.expect("stats").l2_hits, 1);
+    for shown in [
+        format!("{config:?}"),
+        format!("{cache:?}"),
+        format!("{:?}", cache.config()),
+    ] {
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+    }
+
+    // A wrong password: the layer fails and is skipped, the cache still answers from L1.
+    let wrong = server.url().replace("s3cr3t-pw", "wrong");
+    let bad = Cache::from_config(&l2(&wrong, &unique_prefix(), "").cache)
+        .await
+        .expect("builds");
+    bad.set("x", &1).await.expect("L1 takes it");
+    assert_eq!(bad.get::<i32>("x").await.expect("get"), Some(1));
+    let stats = bad.stats().await.expect("stats");
+    assert!(stats.layer(Layer::L2).expect("l2").errors > 0);
+}
+
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, key = "load:{id}")]
+async fn load(id: u32) -> Result<u32, std::io::Error> {
+    LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(id * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_f2_redis_killed_under_load_then_back() {
+    let mut env = Env::with_own_redis();
+    assert_eq!(env.stack, Stack::L1Redis);
+    Vorte::builder()
+        .config(env.config("", ""))
+        .build()
+        .await
+        .expect("build");
+    let port = env.redis().port();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut i = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let id = w * 1_000 + i % 200;
+                    // Never an error for a #[cached] caller, whatever Redis does.
+                    assert_eq!(
+                        load(id).await.expect("a #[cached] call never fails"),
+                        id * 10
+                    );
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.own_redis_mut().kill();
+    let killed_at = answered.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let during = answered.load(Ordering::SeqCst) - killed_at;
+    assert!(
+        during > 100,
+        "calls kept answering while Redis was down: {during}"
+    );
+    let down = Cache::global().stats().await.expect("stats");
+    assert!(down.layer(Layer::L2).expect("l2").errors > 0, "{down:?}");
+
+    env.own_redis_mut().restart();
+    // The layer rejoins by itself: a write reaches Redis again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = format!("{}e:rejoin", env.prefix());
+    loop {
+        Cache::global().set("rejoin", &1).await.expect("set");
+        if redis_cmd(port, &["EXISTS", &key]).starts_with(":1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "L2 never rejoined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("no caller saw an error");
+    }
+    assert!(LOADS.load(Ordering::SeqCst) > 0);
+}

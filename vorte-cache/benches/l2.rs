@@ -1,0 +1,558 @@
+//! P3, P4 and P9: the L2 (Redis) layer, against raw clients on the same server in the same run.
+//!
+//! - `p3_l2_hit/*`: `cache.get::<User>` with L1 disabled, so every read is an L2 hit (fred `GET`,
+//!   envelope decode, tag check, msgpack decode), against a raw fred `GET` plus
+//!   `rmp_serde::from_slice` of the same msgpack bytes (target ≤ 1.10×). The loop runs inside one
+//!   future on a current-thread runtime, which also runs fred's connection tasks. After the group,
+//!   interleaved rounds of single timed calls give p50 and p99 per call (printed to stderr).
+//! - `p4_l2_throughput_64_tasks/*`: 64 tokio tasks on a 2-worker runtime, each reading its own key
+//!   in a loop; throughput in elements (reads) per second. Peers: raw fred (a `Pool` of 2 tuned as
+//!   vorte's: RESP3, reconnect policy, timeouts) and redis-rs `MultiplexedConnection`, both doing
+//!   `GET` + msgpack decode (target ≥ 0.9× the better peer).
+//! - `p9_invalidate_tag/*`: `cache.invalidate_tag("bulk")` with 1,000 and with 1,000,000 entries
+//!   written through `cache.set(..).tags(["bulk"])` (target: t(1M) / t(1k) ≤ 1.5). Peer: the
+//!   set-of-keys approach (one Redis set per tag; invalidation = `SMEMBERS` + `UNLINK` in one Lua
+//!   script, refilled before each call, untimed) at 1,000 and 100,000 keys. After the 1 M run the
+//!   bench prints how many commands over 1 ms Redis logged (`SLOWLOG`) during vorte's calls.
+//!
+//! The bench starts its own `redis-server` on a free loopback port per group (never 6379) and
+//! kills it at the end. Run: `cargo bench -p vorte-cache --bench l2 --features redis`.
+//!
+//! Results: `docs/performance.md`.
+
+#![allow(
+    clippy::expect_used,
+    reason = "a benchmark whose setup fails must stop"
+)]
+
+use std::hint::black_box;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use fred::prelude::{ClientLike, Config as FredConfig, KeysInterface, Pool, ReconnectPolicy};
+use fred::types::Builder;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+use vorte_cache::{Cache, Config};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: i64,
+    name: String,
+    email: String,
+}
+
+fn user(id: i64) -> User {
+    User {
+        id,
+        name: "Alice Liddell".into(),
+        email: "alice@example.com".into(),
+    }
+}
+
+// ----- the server ------------------------------------------------------------------------------
+
+/// `redis-server` on a free loopback port, no persistence; killed and reaped on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        assert_ne!(port, 6379, "never the default Redis port");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A blocking redis-rs connection, for setup and inspection outside the timed code.
+    fn admin(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("admin connection")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ----- clients ---------------------------------------------------------------------------------
+
+/// A cache whose only shared layer is the server's L2; `l1` says whether L1 is on.
+async fn l2_cache(server: &RedisServer, name: &str, l1: bool) -> Cache {
+    let toml = format!(
+        r#"
+[cache]
+default_ttl = 3600
+key_prefix = "bench-l2:{pid}:{name}:"
+[cache.layers.l1]
+enabled = {l1}
+[cache.layers.l2]
+backend = "redis"
+url = "{url}"
+"#,
+        pid = std::process::id(),
+        url = server.url(),
+    );
+    let config = Config::from_toml_str(&toml).expect("config");
+    Cache::from_config(&config.cache).await.expect("cache")
+}
+
+/// A raw fred pool of 2, tuned as vorte's store is (RESP3, timeouts, a reconnect policy).
+async fn fred_pool(server: &RedisServer) -> Pool {
+    let mut config = FredConfig::from_url(&server.url()).expect("fred config");
+    config.version = fred::types::RespVersion::RESP3;
+    let pool = Builder::from_config(config)
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_millis(250))
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+        .build_pool(2)
+        .expect("fred pool");
+    pool.init().await.expect("fred connect");
+    pool
+}
+
+async fn redis_rs(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("redis-rs client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis-rs connect")
+}
+
+async fn fred_get_decode(pool: &Pool, key: &str) -> User {
+    let bytes: Option<Bytes> = pool.get(key).await.expect("fred get");
+    rmp_serde::from_slice(&bytes.expect("raw key present")).expect("decode")
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn two_workers() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs `fut` as a spawned task (never timed from `block_on`, which pays a cross-thread wake).
+fn in_task<T: Send + 'static>(rt: &Runtime, fut: impl Future<Output = T> + Send + 'static) -> T {
+    rt.block_on(async { tokio::spawn(fut).await.expect("task") })
+}
+
+// ----- P3 --------------------------------------------------------------------------------------
+
+fn p3(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let raw = rmp_serde::to_vec_named(&user(1)).expect("encode");
+    redis::cmd("SET")
+        .arg("raw:user:1")
+        .arg(raw)
+        .query::<()>(&mut server.admin())
+        .expect("raw set");
+    let rt = current_thread();
+    let (vorte, pool) = rt.block_on(async {
+        let vorte = l2_cache(&server, "p3", false).await;
+        vorte.set("user:1", &user(1)).await.expect("set");
+        assert_eq!(
+            vorte.get::<User>("user:1").await.expect("get"),
+            Some(user(1))
+        );
+        let pool = fred_pool(&server).await;
+        assert_eq!(fred_get_decode(&pool, "raw:user:1").await, user(1));
+        (vorte, pool)
+    });
+
+    let mut g = c.benchmark_group("p3_l2_hit");
+    g.bench_function("raw_fred_get_decode", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(fred_get_decode(&pool, black_box("raw:user:1")).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("vorte_get_l1_off", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(vorte.get::<User>(black_box("user:1")).await.expect("get"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+
+    // p50 / p99 of single calls: 5 interleaved rounds of 4,000 calls each.
+    let (mut raw_ns, mut ours_ns) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..5 {
+            for _ in 0..4_000 {
+                let t = Instant::now();
+                black_box(fred_get_decode(&pool, "raw:user:1").await);
+                raw_ns.push(t.elapsed().as_nanos());
+            }
+            for _ in 0..4_000 {
+                let t = Instant::now();
+                black_box(vorte.get::<User>("user:1").await.expect("get"));
+                ours_ns.push(t.elapsed().as_nanos());
+            }
+        }
+    });
+    let pct = |v: &mut Vec<u128>, p: f64| {
+        v.sort_unstable();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1e3
+    };
+    let (r50, r99) = (pct(&mut raw_ns, 0.50), pct(&mut raw_ns, 0.99));
+    let (o50, o99) = (pct(&mut ours_ns, 0.50), pct(&mut ours_ns, 0.99));
+    eprintln!(
+        "p3 per call: raw fred p50 {r50:.1} µs p99 {r99:.1} µs; vorte p50 {o50:.1} µs p99 {o99:.1} µs; \
+         ratio p50 {:.2}x p99 {:.2}x",
+        o50 / r50,
+        o99 / r99
+    );
+    drop((vorte, pool));
+    drop(rt);
+}
+
+// ----- P4 --------------------------------------------------------------------------------------
+
+const TASKS: usize = 64;
+
+/// Spawns `TASKS` tasks, each running `task(index, per_task)`, about `iters` reads in all; returns
+/// the time scaled to exactly `iters` reads.
+fn fan_out<F, Fut>(rt: &Runtime, iters: u64, task: F) -> Duration
+where
+    F: Fn(usize, u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let per = iters.div_ceil(TASKS as u64).max(1);
+    let total = per * TASKS as u64;
+    rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..TASKS).map(|t| tokio::spawn(task(t, per))).collect();
+        for h in handles {
+            h.await.expect("task");
+        }
+        start.elapsed().mul_f64(iters as f64 / total as f64)
+    })
+}
+
+fn p4(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let raw = rmp_serde::to_vec_named(&user(1)).expect("encode");
+    let mut admin = server.admin();
+    for t in 0..TASKS {
+        redis::cmd("SET")
+            .arg(format!("raw:user:{t}"))
+            .arg(raw.as_slice())
+            .query::<()>(&mut admin)
+            .expect("raw set");
+    }
+    let rt = two_workers();
+    let (vorte, pool, mux) = rt.block_on(async {
+        let vorte = l2_cache(&server, "p4", false).await;
+        for t in 0..TASKS {
+            vorte
+                .set(&format!("user:{t}"), &user(1))
+                .await
+                .expect("set");
+        }
+        (vorte, fred_pool(&server).await, redis_rs(&server).await)
+    });
+    let keys: Arc<[String]> = (0..TASKS).map(|t| format!("user:{t}")).collect();
+    let raw_keys: Arc<[String]> = (0..TASKS).map(|t| format!("raw:user:{t}")).collect();
+
+    let mut g = c.benchmark_group("p4_l2_throughput_64_tasks");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_fred_pool2", |b| {
+        b.iter_custom(|n| {
+            fan_out(&rt, n, |t, per| {
+                let (pool, keys) = (pool.clone(), raw_keys.clone());
+                async move {
+                    for _ in 0..per {
+                        black_box(fred_get_decode(&pool, &keys[t]).await);
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("redis_rs_multiplexed", |b| {
+        b.iter_custom(|n| {
+            fan_out(&rt, n, |t, per| {
+                let (mut con, keys) = (mux.clone(), raw_keys.clone());
+                async move {
+                    for _ in 0..per {
+                        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(&keys[t])
+                            .query_async(&mut con)
+                            .await
+                            .expect("redis-rs get");
+                        let u: User = rmp_serde::from_slice(&bytes.expect("raw key present"))
+                            .expect("decode");
+                        black_box(u);
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("vorte_get_l1_off", |b| {
+        b.iter_custom(|n| {
+            fan_out(&rt, n, |t, per| {
+                let (vorte, keys) = (vorte.clone(), keys.clone());
+                async move {
+                    for _ in 0..per {
+                        black_box(vorte.get::<User>(&keys[t]).await.expect("get"));
+                    }
+                }
+            })
+        })
+    });
+    g.finish();
+    drop((vorte, pool, mux));
+    drop(rt);
+}
+
+// ----- P9 --------------------------------------------------------------------------------------
+
+/// Writes `count` entries tagged `bulk` through `cache.set`, from 64 concurrent tasks.
+async fn fill_tagged(cache: &Cache, count: u64) -> Duration {
+    let start = Instant::now();
+    let per = count.div_ceil(TASKS as u64);
+    let handles: Vec<_> = (0..TASKS as u64)
+        .map(|t| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for i in (t * per)..((t + 1) * per).min(count) {
+                    cache
+                        .set(&format!("item:{i}"), &user(i as i64))
+                        .tags(["bulk"])
+                        .await
+                        .expect("set");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("fill task");
+    }
+    start.elapsed()
+}
+
+/// Writes `count` 64-byte keys `<prefix><i>` and adds each to the set `set`, server-side.
+const PEER_FILL: &str = r#"
+local prefix, set, from, to, payload = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+for i = from, to do
+  local k = prefix .. i
+  redis.call('SET', k, payload)
+  redis.call('SADD', set, k)
+end
+return to - from + 1
+"#;
+
+/// The set-of-keys invalidation: every member of the tag's set, then the set itself.
+const PEER_INVALIDATE: &str = r#"
+local keys = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #keys, 1000 do
+  redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
+end
+redis.call('UNLINK', KEYS[1])
+return #keys
+"#;
+
+fn peer_fill(admin: &mut redis::Connection, size: u64) {
+    let payload = "x".repeat(64);
+    let mut from = 1;
+    while from <= size {
+        let to = (from + 49_999).min(size);
+        redis::cmd("EVAL")
+            .arg(PEER_FILL)
+            .arg(0)
+            .arg(format!("peer:{size}:e:"))
+            .arg(format!("peer:{size}:t:bulk"))
+            .arg(from)
+            .arg(to)
+            .arg(&payload)
+            .query::<i64>(admin)
+            .expect("peer fill");
+        from = to + 1;
+    }
+}
+
+fn p9(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let rt = two_workers();
+    let mut g = c.benchmark_group("p9_invalidate_tag");
+    g.sample_size(10);
+
+    let invalidations = |cache: &Cache, n: u64| {
+        let cache = cache.clone();
+        in_task(&rt, async move {
+            let start = Instant::now();
+            for _ in 0..n {
+                cache
+                    .invalidate_tag(black_box("bulk"))
+                    .await
+                    .expect("invalidate");
+            }
+            start.elapsed()
+        })
+    };
+
+    let mut small = None;
+    g.bench_function("vorte/1k", |b| {
+        let cache = small.get_or_insert_with(|| {
+            rt.block_on(async {
+                let cache = l2_cache(&server, "p9-1k", true).await;
+                let took = fill_tagged(&cache, 1_000).await;
+                eprintln!("p9: 1,000 tagged entries written through cache.set in {took:.2?}");
+                cache
+            })
+        });
+        b.iter_custom(|n| invalidations(cache, n))
+    });
+
+    for size in [1_000u64, 100_000] {
+        let mut admin = server.admin();
+        let set = format!("peer:{size}:t:bulk");
+        let label = if size == 1_000 { "1k" } else { "100k" };
+        if size > 1_000 {
+            g.sampling_mode(SamplingMode::Flat);
+        }
+        g.bench_function(format!("peer_set_of_keys_lua/{label}"), |b| {
+            b.iter_custom(|n| {
+                let mut took = Duration::ZERO;
+                for _ in 0..n {
+                    peer_fill(&mut admin, size);
+                    let start = Instant::now();
+                    let removed: u64 = redis::cmd("EVAL")
+                        .arg(PEER_INVALIDATE)
+                        .arg(1)
+                        .arg(&set)
+                        .query(&mut admin)
+                        .expect("peer invalidate");
+                    took += start.elapsed();
+                    assert_eq!(removed, size);
+                }
+                took
+            })
+        });
+    }
+    g.sampling_mode(SamplingMode::Auto);
+
+    let mut large = None;
+    let mut admin = server.admin();
+    g.bench_function("vorte/1M", |b| {
+        let cache = large.get_or_insert_with(|| {
+            let cache = rt.block_on(async {
+                let cache = l2_cache(&server, "p9-1m", true).await;
+                let took = fill_tagged(&cache, 1_000_000).await;
+                eprintln!("p9: 1,000,000 tagged entries written through cache.set in {took:.2?}");
+                cache
+            });
+            // From here on, Redis logs every command that takes over 1 ms.
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-log-slower-than")
+                .arg(1000)
+                .query::<()>(&mut admin)
+                .expect("slowlog config");
+            redis::cmd("SLOWLOG")
+                .arg("RESET")
+                .query::<()>(&mut admin)
+                .expect("slowlog reset");
+            cache
+        });
+        b.iter_custom(|n| invalidations(cache, n))
+    });
+    g.finish();
+
+    if let Some(cache) = large {
+        let slow: u64 = redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query(&mut admin)
+            .expect("slowlog len");
+        eprintln!("p9: commands over 1 ms logged by Redis during vorte/1M: {slow}");
+        let dbsize: u64 = redis::cmd("DBSIZE").query(&mut admin).expect("dbsize");
+        let gone = rt.block_on(async { cache.get::<User>("item:0").await.expect("get") });
+        assert_eq!(gone, None, "an invalidated entry must not be served");
+        eprintln!("p9: {dbsize} keys on the server at the end; item:0 is invalidated");
+    }
+    drop(small);
+    drop(rt);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    targets = p3, p4, p9
+}
+criterion_main!(benches);
