@@ -215,6 +215,44 @@ async fn g3_a_load_that_began_before_a_delete_elsewhere_never_writes_back() {
     );
 }
 
+/// G4: a receiver that comes back to find the messages after its last id trimmed away has lost
+/// invalidations, so it drops its L1 instead of serving what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g4_a_receiver_that_lost_messages_drops_its_l1() {
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let cache = env.cache("").await;
+    cache.set("held", &"old").await.expect("set");
+    let mut worker = Worker::start(&env);
+    worker.send("get held");
+    assert_eq!(worker.expect("value"), "\"old\"", "now in the worker's L1");
+
+    // Freeze the worker, cut its connections, and let the delete's message be trimmed away
+    // before it can read it; a later message shows the stream moved past its last id.
+    worker.signal("-STOP");
+    redis_cmd(port, &["CLIENT", "KILL", "TYPE", "normal"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(cache.delete("held").await.expect("delete"));
+    let stream = format!("{}bus", env.prefix());
+    redis_cmd(port, &["XTRIM", &stream, "MAXLEN", "0"]);
+    cache.set("unrelated", &1).await.expect("a later message");
+    worker.signal("-CONT");
+
+    // The worker never received the delete, yet it must not serve "old".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        worker.send("get held");
+        if worker.expect("value") == "none" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker kept serving the old value"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Percentile of sorted samples.
 fn pct(sorted: &[u128], p: f64) -> u128 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -146,6 +146,9 @@ mod redis_stream {
             drop(publisher.connect()); // the connection task runs on; the handle is not needed
             let reader = Builder::from_config(config)
                 .set_policy(policy)
+                // An XREAD cut by a lost connection must surface as an error, not be silently
+                // re-sent: the receiver has to check for a gap after every reconnection.
+                .with_connection_config(|c| c.max_command_attempts = 1)
                 .build()
                 .map_err(|e| backend("setup", &e))?;
             drop(reader.connect());
@@ -230,10 +233,17 @@ mod redis_stream {
             },
         };
         let mut check_gap = false;
+        let mut reconnects = fred::interfaces::EventInterface::reconnect_rx(&reader);
         loop {
             if router.strong_count() == 0 {
                 let _ = reader.quit().await;
                 return;
+            }
+            // Any reconnection since the last read may have hidden a gap.
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                reconnects.try_recv()
+            {
+                check_gap = true;
             }
             if check_gap {
                 match first_id(&reader, &stream).await {
