@@ -268,3 +268,163 @@ async fn f1_f2_redis_killed_under_load_then_back() {
     }
     assert!(LOADS.load(Ordering::SeqCst) > 0);
 }
+
+/// A `redis-server` listening only on TLS, with a certificate from a throw-away CA.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+fn start_tls_redis() -> TlsRedis {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vorte-test-ca",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let port = vorte_cache_tests::servers::free_port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no", "--dir", "."])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vorte_cache_tests::servers::port_accepts(port) {
+        assert!(
+            Instant::now() < deadline,
+            "TLS redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsRedis { child, port, dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_rediss_works_with_a_private_ca_and_verifies_the_server() {
+    let server = start_tls_redis();
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let ca = server.dir.path().join("ca.crt");
+    let trusted = format!("tls_ca_file = {:?}", ca.display().to_string());
+    let config = Config::from_toml_str(&format!(
+        "[cache]\nkey_prefix = {:?}\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n{trusted}\ntimeout_ms = 1000\n",
+        unique_prefix()
+    ))
+    .expect("config");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    assert!(
+        cache.has_bus(),
+        "the bus rides the same TLS connection settings"
+    );
+    cache.set("k", &"over tls").await.expect("set");
+    let other = Cache::from_config(&config.cache).await.expect("cache");
+    assert_eq!(
+        other.get::<String>("k").await.expect("get").as_deref(),
+        Some("over tls")
+    );
+    assert_eq!(
+        other.stats().await.expect("stats").l2_hits,
+        1,
+        "read from Redis over TLS"
+    );
+
+    // Without the private CA, the certificate is not trusted: the layer fails and is skipped.
+    let untrusted = Config::from_toml_str(&format!(
+        "[cache]\nkey_prefix = {:?}\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\ntimeout_ms = 300\n",
+        unique_prefix()
+    ))
+    .expect("config");
+    let cache = Cache::from_config(&untrusted.cache).await.expect("builds");
+    cache.set("k", &1).await.expect("L1 takes the write");
+    let stats = cache.stats().await.expect("stats");
+    assert!(stats.layer(Layer::L2).expect("l2").errors > 0, "{stats:?}");
+}

@@ -78,8 +78,12 @@ mod redis_stream {
     /// Where the bus travels: `[cache.bus]`, else the Redis of L2, else the cluster of L3.
     pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<(FredConfig, Duration)>> {
         if let Some(bus) = &config.bus {
-            let fred =
-                crate::store::redis::fred_config(&[bus.url.expose()], false, "cache.bus.url")?;
+            let fred = crate::store::redis::fred_config(
+                &[bus.url.expose()],
+                false,
+                None,
+                "cache.bus.url",
+            )?;
             return Ok(Some((fred, Duration::from_millis(250))));
         }
         for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
@@ -94,7 +98,12 @@ mod redis_stream {
                 _ => continue,
             };
             let path = format!("cache.layers.{layer}.url");
-            let fred = crate::store::redis::fred_config(&urls, clustered, &path)?;
+            let fred = crate::store::redis::fred_config(
+                &urls,
+                clustered,
+                cfg.tls_ca_file.as_deref(),
+                &path,
+            )?;
             return Ok(Some((fred, cfg.timeout)));
         }
         Ok(None)

@@ -173,9 +173,9 @@ pub struct L1Config {
 ///
 /// | backend | required | optional |
 /// |---|---|---|
-/// | `redis` | `url` | |
+/// | `redis` | `url` | `tls_ca_file` |
 /// | `memcached` | `url` or `urls` | |
-/// | `redis-cluster` | `urls` (seed nodes) or `url` | |
+/// | `redis-cluster` | `urls` (seed nodes) or `url` | `tls_ca_file` |
 /// | `s3` | `bucket` | `region`, `endpoint`, `allow_http`, `access_key_id` + `secret_access_key`, `prefix` |
 /// | `gcs` | `bucket` | `prefix` |
 /// | `azure` | `bucket` (the container) | `endpoint`, `prefix` |
@@ -220,6 +220,9 @@ pub struct LayerConfig {
     pub secret_access_key: Option<Secret>,
     /// `prefix`: an object-name prefix inside the bucket, directory or URL (object stores only).
     pub prefix: Option<String>,
+    /// `tls_ca_file`: a PEM file of the certificate authorities to trust for `rediss://`
+    /// (`redis`, `redis-cluster`); without it, the system's roots. Needs the `tls` cargo feature.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// The `backend` of a remote layer.
@@ -477,8 +480,9 @@ impl Backend {
     /// The backend-specific keys this backend takes (beyond the common ones).
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Backend::Redis => &["url"],
-            Backend::Memcached | Backend::RedisCluster => &["url", "urls"],
+            Backend::Redis => &["url", "tls_ca_file"],
+            Backend::Memcached => &["url", "urls"],
+            Backend::RedisCluster => &["url", "urls", "tls_ca_file"],
             Backend::S3 => &[
                 "bucket",
                 "region",
@@ -881,6 +885,7 @@ struct RawLayer {
     access_key_id: Option<Secret>,
     secret_access_key: Option<Secret>,
     prefix: Option<String>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -1302,7 +1307,8 @@ fn resolve_layer(
     };
 
     // Keys the backend does not take.
-    let present: [(&str, bool); 10] = [
+    let present: [(&str, bool); 11] = [
+        ("tls_ca_file", raw.tls_ca_file.is_some()),
         ("url", raw.url.is_some()),
         ("urls", raw.urls.is_some()),
         ("bucket", raw.bucket.is_some()),
@@ -1457,6 +1463,7 @@ fn resolve_layer(
         access_key_id: raw.access_key_id,
         secret_access_key: raw.secret_access_key,
         prefix: raw.prefix,
+        tls_ca_file: raw.tls_ca_file,
     }))
 }
 
@@ -1707,6 +1714,12 @@ fn layer_to_value(l: &LayerConfig) -> Value {
     }
     if let Some(p) = &l.path {
         m.insert("path".into(), Value::from(p.to_string_lossy().into_owned()));
+    }
+    if let Some(p) = &l.tls_ca_file {
+        m.insert(
+            "tls_ca_file".into(),
+            Value::from(p.to_string_lossy().into_owned()),
+        );
     }
     if l.allow_http {
         m.insert("allow_http".into(), Value::from(true));

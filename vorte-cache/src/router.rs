@@ -81,6 +81,7 @@ pub(crate) struct Router {
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
     /// This cache's id on the bus: random, so no two caches share one.
+    #[cfg(feature = "redis")]
     id: u64,
     /// The invalidation bus, once connected (see [`crate::bus`]).
     #[cfg(feature = "redis")]
@@ -127,6 +128,7 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     layer.name(),
                     &[url],
                     false,
+                    cfg.tls_ca_file.as_deref(),
                     key_prefix,
                     cfg.timeout,
                 )
@@ -144,6 +146,7 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     layer.name(),
                     &urls,
                     true,
+                    cfg.tls_ca_file.as_deref(),
                     key_prefix,
                     cfg.timeout,
                 )
@@ -245,6 +248,7 @@ impl Router {
             fence: Fence::default(),
             counters: Counters::default(),
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            #[cfg(feature = "redis")]
             id: rand::random(),
             #[cfg(feature = "redis")]
             bus: std::sync::OnceLock::new(),

@@ -79,7 +79,15 @@ fn host_port(url: &str) -> Option<&str> {
 }
 
 /// The fred configuration for one or more URLs; `path` names the config key in errors.
-pub(crate) fn fred_config(urls: &[&str], clustered: bool, path: &str) -> Result<FredConfig> {
+///
+/// A `rediss://` URL turns TLS on, trusting the CAs of `tls_ca_file` when given (else the
+/// system's roots); it needs the `tls` cargo feature.
+pub(crate) fn fred_config(
+    urls: &[&str],
+    clustered: bool,
+    tls_ca_file: Option<&std::path::Path>,
+    path: &str,
+) -> Result<FredConfig> {
     let bad = |e: fred::error::Error| {
         Error::new(
             ErrorKind::Config,
@@ -89,27 +97,88 @@ pub(crate) fn fred_config(urls: &[&str], clustered: bool, path: &str) -> Result<
     let first = urls
         .first()
         .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: no URL")))?;
-    if !clustered {
-        return FredConfig::from_url_centralized(first).map_err(bad);
+    let tls = first.starts_with("rediss://");
+    if tls && !cfg!(feature = "tls") {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("{path}: rediss:// needs vorte-cache's `tls` cargo feature"),
+        ));
     }
-    // fred reads extra seed nodes from `node=host:port` query parameters.
-    let (scheme, rest) = first
-        .split_once("://")
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-    let mut url = format!(
-        "{scheme}-cluster://{}",
-        rest.split(['?']).next().unwrap_or(rest)
-    );
-    let mut sep = '?';
-    for other in &urls[1..] {
-        let node = host_port(other)
+    // fred turns TLS on for `rediss` itself; the connector is set below.
+    let config = if !clustered {
+        FredConfig::from_url_centralized(first).map_err(bad)?
+    } else {
+        // fred reads extra seed nodes from `node=host:port` query parameters.
+        let (scheme, rest) = first
+            .split_once("://")
             .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-        url.push(sep);
-        url.push_str("node=");
-        url.push_str(node);
-        sep = '&';
+        let mut url = format!(
+            "{scheme}-cluster://{}",
+            rest.split(['?']).next().unwrap_or(rest)
+        );
+        let mut sep = '?';
+        for other in &urls[1..] {
+            let node = host_port(other)
+                .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
+            url.push(sep);
+            url.push_str("node=");
+            url.push_str(node);
+            sep = '&';
+        }
+        FredConfig::from_url_clustered(&url).map_err(bad)?
+    };
+    #[cfg(feature = "tls")]
+    let config = if tls {
+        FredConfig {
+            tls: Some(tls::connector(tls_ca_file, path)?.into()),
+            ..config
+        }
+    } else {
+        config
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls_ca_file;
+    Ok(config)
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use fred::rustls::pki_types::CertificateDer;
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::rustls::{ClientConfig, RootCertStore};
+    use fred::types::config::TlsConnector;
+
+    use crate::error::{Error, ErrorKind, Result};
+
+    /// A rustls connector trusting `ca_file`'s certificates, or the system's roots.
+    pub(super) fn connector(ca_file: Option<&std::path::Path>, path: &str) -> Result<TlsConnector> {
+        let Some(ca_file) = ca_file else {
+            return TlsConnector::default_rustls().map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{path}: TLS roots: {}", e.details()),
+                )
+            });
+        };
+        let file_error = |e: &dyn std::fmt::Display| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{path}: tls_ca_file {}: {e}", ca_file.display()),
+            )
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(&e))? {
+            let cert = cert.map_err(|e| file_error(&e))?;
+            roots.add(cert).map_err(|e| file_error(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(file_error(&"no certificate in the file"));
+        }
+        let config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsConnector::from(config))
     }
-    FredConfig::from_url_clustered(&url).map_err(bad)
 }
 
 impl RedisStore {
@@ -119,11 +188,12 @@ impl RedisStore {
         layer: &'static str,
         urls: &[&str],
         clustered: bool,
+        tls_ca_file: Option<&std::path::Path>,
         key_prefix: &str,
         timeout: Duration,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.url");
-        let mut config = fred_config(urls, clustered, &path)?;
+        let mut config = fred_config(urls, clustered, tls_ca_file, &path)?;
         config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -218,6 +288,14 @@ impl RedisStore {
 
     /// Keys under `prefix`, bounded by the layer's timeout scaled for a listing.
     async fn scan_all(&self, what: &str, pattern: String) -> Result<Vec<String>> {
+        // A listing is allowed far longer than one command, so fail fast when there is no
+        // connection at all rather than wait out that long bound.
+        if !self.pool.is_connected() {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("{} {} {what}: not connected", self.layer, self.backend),
+            ));
+        }
         let listing = self.scan(pattern).try_collect::<Vec<_>>();
         match tokio::time::timeout(self.timeout.max(Duration::from_secs(5)) * 4, listing).await {
             Ok(Ok(keys)) => Ok(keys),
@@ -392,6 +470,7 @@ mod tests {
         let cfg = fred_config(
             &["redis://u:pw@127.0.0.1:7000", "redis://127.0.0.1:7001"],
             true,
+            None,
             "cache.layers.l3.urls",
         )
         .expect("config");
