@@ -130,7 +130,8 @@ impl Envelope {
 
     /// Decodes an envelope, refusing anything malformed. `max_payload` caps the decompressed size,
     /// because the size prepended by lz4 is read from the (untrusted) stored bytes.
-    pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Envelope, Corrupt> {
+    pub(crate) fn decode(stored: &Bytes, max_payload: usize) -> Result<Envelope, Corrupt> {
+        let bytes: &[u8] = stored;
         let mut r = Reader(bytes);
         if r.take(2)? != MAGIC {
             return Err(Corrupt("bad magic"));
@@ -182,7 +183,8 @@ impl Envelope {
                     .map_err(|_| Corrupt("lz4 stream is malformed"))?,
             )
         } else {
-            Bytes::copy_from_slice(payload)
+            // A view of the stored bytes, not a copy.
+            stored.slice_ref(payload)
         };
         let serialization = if flags & FLAG_JSON != 0 {
             Serialization::Json
@@ -274,18 +276,21 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.to_vec();
             bad[i] ^= 0x55;
-            assert!(Envelope::decode(&bad, 1 << 20).is_err(), "flip at {i}");
+            assert!(
+                Envelope::decode(&Bytes::from(bad), 1 << 20).is_err(),
+                "flip at {i}"
+            );
         }
         for n in 0..bytes.len() {
             assert!(
-                Envelope::decode(&bytes[..n], 1 << 20).is_err(),
+                Envelope::decode(&bytes.slice(..n), 1 << 20).is_err(),
                 "cut at {n}"
             );
         }
         let mut long = bytes.to_vec();
         long.push(0);
         assert_eq!(
-            Envelope::decode(&long, 1 << 20).unwrap_err(),
+            Envelope::decode(&Bytes::from(long), 1 << 20).unwrap_err(),
             Corrupt("checksum mismatch")
         );
     }

@@ -2228,7 +2228,7 @@ cache:
     fn keys_the_backend_does_not_take() {
         assert_err(
             "[cache.layers.l2]\nbackend = \"redis\"\nurl = \"redis://h\"\nbucket = \"b\"",
-            "cache.layers.l2.bucket: backend \"redis\" does not take this key (it takes `url`)",
+            "cache.layers.l2.bucket: backend \"redis\" does not take this key (it takes `url`, `tls_ca_file`)",
         );
         assert_err(
             "[cache.layers.l2]\nbackend = \"redis\"\nurls = [\"redis://h\"]",

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const KEY_LIMIT: usize = 10_000;
 
@@ -32,6 +33,8 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Fence {
     state: Mutex<State>,
+    /// `state.seq`, readable without the lock: every read takes a ticket.
+    seq: AtomicU64,
 }
 
 impl Fence {
@@ -41,7 +44,7 @@ impl Fence {
 
     /// The ticket of a read or load that starts now.
     pub(crate) fn ticket(&self) -> u64 {
-        self.lock().seq
+        self.seq.load(Ordering::Acquire)
     }
 
     /// Records that `key` was written or deleted now.
@@ -49,6 +52,7 @@ impl Fence {
         let mut s = self.lock();
         s.seq += 1;
         let seq = s.seq;
+        self.seq.store(seq, Ordering::Release);
         if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
             s.floor = seq;
             s.keys.clear();
@@ -62,6 +66,7 @@ impl Fence {
         let mut s = self.lock();
         s.seq += 1;
         s.floor = s.seq;
+        self.seq.store(s.seq, Ordering::Release);
         s.keys.clear();
     }
 

@@ -472,8 +472,12 @@ impl Router {
             if let Some(env) = self.read_remote(remote, key).await {
                 let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
                 Counters::bump(&self.counters.layer(remote.layer).hits);
-                self.backfill(key, &env, i, ticket, Box::new(v.clone()))
-                    .await;
+                // Only when some layer above it is enabled (with L1 off and a hit in the first
+                // remote layer there is nothing to fill).
+                if self.l1.is_some() || i > 0 {
+                    self.backfill(key, &env, i, ticket, Box::new(v.clone()))
+                        .await;
+                }
                 return Ok(Some(v));
             }
         }
@@ -889,7 +893,7 @@ impl Router {
             let raw = authority.store.get(Slot::Entry(key)).await?;
             let now = now_ms();
             let live = match raw
-                .as_deref()
+                .as_ref()
                 .map(|b| Envelope::decode(b, self.config.max_value_bytes))
             {
                 Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {

@@ -235,30 +235,25 @@ impl RedisStore {
         }
     }
 
+    /// Maps fred's result. The bound on time is fred's own per-command timeout (set from the
+    /// layer's `timeout_ms` when the client is built): no extra timer per call on the hot path.
     async fn timed<T>(
         &self,
         what: &str,
         fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => Err(Error::new(
+        match fut.await {
+            Ok(v) => Ok(v),
+            Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "{} {} {what} took longer than {:?}",
                     self.layer, self.backend, self.timeout
                 ),
             )),
-            Ok(Err(e)) => Err(Error::new(
+            Err(e) => Err(Error::new(
                 ErrorKind::Backend,
                 format!("{} {} {what}: {}", self.layer, self.backend, e.details()),
-            )),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{} {} {what} took longer than {:?}",
-                    self.layer, self.backend, self.timeout
-                ),
             )),
         }
     }
