@@ -58,6 +58,7 @@ fn shallowest(stack: Stack) -> (Layer, &'static str) {
         Stack::L1Redis | Stack::L1RedisCluster | Stack::Full => (Layer::L2, "redis"),
         Stack::L1Cluster => (Layer::L3, "redis-cluster"),
         Stack::L1Memcached => (Layer::L2, "memcached"),
+        Stack::L1S3 => (Layer::L4, "s3"),
     }
 }
 
@@ -68,6 +69,7 @@ fn deepest(stack: Stack) -> (Layer, &'static str) {
         Stack::L1Redis => (Layer::L2, "redis"),
         Stack::L1Cluster | Stack::L1RedisCluster => (Layer::L3, "redis-cluster"),
         Stack::L1Memcached => (Layer::L2, "memcached"),
+        Stack::L1S3 => (Layer::L4, "s3"),
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vorte_cache::{Cache, Config};
 
-use servers::{Memcached, RedisCluster, RedisServer};
+use servers::{Memcached, MotoServer, RedisCluster, RedisServer};
 
 /// The layer combinations the API suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub enum Stack {
     L1RedisCluster,
     /// L1 + L2 `redis` + L3 `redis-cluster` + L4 `file`.
     Full,
+    /// L1 + L4 `s3` on moto's S3 server.
+    L1S3,
 }
 
 impl Stack {
@@ -37,7 +39,7 @@ impl Stack {
     }
     /// Whether the stack shares state between processes through Redis (and so has a bus).
     pub fn has_redis(self) -> bool {
-        !matches!(self, Stack::L1 | Stack::L1File)
+        !matches!(self, Stack::L1 | Stack::L1File | Stack::L1S3)
     }
 
     /// Whether every layer of the stack can list its keys (memcached cannot).
@@ -97,6 +99,27 @@ pub fn shared_memcached() -> &'static Memcached {
     })
 }
 
+/// One moto S3 server shared by every test of this test binary (bucket `vorte-test`).
+pub fn shared_moto() -> &'static MotoServer {
+    static MOTO: OnceLock<MotoServer> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let server = MotoServer::start();
+        reap_on_exit(&[server.pid()]);
+        server
+    })
+}
+
+/// The `[cache.layers.l4]` table of an S3 layer on `moto`.
+pub fn s3_layer(moto: &MotoServer) -> String {
+    format!(
+        "[cache.layers.l4]\nbackend = \"s3\"\nbucket = {:?}\nregion = {:?}\nendpoint = {:?}\n\
+         allow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\ntimeout_ms = 10000\n",
+        moto.bucket(),
+        moto.region(),
+        moto.endpoint()
+    )
+}
+
 /// A key prefix no other test of any process uses.
 pub fn unique_prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -128,6 +151,9 @@ impl Env {
         }
         if stack == Stack::L1Memcached {
             shared_memcached();
+        }
+        if stack == Stack::L1S3 {
+            shared_moto();
         }
         if matches!(
             stack,
@@ -216,6 +242,9 @@ impl Env {
                 shared_cluster().urls()
             ));
         }
+        if self.stack == Stack::L1S3 {
+            toml.push_str(&s3_layer(shared_moto()));
+        }
         if self.stack.has_file() {
             toml.push_str(&format!(
                 "[cache.layers.l4]\nbackend = \"file\"\npath = {:?}\n",
@@ -249,6 +278,7 @@ macro_rules! on_every_stack {
         $crate::on_every_stack!(@stack l1_cluster, L1Cluster, $($name),*);
         $crate::on_every_stack!(@stack l1_redis_cluster, L1RedisCluster, $($name),*);
         $crate::on_every_stack!(@stack full, Full, $($name),*);
+        $crate::on_every_stack!(@stack l1_s3, L1S3, $($name),*);
     };
     (@stack $module:ident, $stack:ident, $($name:ident),*) => {
         mod $module { $(

@@ -98,21 +98,24 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
         "memcached",
         #[cfg(feature = "file")]
         "file",
+        #[cfg(feature = "s3")]
+        "s3",
+        #[cfg(feature = "gcs")]
+        "gcs",
+        #[cfg(feature = "azure")]
+        "azure",
+        #[cfg(feature = "http")]
+        "http",
     ];
     match cfg.backend {
-        #[cfg(feature = "file")]
-        Backend::File => {
-            let path = cfg.path.clone().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cache.layers.{layer}.path: the file backend needs a path"),
-                )
-            })?;
-            Ok(Arc::new(crate::store::file::FileStore::open(
-                path,
-                cfg.prefix.as_deref(),
+        #[cfg(feature = "object-store")]
+        Backend::File | Backend::S3 | Backend::Gcs | Backend::Azure | Backend::Http
+            if built.contains(&cfg.backend.name()) =>
+        {
+            Ok(Arc::new(crate::store::object::ObjectLayer::open(
+                layer.name(),
+                cfg,
                 key_prefix,
-                cfg.timeout,
             )?))
         }
         #[cfg(feature = "redis")]
@@ -835,6 +838,7 @@ impl Router {
         let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % self.counter_locks.len();
         let _guard = self.counter_locks[stripe].lock().await;
         if let Some(authority) = self.authority.map(|i| &self.remotes[i])
+            && authority.store.has_compare_and_set()
             && let Some(next) = self.increment_atomically(authority, key, delta).await?
         {
             return Ok(next);

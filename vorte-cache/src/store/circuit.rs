@@ -133,6 +133,9 @@ impl Store for CircuitStore {
     fn forget_cached_state(&self) {
         self.inner.forget_cached_state();
     }
+    fn has_compare_and_set(&self) -> bool {
+        self.inner.has_compare_and_set()
+    }
     fn tombstone<'a>(
         &'a self,
         key: &'a str,

@@ -653,6 +653,10 @@ impl Store for MemcachedStore {
         })
     }
 
+    fn has_compare_and_set(&self) -> bool {
+        true
+    }
+
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

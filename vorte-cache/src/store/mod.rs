@@ -17,11 +17,11 @@ use bytes::Bytes;
 use crate::error::Result;
 
 pub(crate) mod circuit;
-#[cfg(feature = "file")]
-pub(crate) mod file;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
 pub(crate) mod memory;
+#[cfg(feature = "object-store")]
+pub(crate) mod object;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
@@ -96,6 +96,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Forgets whatever the store caches about its server's contents, because another process
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}
+
+    /// Whether [`Store::compare_and_set`] is atomic here (otherwise it answers `Ok(None)`).
+    fn has_compare_and_set(&self) -> bool {
+        false
+    }
 
     /// Atomically replaces the entry of `key` if it still holds exactly `expected` (`None`: no
     /// entry). `Ok(Some(swapped))`, or `Ok(None)` when the backend has no atomic compare-and-set;

@@ -417,6 +417,10 @@ impl Store for RedisStore {
         })
     }
 
+    fn has_compare_and_set(&self) -> bool {
+        true
+    }
+
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

@@ -1,0 +1,486 @@
+//! L4 on object storage through object_store: `file` (a local directory), and with their cargo
+//! features `s3`, `gcs`, `azure` and `http` (a WebDAV-style origin).
+//!
+//! Layout under the store's root (the layer's `prefix`, then `key_prefix`): `e/<key>` for entries
+//! and `t/<tag>` for tag records. Names are encoded by [`encode_name`]: bytes outside
+//! `[A-Za-z0-9_-]` become `=XX`, so no name can be `.`/`..`, contain a separator, or need
+//! object_store's own escaping; an encoded name longer than [`SEGMENT`] is split into segments that
+//! end in `+`, so long keys stay under file-name limits and still round-trip. No logical key can
+//! therefore address anything outside the root.
+//!
+//! Expiry lives in the envelope (local files have no metadata); the router checks it on every read
+//! and removes what has expired, and [`sweep`] removes expired objects nobody reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::{BoxFuture, Slot, Store, Usage};
+
+/// Tight retries for a cache tier: object_store's defaults (10 retries, 3 minutes) would hold a
+/// read far longer than the layer's timeout allows.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+fn retry(timeout: Duration) -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: timeout,
+        ..Default::default()
+    }
+}
+
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+fn client_options(timeout: Duration, allow_http: bool) -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(timeout.min(Duration::from_secs(2)))
+        .with_allow_http(allow_http)
+}
+use crate::config::{Backend, LayerConfig};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The longest directory or file name segment written.
+const SEGMENT: usize = 200;
+
+/// An object-store-backed layer.
+#[derive(Debug)]
+pub(crate) struct ObjectLayer {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    timeout: Duration,
+    backend: &'static str,
+    /// Where, for messages: the directory or the bucket (never credentials).
+    location: String,
+}
+
+fn config_error(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Config, format!("{path}: {e}"))
+}
+
+impl ObjectLayer {
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        backend: &'static str,
+        location: String,
+        prefix: Option<&str>,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Self {
+        let root = prefix
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .chain(std::iter::once(key_prefix))
+            .fold(Path::default(), |path, part| path.join(encode_name(part)));
+        ObjectLayer {
+            store,
+            root,
+            timeout,
+            backend,
+            location,
+        }
+    }
+
+    /// Opens the layer `cfg` describes.
+    pub(crate) fn open(layer: &str, cfg: &LayerConfig, key_prefix: &str) -> Result<Self> {
+        let path = |key: &str| format!("cache.layers.{layer}.{key}");
+        let prefix = cfg.prefix.as_deref();
+        match cfg.backend {
+            Backend::File => {
+                let dir = cfg
+                    .path
+                    .clone()
+                    .ok_or_else(|| config_error(&path("path"), "the file backend needs a path"))?;
+                Self::open_file(dir, prefix, key_prefix, cfg.timeout)
+            }
+            #[cfg(feature = "s3")]
+            Backend::S3 => {
+                let bucket = cfg.bucket.clone().unwrap_or_default();
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                    .with_allow_http(cfg.allow_http)
+                    .with_retry(retry(cfg.timeout))
+                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
+                if let Some(endpoint) = &cfg.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+                    builder = builder
+                        .with_access_key_id(id.expose())
+                        .with_secret_access_key(secret.expose());
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| config_error(&path("bucket"), e))?;
+                Ok(Self::new(
+                    Arc::new(store),
+                    "s3",
+                    format!("s3://{bucket}"),
+                    prefix,
+                    key_prefix,
+                    cfg.timeout,
+                ))
+            }
+            #[cfg(feature = "gcs")]
+            Backend::Gcs => {
+                let bucket = cfg.bucket.clone().unwrap_or_default();
+                let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry(cfg.timeout))
+                    .with_client_options(client_options(cfg.timeout, false))
+                    .build()
+                    .map_err(|e| config_error(&path("bucket"), e))?;
+                Ok(Self::new(
+                    Arc::new(store),
+                    "gcs",
+                    format!("gs://{bucket}"),
+                    prefix,
+                    key_prefix,
+                    cfg.timeout,
+                ))
+            }
+            #[cfg(feature = "azure")]
+            Backend::Azure => {
+                let container = cfg.bucket.clone().unwrap_or_default();
+                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&container)
+                    .with_retry(retry(cfg.timeout))
+                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
+                if let Some(endpoint) = &cfg.endpoint {
+                    builder = builder.with_endpoint(endpoint.clone());
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| config_error(&path("bucket"), e))?;
+                Ok(Self::new(
+                    Arc::new(store),
+                    "azure",
+                    format!("azure://{container}"),
+                    prefix,
+                    key_prefix,
+                    cfg.timeout,
+                ))
+            }
+            #[cfg(feature = "http")]
+            Backend::Http => {
+                let url = cfg.url.as_ref().map(|u| u.expose()).unwrap_or_default();
+                let store = object_store::http::HttpBuilder::new()
+                    .with_url(url)
+                    .with_retry(retry(cfg.timeout))
+                    .with_client_options(client_options(cfg.timeout, cfg.allow_http))
+                    .build()
+                    .map_err(|e| config_error(&path("url"), e))?;
+                Ok(Self::new(
+                    Arc::new(store),
+                    "http",
+                    "http origin".into(),
+                    prefix,
+                    key_prefix,
+                    cfg.timeout,
+                ))
+            }
+            other => Err(config_error(
+                &path("backend"),
+                format!(
+                    "`{}` is not an object store built into this build",
+                    other.name()
+                ),
+            )),
+        }
+    }
+
+    /// Opens (creating it when missing) the directory `dir`, keeping names under the optional
+    /// `prefix` (the layer's `prefix` setting, `/`-separated) and then `key_prefix`.
+    pub(crate) fn open_file(
+        dir: std::path::PathBuf,
+        prefix: Option<&str>,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cache.layers.l4.path: cannot create {}: {e}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cache.layers.l4.path: cannot open {}: {e}", dir.display()),
+                )
+                .with_source(e)
+            })?
+            .with_automatic_cleanup(true);
+        Ok(Self::new(
+            Arc::new(store),
+            "file",
+            dir.display().to_string(),
+            prefix,
+            key_prefix,
+            timeout,
+        ))
+    }
+
+    fn path(&self, slot: Slot<'_>) -> Path {
+        let (space, name) = match slot {
+            Slot::Entry(k) => ("e", k),
+            Slot::Tag(t) => ("t", t),
+        };
+        let encoded = encode_name(name);
+        let mut parts: Vec<String> = Vec::with_capacity(2 + encoded.len() / SEGMENT);
+        parts.push(space.to_owned());
+        let mut rest = encoded.as_str();
+        while rest.len() > SEGMENT {
+            let (head, tail) = rest.split_at(SEGMENT);
+            parts.push(format!("{head}+"));
+            rest = tail;
+        }
+        parts.push(rest.to_owned());
+        parts
+            .into_iter()
+            .fold(self.root.clone(), |path, part| path.join(part))
+    }
+
+    fn entries_root(&self) -> Path {
+        self.root.clone().join("e")
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::new(
+                ErrorKind::Backend,
+                format!("l4 {} {what} in {}: {e}", self.backend, self.location),
+            )
+            .with_source(e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "l4 {} {what} took longer than {:?}",
+                    self.backend, self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+use std::future::Future;
+
+impl Store for ObjectLayer {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
+        Box::pin(async move {
+            let path = self.path(slot);
+            let read = async {
+                match self.store.get(&path).await {
+                    Ok(r) => r.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            self.timed("get", read).await
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        value: Bytes,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let path = self.path(slot);
+            self.timed("put", self.store.put(&path, PutPayload::from(value)))
+                .await
+                .map(drop)
+        })
+    }
+
+    fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let path = self.path(slot);
+            // LocalFileSystem reports a missing file as NotFound; S3 and others succeed silently,
+            // so they are asked first whether the object is there (for the answer only: the
+            // delete is sent either way).
+            let delete = async {
+                let existed = if self.backend == "file" {
+                    None
+                } else {
+                    match self.store.head(&path).await {
+                        Ok(_) => Some(true),
+                        Err(object_store::Error::NotFound { .. }) => Some(false),
+                        Err(e) => return Err(e),
+                    }
+                };
+                match self.store.delete(&path).await {
+                    Ok(()) => Ok(existed.unwrap_or(true)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            self.timed("delete", delete).await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let base = self.entries_root();
+            let metas: Vec<_> = self
+                .timed("list", self.store.list(Some(&base)).try_collect::<Vec<_>>())
+                .await?;
+            Ok(metas
+                .iter()
+                .filter_map(|m| decode_location(&base, &m.location))
+                .filter(|k| k.starts_with(prefix))
+                .collect())
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let locations = self
+                .store
+                .list(Some(&self.root))
+                .map_ok(|m| m.location)
+                .boxed();
+            let deleted = self.store.delete_stream(locations);
+            let removed: Vec<Path> = self.timed("flush", deleted.try_collect::<Vec<_>>()).await?;
+            Ok(removed.len() as u64)
+        })
+    }
+
+    fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
+        Box::pin(async move {
+            let base = self.entries_root();
+            let metas: Vec<_> = self
+                .timed(
+                    "usage",
+                    self.store.list(Some(&base)).try_collect::<Vec<_>>(),
+                )
+                .await?;
+            Ok(Usage {
+                keys: metas.len() as u64,
+                bytes: metas.iter().map(|m| m.size).sum(),
+            })
+        })
+    }
+}
+
+/// Encodes a name into `[A-Za-z0-9_-]` plus `=XX` escapes.
+pub(crate) fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push('=');
+            out.push(char::from(HEX[(b >> 4) as usize]));
+            out.push(char::from(HEX[(b & 15) as usize]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Decodes [`encode_name`]; `None` for anything it could not have written.
+pub(crate) fn decode_name(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn decode_location(base: &Path, location: &Path) -> Option<String> {
+    let parts: Vec<_> = location.prefix_match(base)?.collect();
+    let (last, dirs) = parts.split_last()?;
+    let mut encoded = String::new();
+    for dir in dirs {
+        encoded.push_str(dir.as_ref().strip_suffix('+')?);
+    }
+    encoded.push_str(last.as_ref());
+    decode_name(&encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_never_escape() {
+        for name in [
+            "user:1", "..", ".", "a/b\\c", "%2E", "ключ", "x y\0z", "=41",
+        ] {
+            let enc = encode_name(name);
+            assert!(
+                enc.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b))
+            );
+            assert_eq!(decode_name(&enc).as_deref(), Some(name));
+        }
+    }
+
+    #[tokio::test]
+    async fn long_keys_are_chunked_and_listed_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ObjectLayer::open_file(dir.path().into(), Some("a/b"), "p:", Duration::from_secs(5))
+                .expect("open");
+        let long = "é".repeat(400);
+        store
+            .put(
+                Slot::Entry(&long),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("put");
+        store
+            .put(
+                Slot::Entry("short"),
+                Bytes::from_static(b"w"),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get(Slot::Entry(&long)).await.expect("get").as_deref(),
+            Some(&b"v"[..])
+        );
+        let mut keys = store.list("").await.expect("list");
+        keys.sort();
+        assert_eq!(keys, vec!["short".to_string(), long.clone()]);
+        assert!(store.delete(Slot::Entry(&long)).await.expect("delete"));
+        assert!(
+            !store
+                .delete(Slot::Entry(&long))
+                .await
+                .expect("delete again")
+        );
+        assert_eq!(store.clear().await.expect("clear"), 1);
+        assert_eq!(store.usage().await.expect("usage"), Usage::default());
+    }
+}
