@@ -988,3 +988,115 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         .map(|(p, _)| std::path::PathBuf::from(p))
         .find(|p| p.file_name().is_some_and(|f| f == name))
 }
+
+/// An L1 + L4 `file` cache with extra lines in `[cache.layers.l4]`.
+async fn file_cache_with(env: &Env, l4_lines: &str) -> Cache {
+    let toml = env.toml("", "").replace(
+        "[cache.layers.l4]\n",
+        &format!("[cache.layers.l4]\n{l4_lines}\n"),
+    );
+    let config = vorte_cache::Config::from_toml_str(&toml).expect("config");
+    Cache::from_config(&config.cache).await.expect("cache")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_catches_up_and_counts_what_it_drops() {
+    let env = Env::new(Stack::L1File);
+    let cache = file_cache_with(&env, "write_policy = \"behind\"\nwrite_behind_queue = 1").await;
+    cache.set("one", &1).await.expect("set");
+    // The layer catches up in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let fresh = env.cache("").await;
+        if fresh.get::<i32>("one").await.expect("get") == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued write never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A burst larger than the queue: what does not fit is dropped for L4, counted, and still
+    // served from L1.
+    let keys: Vec<String> = (0..200).map(|i| format!("burst:{i}")).collect();
+    let values: Vec<i32> = (0..200).collect();
+    let sets: Vec<_> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| std::future::IntoFuture::into_future(cache.set(k, v)))
+        .collect();
+    for r in futures_util::future::join_all(sets).await {
+        r.expect("L1 takes every write");
+    }
+    let stats = cache.stats().await.expect("stats");
+    let dropped = stats.layer(Layer::L4).expect("l4").write_behind_dropped;
+    assert!(dropped > 0 && dropped <= 200, "dropped {dropped}");
+    assert_eq!(cache.get::<i32>("burst:199").await.expect("get"), Some(199));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_never_lands_after_a_delete() {
+    let env = Env::new(Stack::L1File);
+    let cache = file_cache_with(&env, "write_policy = \"behind\"").await;
+    for round in 0..50 {
+        let key = format!("k{round}");
+        cache.set(&key, &round).await.expect("set");
+        cache.delete(&key).await.expect("delete");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = env.cache("").await;
+    assert!(fresh.keys("k*").await.expect("keys").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_compresses_l4_values() {
+    let env = Env::new(Stack::L1File);
+    let cache = file_cache_with(
+        &env,
+        "compression = { algorithm = \"zstd\", threshold = 64 }",
+    )
+    .await;
+    let text = "vorte ".repeat(20_000);
+    cache.set("big", &text).await.expect("set");
+    let fresh = env.cache("").await;
+    assert_eq!(fresh.get::<String>("big").await.expect("get"), Some(text));
+    let l4 = fresh.stats().await.expect("stats");
+    let l4 = l4.layer(Layer::L4).expect("l4");
+    assert!(l4.bytes < 2_000, "120 kB compressed to {} bytes", l4.bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_removes_expired_objects_nobody_reads() {
+    let env = Env::new(Stack::L1File);
+    let cache = file_cache_with(&env, "sweep_interval = 0.2\nsweep_batch = 7").await;
+    for i in 0..20 {
+        cache
+            .set(&format!("gone:{i}"), &i)
+            .ttl(Duration::from_millis(100))
+            .layer(Layer::L4)
+            .await
+            .expect("set");
+    }
+    cache.set("kept", &1).layer(Layer::L4).await.expect("set");
+    // Count the files themselves: any read through the cache (even `stats`) would remove the
+    // expired entries on its own and hide what the sweeper did.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = snapshot(env.dir())
+            .iter()
+            .filter(|(p, _)| p.contains("/e/"))
+            .count();
+        if entries == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{entries} entries left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = cache.stats().await.expect("stats");
+    assert_eq!(stats.layer(Layer::L4).expect("l4").swept, 20);
+    assert_eq!(cache.get::<i32>("kept").await.expect("get"), Some(1));
+}

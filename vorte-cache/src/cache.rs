@@ -50,6 +50,7 @@ impl Cache {
     /// names the config path), or names a backend this build does not include.
     pub async fn from_config(config: &CacheConfig) -> Result<Cache> {
         let router = Arc::new(Router::build(config).await?);
+        router.start_sweepers();
         #[cfg(feature = "redis")]
         if let Some((fred, timeout)) = crate::bus::bus_config(config)? {
             let bus = crate::bus::Bus::connect(

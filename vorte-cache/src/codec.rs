@@ -10,8 +10,8 @@
 //! payload_len u32 | payload
 //! ```
 //!
-//! `flags` holds the codec (bit 0: 0 = msgpack, 1 = JSON) and the compression (bit 1: lz4, with the
-//! decompressed size prepended). The payload is the value serialized by the codec, compressed when
+//! `flags` holds the codec (bit 0: 0 = msgpack, 1 = JSON) and the compression (bit 1: lz4, bit 2:
+//! zstd; both with the decompressed size prepended, little-endian u32). The payload is the value serialized by the codec, compressed when
 //! it was larger than the configured threshold. The envelope frames itself: trailing bytes, a bad
 //! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the router treats as
 //! a miss and removes (SPEC F4). The key is stored so that a layer whose physical names are hashed
@@ -28,6 +28,7 @@ const MAGIC: &[u8; 2] = b"vc";
 const VERSION: u8 = 1;
 const FLAG_JSON: u8 = 0b01;
 const FLAG_LZ4: u8 = 0b10;
+const FLAG_ZSTD: u8 = 0b100;
 const HEADER: usize = 2 + 1 + 1 + 4;
 
 /// One tag of an entry, with the version of the tag that was current when the entry was written.
@@ -100,6 +101,21 @@ impl Envelope {
                 compressed = lz4_flex::block::compress_prepend_size(&self.payload);
                 &compressed
             }
+            #[cfg(feature = "object-store")]
+            Compression::Zstd { threshold } if self.payload.len() > threshold => {
+                match zstd::bulk::compress(&self.payload, 3) {
+                    Ok(z) => {
+                        flags |= FLAG_ZSTD;
+                        let mut framed = Vec::with_capacity(4 + z.len());
+                        framed.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+                        framed.extend_from_slice(&z);
+                        compressed = framed;
+                        &compressed
+                    }
+                    // zstd refusing a buffer is not worth failing a write: store it plain.
+                    Err(_) => &self.payload,
+                }
+            }
             _ => &self.payload,
         };
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.name.len() + 8).sum();
@@ -140,7 +156,7 @@ impl Envelope {
             return Err(Corrupt("unknown envelope version"));
         }
         let flags = r.u8()?;
-        if flags & !(FLAG_JSON | FLAG_LZ4) != 0 {
+        if flags & !(FLAG_JSON | FLAG_LZ4 | FLAG_ZSTD) != 0 {
             return Err(Corrupt("unknown flags"));
         }
         let crc = r.u32()?;
@@ -170,18 +186,41 @@ impl Envelope {
         if !r.0.is_empty() {
             return Err(Corrupt("trailing bytes"));
         }
-        let payload = if flags & FLAG_LZ4 != 0 {
-            let declared = payload
+        let declared = || {
+            payload
                 .get(..4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or(Corrupt("truncated lz4 header"))?;
-            if declared > max_payload {
-                return Err(Corrupt("declared size over the limit"));
-            }
+                .ok_or(Corrupt("truncated compression header"))
+                .and_then(|n| {
+                    if n > max_payload {
+                        Err(Corrupt("declared size over the limit"))
+                    } else {
+                        Ok(n)
+                    }
+                })
+        };
+        let payload = if flags & FLAG_LZ4 != 0 {
+            declared()?;
             Bytes::from(
                 lz4_flex::block::decompress_size_prepended(payload)
                     .map_err(|_| Corrupt("lz4 stream is malformed"))?,
             )
+        } else if flags & FLAG_ZSTD != 0 {
+            let size = declared()?;
+            #[cfg(feature = "object-store")]
+            {
+                let out = zstd::bulk::decompress(&payload[4..], size)
+                    .map_err(|_| Corrupt("zstd stream is malformed"))?;
+                if out.len() != size {
+                    return Err(Corrupt("zstd size mismatch"));
+                }
+                Bytes::from(out)
+            }
+            #[cfg(not(feature = "object-store"))]
+            {
+                let _ = size;
+                return Err(Corrupt("zstd is not built into this build"));
+            }
         } else {
             // A view of the stored bytes, not a copy.
             stored.slice_ref(payload)
@@ -253,7 +292,11 @@ mod tests {
     #[test]
     fn round_trips_with_and_without_compression() {
         let big = vec![b'x'; 4096];
-        for compression in [Compression::None, Compression::Lz4 { threshold: 16 }] {
+        for compression in [
+            Compression::None,
+            Compression::Lz4 { threshold: 16 },
+            Compression::Zstd { threshold: 16 },
+        ] {
             let env = sample(&big);
             let bytes = env.encode(compression);
             let back = Envelope::decode(&bytes, 1 << 20).expect("decodes");
@@ -297,7 +340,17 @@ mod tests {
 
     #[test]
     fn a_declared_size_over_the_limit_is_refused() {
-        let bytes = sample(&vec![0u8; 10_000]).encode(Compression::Lz4 { threshold: 0 });
-        assert!(Envelope::decode(&bytes, 100).is_err());
+        for compression in [
+            Compression::Lz4 { threshold: 0 },
+            Compression::Zstd { threshold: 0 },
+        ] {
+            let bytes = sample(&vec![0u8; 10_000]).encode(compression);
+            assert!(Envelope::decode(&bytes, 100).is_err(), "{compression:?}");
+            assert!(
+                bytes.len() < 1_000,
+                "{compression:?} compressed: {}",
+                bytes.len()
+            );
+        }
     }
 }

@@ -125,6 +125,11 @@ pub enum Compression {
     /// No compression (`"none"`). The default.
     #[default]
     None,
+    /// zstd (`"zstd"`): smaller than LZ4 and slower; meant for L4, where bytes cost money.
+    Zstd {
+        /// Values shorter than this many bytes are stored uncompressed. Default 1024.
+        threshold: usize,
+    },
     /// LZ4 (`"lz4"`), for values of at least `threshold` bytes once encoded.
     Lz4 {
         /// Values shorter than this many bytes are stored uncompressed. Default 1024.
@@ -182,7 +187,9 @@ pub struct L1Config {
 /// | `file` | `path` | `prefix` |
 /// | `http` | `url` | `allow_http`, `prefix` |
 ///
-/// Every backend also takes `enabled`, `backend`, `ttl`, `timeout_ms` and `max_value_bytes`.
+/// Every backend also takes `enabled`, `backend`, `ttl`, `timeout_ms`, `max_value_bytes`,
+/// `compression`, `write_policy` and `write_behind_queue`; the object stores also take
+/// `sweep_interval` and `sweep_batch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerConfig {
     /// `backend`: which server or store this layer talks to.
@@ -223,6 +230,34 @@ pub struct LayerConfig {
     /// `tls_ca_file`: a PEM file of the certificate authorities to trust for `rediss://`
     /// (`redis`, `redis-cluster`); without it, the system's roots. Needs the `tls` cargo feature.
     pub tls_ca_file: Option<PathBuf>,
+    /// `compression`: this layer's own compression, as `[cache] compression` (`"zstd"` suits
+    /// L4); `None` uses the cache's.
+    pub compression: Option<Compression>,
+    /// `write_policy`: `"through"` (default: a write returns once this layer has it) or
+    /// `"behind"` (queued and written in the background; see `write_behind_queue`).
+    pub write_policy: WritePolicy,
+    /// `write_behind_queue`: how many writes may wait for this layer under `"behind"`; a write
+    /// that finds the queue full is dropped for this layer and counted
+    /// ([`LayerStats::write_behind_dropped`](crate::LayerStats::write_behind_dropped)). Default
+    /// 10,000.
+    pub write_behind_queue: usize,
+    /// `sweep_interval` (seconds; object stores only): how often a background sweeper deletes
+    /// expired objects under the prefix. `None` (the default): no sweeper; expired objects are
+    /// removed when read, and an S3 lifecycle rule can back that up (`docs/l4.md`).
+    pub sweep_interval: Option<Duration>,
+    /// `sweep_batch`: the most objects one sweep pass reads, so a pass stays bounded. Default
+    /// 1,000.
+    pub sweep_batch: usize,
+}
+
+/// When a write reaches a layer (`write_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WritePolicy {
+    /// The write returns once the layer has the value. The default.
+    #[default]
+    Through,
+    /// The write is queued and reaches the layer in the background.
+    Behind,
 }
 
 /// The `backend` of a remote layer.
@@ -484,6 +519,8 @@ impl Backend {
             Backend::Memcached => &["url", "urls"],
             Backend::RedisCluster => &["url", "urls", "tls_ca_file"],
             Backend::S3 => &[
+                "sweep_interval",
+                "sweep_batch",
                 "bucket",
                 "region",
                 "endpoint",
@@ -492,10 +529,22 @@ impl Backend {
                 "secret_access_key",
                 "prefix",
             ],
-            Backend::Gcs => &["bucket", "prefix"],
-            Backend::Azure => &["bucket", "endpoint", "prefix"],
-            Backend::File => &["path", "prefix"],
-            Backend::Http => &["url", "allow_http", "prefix"],
+            Backend::Gcs => &["bucket", "prefix", "sweep_interval", "sweep_batch"],
+            Backend::Azure => &[
+                "bucket",
+                "endpoint",
+                "prefix",
+                "sweep_interval",
+                "sweep_batch",
+            ],
+            Backend::File => &["path", "prefix", "sweep_interval", "sweep_batch"],
+            Backend::Http => &[
+                "url",
+                "allow_http",
+                "prefix",
+                "sweep_interval",
+                "sweep_batch",
+            ],
         }
     }
 
@@ -886,6 +935,11 @@ struct RawLayer {
     secret_access_key: Option<Secret>,
     prefix: Option<String>,
     tls_ca_file: Option<PathBuf>,
+    compression: Option<RawCompression>,
+    write_policy: Option<String>,
+    write_behind_queue: Option<Positive<usize>>,
+    sweep_interval: Option<Seconds>,
+    sweep_batch: Option<Positive<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -916,7 +970,9 @@ impl<'de> Deserialize<'de> for RawCompression {
         impl<'de> Visitor<'de> for V {
             type Value = RawCompression;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#""none", "lz4", or a table { algorithm = "lz4", threshold = 1024 }"#)
+                f.write_str(
+                    r#""none", "lz4", "zstd", or a table { algorithm = "lz4", threshold = 1024 }"#,
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
                 Ok(RawCompression::Name(v.to_owned()))
@@ -1204,9 +1260,12 @@ fn resolve_compression(raw: RawCompression, path: &str) -> Result<Compression> {
         "lz4" => Ok(Compression::Lz4 {
             threshold: threshold.unwrap_or(DEFAULT_COMPRESSION_THRESHOLD),
         }),
+        "zstd" => Ok(Compression::Zstd {
+            threshold: threshold.unwrap_or(DEFAULT_COMPRESSION_THRESHOLD),
+        }),
         other => Err(config_error(
             &name_path,
-            format!(r#"unknown compression {other:?}; expected "none" or "lz4""#),
+            format!(r#"unknown compression {other:?}; expected "none", "lz4" or "zstd""#),
         )),
     }
 }
@@ -1307,8 +1366,10 @@ fn resolve_layer(
     };
 
     // Keys the backend does not take.
-    let present: [(&str, bool); 11] = [
+    let present: [(&str, bool); 13] = [
         ("tls_ca_file", raw.tls_ca_file.is_some()),
+        ("sweep_interval", raw.sweep_interval.is_some()),
+        ("sweep_batch", raw.sweep_batch.is_some()),
         ("url", raw.url.is_some()),
         ("urls", raw.urls.is_some()),
         ("bucket", raw.bucket.is_some()),
@@ -1464,6 +1525,23 @@ fn resolve_layer(
         secret_access_key: raw.secret_access_key,
         prefix: raw.prefix,
         tls_ca_file: raw.tls_ca_file,
+        compression: raw
+            .compression
+            .map(|c| resolve_compression(c, &join(path, "compression")))
+            .transpose()?,
+        write_policy: match raw.write_policy.as_deref() {
+            None | Some("through") => WritePolicy::Through,
+            Some("behind") => WritePolicy::Behind,
+            Some(other) => {
+                return Err(config_error(
+                    &join(path, "write_policy"),
+                    format!(r#"unknown write policy {other:?}; expected "through" or "behind""#),
+                ));
+            }
+        },
+        write_behind_queue: raw.write_behind_queue.map_or(10_000, |q| q.0),
+        sweep_interval: raw.sweep_interval.map(|s| s.0),
+        sweep_batch: raw.sweep_batch.map_or(1_000, |b| b.0),
     }))
 }
 
@@ -1640,15 +1718,7 @@ fn config_to_value(config: &Config) -> Value {
             Serialization::Json => "json",
         }),
     );
-    cache.insert(
-        "compression".into(),
-        match c.compression {
-            Compression::None => Value::from("none"),
-            Compression::Lz4 { threshold } => {
-                serde_json::json!({ "algorithm": "lz4", "threshold": threshold })
-            }
-        },
-    );
+    cache.insert("compression".into(), compression_value(c.compression));
     cache.insert("max_value_bytes".into(), Value::from(c.max_value_bytes));
 
     let mut layers = Map::new();
@@ -1682,8 +1752,34 @@ fn config_to_value(config: &Config) -> Value {
     serde_json::json!({ "cache": Value::Object(cache) })
 }
 
+fn compression_value(c: Compression) -> Value {
+    match c {
+        Compression::None => Value::from("none"),
+        Compression::Lz4 { threshold } => {
+            serde_json::json!({ "algorithm": "lz4", "threshold": threshold })
+        }
+        Compression::Zstd { threshold } => {
+            serde_json::json!({ "algorithm": "zstd", "threshold": threshold })
+        }
+    }
+}
+
 fn layer_to_value(l: &LayerConfig) -> Value {
     let mut m = Map::new();
+    if let Some(c) = l.compression {
+        m.insert("compression".into(), compression_value(c));
+    }
+    if l.write_policy == WritePolicy::Behind {
+        m.insert("write_policy".into(), Value::from("behind"));
+        m.insert(
+            "write_behind_queue".into(),
+            Value::from(l.write_behind_queue),
+        );
+    }
+    if let Some(every) = l.sweep_interval {
+        m.insert("sweep_interval".into(), seconds_value(every));
+        m.insert("sweep_batch".into(), Value::from(l.sweep_batch));
+    }
     m.insert("backend".into(), Value::from(l.backend.name()));
     if let Some(ttl) = l.ttl {
         m.insert("ttl".into(), seconds_value(ttl));

@@ -53,6 +53,22 @@ struct Remote {
     store: Arc<dyn Store>,
     ttl_cap: Option<Duration>,
     max_value_bytes: usize,
+    /// This layer's own compression, else the cache's.
+    compression: crate::config::Compression,
+    /// The queue of a write-behind layer.
+    behind: Option<tokio::sync::mpsc::Sender<QueuedWrite>>,
+    /// How often to sweep expired objects, for object stores that ask for it.
+    sweep: Option<(Duration, usize)>,
+}
+
+/// A write waiting for a write-behind layer.
+struct QueuedWrite {
+    key: String,
+    bytes: Bytes,
+    ttl: Duration,
+    /// The fence ticket just after this write was recorded: if the key is deleted or rewritten
+    /// later, the queued write is stale and dropped.
+    ticket: u64,
 }
 
 /// What a write carries besides the payload.
@@ -77,7 +93,7 @@ pub(crate) struct Router {
     enabled: LayerSet,
     tags: TagIndex,
     flights: Flights,
-    fence: Fence,
+    fence: Arc<Fence>,
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
     /// This cache's id on the bus: random, so no two caches share one.
@@ -189,6 +205,7 @@ impl Router {
         let layers = &config.layers;
         let max_value = config.max_value_bytes;
         let mut remotes = Vec::new();
+        let mut queues = Vec::new();
         for (layer, cfg) in [
             (Layer::L2, &layers.l2),
             (Layer::L3, &layers.l3),
@@ -204,10 +221,87 @@ impl Router {
                     )),
                     ttl_cap: cfg.ttl,
                     max_value_bytes: cfg.max_value_bytes.unwrap_or(max_value).min(max_value),
+                    compression: cfg.compression.unwrap_or(config.compression),
+                    behind: None,
+                    sweep: cfg.sweep_interval.map(|every| (every, cfg.sweep_batch)),
                 });
+                if cfg.write_policy == crate::config::WritePolicy::Behind {
+                    queues.push((remotes.len() - 1, cfg.write_behind_queue));
+                }
             }
         }
-        Ok(Router::with_remotes(config, remotes))
+        let router = Router::with_remotes(config, remotes);
+        let mut router = router;
+        for (i, capacity) in queues {
+            router.remotes[i].behind = Some(router.start_write_behind(i, capacity));
+        }
+        Ok(router)
+    }
+
+    /// Starts the background writer of the write-behind layer `remotes[i]`.
+    fn start_write_behind(
+        &self,
+        i: usize,
+        capacity: usize,
+    ) -> tokio::sync::mpsc::Sender<QueuedWrite> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<QueuedWrite>(capacity.max(1));
+        let remote = &self.remotes[i];
+        let (store, layer) = (remote.store.clone(), remote.layer);
+        let (fence, counters) = (
+            self.fence.clone(),
+            self.counters.layers[layer.index()].clone(),
+        );
+        tokio::spawn(async move {
+            // Ends when the router (the only sender) is dropped.
+            while let Some(w) = rx.recv().await {
+                if fence.check(&w.key, w.ticket).is_some() {
+                    continue; // deleted or rewritten since it was queued
+                }
+                if let Err(e) = store.put(Slot::Entry(&w.key), w.bytes, w.ttl).await {
+                    Counters::bump(&counters.errors);
+                    tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind failed");
+                    continue;
+                }
+                // A delete that ran while this write was in flight found nothing to delete:
+                // take the write back, so the delete wins.
+                if fence.check(&w.key, w.ticket) == Some(Fenced::Deleted)
+                    && let Err(e) = store.delete(Slot::Entry(&w.key)).await
+                {
+                    Counters::bump(&counters.errors);
+                    tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind could not take back a deleted key");
+                }
+            }
+        });
+        tx
+    }
+
+    /// Starts the sweepers of the layers that ask for one; each stops with the router.
+    pub(crate) fn start_sweepers(self: &Arc<Self>) {
+        for (i, remote) in self.remotes.iter().enumerate() {
+            let Some((every, batch)) = remote.sweep else {
+                continue;
+            };
+            let router = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(router) = router.upgrade() else {
+                        return;
+                    };
+                    let remote = &router.remotes[i];
+                    match remote.store.sweep(batch).await {
+                        Ok(removed) => {
+                            router
+                                .counters
+                                .layer(remote.layer)
+                                .swept
+                                .fetch_add(removed, Ordering::Relaxed);
+                        }
+                        Err(e) => router.skip(remote.layer, "sweep", "*", &e),
+                    }
+                }
+            });
+        }
     }
 
     /// A router over already opened stores; cannot fail.
@@ -248,7 +342,7 @@ impl Router {
             tags: TagIndex::new(authority_store, memo_ttl),
             authority,
             flights: Flights::default(),
-            fence: Fence::default(),
+            fence: Arc::default(),
             counters: Counters::default(),
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             #[cfg(feature = "redis")]
@@ -626,10 +720,12 @@ impl Router {
             .iter()
             .filter(|r| selected.contains(r.layer))
             .collect();
-        let puts = remotes.iter().filter_map(|remote| {
+        let is_load = spec.ticket.is_some();
+        let mut puts = Vec::with_capacity(remotes.len());
+        for remote in remotes.iter().copied() {
             if payload.len() > remote.max_value_bytes {
                 Counters::bump(&self.counters.layer(remote.layer).too_large);
-                return None;
+                continue;
             }
             let env = Envelope {
                 expires_at_ms: Self::capped(expires_at_ms, remote.ttl_cap, now),
@@ -639,10 +735,25 @@ impl Router {
                 serialization,
                 payload: payload.clone(),
             };
-            let bytes = env.encode(self.config.compression);
+            let bytes = env.encode(remote.compression);
             let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
-            let is_load = spec.ticket.is_some();
-            Some(async move {
+            if let (Some(queue), false) = (&remote.behind, is_load) {
+                let queued = QueuedWrite {
+                    key: key.to_owned(),
+                    bytes,
+                    ttl,
+                    ticket: self.fence.ticket(),
+                };
+                match queue.try_send(queued) {
+                    Ok(()) => accepted += 1,
+                    Err(_) => {
+                        Counters::bump(&self.counters.layer(remote.layer).write_behind_dropped);
+                        tracing::warn!(layer = %remote.layer, key, "write-behind queue full; write dropped for this layer");
+                    }
+                }
+                continue;
+            }
+            puts.push(async move {
                 // A load or back-fill only fills an empty slot: if anything is there now (a newer
                 // value, or the tombstone of a delete from any process), it stands down.
                 let result = if is_load {
@@ -667,8 +778,8 @@ impl Router {
                         .map(|()| true)
                 };
                 (remote, result)
-            })
-        });
+            });
+        }
         let mut written = Vec::new();
         let mut superseded = false;
         for (remote, result) in join_all(puts).await {
@@ -933,7 +1044,7 @@ impl Router {
                 payload: payload.clone(),
             };
             let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
-            let bytes = env.encode(self.config.compression);
+            let bytes = env.encode(authority.compression);
             match authority
                 .store
                 .compare_and_set(key, raw.as_ref(), bytes, ttl)
@@ -1009,6 +1120,8 @@ impl Router {
                 errors: c.errors.load(Ordering::Relaxed),
                 corrupt: c.corrupt.load(Ordering::Relaxed),
                 too_large: c.too_large.load(Ordering::Relaxed),
+                write_behind_dropped: c.write_behind_dropped.load(Ordering::Relaxed),
+                swept: c.swept.load(Ordering::Relaxed),
                 keys,
                 bytes,
             }

@@ -12,12 +12,15 @@ pub(crate) struct LayerCounters {
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
     pub(crate) too_large: AtomicU64,
+    pub(crate) write_behind_dropped: AtomicU64,
+    pub(crate) swept: AtomicU64,
 }
 
 /// Counters of one cache.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) layers: [LayerCounters; 4],
+    /// Shared with the layers' background tasks (write-behind).
+    pub(crate) layers: [std::sync::Arc<LayerCounters>; 4],
     pub(crate) misses: AtomicU64,
 }
 
@@ -52,6 +55,11 @@ pub struct LayerStats {
     /// Writes this layer did not take because the value was over its `max_value_bytes`; the value
     /// still went to the selected layers that accept it.
     pub too_large: u64,
+    /// Writes dropped because this write-behind layer's queue was full (`write_behind_queue`).
+    /// Never silent: each drop is also logged.
+    pub write_behind_dropped: u64,
+    /// Expired objects the background sweeper deleted (`sweep_interval`).
+    pub swept: u64,
     /// Entries the layer holds under the prefix at the time of the snapshot. For L1, live entries;
     /// for other layers, stored entries, including expired ones not yet reclaimed.
     pub keys: u64,

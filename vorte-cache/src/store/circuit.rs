@@ -136,6 +136,9 @@ impl Store for CircuitStore {
     fn has_compare_and_set(&self) -> bool {
         self.inner.has_compare_and_set()
     }
+    fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
+        guarded!(self, self.inner.sweep(batch))
+    }
     fn tombstone<'a>(
         &'a self,
         key: &'a str,

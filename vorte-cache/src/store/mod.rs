@@ -97,6 +97,13 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}
 
+    /// Deletes up to `batch` expired entries nobody read (a bounded pass of a background sweeper);
+    /// returns how many went. Stores with native expiry have nothing to sweep.
+    fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
+        let _ = batch;
+        Box::pin(async { Ok(0) })
+    }
+
     /// Whether [`Store::compare_and_set`] is atomic here (otherwise it answers `Ok(None)`).
     fn has_compare_and_set(&self) -> bool {
         false

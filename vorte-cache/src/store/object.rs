@@ -54,6 +54,8 @@ pub(crate) struct ObjectLayer {
     backend: &'static str,
     /// Where, for messages: the directory or the bucket (never credentials).
     location: String,
+    /// Where the next sweep pass starts listing; `None`: from the beginning.
+    sweep_from: std::sync::Mutex<Option<Path>>,
 }
 
 fn config_error(path: &str, e: impl std::fmt::Display) -> Error {
@@ -81,6 +83,7 @@ impl ObjectLayer {
             timeout,
             backend,
             location,
+            sweep_from: std::sync::Mutex::new(None),
         }
     }
 
@@ -276,7 +279,61 @@ impl ObjectLayer {
 
 use std::future::Future;
 
+/// Where an envelope keeps its expiry: bytes 8..16, after magic, version, flags and checksum
+/// (`codec.rs`), big-endian milliseconds.
+const EXPIRY_AT: std::ops::Range<u64> = 8..16;
+
+impl ObjectLayer {
+    /// One bounded sweep pass: lists up to `batch` entries from where the last pass stopped,
+    /// reads each one's expiry (a 16-byte range read, not the whole object) and deletes the
+    /// expired ones.
+    async fn sweep_pass(&self, batch: usize) -> Result<u64> {
+        let base = self.entries_root();
+        let from = self
+            .sweep_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let listing = match &from {
+            Some(offset) => self.store.list_with_offset(Some(&base), offset),
+            None => self.store.list(Some(&base)),
+        };
+        let metas: Vec<_> = self
+            .timed("sweep", listing.take(batch).try_collect::<Vec<_>>())
+            .await?;
+        // The next pass continues after this one, or starts over once the end is reached.
+        *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if metas.len() < batch {
+            None
+        } else {
+            metas.last().map(|m| m.location.clone())
+        };
+        let now = crate::key::now_ms();
+        let expired = futures_util::stream::iter(metas)
+            .map(|meta| async move {
+                let head = self.store.get_range(&meta.location, EXPIRY_AT).await.ok()?;
+                let bytes: [u8; 8] = head.as_ref().try_into().ok()?;
+                (u64::from_be_bytes(bytes) <= now).then_some(meta.location)
+            })
+            .buffer_unordered(8)
+            .filter_map(|expired| async move { expired })
+            .collect::<Vec<_>>()
+            .await;
+        let mut removed = 0;
+        for location in expired {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => tracing::debug!(error = %e, "sweep could not delete an expired object"),
+            }
+        }
+        Ok(removed)
+    }
+}
+
 impl Store for ObjectLayer {
+    fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.sweep_pass(batch))
+    }
+
     fn backend(&self) -> &'static str {
         self.backend
     }
@@ -428,6 +485,48 @@ fn decode_location(base: &Path, location: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_sweeper_deletes_expired_objects_in_bounded_passes() {
+        use crate::codec::Envelope;
+        use crate::config::{Compression, Serialization};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectLayer::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
+            .expect("open");
+        let now = crate::key::now_ms();
+        for i in 0..25 {
+            let expires_at_ms = if i % 5 == 0 { now + 60_000 } else { now - 1 };
+            let env = Envelope {
+                expires_at_ms,
+                created_at_ms: now,
+                key: format!("k{i}"),
+                tags: vec![],
+                serialization: Serialization::Msgpack,
+                payload: Bytes::from_static(b"v"),
+            };
+            store
+                .put(
+                    Slot::Entry(&format!("k{i}")),
+                    env.encode(Compression::None),
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("put");
+        }
+        let mut removed = 0;
+        let mut passes = 0;
+        while removed < 20 {
+            let n = store.sweep(10).await.expect("sweep");
+            assert!(n <= 10, "a pass reads at most its batch");
+            removed += n;
+            passes += 1;
+            assert!(passes < 10, "the sweeper makes progress");
+        }
+        assert_eq!(removed, 20);
+        let mut left = store.list("").await.expect("list");
+        left.sort();
+        assert_eq!(left, ["k0", "k10", "k15", "k20", "k5"]);
+    }
 
     #[test]
     fn names_round_trip_and_never_escape() {
