@@ -861,45 +861,47 @@ impl Router {
     // ----- invalidation ------------------------------------------------------------------------
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
-        key::validate(key, "key")?;
-        self.fence.record(key, Fenced::Deleted);
-        let mut existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
-        let deletes = self.remotes.iter().map(|r| async move {
-            let marker = Bytes::from_static(TOMBSTONE);
-            let result = match r.store.tombstone(key, marker, TOMBSTONE_TTL).await {
-                Ok(Some(found)) => Ok(found),
-                Ok(None) => r.store.delete(Slot::Entry(key)).await,
-                Err(e) => Err(e),
-            };
-            (r, result)
-        });
-        for (remote, result) in join_all(deletes).await {
-            match result {
-                Ok(found) => existed |= found,
-                Err(e) => self.skip(remote.layer, "delete", key, &e),
-            }
-        }
-        self.announce(|| crate::bus::Notice::Keys {
-            keys: vec![key.to_owned()],
-        })
-        .await;
-        Ok(existed)
+        Ok(self.delete_many(&[key]).await? > 0)
     }
 
+    /// Deletes `keys` from every layer: one bulk call per store, one bus message.
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         for key in keys {
             key::validate(key, "key")?;
         }
-        // Chunks of joined futures rather than a stream combinator: a closure over `&&str` in a
-        // stream makes the future fail `Send` for higher-ranked lifetimes.
-        let mut n = 0;
-        for chunk in keys.chunks(FAN_OUT) {
-            let deletes: Vec<_> = chunk.iter().map(|k| self.delete(k)).collect();
-            for result in join_all(deletes).await {
-                n += u64::from(result?);
+        let mut existed = vec![false; keys.len()];
+        for (key, existed) in keys.iter().zip(existed.iter_mut()) {
+            self.fence.record(key, Fenced::Deleted);
+            *existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
+        }
+        let deletes = self.remotes.iter().map(|r| async move {
+            (
+                r,
+                r.store
+                    .delete_many(keys, Bytes::from_static(TOMBSTONE), TOMBSTONE_TTL)
+                    .await,
+            )
+        });
+        for (remote, result) in join_all(deletes).await {
+            match result {
+                Ok(found) => {
+                    for (e, f) in existed.iter_mut().zip(found) {
+                        *e |= f;
+                    }
+                }
+                Err(e) => self.skip(
+                    remote.layer,
+                    "delete",
+                    keys.first().copied().unwrap_or(""),
+                    &e,
+                ),
             }
         }
-        Ok(n)
+        self.announce(|| crate::bus::Notice::Keys {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        })
+        .await;
+        Ok(existed.iter().filter(|e| **e).count() as u64)
     }
 
     pub(crate) async fn tags_stamps(&self, tags: &[String]) -> Result<Box<[TagStamp]>> {

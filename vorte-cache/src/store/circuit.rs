@@ -136,6 +136,14 @@ impl Store for CircuitStore {
     fn has_compare_and_set(&self) -> bool {
         self.inner.has_compare_and_set()
     }
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        guarded!(self, self.inner.delete_many(keys, marker, ttl))
+    }
     fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
         guarded!(self, self.inner.sweep(batch))
     }

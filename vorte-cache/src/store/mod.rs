@@ -93,6 +93,35 @@ pub trait Store: Send + Sync + Debug + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// Deletes the entries of `keys`, leaving `marker` as a tombstone where the store supports it
+    /// ([`Store::tombstone`]); reports, per key, whether a real entry was there. The default
+    /// handles the keys one by one, 16 at a time; stores with a bulk delete override it.
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for chunk in keys.chunks(16) {
+                let deletes = chunk.iter().map(|key| {
+                    let marker = marker.clone();
+                    async move {
+                        match self.tombstone(key, marker, ttl).await? {
+                            Some(existed) => Ok(existed),
+                            None => self.delete(Slot::Entry(key)).await,
+                        }
+                    }
+                });
+                for result in futures_util::future::join_all(deletes).await {
+                    found.push(result?);
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// Forgets whatever the store caches about its server's contents, because another process
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}

@@ -330,6 +330,52 @@ impl ObjectLayer {
 }
 
 impl Store for ObjectLayer {
+    /// One bulk delete (`delete_stream`: S3 `DeleteObjects` in chunks of 1,000) after asking which
+    /// of the keys exist.
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        _marker: Bytes,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            let paths: Vec<Path> = keys.iter().map(|k| self.path(Slot::Entry(k))).collect();
+            let found: Vec<bool> = self
+                .timed(
+                    "delete",
+                    futures_util::stream::iter(paths.clone())
+                        .map(|path| async move {
+                            match self.store.head(&path).await {
+                                Ok(_) => Ok(true),
+                                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                                Err(e) => Err(e),
+                            }
+                        })
+                        .buffered(16)
+                        .try_collect::<Vec<_>>(),
+                )
+                .await?;
+            let existing: Vec<_> = paths
+                .into_iter()
+                .zip(&found)
+                .filter(|(_, f)| **f)
+                .map(|(p, _)| Ok(p))
+                .collect();
+            let deleted = self
+                .store
+                .delete_stream(futures_util::stream::iter(existing).boxed())
+                .filter_map(|r| async move {
+                    match r {
+                        Err(object_store::Error::NotFound { .. }) => None,
+                        other => Some(other),
+                    }
+                })
+                .try_collect::<Vec<_>>();
+            self.timed("delete", deleted).await?;
+            Ok(found)
+        })
+    }
+
     fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
         Box::pin(self.sweep_pass(batch))
     }

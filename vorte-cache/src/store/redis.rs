@@ -104,12 +104,15 @@ pub(crate) fn fred_config(
             format!("{path}: rediss:// needs vorte-cache's `tls` cargo feature"),
         ));
     }
-    // fred turns TLS on for `rediss` itself; the connector is set below.
+    // fred would build its own TLS connector for `rediss` (and let rustls guess a crypto
+    // provider, which panics when two are compiled in): it parses the plain form, and the
+    // connector is set below.
+    let plain = first.replacen("rediss://", "redis://", 1);
     let config = if !clustered {
-        FredConfig::from_url_centralized(first).map_err(bad)?
+        FredConfig::from_url_centralized(&plain).map_err(bad)?
     } else {
         // fred reads extra seed nodes from `node=host:port` query parameters.
-        let (scheme, rest) = first
+        let (scheme, rest) = plain
             .split_once("://")
             .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
         let mut url = format!(
@@ -151,30 +154,40 @@ mod tls {
     use crate::error::{Error, ErrorKind, Result};
 
     /// A rustls connector trusting `ca_file`'s certificates, or the system's roots.
+    ///
+    /// The crypto provider is named (ring) rather than left to rustls: when another dependency
+    /// (object_store's S3 client) compiles aws-lc-rs into the same rustls, rustls cannot pick a
+    /// process default and its `builder()` panics.
     pub(super) fn connector(ca_file: Option<&std::path::Path>, path: &str) -> Result<TlsConnector> {
-        let Some(ca_file) = ca_file else {
-            return TlsConnector::default_rustls().map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{path}: TLS roots: {}", e.details()),
-                )
-            });
-        };
-        let file_error = |e: &dyn std::fmt::Display| {
-            Error::new(
-                ErrorKind::Config,
-                format!("{path}: tls_ca_file {}: {e}", ca_file.display()),
-            )
-        };
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(&e))? {
-            let cert = cert.map_err(|e| file_error(&e))?;
-            roots.add(cert).map_err(|e| file_error(&e))?;
+        match ca_file {
+            Some(ca_file) => {
+                let file_error = |e: &dyn std::fmt::Display| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("{path}: tls_ca_file {}: {e}", ca_file.display()),
+                    )
+                };
+                for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(&e))? {
+                    let cert = cert.map_err(|e| file_error(&e))?;
+                    roots.add(cert).map_err(|e| file_error(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err(file_error(&"no certificate in the file"));
+                }
+            }
+            None => {
+                let native = fred::rustls_native_certs::load_native_certs();
+                for cert in native.certs {
+                    // A system root rustls cannot parse is skipped, as browsers do.
+                    let _ = roots.add(cert);
+                }
+            }
         }
-        if roots.is_empty() {
-            return Err(file_error(&"no certificate in the file"));
-        }
-        let config = ClientConfig::builder()
+        let provider = std::sync::Arc::new(fred::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: TLS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(TlsConnector::from(config))
