@@ -127,12 +127,12 @@ pub enum Compression {
     None,
     /// zstd (`"zstd"`): smaller than LZ4 and slower; meant for L4, where bytes cost money.
     Zstd {
-        /// Values shorter than this many bytes are stored uncompressed. Default 1024.
+        /// Values of at most this many bytes (serialized) are stored uncompressed. Default 1024.
         threshold: usize,
     },
-    /// LZ4 (`"lz4"`), for values of at least `threshold` bytes once encoded.
+    /// LZ4 (`"lz4"`), for values longer than `threshold` bytes once serialized.
     Lz4 {
-        /// Values shorter than this many bytes are stored uncompressed. Default 1024.
+        /// Values of at most this many bytes (serialized) are stored uncompressed. Default 1024.
         threshold: usize,
     },
 }

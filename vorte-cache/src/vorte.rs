@@ -125,20 +125,18 @@ impl VorteBuilder {
         } else {
             EventBus::empty()
         });
-        if cache.config().layers.l1.enabled && config.cache.bus.is_none() {
-            let shared = [
-                &config.cache.layers.l2,
-                &config.cache.layers.l3,
-                &config.cache.layers.l4,
-            ]
-            .iter()
-            .any(|l| l.is_some());
-            if shared {
-                tracing::warn!(
-                    "no invalidation bus: other processes' L1 copies stay stale for up to the L1 ttl \
-                     after an invalidation here"
-                );
-            }
+        let shared = [
+            &config.cache.layers.l2,
+            &config.cache.layers.l3,
+            &config.cache.layers.l4,
+        ]
+        .iter()
+        .any(|l| l.is_some());
+        if cache.config().layers.l1.enabled && shared && !cache.has_bus() {
+            tracing::warn!(
+                "no invalidation bus (no Redis in L2/L3 and no [cache.bus]): other processes' L1 \
+                 copies stay stale for up to their L1 ttl after an invalidation here"
+            );
         }
         INSTALLED.store(Some(Arc::new(Installed {
             cache: cache.clone(),

@@ -102,12 +102,16 @@ impl ObjectLayer {
             #[cfg(feature = "s3")]
             Backend::S3 => {
                 let bucket = cfg.bucket.clone().unwrap_or_default();
+                // `from_env` reads AWS_REGION, AWS_ENDPOINT and the credentials; the layer's own
+                // keys override them when set.
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
-                    .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
                     .with_retry(retry(cfg.timeout))
                     .with_client_options(client_options(cfg.timeout, cfg.allow_http));
+                if let Some(region) = &cfg.region {
+                    builder = builder.with_region(region);
+                }
                 if let Some(endpoint) = &cfg.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
