@@ -322,13 +322,18 @@ impl ObjectLayer {
             .filter_map(|expired| async move { expired })
             .collect::<Vec<_>>()
             .await;
-        let mut removed = 0;
-        for location in expired {
-            match self.store.delete(&location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
-                Err(e) => tracing::debug!(error = %e, "sweep could not delete an expired object"),
-            }
-        }
+        // One bulk delete (S3 `DeleteObjects`, up to 1,000 per request), not one call per object.
+        let deleted = self
+            .store
+            .delete_stream(futures_util::stream::iter(expired.into_iter().map(Ok)).boxed())
+            .filter_map(|r| async move {
+                match r {
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    other => Some(other),
+                }
+            })
+            .try_collect::<Vec<_>>();
+        let removed = self.timed("sweep", deleted).await?.len() as u64;
         Ok(removed)
     }
 }
