@@ -2180,9 +2180,16 @@ cache:
             c("[cache.compression]\nalgorithm = \"lz4\""),
             Compression::Lz4 { threshold: 1024 }
         );
+        assert_eq!(
+            Config::from_toml_str("[cache]\ncompression = \"zstd\"")
+                .expect("zstd")
+                .cache
+                .compression,
+            Compression::Zstd { threshold: 1024 }
+        );
         assert_err(
-            "[cache]\ncompression = \"zstd\"",
-            "cache.compression: unknown compression \"zstd\"",
+            "[cache]\ncompression = \"brotli\"",
+            "cache.compression: unknown compression \"brotli\"",
         );
         assert_err(
             "[cache]\ncompression = { algorithm = \"gzip\" }",
@@ -2336,7 +2343,7 @@ cache:
         );
         assert_err(
             "[cache.layers.l4]\nbackend = \"file\"\nbucket = \"b\"",
-            "cache.layers.l4.bucket: backend \"file\" does not take this key (it takes `path`, `prefix`)",
+            "cache.layers.l4.bucket: backend \"file\" does not take this key (it takes `path`, `prefix`, `sweep_interval`, `sweep_batch`)",
         );
         assert_err(
             "[cache.layers.l4]\nbackend = \"file\"\npath = \"/tmp\"\nallow_http = true",
