@@ -42,6 +42,9 @@ fn client_options(timeout: Duration, allow_http: bool) -> object_store::ClientOp
 use crate::config::{Backend, LayerConfig};
 use crate::error::{Error, ErrorKind, Result};
 
+/// Encoded names longer than this are stored under their hash (see `ObjectLayer::path`).
+const HASHED_PAST: usize = 600;
+
 /// The longest directory or file name segment written.
 const SEGMENT: usize = 200;
 
@@ -235,11 +238,22 @@ impl ObjectLayer {
     }
 
     fn path(&self, slot: Slot<'_>) -> Path {
-        let (space, name) = match slot {
-            Slot::Entry(k) => ("e", k),
-            Slot::Tag(t) => ("t", t),
+        let (space, hashed_space, name) = match slot {
+            Slot::Entry(k) => ("e", "x", k),
+            Slot::Tag(t) => ("t", "u", t),
         };
         let encoded = encode_name(name);
+        // Object stores cap names at 1,024 bytes: a name that would encode past
+        // `HASHED_PAST` is stored under its 128-bit hash in a namespace of its own (`x/`, `u/`),
+        // and `list` reads such an entry's key from its envelope.
+        if encoded.len() > HASHED_PAST {
+            let hash = xxhash_rust::xxh3::xxh3_128(name.as_bytes());
+            return self
+                .root
+                .clone()
+                .join(hashed_space)
+                .join(format!("{hash:032x}"));
+        }
         let mut parts: Vec<String> = Vec::with_capacity(2 + encoded.len() / SEGMENT);
         parts.push(space.to_owned());
         let mut rest = encoded.as_str();
@@ -256,6 +270,32 @@ impl ObjectLayer {
 
     fn entries_root(&self) -> Path {
         self.root.clone().join("e")
+    }
+
+    fn hashed_entries_root(&self) -> Path {
+        self.root.clone().join("x")
+    }
+
+    /// Every entry object: plain names under `e/`, hashed ones under `x/`.
+    async fn entry_objects(&self, what: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        let mut metas: Vec<_> = self
+            .timed(
+                what,
+                self.store
+                    .list(Some(&self.entries_root()))
+                    .try_collect::<Vec<_>>(),
+            )
+            .await?;
+        metas.extend(
+            self.timed(
+                what,
+                self.store
+                    .list(Some(&self.hashed_entries_root()))
+                    .try_collect::<Vec<_>>(),
+            )
+            .await?,
+        );
+        Ok(metas)
     }
 
     async fn timed<T>(
@@ -292,7 +332,9 @@ impl ObjectLayer {
     /// reads each one's expiry (a 16-byte range read, not the whole object) and deletes the
     /// expired ones.
     async fn sweep_pass(&self, batch: usize) -> Result<u64> {
-        let base = self.entries_root();
+        // Everything under the root: plain and hashed entries (a tag record has no expiry at
+        // bytes 8..16, so its range read fails and it is left alone).
+        let base = self.root.clone();
         let from = self
             .sweep_from
             .lock()
@@ -450,14 +492,30 @@ impl Store for ObjectLayer {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let base = self.entries_root();
-            let metas: Vec<_> = self
-                .timed("list", self.store.list(Some(&base)).try_collect::<Vec<_>>())
-                .await?;
-            Ok(metas
-                .iter()
-                .filter_map(|m| decode_location(&base, &m.location))
-                .filter(|k| k.starts_with(prefix))
-                .collect())
+            let hashed_base = self.hashed_entries_root();
+            let metas = self.entry_objects("list").await?;
+            let mut keys = Vec::with_capacity(metas.len());
+            for meta in metas {
+                if let Some(key) = decode_location(&base, &meta.location) {
+                    keys.push(key);
+                } else if meta.location.prefix_match(&hashed_base).is_some() {
+                    // A hashed name: the key is in the envelope.
+                    let read = async {
+                        match self.store.get(&meta.location).await {
+                            Ok(r) => r.bytes().await.map(Some),
+                            Err(object_store::Error::NotFound { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    };
+                    if let Some(bytes) = self.timed("list", read).await?
+                        && let Ok(env) = crate::codec::Envelope::decode(&bytes, usize::MAX)
+                    {
+                        keys.push(env.key);
+                    }
+                }
+            }
+            keys.retain(|k| k.starts_with(prefix));
+            Ok(keys)
         })
     }
 
@@ -476,13 +534,7 @@ impl Store for ObjectLayer {
 
     fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
         Box::pin(async move {
-            let base = self.entries_root();
-            let metas: Vec<_> = self
-                .timed(
-                    "usage",
-                    self.store.list(Some(&base)).try_collect::<Vec<_>>(),
-                )
-                .await?;
+            let metas = self.entry_objects("usage").await?;
             Ok(Usage {
                 keys: metas.len() as u64,
                 bytes: metas.iter().map(|m| m.size).sum(),
@@ -540,6 +592,39 @@ fn decode_location(base: &Path, location: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn very_long_names_are_hashed_and_still_listed() {
+        use crate::codec::Envelope;
+        use crate::config::{Compression, Serialization};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectLayer::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
+            .expect("open");
+        let long = ".".repeat(1000); // 3,000 bytes encoded
+        let env = Envelope {
+            expires_at_ms: u64::MAX,
+            created_at_ms: 0,
+            key: long.clone(),
+            tags: vec![],
+            serialization: Serialization::Msgpack,
+            payload: Bytes::from_static(b"v"),
+        };
+        let path = store.path(Slot::Entry(&long));
+        assert!(path.as_ref().len() < 100, "{path}");
+        store
+            .put(
+                Slot::Entry(&long),
+                env.encode(Compression::None),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("put");
+        assert!(store.get(Slot::Entry(&long)).await.expect("get").is_some());
+        assert_eq!(store.list("..").await.expect("list"), vec![long.clone()]);
+        assert_eq!(store.usage().await.expect("usage").keys, 1);
+        assert!(store.delete(Slot::Entry(&long)).await.expect("delete"));
+        assert!(store.list("").await.expect("list").is_empty());
+    }
 
     #[tokio::test]
     async fn the_sweeper_deletes_expired_objects_in_bounded_passes() {
@@ -603,7 +688,7 @@ mod tests {
         let store =
             ObjectLayer::open_file(dir.path().into(), Some("a/b"), "p:", Duration::from_secs(5))
                 .expect("open");
-        let long = "é".repeat(400);
+        let long = "é".repeat(80); // 480 encoded bytes: three segments, not hashed
         store
             .put(
                 Slot::Entry(&long),
