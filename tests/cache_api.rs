@@ -1100,3 +1100,36 @@ async fn the_sweeper_removes_expired_objects_nobody_reads() {
     assert_eq!(stats.layer(Layer::L4).expect("l4").swept, 20);
     assert_eq!(cache.get::<i32>("kept").await.expect("get"), Some(1));
 }
+
+/// Concurrent misses in L1 read the lower layers once, not once per caller: the flight's leader
+/// reads them for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_reads_the_lower_layers_once() {
+    let env = Env::new(Stack::L1File);
+    let writer = env.cache("").await;
+    writer
+        .set("hot", &5u32)
+        .layer(Layer::L4)
+        .await
+        .expect("set");
+    let cache = env.cache("").await;
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_set("hot", || async { Ok::<_, std::io::Error>(0u32) })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("task").expect("value"),
+            5,
+            "found in L4, not loaded"
+        );
+    }
+    let stats = cache.stats().await.expect("stats");
+    assert_eq!(stats.l4_hits, 1, "{stats:?}");
+}

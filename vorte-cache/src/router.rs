@@ -1183,15 +1183,18 @@ impl Router {
         for tag in tags {
             key::validate(tag, "tag")?;
         }
+        key::validate(key, "key")?;
         let mut loader = Some(loader);
         loop {
-            if let Some(v) = self.get::<T>(key).await? {
-                return Ok(v);
+            // Only L1 before joining the flight: the leader reads the lower layers once for
+            // everyone, so 10,000 concurrent misses do not become 10,000 reads of L2–L4.
+            if let Some(hit) = self.get_l1_now::<T>(key) {
+                return hit;
             }
             match self.flights.join(key) {
                 Role::Leader(leader) => {
-                    // The previous leader may have stored the value between our miss and our
-                    // joining: look again before loading.
+                    // Every layer now, once for all the waiters: the value may be below L1, or
+                    // a previous leader may have stored it between our miss and our joining.
                     if let Some(v) = self.get::<T>(key).await? {
                         leader.finish(Some(Arc::new(v.clone())));
                         return Ok(v);
@@ -1261,16 +1264,13 @@ impl Router {
         let layers = callsite.layers.map_or(LayerSet::ALL, LayerSet::of);
         let mut body = Some(body);
         loop {
-            match self.get::<O::Stored>(&key).await {
-                Ok(Some(stored)) => return O::from_stored(stored),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(function = callsite.path, key, error = %e, "cached read failed; running the body");
-                }
+            // Only L1 before joining the flight (see `get_or_set`); the leader reads the rest.
+            if let Some(Ok(stored)) = self.get_l1_now::<O::Stored>(&key) {
+                return O::from_stored(stored);
             }
             match self.flights.join(&key) {
                 Role::Leader(leader) => {
-                    // As in `get_or_set`: the previous leader may have just stored the value.
+                    // As in `get_or_set`: every layer, once for all the waiters.
                     if let Ok(Some(stored)) = self.get::<O::Stored>(&key).await {
                         leader.finish(Some(Arc::new(stored.clone())));
                         return O::from_stored(stored);
