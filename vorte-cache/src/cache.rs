@@ -126,12 +126,11 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        // L1 holds only valid keys, so a hit needs no validation; a miss validates before any
-        // store sees the key.
+        // L1 holds only valid keys, so a hit needs no validation; on a miss `Router::get`
+        // validates before any store sees the key.
         if let Some(hit) = self.router.get_l1_now::<T>(key) {
             return hit.map(Some);
         }
-        key::validate(key, "key")?;
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.
         Box::pin(self.router.get(key)).await
