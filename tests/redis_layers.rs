@@ -428,3 +428,86 @@ async fn s2_rediss_works_with_a_private_ca_and_verifies_the_server() {
     let stats = cache.stats().await.expect("stats");
     assert!(stats.layer(Layer::L2).expect("l2").errors > 0, "{stats:?}");
 }
+
+/// Reads from many tasks at once, each checking it got its own key's value; returns how many.
+async fn read_concurrently(cache: &Cache, keys: usize, rounds: usize) -> u64 {
+    let tasks: Vec<_> = (0..keys)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    let got = cache.get::<String>(&format!("c:{i}")).await.expect("get");
+                    assert_eq!(got.as_deref(), Some(format!("value {i}").as_str()));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("reader");
+    }
+    (keys * rounds) as u64
+}
+
+async fn fill(cache: &Cache, keys: usize) {
+    for i in 0..keys {
+        cache
+            .set(&format!("c:{i}"), &format!("value {i}"))
+            .await
+            .expect("set");
+    }
+}
+
+const NO_L1: &str = "[cache.layers.l1]\nenabled = false";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_coalesce_into_mgets_and_each_caller_gets_its_own_value() {
+    let server = RedisServer::start();
+    let port = server.port();
+    let cache = Cache::from_config(&l2(&server.url(), &unique_prefix(), NO_L1).cache)
+        .await
+        .expect("cache");
+    fill(&cache, 200).await;
+    redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+    let reads = read_concurrently(&cache, 200, 20).await;
+    let (gets, mgets) = (calls(port, "get"), calls(port, "mget"));
+    assert!(mgets > 0, "no MGET among {gets} GETs");
+    assert!(
+        gets + mgets < reads / 2,
+        "{reads} concurrent reads took {gets} GETs and {mgets} MGETs"
+    );
+
+    // A lone reader is never held back: every read is one GET.
+    redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+    for i in 0..50 {
+        let got = cache.get::<String>(&format!("c:{i}")).await.expect("get");
+        assert_eq!(got, Some(format!("value {i}")));
+    }
+    assert_eq!((calls(port, "get"), calls(port, "mget")), (50, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_reads_on_a_cluster_never_cross_a_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n{NO_L1}\n[cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {urls:?}\ntimeout_ms = 500\n",
+        prefix = unique_prefix(),
+        urls = cluster.urls(),
+    );
+    let cache = Cache::from_config(&Config::from_toml_str(&toml).expect("config").cache)
+        .await
+        .expect("cache");
+    fill(&cache, 200).await;
+    for port in cluster.ports() {
+        redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+    }
+    read_concurrently(&cache, 200, 10).await;
+    let mgets: u64 = cluster.ports().iter().map(|&p| calls(p, "mget")).sum();
+    assert!(mgets > 0, "the reads were never batched");
+    let stats = cache.stats().await.expect("stats");
+    let l3 = stats
+        .layers
+        .iter()
+        .find(|l| l.layer == Layer::L3)
+        .expect("l3 stats");
+    assert_eq!(l3.errors, 0, "a batched read failed: {l3:?}");
+}

@@ -21,6 +21,7 @@ use fred::types::Builder;
 use fred::types::scan::Scanner;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
@@ -57,7 +58,16 @@ pub(crate) struct RedisStore {
     root: String,
     clustered: bool,
     timeout: Duration,
+    /// Coalesces concurrent entry reads into `MGET`s (see [`super::read_batch`]).
+    reads: ReadBatch,
 }
+
+/// Reads at once as single `GET`s; more concurrent reads wait for the next `MGET`. Two keeps one
+/// command in flight on each pooled connection.
+const DIRECT_READS: usize = 2;
+
+/// The most keys one `MGET` carries.
+const MAX_BATCH: usize = 256;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,6 +204,81 @@ mod tls {
     }
 }
 
+/// Maps a fred error of `what` to ours. The bound on time is fred's own per-command timeout (set
+/// from the layer's `timeout_ms` when the client is built): no extra timer per call on the hot
+/// path.
+fn command_error(
+    layer: &str,
+    backend: &str,
+    timeout: Duration,
+    what: &str,
+    e: &fred::error::Error,
+) -> Error {
+    if *e.kind() == fred::error::ErrorKind::Timeout {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("{layer} {backend} {what} took longer than {timeout:?}"),
+        )
+    } else {
+        Error::new(
+            ErrorKind::Backend,
+            format!("{layer} {backend} {what}: {}", e.details()),
+        )
+    }
+}
+
+/// The batched read: one `MGET` on a single server; on a cluster, one `MGET` per hash slot
+/// (a multi-key command may not cross slots), sent concurrently.
+fn multi_get(
+    pool: Pool,
+    clustered: bool,
+    layer: &'static str,
+    backend: &'static str,
+    timeout: Duration,
+) -> MultiGet {
+    std::sync::Arc::new(move |keys: Vec<String>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let fail = |e: fred::error::Error| command_error(layer, backend, timeout, "mget", &e);
+            if !clustered {
+                return pool.mget::<Vec<Option<Bytes>>, _>(keys).await.map_err(fail);
+            }
+            let mut groups: std::collections::HashMap<u16, Vec<usize>> =
+                std::collections::HashMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                groups
+                    .entry(fred::util::redis_keyslot(key.as_bytes()))
+                    .or_default()
+                    .push(i);
+            }
+            let reads = groups.into_values().map(|positions| {
+                let group: Vec<String> = positions.iter().map(|&i| keys[i].clone()).collect();
+                let pool = pool.clone();
+                async move {
+                    let values = pool.mget::<Vec<Option<Bytes>>, _>(group).await?;
+                    if values.len() != positions.len() {
+                        return Err(fred::error::Error::new(
+                            fred::error::ErrorKind::Protocol,
+                            "MGET answered a different number of values",
+                        ));
+                    }
+                    Ok((positions, values))
+                }
+            });
+            let mut out = vec![None; keys.len()];
+            for (positions, values) in futures_util::future::try_join_all(reads)
+                .await
+                .map_err(fail)?
+            {
+                for (i, value) in positions.into_iter().zip(values) {
+                    out[i] = value;
+                }
+            }
+            Ok(out)
+        })
+    })
+}
+
 impl RedisStore {
     /// Connects (in the background: a server that is down at start-up is retried, and the layer
     /// is skipped until it answers).
@@ -229,15 +314,24 @@ impl RedisStore {
                 "Redis not reachable at start-up; retrying in the background"
             );
         }
+        let backend = if clustered { "redis-cluster" } else { "redis" };
+        let reads = ReadBatch::new(
+            multi_get(pool.clone(), clustered, layer, backend, timeout),
+            DIRECT_READS,
+            MAX_BATCH,
+            timeout,
+            format!("{layer} {backend}"),
+        );
         Ok(RedisStore {
             pool,
-            backend: if clustered { "redis-cluster" } else { "redis" },
+            backend,
             layer,
             entries: format!("{key_prefix}e:"),
             tags: format!("{key_prefix}t:"),
             root: key_prefix.to_owned(),
             clustered,
             timeout,
+            reads,
         })
     }
 
@@ -255,20 +349,8 @@ impl RedisStore {
         what: &str,
         fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
     ) -> Result<T> {
-        match fut.await {
-            Ok(v) => Ok(v),
-            Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{} {} {what} took longer than {:?}",
-                    self.layer, self.backend, self.timeout
-                ),
-            )),
-            Err(e) => Err(Error::new(
-                ErrorKind::Backend,
-                format!("{} {} {what}: {}", self.layer, self.backend, e.details()),
-            )),
-        }
+        fut.await
+            .map_err(|e| command_error(self.layer, self.backend, self.timeout, what, &e))
     }
 
     /// Every key matching `pattern`, from every primary of a cluster.
@@ -353,7 +435,12 @@ impl Store for RedisStore {
     fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
         Box::pin(async move {
             let name = self.name(slot);
-            self.timed("get", self.pool.get::<Option<Bytes>, _>(name))
+            if let Slot::Tag(_) = slot {
+                // Tag records are read rarely (their versions are memoised): no batching.
+                return self.timed("get", self.pool.get(name)).await;
+            }
+            self.reads
+                .get(name, |name| self.timed("get", self.pool.get(name)))
                 .await
         })
     }
