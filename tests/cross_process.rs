@@ -1,6 +1,6 @@
 //! Cross-process claims, proven with separate OS processes (`tests/worker.rs`): exact counters
 //! (G5), invalidation reaching other processes' L1 (G2, with the delay measured), and events
-//! delivered to every process, also after a disconnection.
+//! delivered to every process, also after a disconnection and sharded over a cluster's primaries.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -12,9 +12,28 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vorte_cache::{Cache, Vorte};
+use vorte_cache::{Cache, Config, Vorte, on_event};
 use vorte_cache_tests::servers::redis_cmd;
-use vorte_cache_tests::{Env, Stack, shared_memcached, unique_prefix};
+use vorte_cache_tests::{
+    Env, Stack, shared_cluster, shared_memcached, shared_redis, unique_prefix,
+};
+
+/// A process has one installed application: the tests that build one take turns.
+static APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What this process's `#[on_event]` handlers ran for (wired only where the application is built
+/// with `auto_load`).
+static HEARD: std::sync::Mutex<Vec<(&str, u64)>> = std::sync::Mutex::new(Vec::new());
+
+#[on_event("xp.tick")]
+async fn heard_tick(n: u64) {
+    HEARD.lock().unwrap().push(("xp.tick", n));
+}
+
+#[on_event("xp.tock")]
+async fn heard_tock(n: u64) {
+    HEARD.lock().unwrap().push(("xp.tock", n));
+}
 
 /// A worker process, killed on drop.
 struct Worker {
@@ -239,18 +258,86 @@ async fn g4_a_receiver_that_lost_messages_drops_its_l1() {
     worker.signal("-CONT");
 
     // The worker never received the delete, yet it must not serve "old".
+    worker_reads_within_10s(
+        &mut worker,
+        "held",
+        "none",
+        "the worker kept serving the old value",
+    )
+    .await;
+}
+
+/// Polls `get key` in the worker until it answers `value`; fails after 10 s with `why`.
+async fn worker_reads_within_10s(worker: &mut Worker, key: &str, value: &str, why: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        worker.send("get held");
-        if worker.expect("value") == "none" {
-            break;
+        worker.send(&format!("get {key}"));
+        if worker.expect("value") == value {
+            return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker kept serving the old value"
-        );
+        assert!(std::time::Instant::now() < deadline, "{why}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// G4 for events: an event stream trimmed past what a receiver read also drops its L1, since the
+/// lost event's handler may have been what invalidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g4_a_receiver_that_lost_events_drops_its_l1() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    Vorte::builder()
+        .config(env.config("", ""))
+        .build()
+        .await
+        .expect("build");
+    let cache = Cache::global();
+    cache.set("held", &"old").await.expect("set");
+    let mut worker = Worker::start(&env);
+    worker.send("get held");
+    assert_eq!(worker.expect("value"), "\"old\"", "now in the worker's L1");
+    // A writer whose invalidations go to another bus: the worker never hears of this value.
+    let silent = Cache::from_config(
+        &env.config(
+            &format!("[cache.bus]\nurl = {:?}", shared_redis().url()),
+            "",
+        )
+        .cache,
+    )
+    .await
+    .expect("cache");
+    silent.set("held", &"new").await.expect("set");
+    worker.send("get held");
+    assert_eq!(worker.expect("value"), "\"old\"", "still the stale L1 copy");
+
+    // Freeze the worker, cut its connections, emit, and trim the event away before it is read.
+    worker.signal("-STOP");
+    redis_cmd(port, &["CLIENT", "KILL", "TYPE", "normal"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    vorte_cache::emit("xp.unheard", &serde_json::json!({ "n": 1 }))
+        .await
+        .expect("emit");
+    let streams = keys_in(&redis_cmd(
+        port,
+        &["KEYS", &format!("{}bus:ev:*", env.prefix())],
+    ));
+    assert_eq!(
+        streams.len(),
+        1,
+        "one event stream on a single Redis: {streams:?}"
+    );
+    redis_cmd(port, &["XTRIM", &streams[0], "MAXLEN", "0"]);
+    worker.signal("-CONT");
+
+    // The worker drops its L1, so it reads the current value from L2.
+    worker_reads_within_10s(
+        &mut worker,
+        "held",
+        "\"new\"",
+        "the worker kept serving its stale copy",
+    )
+    .await;
 }
 
 /// Percentile of sorted samples.
@@ -305,6 +392,7 @@ async fn g2_invalidations_reach_other_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_process_also_after_a_disconnection() {
+    let _app = APP.lock().await;
     // A server of its own: this test kills every client connection.
     let env = Env::with_own_redis();
     // This process emits through its installed application.
@@ -334,4 +422,98 @@ async fn events_reach_every_process_also_after_a_disconnection() {
     assert_eq!(b.expect("event"), "2");
     a.signal("-CONT");
     assert_eq!(a.expect("event"), "2", "delivered after the reconnection");
+}
+
+/// The keys of a `KEYS` reply (raw RESP).
+fn keys_in(reply: &str) -> Vec<String> {
+    reply
+        .split("\r\n")
+        .filter(|line| !line.is_empty() && !line.starts_with(['*', '$']))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// With the bus on a Redis Cluster, events travel on three streams (the default), one per primary, chosen
+/// by the event's name, and still reach every process, both ways, without running twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_sharded_over_the_primaries_of_a_cluster_bus() {
+    let _app = APP.lock().await;
+    let cluster = shared_cluster();
+    let prefix = unique_prefix();
+    // Only L1 and `[cache.bus]`, given as a cluster URL: one seed node, the others as `node=`.
+    let ports = cluster.ports();
+    let nodes: Vec<String> = ports[1..]
+        .iter()
+        .map(|p| format!("node=127.0.0.1:{p}"))
+        .collect();
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.bus]\nurl = \"redis-cluster://127.0.0.1:{}?{}\"\n",
+        ports[0],
+        nodes.join("&")
+    );
+    Vorte::builder()
+        .auto_load(true)
+        .config(Config::from_toml_str(&toml).expect("config"))
+        .build()
+        .await
+        .expect("build");
+    assert!(Cache::global().has_bus());
+    let mut worker = Worker::start_with_toml(&toml);
+
+    // This process to the worker: `xp.ping`, `xp.tick` and `xp.tock` use the three shards of 3
+    // (pinned in the bus's unit tests). Three streams have three readers, so the order across
+    // names is not kept.
+    for (event, n) in [("xp.ping", 1), ("xp.tick", 2), ("xp.tock", 3)] {
+        vorte_cache::emit(event, &serde_json::json!({ "n": n }))
+            .await
+            .expect("emit");
+    }
+    let mut got: Vec<String> = (0..3).map(|_| worker.expect("")).collect();
+    got.sort();
+    assert_eq!(got, ["event 1", "tick 2", "tock 3"]);
+
+    // The worker to this process. Its own handler runs before its `emit` returns.
+    for (event, n, printed) in [("xp.tick", 12, "tick 12"), ("xp.tock", 13, "tock 13")] {
+        worker.send(&format!("emit {event} {n}"));
+        assert_eq!(worker.expect(""), printed);
+        worker.expect("emitted");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let heard = HEARD.lock().unwrap().clone();
+        if heard.contains(&("xp.tick", 12)) && heard.contains(&("xp.tock", 13)) {
+            // And this process's own events ran here once, not again when they came back.
+            for own in [("xp.tick", 2), ("xp.tock", 3)] {
+                assert_eq!(heard.iter().filter(|h| **h == own).count(), 1, "{heard:?}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's events never ran here: {heard:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The streams: three event streams (the cluster default), one on each of the 3 primaries, and
+    // no main stream, since no invalidation was sent.
+    let pattern = format!("{prefix}bus*");
+    let per_primary: Vec<(u16, Vec<String>)> = cluster
+        .primaries()
+        .into_iter()
+        .map(|port| (port, keys_in(&redis_cmd(port, &["KEYS", &pattern]))))
+        .collect();
+    let all: Vec<&String> = per_primary.iter().flat_map(|(_, keys)| keys).collect();
+    assert_eq!(all.len(), 3, "{per_primary:?}");
+    for key in &all {
+        assert!(
+            key.starts_with(&format!("{prefix}bus:ev:")) && key.contains("/3:{"),
+            "{key}"
+        );
+    }
+    assert!(
+        per_primary.iter().all(|(_, keys)| keys.len() == 1),
+        "one event stream per primary: {per_primary:?}"
+    );
+    worker.send("quit");
 }

@@ -8,9 +8,11 @@
 //! - `slowload KEY`: starts `get_or_set(KEY)` whose loader prints `loading`, waits for
 //!   `release`, and returns `"old"`; prints `loaded VALUE` when the call returns;
 //! - `release`: lets the pending slow loader finish;
+//! - `emit EVENT N`: emits EVENT with the payload `{"n": N}`, then prints `emitted`;
 //! - `quit`.
 //!
-//! Its `#[on_event("xp.ping")]` handler prints `event N`.
+//! Its `#[on_event("xp.ping")]` handler prints `event N`; those of `xp.tick` and `xp.tock` print
+//! `tick N` and `tock N` (the three names use the three event shards of a 3-shard bus).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -38,6 +40,16 @@ fn unix_micros() -> u128 {
 #[on_event("xp.ping")]
 async fn ping(n: u64) {
     say(&format!("event {n}"));
+}
+
+#[on_event("xp.tick")]
+async fn tick(n: u64) {
+    say(&format!("tick {n}"));
+}
+
+#[on_event("xp.tock")]
+async fn tock(n: u64) {
+    say(&format!("tock {n}"));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -123,6 +135,13 @@ async fn main() {
                 if let Some(tx) = release.take() {
                     let _ = tx.send(());
                 }
+            }
+            ["emit", event, n] => {
+                let n: u64 = n.parse().expect("a number");
+                vorte_cache::emit(event, &serde_json::json!({ "n": n }))
+                    .await
+                    .expect("emit");
+                say("emitted");
             }
             ["quit"] => break,
             other => panic!("unknown command {other:?}"),

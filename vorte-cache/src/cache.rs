@@ -52,14 +52,9 @@ impl Cache {
         let router = Arc::new(Router::build(config).await?);
         router.start_sweepers();
         #[cfg(feature = "redis")]
-        if let Some((fred, timeout)) = crate::bus::bus_config(config)? {
-            let bus = crate::bus::Bus::connect(
-                fred,
-                &config.key_prefix,
-                timeout,
-                Arc::downgrade(&router),
-            )
-            .await?;
+        if let Some(setup) = crate::bus::bus_config(config)? {
+            let bus = crate::bus::Bus::connect(setup, &config.key_prefix, Arc::downgrade(&router))
+                .await?;
             let _ = router.bus.set(bus);
         }
         Ok(Cache { router })

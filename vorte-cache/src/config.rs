@@ -29,7 +29,9 @@
 //! timeout_ms = 250
 //!
 //! [cache.bus]                        # optional: a Redis for invalidation traffic
-//! url = "redis://localhost:6380"
+//! url = "redis://localhost:6380"     # or redis-cluster://host:7000 for a Redis Cluster
+//! event_shards = 3                   # streams carrying events; default 1, or 3 on a cluster
+//! retention = 100000                 # messages each bus stream keeps
 //! ```
 
 use std::fmt;
@@ -60,6 +62,14 @@ const DEFAULT_COMPRESSION_THRESHOLD: usize = 1024;
 const NETWORK_TIMEOUT: Duration = Duration::from_millis(250);
 /// The default timeout of object-store layers (`s3`, `file`, `gcs`, `azure`, `http`).
 const OBJECT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of [`BusConfig::retention`]: messages kept per bus stream.
+pub(crate) const DEFAULT_BUS_RETENTION: u64 = 100_000;
+/// The largest accepted [`BusConfig::retention`]: a billion messages of a hundred bytes is already
+/// about 100 GB per stream, far past any useful catch-up window.
+const MAX_BUS_RETENTION: u64 = 1_000_000_000;
+/// The largest accepted [`BusConfig::event_shards`]: every shard costs each process one blocked
+/// reader client (on a cluster, one connection per primary).
+const MAX_EVENT_SHARDS: usize = 64;
 /// The longest accepted duration, in milliseconds (about 31,700 years): keeps every duration
 /// representable in milliseconds as an `i64`, as Redis needs.
 const MAX_DURATION_MS: u64 = 1_000_000_000_000_000;
@@ -282,10 +292,24 @@ pub enum Backend {
 }
 
 /// `[cache.bus]`: a dedicated Redis for invalidation messages and `emit`.
+///
+/// When the bus rides on the Redis of L2 or L3 instead (no `[cache.bus]` table), `event_shards`
+/// and `retention` take their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
-    /// `url`: a `redis://` or `rediss://` URL.
+    /// `url`: a `redis://` or `rediss://` URL for a single Redis, or `redis-cluster://` or
+    /// `rediss-cluster://` for a Redis Cluster (one seed node is enough; more may be given as
+    /// `?node=host:port` parameters).
     pub url: Secret,
+    /// `event_shards`: how many streams carry `emit`'s events, 1 to 64; each event name always
+    /// travels on the same one. `None` (the default) means 1 on a single Redis and 3 on a cluster;
+    /// set it to the number of primaries of a larger cluster to spread events over all of them.
+    /// Every process sharing the bus must use the same number.
+    pub event_shards: Option<usize>,
+    /// `retention`: how many messages each bus stream keeps at least (`XADD MAXLEN ~`), 1 to
+    /// 1,000,000,000; default 100,000. A process that comes back from a disconnection to find
+    /// messages it had not read trimmed away drops its L1.
+    pub retention: u64,
 }
 
 /// A string that may hold a credential: a URL with a password, or a key.
@@ -946,6 +970,8 @@ struct RawLayer {
 #[serde(deny_unknown_fields, expecting = "a table with a `url`")]
 struct RawBus {
     url: Secret,
+    event_shards: Option<u64>,
+    retention: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1274,10 +1300,36 @@ fn resolve_bus(raw: RawBus, path: &str) -> Result<BusConfig> {
     check_url(
         &raw.url,
         &join(path, "url"),
-        &["redis", "rediss"],
-        "redis:// or rediss://",
+        &["redis", "rediss", "redis-cluster", "rediss-cluster"],
+        "redis://, rediss://, redis-cluster:// or rediss-cluster://",
     )?;
-    Ok(BusConfig { url: raw.url })
+    let event_shards = match raw.event_shards {
+        None => None,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=MAX_EVENT_SHARDS).contains(&n) => Some(n),
+            _ => {
+                return Err(config_error(
+                    &join(path, "event_shards"),
+                    format!("must be between 1 and {MAX_EVENT_SHARDS}, found {n}"),
+                ));
+            }
+        },
+    };
+    let retention = match raw.retention {
+        None => DEFAULT_BUS_RETENTION,
+        Some(n) if (1..=MAX_BUS_RETENTION).contains(&n) => n,
+        Some(n) => {
+            return Err(config_error(
+                &join(path, "retention"),
+                format!("must be between 1 and {MAX_BUS_RETENTION} messages, found {n}"),
+            ));
+        }
+    };
+    Ok(BusConfig {
+        url: raw.url,
+        event_shards,
+        retention,
+    })
 }
 
 fn resolve_layers(
@@ -1747,7 +1799,13 @@ fn config_to_value(config: &Config) -> Value {
     }
     cache.insert("layers".into(), Value::Object(layers));
     if let Some(bus) = &c.bus {
-        cache.insert("bus".into(), serde_json::json!({ "url": bus.url.expose() }));
+        let mut b = Map::new();
+        b.insert("url".into(), Value::from(bus.url.expose()));
+        if let Some(n) = bus.event_shards {
+            b.insert("event_shards".into(), Value::from(n));
+        }
+        b.insert("retention".into(), Value::from(bus.retention));
+        cache.insert("bus".into(), Value::Object(b));
     }
     serde_json::json!({ "cache": Value::Object(cache) })
 }
@@ -2495,8 +2553,104 @@ max_value_bytes = 1000
         let c = Config::from_toml_str("[cache.bus]\nurl = \"redis://:pw@bus:6379\"")
             .unwrap()
             .cache;
-        assert_eq!(c.bus.as_ref().unwrap().url.expose(), "redis://:pw@bus:6379");
+        let bus = c.bus.as_ref().unwrap();
+        assert_eq!(bus.url.expose(), "redis://:pw@bus:6379");
+        assert_eq!(bus.event_shards, None, "decided when the bus connects");
+        assert_eq!(bus.retention, 100_000);
         assert!(!format!("{c:?}").contains("pw@"));
+
+        let c = Config::from_toml_str(
+            "[cache.bus]\nurl = \"redis-cluster://n1:7000?node=n2:7001\"\nevent_shards = 64\n\
+             retention = 1000",
+        )
+        .unwrap()
+        .cache;
+        let bus = c.bus.as_ref().unwrap();
+        assert_eq!(bus.event_shards, Some(64));
+        assert_eq!(bus.retention, 1000);
+        for url in [
+            "rediss-cluster://n1:7000",
+            "REDIS-CLUSTER://n1",
+            "rediss://h",
+        ] {
+            let toml = format!("[cache.bus]\nurl = {url:?}\nevent_shards = 1\nretention = 1");
+            let bus = Config::from_toml_str(&toml).unwrap().cache.bus.unwrap();
+            assert_eq!((bus.event_shards, bus.retention), (Some(1), 1), "{url}");
+        }
+        // The same keys from JSON and from the environment.
+        let json = Config::from_json(json!({ "cache": { "bus": {
+            "url": "redis://b", "event_shards": 4, "retention": 500
+        } } }))
+        .unwrap();
+        assert_eq!(json.cache.bus.as_ref().unwrap().event_shards, Some(4));
+        let vars = [
+            ("VORTE__CACHE__BUS__URL", "redis-cluster://c:7000"),
+            ("VORTE__CACHE__BUS__EVENT_SHARDS", "8"),
+            ("VORTE__CACHE__BUS__RETENTION", "2000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env = Config::default().with_env_overrides_from(vars).unwrap();
+        let bus = env.cache.bus.unwrap();
+        assert_eq!(bus.url.expose(), "redis-cluster://c:7000");
+        assert_eq!((bus.event_shards, bus.retention), (Some(8), 2000));
+    }
+
+    #[test]
+    fn bus_errors_name_the_key() {
+        let url = "[cache.bus]\nurl = \"redis://h\"\n";
+        for (extra, message) in [
+            (
+                "event_shards = 0",
+                "cache.bus.event_shards: must be between 1 and 64, found 0",
+            ),
+            (
+                "event_shards = 65",
+                "cache.bus.event_shards: must be between 1 and 64, found 65",
+            ),
+            ("event_shards = -1", "cache.bus.event_shards: invalid value"),
+            ("event_shards = 1.5", "cache.bus.event_shards: invalid type"),
+            (
+                "event_shards = \"4\"",
+                "cache.bus.event_shards: invalid type",
+            ),
+            (
+                "retention = 0",
+                "cache.bus.retention: must be between 1 and 1000000000 messages, found 0",
+            ),
+            (
+                "retention = 1000000001",
+                "cache.bus.retention: must be between 1 and 1000000000 messages",
+            ),
+            ("retention = -5", "cache.bus.retention: invalid value"),
+            ("retention = true", "cache.bus.retention: invalid type"),
+        ] {
+            assert_err(&format!("{url}{extra}"), message);
+        }
+        assert_err(
+            "[cache.bus]\nurl = \"cluster://h\"",
+            "cache.bus.url: malformed URL \"cluster://h\": expected redis://, rediss://, \
+             redis-cluster:// or rediss-cluster://",
+        );
+        // The path is named when the value comes from the environment too.
+        let e = Config::from_toml_str(url)
+            .unwrap()
+            .with_env_overrides_from([(
+                "VORTE__CACHE__BUS__EVENT_SHARDS".to_owned(),
+                "100".to_owned(),
+            )])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.message()
+                .starts_with("cache.bus.event_shards: must be between 1 and 64"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message().contains("VORTE__CACHE__BUS__EVENT_SHARDS"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]
@@ -2730,6 +2884,8 @@ secret_access_key = "s"
 prefix = "p/"
 [cache.bus]
 url = "redis://bus"
+event_shards = 5
+retention = 777
 "#;
         let c = Config::from_toml_str(toml).unwrap();
         let again = c

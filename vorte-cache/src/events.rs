@@ -167,9 +167,12 @@ pub(crate) fn default_bus() -> Arc<EventBus> {
 ///
 /// Every `#[on_event(event)]` handler wired into the installed [`Vorte`](crate::Vorte) runs before
 /// this returns; the return value is how many ran here. The event is then published on the global
-/// cache's bus (the Redis of L2 or L3, or `[cache.bus]`), and every other process runs its own
-/// handlers when it reads it, including a process that was briefly disconnected. Before any `Vorte` is built, the embedded
-/// default application has every registered handler wired.
+/// cache's bus (`[cache.bus]`, else the Redis of L2 or L3), on the event stream its name hashes to
+/// (one of `event_shards`, spread over the primaries of a cluster), and every other process runs
+/// its own handlers when it reads it, including a process that was briefly disconnected; one that
+/// was away past the bus's `retention` drops its L1 instead and logs why. Events of one name
+/// arrive in the order they were emitted. Before any `Vorte` is built, the embedded default
+/// application has every registered handler wired.
 ///
 /// # Errors
 ///

@@ -22,7 +22,7 @@ pub(crate) mod memcached;
 pub(crate) mod memory;
 #[cfg(feature = "object-store")]
 pub(crate) mod object;
-#[cfg(any(feature = "redis", feature = "memcached"))]
+#[cfg(feature = "redis")]
 pub(crate) mod read_batch;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
