@@ -46,6 +46,16 @@ pub(crate) fn precise_ms() -> u64 {
     now
 }
 
+/// Milliseconds since the clock started, as the coarse counter has them (up to a tick behind).
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "read by the Redis read batches")
+)]
+pub(crate) fn coarse_ms() -> u64 {
+    start();
+    NOW_MS.load(Ordering::Relaxed)
+}
+
 /// Whether the coarse clock is still safely before `deadline_ms`.
 #[inline]
 pub(crate) fn is_before(deadline_ms: u64) -> bool {

@@ -572,8 +572,9 @@ impl Router {
                 // Only when some layer above it is enabled (with L1 off and a hit in the first
                 // remote layer there is nothing to fill).
                 if self.l1.is_some() || i > 0 {
-                    self.backfill(key, &env, i, ticket, Box::new(v.clone()))
-                        .await;
+                    // Boxed: the write path's future is several kilobytes, and inline it would
+                    // make every read's future that large, allocated and moved on every call.
+                    Box::pin(self.backfill(key, &env, i, ticket, Box::new(v.clone()))).await;
                 }
                 return Ok(Some(v));
             }
@@ -1218,13 +1219,14 @@ impl Router {
                         stamps,
                         ticket: Some(ticket),
                     };
-                    self.write(
+                    // Boxed, as in `get`: the write path's future would bloat every call's.
+                    Box::pin(self.write(
                         key,
                         payload,
                         serialization,
                         spec,
                         Some(Box::new(value.clone())),
-                    )
+                    ))
                     .await?;
                     leader.finish(Some(Arc::new(value.clone())));
                     return Ok(value);
@@ -1289,7 +1291,9 @@ impl Router {
                             } else {
                                 callsite.ttl
                             };
-                            self.store_cached(&key, &stored, ttl, layers, stamps, ticket)
+                            // Boxed, as in `get`: the write path's future would bloat every
+                            // call's.
+                            Box::pin(self.store_cached(&key, &stored, ttl, layers, stamps, ticket))
                                 .await;
                             Some(Arc::new(stored) as Arc<dyn Any + Send + Sync>)
                         }

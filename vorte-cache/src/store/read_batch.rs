@@ -1,19 +1,23 @@
 //! Coalescing of concurrent reads into multi-key reads (`MGET`).
 //!
 //! A network store pays a fixed cost per command on both ends (framing, dispatch, a task wake in
-//! the client; parsing and dispatch in the server), and that fixed cost, not the bytes, is what
-//! caps reads per second when many tasks read at once. So a store lets at most `max_direct` reads
-//! run as single commands at a time; a read that arrives while they are all busy joins a queue,
-//! and when one of them finishes, the whole queue (up to `max_batch`) goes out as one multi-key
-//! read, whose answers are handed back to each waiting read.
+//! the client; parsing and dispatch in the server), and with many tasks reading at once that
+//! fixed cost, not the bytes, is what caps reads per second. So while `max_direct` reads are in
+//! flight as single commands, a further read joins a queue instead; the read that finds the queue
+//! empty spawns a flush task, which yields once (so that the tasks ready at that moment queue
+//! their reads too) and then sends the whole queue as multi-key reads of up to `max_batch` keys,
+//! handing each answer back to its read. Batches do not wait for one another or for the single
+//! reads: a slow read holds up nothing queued behind it.
 //!
 //! A lone caller never waits: with nothing in flight, its read is sent at once as a single
 //! command, and the only added cost is one uncontended lock taken twice. Under load the batches
 //! grow by themselves with the number of waiting callers, with no timer and no delay added.
 //!
-//! Cancellation: the slot of a read in flight is a [`Permit`] that hands itself to the queue when
-//! dropped, whether the read finished or its caller gave up, so the queue never stalls; a queued
-//! read whose batch is lost (the runtime shutting down) sees a closed channel, i.e. an error.
+//! Time: a batch gets what is left of its oldest read's timeout (on the coarse clock), so a
+//! queued read too is answered within the layer's timeout, with no timer of its own.
+//!
+//! Cancellation: a single read's slot is a [`Permit`] freed on drop, whether the read finished or
+//! its caller gave up; a queued read whose caller gave up is answered to no one.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,9 +28,11 @@ use tokio::sync::oneshot;
 use super::BoxFuture;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Reads many physical keys in one round trip; answers in the order of the keys.
-pub(crate) type MultiGet =
-    Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, Result<Vec<Option<Bytes>>>> + Send + Sync>;
+/// Reads many physical keys in one round trip, within the given time; answers in the order of the
+/// keys.
+pub(crate) type MultiGet = Arc<
+    dyn Fn(Vec<String>, Duration) -> BoxFuture<'static, Result<Vec<Option<Bytes>>>> + Send + Sync,
+>;
 
 /// One store's read coalescer.
 pub(crate) struct ReadBatch {
@@ -38,14 +44,14 @@ struct Inner {
     multi_get: MultiGet,
     max_direct: usize,
     max_batch: usize,
-    /// How long a queued read waits for its batch before it fails as `Timeout`.
+    /// The layer's timeout, which bounds a queued read as it does a single one.
     timeout: Duration,
     /// Names the store in errors.
     what: String,
 }
 
-/// Invariant: `queue` is empty unless all `max_direct` slots are taken.
 struct State {
+    /// Single reads in flight.
     in_flight: usize,
     queue: Vec<Waiter>,
 }
@@ -53,6 +59,8 @@ struct State {
 struct Waiter {
     key: String,
     reply: oneshot::Sender<Result<Option<Bytes>>>,
+    /// When it was queued, on the coarse clock.
+    queued_ms: u64,
 }
 
 impl ReadBatch {
@@ -96,18 +104,11 @@ impl ReadBatch {
             }
             Turn::Queued(answer) => answer,
         };
-        match tokio::time::timeout(self.inner.timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::new(
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
                 ErrorKind::Backend,
                 format!("{}: a batched read was abandoned", self.inner.what),
-            )),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{} batched get took longer than {:?}",
-                    self.inner.what, self.inner.timeout
-                ),
             )),
         }
     }
@@ -123,19 +124,41 @@ impl ReadBatch {
     // Not async, so that the lock's guard is never part of a future (it is not `Send`).
     fn join(&self, key: String) -> Turn {
         let mut state = self.inner.lock();
-        if state.in_flight < self.inner.max_direct {
+        // `None`: a single read; `Some(flush_on)`: queued, and the first of its batch when
+        // `flush_on` holds the runtime to run the flush on.
+        let queued = if state.in_flight < self.inner.max_direct {
+            None
+        } else if state.queue.is_empty() {
+            // This read starts a batch: it needs a runtime to run its flush on (always there
+            // when called from a Tokio task; without one, it goes as a single read).
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some(Some(runtime)),
+                Err(_) => None,
+            }
+        } else {
+            Some(None)
+        };
+        let Some(flush_on) = queued else {
             state.in_flight += 1;
             return Turn::Direct(Permit(self.inner.clone()), key);
-        }
+        };
         let (reply, answer) = oneshot::channel();
-        state.queue.push(Waiter { key, reply });
+        state.queue.push(Waiter {
+            key,
+            reply,
+            queued_ms: crate::clock::coarse_ms(),
+        });
+        drop(state);
+        if let Some(runtime) = flush_on {
+            runtime.spawn(flush(self.inner.clone()));
+        }
         Turn::Queued(answer)
     }
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The lock guards two plain fields that every holder leaves consistent, so a poisoned
+        // The lock guards plain fields that every holder leaves consistent, so a poisoned
         // lock (a panic elsewhere while holding it) still holds valid state.
         self.state
             .lock()
@@ -143,42 +166,44 @@ impl Inner {
     }
 }
 
-/// One taken slot: its drop frees the slot or hands it to the next batch.
+/// One single read's slot, freed on drop.
 struct Permit(Arc<Inner>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let inner = &self.0;
-        let batch = {
-            let mut state = inner.lock();
-            if state.queue.is_empty() {
-                state.in_flight -= 1;
-                return;
-            }
-            let take = state.queue.len().min(inner.max_batch);
-            state.queue.drain(..take).collect::<Vec<_>>()
-        };
-        // The slot passes to the batch: `in_flight` stays as it is.
-        let next = Permit(inner.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(run_batch(next, batch));
-            }
-            Err(_) => {
-                // No runtime to run it on (shutting down): the waiters see a closed channel, and
-                // the next permit's drop goes on with the rest of the queue.
-                drop(batch);
-                drop(next);
-            }
-        }
+        self.0.lock().in_flight -= 1;
     }
 }
 
-async fn run_batch(permit: Permit, batch: Vec<Waiter>) {
+/// Sends what queued up while this task waited for its turn, as batches of up to `max_batch`.
+async fn flush(inner: Arc<Inner>) {
+    // Let the tasks that are ready now queue their reads first.
+    tokio::task::yield_now().await;
+    let mut waiting = std::mem::take(&mut inner.lock().queue);
+    while waiting.len() > inner.max_batch {
+        let rest = waiting.split_off(inner.max_batch);
+        let batch = std::mem::replace(&mut waiting, rest);
+        let inner = inner.clone();
+        tokio::spawn(async move { run_batch(&inner, batch).await });
+    }
+    if !waiting.is_empty() {
+        run_batch(&inner, waiting).await;
+    }
+}
+
+async fn run_batch(inner: &Arc<Inner>, batch: Vec<Waiter>) {
+    // The queue is first in, first out: the first waiter is the oldest.
+    let oldest = batch.first().map_or(0, |w| w.queued_ms);
+    let waited = Duration::from_millis(crate::clock::coarse_ms().saturating_sub(oldest));
+    // At least a millisecond, so that a batch formed at its deadline still gets one try.
+    let left = inner
+        .timeout
+        .saturating_sub(waited)
+        .max(Duration::from_millis(1));
     let (keys, replies): (Vec<String>, Vec<_>) =
         batch.into_iter().map(|w| (w.key, w.reply)).unzip();
     let count = keys.len();
-    let result = (permit.0.multi_get)(keys).await;
+    let result = (inner.multi_get)(keys, left).await;
     match result {
         Ok(values) if values.len() == count => {
             for (reply, value) in replies.into_iter().zip(values) {
@@ -190,7 +215,7 @@ async fn run_batch(permit: Permit, batch: Vec<Waiter>) {
                 ErrorKind::Backend,
                 format!(
                     "{}: a multi-key read of {count} keys answered {} values",
-                    permit.0.what,
+                    inner.what,
                     values.len()
                 ),
             );
@@ -204,7 +229,6 @@ async fn run_batch(permit: Permit, batch: Vec<Waiter>) {
             }
         }
     }
-    drop(permit);
 }
 
 #[cfg(test)]
@@ -218,7 +242,7 @@ mod tests {
     fn recording() -> (MultiGet, Arc<Mutex<Vec<Vec<String>>>>) {
         let batches = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
         let seen = batches.clone();
-        let multi: MultiGet = Arc::new(move |keys: Vec<String>| {
+        let multi: MultiGet = Arc::new(move |keys: Vec<String>, _| {
             let seen = seen.clone();
             Box::pin(async move {
                 seen.lock().expect("lock").push(keys.clone());
@@ -263,25 +287,27 @@ mod tests {
         assert_eq!(reads.inner.lock().in_flight, 0);
     }
 
-    #[tokio::test]
-    async fn reads_behind_a_busy_slot_go_out_as_one_batch_with_their_own_answers() {
-        let (multi, batches) = recording();
-        let reads = batch(multi, 1);
-        let (open, gate) = oneshot::channel::<()>();
-        let first = tokio::spawn({
+    /// Starts a single read that never finishes, so that the reads after it queue.
+    async fn stuck(reads: &Arc<ReadBatch>) -> tokio::task::JoinHandle<Result<Option<Bytes>>> {
+        let task = tokio::spawn({
             let reads = reads.clone();
             async move {
                 reads
-                    .get("first".into(), |k| async move {
-                        let _ = gate.await;
-                        Ok(Some(Bytes::from(k)))
-                    })
+                    .get("stuck".into(), |_| std::future::pending::<Result<_>>())
                     .await
             }
         });
         while reads.inner.lock().in_flight == 0 {
             tokio::task::yield_now().await;
         }
+        task
+    }
+
+    #[tokio::test]
+    async fn reads_beyond_the_single_ones_go_out_as_one_batch_with_their_own_answers() {
+        let (multi, batches) = recording();
+        let reads = batch(multi, 1);
+        let first = stuck(&reads).await;
         let waiters: Vec<_> = (0..10)
             .map(|i| {
                 let reads = reads.clone();
@@ -294,14 +320,7 @@ mod tests {
                 })
             })
             .collect();
-        while reads.inner.lock().queue.len() < 10 {
-            tokio::task::yield_now().await;
-        }
-        open.send(()).expect("open the gate");
-        assert_eq!(
-            first.await.expect("task").expect("get"),
-            Some(Bytes::from("first"))
-        );
+        // None of them waits for the stuck read.
         for waiter in waiters {
             let (key, got) = waiter.await.expect("task");
             assert_eq!(got.expect("get"), value(&key));
@@ -309,56 +328,21 @@ mod tests {
         let batches = batches.lock().expect("lock").clone();
         assert_eq!(batches.len(), 1, "{batches:?}");
         assert_eq!(batches[0].len(), 10);
-        assert_eq!(reads.inner.lock().in_flight, 0);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_read_hands_its_slot_to_the_queue() {
-        let (multi, _) = recording();
-        let reads = batch(multi, 1);
-        let stuck = tokio::spawn({
-            let reads = reads.clone();
-            async move {
-                reads
-                    .get("stuck".into(), |_| std::future::pending::<Result<_>>())
-                    .await
-            }
-        });
-        while reads.inner.lock().in_flight == 0 {
-            tokio::task::yield_now().await;
-        }
-        let queued = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.get("k".into(), |_| async { Ok(None) }).await }
-        });
-        while reads.inner.lock().queue.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        stuck.abort();
-        assert_eq!(queued.await.expect("task").expect("get"), value("k"));
-        assert_eq!(reads.inner.lock().in_flight, 0);
+        first.abort();
+        let _ = first.await;
+        assert_eq!(
+            reads.inner.lock().in_flight,
+            0,
+            "the aborted read freed its slot"
+        );
     }
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_reads() {
         let (multi, _) = recording();
         let reads = batch(multi, 1);
+        let _first = stuck(&reads).await;
         let calls = Arc::new(AtomicUsize::new(0));
-        let (open, gate) = oneshot::channel::<()>();
-        let first = tokio::spawn({
-            let reads = reads.clone();
-            async move {
-                reads
-                    .get("first".into(), |_| async move {
-                        let _ = gate.await;
-                        Ok(None)
-                    })
-                    .await
-            }
-        });
-        while reads.inner.lock().in_flight == 0 {
-            tokio::task::yield_now().await;
-        }
         let waiters: Vec<_> = ["a", "fail"]
             .into_iter()
             .map(|key| {
@@ -373,11 +357,6 @@ mod tests {
                 })
             })
             .collect();
-        while reads.inner.lock().queue.len() < 2 {
-            tokio::task::yield_now().await;
-        }
-        open.send(()).expect("open the gate");
-        assert_eq!(first.await.expect("task").expect("get"), None);
         for waiter in waiters {
             let e = waiter.await.expect("task").expect_err("the batch failed");
             assert_eq!(e.kind(), ErrorKind::Backend);
@@ -385,25 +364,36 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_queued_read_times_out_when_its_batch_never_comes() {
-        let (multi, _) = recording();
-        let reads = batch(multi, 1);
-        let _stuck = tokio::spawn({
-            let reads = reads.clone();
-            async move {
-                reads
-                    .get("stuck".into(), |_| std::future::pending::<Result<_>>())
-                    .await
-            }
+    #[tokio::test]
+    async fn a_batch_gets_what_is_left_of_its_oldest_reads_timeout() {
+        let given = Arc::new(Mutex::new(None));
+        let seen = given.clone();
+        let multi: MultiGet = Arc::new(move |keys: Vec<String>, left| {
+            *seen.lock().expect("lock") = Some(left);
+            Box::pin(async move { Ok(vec![None; keys.len()]) })
         });
-        while reads.inner.lock().in_flight == 0 {
-            tokio::task::yield_now().await;
-        }
-        let e = reads
-            .get("k".into(), |_| async { Ok(None) })
-            .await
-            .expect_err("no batch can run while the slot is stuck");
-        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let reads = ReadBatch::new(multi, 1, 64, Duration::from_millis(500), "test".into());
+        let (reply, answer) = oneshot::channel();
+        let oldest = Waiter {
+            key: "old".into(),
+            reply,
+            queued_ms: crate::clock::coarse_ms(),
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (reply, _) = oneshot::channel();
+        let newest = Waiter {
+            key: "new".into(),
+            reply,
+            queued_ms: crate::clock::coarse_ms(),
+        };
+        run_batch(&reads.inner, vec![oldest, newest]).await;
+        assert_eq!(answer.await.expect("answered").expect("read"), None);
+        let left = given.lock().expect("lock").expect("a batch ran");
+        // ~300 ms of the 500 were left for the oldest (the coarse clock and the sleep move by a
+        // few ms).
+        assert!(
+            left <= Duration::from_millis(302) && left >= Duration::from_millis(250),
+            "{left:?}"
+        );
     }
 }
