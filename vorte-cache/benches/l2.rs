@@ -132,6 +132,11 @@ impl Drop for RedisServer {
 
 /// A cache whose only shared layer is the server's L2; `l1` says whether L1 is on.
 async fn l2_cache(server: &RedisServer, name: &str, l1: bool) -> Cache {
+    l2_cache_with(server, name, l1, "").await
+}
+
+/// As [`l2_cache`], with more keys for `[cache.layers.l2]`.
+async fn l2_cache_with(server: &RedisServer, name: &str, l1: bool, l2_extra: &str) -> Cache {
     let toml = format!(
         r#"
 [cache]
@@ -142,6 +147,7 @@ enabled = {l1}
 [cache.layers.l2]
 backend = "redis"
 url = "{url}"
+{l2_extra}
 "#,
         pid = std::process::id(),
         url = server.url(),
@@ -319,8 +325,10 @@ fn p4(c: &mut Criterion) {
             .expect("raw set");
     }
     let rt = two_workers();
-    let (vorte, pools, mux) = rt.block_on(async {
+    let (vorte, vorte_pool1, pools, mux) = rt.block_on(async {
         let vorte = l2_cache(&server, "p4", false).await;
+        // The same entries, read through a pool of 1 (`pool_size = 1`) instead of the default 2.
+        let vorte_pool1 = l2_cache_with(&server, "p4", false, "pool_size = 1").await;
         for t in 0..TASKS {
             vorte
                 .set(&format!("user:{t}"), &user(1))
@@ -331,7 +339,7 @@ fn p4(c: &mut Criterion) {
         for size in FRED_POOL_SIZES {
             pools.push((size, fred_pool(&server, size).await));
         }
-        (vorte, pools, redis_rs(&server).await)
+        (vorte, vorte_pool1, pools, redis_rs(&server).await)
     });
     let keys: Arc<[String]> = (0..TASKS).map(|t| format!("user:{t}")).collect();
     let raw_keys: Arc<[String]> = (0..TASKS).map(|t| format!("raw:user:{t}")).collect();
@@ -375,19 +383,27 @@ fn p4(c: &mut Criterion) {
             })
         }),
     ));
-    variants.push((
-        "vorte_get_l1_off".into(),
-        Box::new(|n| {
-            fan_out(&rt, n, |t, per| {
-                let (vorte, keys) = (vorte.clone(), keys.clone());
-                async move {
-                    for _ in 0..per {
-                        black_box(vorte.get::<User>(&keys[t]).await.expect("get"));
+    // vorte's variants come last: the ratios below compare them with the peers before them.
+    let peers = variants.len();
+    for (name, cache) in [
+        ("vorte_get_l1_off", &vorte),
+        ("vorte_get_l1_off_pool1", &vorte_pool1),
+    ] {
+        let (rt, keys) = (&rt, keys.clone());
+        variants.push((
+            name.into(),
+            Box::new(move |n| {
+                fan_out(rt, n, |t, per| {
+                    let (vorte, keys) = (cache.clone(), keys.clone());
+                    async move {
+                        for _ in 0..per {
+                            black_box(vorte.get::<User>(&keys[t]).await.expect("get"));
+                        }
                     }
-                }
-            })
-        }),
-    ));
+                })
+            }),
+        ));
+    }
 
     let mut g = c.benchmark_group("p4_l2_throughput_64_tasks");
     g.throughput(Throughput::Elements(1));
@@ -402,14 +418,17 @@ fn p4(c: &mut Criterion) {
     const ROUNDS: usize = 9;
     const READS: u64 = 64_000;
     let mut per_second: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut ratios = Vec::new();
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len() - peers];
     for _ in 0..ROUNDS {
         let round: Vec<f64> = variants
             .iter()
             .map(|(_, run)| READS as f64 / run(READS).as_secs_f64())
             .collect();
-        let (peers, ours) = round.split_at(round.len() - 1);
-        ratios.push(ours[0] / peers.iter().copied().fold(0.0, f64::max));
+        let (theirs, ours) = round.split_at(peers);
+        let best = theirs.iter().copied().fold(0.0, f64::max);
+        for (ratio, r) in ratios.iter_mut().zip(ours) {
+            ratio.push(r / best);
+        }
         for (all, r) in per_second.iter_mut().zip(round) {
             all.push(r);
         }
@@ -423,18 +442,28 @@ fn p4(c: &mut Criterion) {
         .zip(&mut per_second)
         .map(|((name, _), all)| format!("{name} {:.0} k/s", median(all) / 1e3))
         .collect();
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::MAX, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
+    let ratios: Vec<String> = variants[peers..]
+        .iter()
+        .zip(&mut ratios)
+        .map(|((name, _), r)| {
+            let (lo, hi) = (
+                r.iter().copied().fold(f64::MAX, f64::min),
+                r.iter().copied().fold(0.0, f64::max),
+            );
+            format!(
+                "{name} median {:.2}x (min {lo:.2}x, max {hi:.2}x)",
+                median(r)
+            )
+        })
+        .collect();
     eprintln!(
         "p4 interleaved, {ROUNDS} rounds of {READS} reads, medians: {}; vorte / best peer in the \
-         same round: median {:.2}x (min {lo:.2}x, max {hi:.2}x)",
+         same round: {}",
         summary.join(", "),
-        median(&mut ratios)
+        ratios.join("; ")
     );
     drop(variants);
-    drop((vorte, pools, mux));
+    drop((vorte, vorte_pool1, pools, mux));
     drop(rt);
 }
 

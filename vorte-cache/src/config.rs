@@ -27,6 +27,7 @@
 //! backend = "redis"
 //! url = "redis://localhost:6379/0"
 //! timeout_ms = 250
+//! pool_size = 2                      # redis / redis-cluster: clients in the pool
 //!
 //! [cache.bus]                        # optional: a Redis for invalidation traffic
 //! url = "redis://localhost:6380"     # or redis-cluster://host:7000 for a Redis Cluster
@@ -64,6 +65,10 @@ const NETWORK_TIMEOUT: Duration = Duration::from_millis(250);
 const OBJECT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default of [`BusConfig::retention`]: messages kept per bus stream.
 pub(crate) const DEFAULT_BUS_RETENTION: u64 = 100_000;
+/// The default [`LayerConfig::pool_size`].
+const DEFAULT_POOL_SIZE: usize = 2;
+/// The largest accepted [`LayerConfig::pool_size`].
+const MAX_POOL_SIZE: usize = 64;
 /// The largest accepted [`BusConfig::retention`]: a billion messages of a hundred bytes is already
 /// about 100 GB per stream, far past any useful catch-up window.
 const MAX_BUS_RETENTION: u64 = 1_000_000_000;
@@ -258,6 +263,11 @@ pub struct LayerConfig {
     /// `sweep_batch`: the most objects one sweep pass reads, so a pass stays bounded. Default
     /// 1,000.
     pub sweep_batch: usize,
+    /// `pool_size` (`redis`, `redis-cluster`): how many fred clients the layer's pool holds,
+    /// 1 to 64; default 2. Each is one connection (one per primary on a cluster) with its own
+    /// task, and concurrent reads are coalesced into `MGET`s anyway, so more is rarely faster on
+    /// a small machine (see `docs/performance.md`, P4).
+    pub pool_size: usize,
 }
 
 /// When a write reaches a layer (`write_policy`).
@@ -539,9 +549,9 @@ impl Backend {
     /// The backend-specific keys this backend takes (beyond the common ones).
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Backend::Redis => &["url", "tls_ca_file"],
+            Backend::Redis => &["url", "tls_ca_file", "pool_size"],
             Backend::Memcached => &["url", "urls"],
-            Backend::RedisCluster => &["url", "urls", "tls_ca_file"],
+            Backend::RedisCluster => &["url", "urls", "tls_ca_file", "pool_size"],
             Backend::S3 => &[
                 "sweep_interval",
                 "sweep_batch",
@@ -964,6 +974,7 @@ struct RawLayer {
     write_behind_queue: Option<Positive<usize>>,
     sweep_interval: Option<Seconds>,
     sweep_batch: Option<Positive<usize>>,
+    pool_size: Option<Positive<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -1418,8 +1429,9 @@ fn resolve_layer(
     };
 
     // Keys the backend does not take.
-    let present: [(&str, bool); 13] = [
+    let present: [(&str, bool); 14] = [
         ("tls_ca_file", raw.tls_ca_file.is_some()),
+        ("pool_size", raw.pool_size.is_some()),
         ("sweep_interval", raw.sweep_interval.is_some()),
         ("sweep_batch", raw.sweep_batch.is_some()),
         ("url", raw.url.is_some()),
@@ -1594,6 +1606,16 @@ fn resolve_layer(
         write_behind_queue: raw.write_behind_queue.map_or(10_000, |q| q.0),
         sweep_interval: raw.sweep_interval.map(|s| s.0),
         sweep_batch: raw.sweep_batch.map_or(1_000, |b| b.0),
+        pool_size: match raw.pool_size {
+            Some(Positive(n)) if n > MAX_POOL_SIZE => {
+                return Err(config_error(
+                    &join(path, "pool_size"),
+                    format!("must be between 1 and {MAX_POOL_SIZE}, found {n}"),
+                ));
+            }
+            Some(Positive(n)) => n,
+            None => DEFAULT_POOL_SIZE,
+        },
     }))
 }
 
@@ -1833,6 +1855,9 @@ fn layer_to_value(l: &LayerConfig) -> Value {
             "write_behind_queue".into(),
             Value::from(l.write_behind_queue),
         );
+    }
+    if l.pool_size != DEFAULT_POOL_SIZE {
+        m.insert("pool_size".into(), Value::from(l.pool_size));
     }
     if let Some(every) = l.sweep_interval {
         m.insert("sweep_interval".into(), seconds_value(every));
@@ -2389,7 +2414,7 @@ cache:
     fn keys_the_backend_does_not_take() {
         assert_err(
             "[cache.layers.l2]\nbackend = \"redis\"\nurl = \"redis://h\"\nbucket = \"b\"",
-            "cache.layers.l2.bucket: backend \"redis\" does not take this key (it takes `url`, `tls_ca_file`)",
+            "cache.layers.l2.bucket: backend \"redis\" does not take this key (it takes `url`, `tls_ca_file`, `pool_size`)",
         );
         assert_err(
             "[cache.layers.l2]\nbackend = \"redis\"\nurls = [\"redis://h\"]",
@@ -2593,6 +2618,38 @@ max_value_bytes = 1000
         let bus = env.cache.bus.unwrap();
         assert_eq!(bus.url.expose(), "redis-cluster://c:7000");
         assert_eq!((bus.event_shards, bus.retention), (Some(8), 2000));
+    }
+
+    #[test]
+    fn pool_size_is_a_redis_key_with_bounds() {
+        let l2 = |extra: &str| {
+            format!("[cache.layers.l2]\nbackend = \"redis\"\nurl = \"redis://h\"\n{extra}")
+        };
+        let config = Config::from_toml_str(&l2("")).unwrap();
+        assert_eq!(config.cache.layers.l2.as_ref().unwrap().pool_size, 2);
+        let config = Config::from_toml_str(&l2("pool_size = 1")).unwrap();
+        assert_eq!(config.cache.layers.l2.as_ref().unwrap().pool_size, 1);
+        let l3 =
+            "[cache.layers.l3]\nbackend = \"redis-cluster\"\nurl = \"redis://h\"\npool_size = 64";
+        let config = Config::from_toml_str(l3).unwrap();
+        assert_eq!(config.cache.layers.l3.as_ref().unwrap().pool_size, 64);
+        assert_err(
+            &l2("pool_size = 65"),
+            "cache.layers.l2.pool_size: must be between 1 and 64, found 65",
+        );
+        assert_err(&l2("pool_size = 0"), "cache.layers.l2.pool_size:");
+        assert_err(
+            "[cache.layers.l2]\nbackend = \"memcached\"\nurl = \"memcached://h:11211\"\npool_size = 2",
+            "cache.layers.l2.pool_size: backend \"memcached\" does not take this key",
+        );
+        let e = Config::from_toml_str(&l2(""))
+            .unwrap()
+            .with_env_overrides_from([(
+                "VORTE__CACHE__LAYERS__L2__POOL_SIZE".to_owned(),
+                "4".to_owned(),
+            )])
+            .unwrap();
+        assert_eq!(e.cache.layers.l2.as_ref().unwrap().pool_size, 4);
     }
 
     #[test]
@@ -2873,6 +2930,7 @@ backend = "redis"
 url = "rediss://u:p@h:1/2"
 ttl = 0.5
 max_value_bytes = 6
+pool_size = 3
 [cache.layers.l4]
 backend = "s3"
 bucket = "b"

@@ -150,6 +150,7 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     cfg.tls_ca_file.as_deref(),
                     key_prefix,
                     cfg.timeout,
+                    cfg.pool_size,
                 )
                 .await?,
             ))
@@ -168,6 +169,7 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     cfg.tls_ca_file.as_deref(),
                     key_prefix,
                     cfg.timeout,
+                    cfg.pool_size,
                 )
                 .await?,
             ))

@@ -5,7 +5,7 @@
 //! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster) and `UNLINK` one key at a time,
 //! so no cross-slot multi-key command is sent, and `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
 //!
-//! The client always has a reconnect policy and a command timeout: fred's defaults (no policy, no
+//! The client is a fred `Pool` of `pool_size` clients (default 2). The client always has a reconnect policy and a command timeout: fred's defaults (no policy, no
 //! timeout) hang forever when the server dies and never recover (`reference/deps.md` §1). Every
 //! call is also bounded by the layer's `timeout_ms`, after which it fails as `Timeout` and the
 //! router skips the layer for that call.
@@ -300,6 +300,7 @@ impl RedisStore {
         tls_ca_file: Option<&std::path::Path>,
         key_prefix: &str,
         timeout: Duration,
+        pool_size: usize,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.url");
         let mut config = fred_config(urls, clustered, tls_ca_file, &path)?;
@@ -312,7 +313,7 @@ impl RedisStore {
                 c.max_command_attempts = 1;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-            .build_pool(2)
+            .build_pool(pool_size)
             .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: {}", e.details())))?;
         // Connect in the background; wait briefly so that a healthy server is ready at once.
         drop(pool.connect()); // the connection tasks run on; the handles are not needed
