@@ -21,23 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
 use vorte_cache::{Cache, cached};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: i64,
-    name: String,
-    email: String,
-}
+mod common;
 
-fn user() -> User {
-    User {
-        id: 42,
-        name: "Alice Liddell".into(),
-        email: "alice@example.com".into(),
-    }
-}
+use common::{User, user};
 
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_current_thread()
@@ -70,20 +58,20 @@ fn p1(c: &mut Criterion) {
         let cache = Cache::from_config(&Default::default())
             .await
             .expect("cache");
-        cache.set("user:1", &user()).await.expect("set");
-        cache.set("user:arc", &user()).await.expect("set");
+        cache.set("user:1", &user(42)).await.expect("set");
+        cache.set("user:arc", &user(42)).await.expect("set");
         // Warm the memo of each type read below.
         cache.get::<User>("user:1").await.expect("get");
         cache.get::<Arc<User>>("user:arc").await.expect("get");
         cache
     });
     let raw: quick_cache::sync::Cache<String, User> = quick_cache::sync::Cache::new(10_000);
-    raw.insert("user:1".to_string(), user());
+    raw.insert("user:1".to_string(), user(42));
     let raw_arc: quick_cache::sync::Cache<String, Arc<User>> =
         quick_cache::sync::Cache::new(10_000);
-    raw_arc.insert("user:arc".to_string(), Arc::new(user()));
+    raw_arc.insert("user:arc".to_string(), Arc::new(user(42)));
     let moka: moka::sync::Cache<String, User> = moka::sync::Cache::new(10_000);
-    moka.insert("user:1".to_string(), user());
+    moka.insert("user:1".to_string(), user(42));
 
     let mut g = c.benchmark_group("p1_l1_hit");
     g.bench_function("raw_quick_cache_clone", |b| {
@@ -126,14 +114,14 @@ fn p1(c: &mut Criterion) {
 
 #[cached(ttl = 300, key = "user:{id}")]
 async fn cached_user(id: i64) -> User {
-    User { id, ..user() }
+    User { id, ..user(42) }
 }
 
 async fn hand_written_user(id: i64) -> User {
     let key = format!("user:{id}");
     match Cache::global().get::<User>(&key).await {
         Ok(Some(u)) => u,
-        _ => User { id, ..user() },
+        _ => User { id, ..user(42) },
     }
 }
 

@@ -16,34 +16,22 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use vorte_cache::{Cache, cached};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: i64,
-    name: String,
-    email: String,
-}
+mod common;
 
-fn user() -> User {
-    User {
-        id: 42,
-        name: "Alice Liddell".into(),
-        email: "alice@example.com".into(),
-    }
-}
+use common::{User, user};
 
 #[cached(ttl = 300, key = "user:{id}")]
 async fn cached_user(id: i64) -> User {
-    User { id, ..user() }
+    User { id, ..user(42) }
 }
 
 async fn hand_written_user(id: i64) -> User {
     let key = format!("user:{id}");
     match Cache::global().get::<User>(&key).await {
         Ok(Some(u)) => u,
-        _ => User { id, ..user() },
+        _ => User { id, ..user(42) },
     }
 }
 
@@ -62,16 +50,16 @@ fn main() {
         let cache = Cache::from_config(&Default::default())
             .await
             .expect("cache");
-        cache.set("user:1", &user()).await.expect("set");
+        cache.set("user:1", &user(42)).await.expect("set");
         cache.get::<User>("user:1").await.expect("warm");
-        cache.set("user:arc", &user()).await.expect("set");
+        cache.set("user:arc", &user(42)).await.expect("set");
         cache.get::<Arc<User>>("user:arc").await.expect("warm");
         cached_user(7).await;
         let raw: quick_cache::sync::Cache<String, User> = quick_cache::sync::Cache::new(10_000);
-        raw.insert("user:1".into(), user());
+        raw.insert("user:1".into(), user(42));
         let raw_arc: quick_cache::sync::Cache<String, Arc<User>> =
             quick_cache::sync::Cache::new(10_000);
-        raw_arc.insert("user:arc".into(), Arc::new(user()));
+        raw_arc.insert("user:arc".into(), Arc::new(user(42)));
         for _ in 0..n {
             match variant.as_str() {
                 "raw_quick_cache" => drop(black_box(raw.get(black_box("user:1")))),

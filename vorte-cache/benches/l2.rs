@@ -28,8 +28,8 @@
 
 use std::hint::black_box;
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,76 +37,42 @@ use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use fred::prelude::{ClientLike, Config as FredConfig, KeysInterface, Pool, ReconnectPolicy};
 use fred::types::Builder;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use vorte_cache::{Cache, Config};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: i64,
-    name: String,
-    email: String,
-}
+mod common;
 
-fn user(id: i64) -> User {
-    User {
-        id,
-        name: "Alice Liddell".into(),
-        email: "alice@example.com".into(),
-    }
-}
+use common::{ChildServer, User, free_port, user};
 
 // ----- the server ------------------------------------------------------------------------------
 
 /// `redis-server` on a free loopback port, no persistence; killed and reaped on drop.
 struct RedisServer {
-    child: Child,
+    _child: ChildServer,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        assert_ne!(port, 6379, "never the default Redis port");
+        let port = free_port();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let server = RedisServer {
-            child,
+        let mut child = ChildServer::spawn(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "apt-get install redis-server",
+        );
+        child.wait_until("redis-server PING", Duration::from_secs(10), || pings(port));
+        RedisServer {
+            _child: child,
             port,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.pings() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        server
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
     }
 
     fn url(&self) -> String {
@@ -121,11 +87,13 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn pings(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 // ----- clients ---------------------------------------------------------------------------------

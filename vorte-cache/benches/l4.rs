@@ -26,8 +26,8 @@
 
 use std::hint::black_box;
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,24 +37,12 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use vorte_cache::{Cache, Config};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: i64,
-    name: String,
-    email: String,
-}
+mod common;
 
-fn user(id: i64) -> User {
-    User {
-        id,
-        name: "Alice Liddell".into(),
-        email: "alice@example.com".into(),
-    }
-}
+use common::{ChildServer, User, free_port, user};
 
 // ----- the server ------------------------------------------------------------------------------
 
@@ -63,35 +51,28 @@ const BUCKET: &str = "bench";
 /// `moto_server -H 127.0.0.1 -p P` on a free port, with the bucket `bench`; killed and reaped on
 /// drop.
 struct Moto {
-    child: Child,
+    _child: ChildServer,
     port: u16,
 }
 
 impl Moto {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]')");
-        let mut moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !moto
-            .request("GET", "/")
-            .is_some_and(|s| s.starts_with("HTTP/1."))
-        {
-            if let Some(status) = moto.child.try_wait().expect("poll moto_server") {
-                panic!("moto_server exited early with {status}");
-            }
-            assert!(Instant::now() < deadline, "moto_server did not answer HTTP");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = free_port();
+        let mut child = ChildServer::spawn(
+            Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "pip install 'moto[server]'",
+        );
+        child.wait_until("moto_server HTTP", Duration::from_secs(60), || {
+            request(port, "GET", "/").is_some_and(|s| s.starts_with("HTTP/1."))
+        });
+        let moto = Moto {
+            _child: child,
+            port,
+        };
         let answer = moto
             .request("PUT", &format!("/{BUCKET}"))
             .expect("PUT bucket");
@@ -102,21 +83,8 @@ impl Moto {
         moto
     }
 
-    /// One HTTP/1.1 request with `Connection: close`; the raw answer, or `None` on I/O errors.
     fn request(&self, method: &str, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
-             SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .ok()?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        Some(answer)
+        request(self.port, method, path)
     }
 
     fn endpoint(&self) -> String {
@@ -149,11 +117,20 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One HTTP/1.1 request with `Connection: close`; the raw answer, or `None` on I/O errors.
+fn request(port: u16, method: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
+         SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n",
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 // ----- helpers ---------------------------------------------------------------------------------
