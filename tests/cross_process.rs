@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vorte_cache::{Cache, Config, Vorte, on_event};
-use vorte_cache_tests::servers::redis_cmd;
+use vorte_cache_tests::servers::{RedisCluster, redis_cmd};
 use vorte_cache_tests::{
     Env, Stack, shared_cluster, shared_memcached, shared_redis, unique_prefix,
 };
@@ -514,6 +514,55 @@ async fn events_are_sharded_over_the_primaries_of_a_cluster_bus() {
     assert!(
         per_primary.iter().all(|(_, keys)| keys.len() == 1),
         "one event stream per primary: {per_primary:?}"
+    );
+    worker.send("quit");
+}
+
+/// As `events_reach_every_process_also_after_a_disconnection`, with the bus on a cluster of its
+/// own: a frozen worker whose connections to every node were killed still gets, once it wakes,
+/// the event emitted meanwhile on its shard's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_a_cluster_bus_reach_a_process_after_a_disconnection() {
+    let _app = APP.lock().await;
+    // A cluster of its own: this test kills every client connection of every node.
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.ports();
+    let nodes: Vec<String> = ports[1..]
+        .iter()
+        .map(|p| format!("node=127.0.0.1:{p}"))
+        .collect();
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.bus]\nurl = \"redis-cluster://127.0.0.1:{first}?{rest}\"\n",
+        prefix = unique_prefix(),
+        first = ports[0],
+        rest = nodes.join("&")
+    );
+    Vorte::builder()
+        .auto_load(true)
+        .config(Config::from_toml_str(&toml).expect("config"))
+        .build()
+        .await
+        .expect("build");
+    let mut worker = Worker::start_with_toml(&toml);
+    vorte_cache::emit("xp.ping", &serde_json::json!({ "n": 1 }))
+        .await
+        .expect("emit");
+    assert_eq!(worker.expect("event"), "1");
+
+    worker.signal("-STOP");
+    for port in &ports {
+        let killed = redis_cmd(*port, &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(killed.starts_with(':'), "{killed}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vorte_cache::emit("xp.ping", &serde_json::json!({ "n": 2 }))
+        .await
+        .expect("emit after the kill");
+    worker.signal("-CONT");
+    assert_eq!(
+        worker.expect("event"),
+        "2",
+        "delivered after the reconnection"
     );
     worker.send("quit");
 }
