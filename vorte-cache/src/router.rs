@@ -1361,3 +1361,34 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read path's futures are allocated and moved on every call that misses L1: the write
+    /// path (back-fill, the loader's store) is boxed inside them only when it runs. Inline, it
+    /// made `get`'s future 6.5 KB; boxed, `get`'s is 0.7 KB and `get_or_set`'s 0.9 KB.
+    #[test]
+    fn read_futures_stay_small() {
+        let router = Router::embedded_default();
+        let get = router.get::<String>("k");
+        assert!(
+            std::mem::size_of_val(&get) <= 1_024,
+            "Router::get future: {} bytes",
+            std::mem::size_of_val(&get)
+        );
+        let get_or_set = router.get_or_set::<i32, _, _, std::io::Error>(
+            "k",
+            || async { Ok(1) },
+            None,
+            &[],
+            LayerSet::ALL,
+        );
+        assert!(
+            std::mem::size_of_val(&get_or_set) <= 1_536,
+            "Router::get_or_set future: {} bytes",
+            std::mem::size_of_val(&get_or_set)
+        );
+    }
+}

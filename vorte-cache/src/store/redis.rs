@@ -5,10 +5,13 @@
 //! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster) and `UNLINK` one key at a time,
 //! so no cross-slot multi-key command is sent, and `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
 //!
-//! The client is a fred `Pool` of `pool_size` clients (default 2). The client always has a reconnect policy and a command timeout: fred's defaults (no policy, no
-//! timeout) hang forever when the server dies and never recover (`reference/deps.md` §1). Every
-//! call is also bounded by the layer's `timeout_ms`, after which it fails as `Timeout` and the
-//! router skips the layer for that call.
+//! The client is a fred `Pool` of `pool_size` clients (default 2), always with a reconnect policy
+//! and a command timeout: fred's defaults (no policy, no timeout) hang forever when the server dies
+//! and never recover (`reference/deps.md` §1). Every call is also bounded by the layer's
+//! `timeout_ms`, after which it fails as `Timeout` and the router skips the layer for that call.
+//!
+//! Concurrent entry reads coalesce into `MGET`s ([`super::read_batch`]); on a cluster, one per
+//! hash slot, so that no multi-key command crosses slots there either.
 
 use std::time::Duration;
 
