@@ -433,14 +433,9 @@ fn keys_in(reply: &str) -> Vec<String> {
         .collect()
 }
 
-/// With the bus on a Redis Cluster, events travel on three streams (the default), one per primary, chosen
-/// by the event's name, and still reach every process, both ways, without running twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_sharded_over_the_primaries_of_a_cluster_bus() {
-    let _app = APP.lock().await;
-    let cluster = shared_cluster();
-    let prefix = unique_prefix();
-    // Only L1 and `[cache.bus]`, given as a cluster URL: one seed node, the others as `node=`.
+/// Installs this process's application with only L1 and a `[cache.bus]` on `cluster`, given as a
+/// cluster URL (one seed node, the others as `node=`); returns the TOML for the workers.
+async fn install_with_cluster_bus(cluster: &RedisCluster, prefix: &str) -> String {
     let ports = cluster.ports();
     let nodes: Vec<String> = ports[1..]
         .iter()
@@ -457,6 +452,17 @@ async fn events_are_sharded_over_the_primaries_of_a_cluster_bus() {
         .build()
         .await
         .expect("build");
+    toml
+}
+
+/// With the bus on a Redis Cluster, events travel on three streams (the default), one per primary, chosen
+/// by the event's name, and still reach every process, both ways, without running twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_sharded_over_the_primaries_of_a_cluster_bus() {
+    let _app = APP.lock().await;
+    let cluster = shared_cluster();
+    let prefix = unique_prefix();
+    let toml = install_with_cluster_bus(cluster, &prefix).await;
     assert!(Cache::global().has_bus());
     let mut worker = Worker::start_with_toml(&toml);
 
@@ -527,22 +533,7 @@ async fn events_on_a_cluster_bus_reach_a_process_after_a_disconnection() {
     // A cluster of its own: this test kills every client connection of every node.
     let cluster = RedisCluster::start(3, 0);
     let ports = cluster.ports();
-    let nodes: Vec<String> = ports[1..]
-        .iter()
-        .map(|p| format!("node=127.0.0.1:{p}"))
-        .collect();
-    let toml = format!(
-        "[cache]\nkey_prefix = {prefix:?}\n[cache.bus]\nurl = \"redis-cluster://127.0.0.1:{first}?{rest}\"\n",
-        prefix = unique_prefix(),
-        first = ports[0],
-        rest = nodes.join("&")
-    );
-    Vorte::builder()
-        .auto_load(true)
-        .config(Config::from_toml_str(&toml).expect("config"))
-        .build()
-        .await
-        .expect("build");
+    let toml = install_with_cluster_bus(&cluster, &unique_prefix()).await;
     let mut worker = Worker::start_with_toml(&toml);
     vorte_cache::emit("xp.ping", &serde_json::json!({ "n": 1 }))
         .await

@@ -42,7 +42,7 @@ use vorte_cache::{Cache, Config};
 
 mod common;
 
-use common::{ChildServer, User, free_port, user};
+use common::{ChildServer, User, compared, free_port, per_call, time_calls, user};
 
 // ----- the server ------------------------------------------------------------------------------
 
@@ -198,59 +198,22 @@ fn p3(c: &mut Criterion) {
         (vorte, pool)
     });
 
+    let (raw, ours) = (
+        || fred_get_decode(&pool, black_box("raw:user:1")),
+        || async { vorte.get::<User>(black_box("user:1")).await.expect("get") },
+    );
     let mut g = c.benchmark_group("p3_l2_hit");
     g.bench_function("raw_fred_get_decode", |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    black_box(fred_get_decode(&pool, black_box("raw:user:1")).await);
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| time_calls(&rt, n, raw))
     });
     g.bench_function("vorte_get_l1_off", |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    black_box(vorte.get::<User>(black_box("user:1")).await.expect("get"));
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| time_calls(&rt, n, ours))
     });
     g.finish();
 
     // p50 / p99 of single calls: 5 interleaved rounds of 4,000 calls each.
-    let (mut raw_ns, mut ours_ns) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        for _ in 0..5 {
-            for _ in 0..4_000 {
-                let t = Instant::now();
-                black_box(fred_get_decode(&pool, "raw:user:1").await);
-                raw_ns.push(t.elapsed().as_nanos());
-            }
-            for _ in 0..4_000 {
-                let t = Instant::now();
-                black_box(vorte.get::<User>("user:1").await.expect("get"));
-                ours_ns.push(t.elapsed().as_nanos());
-            }
-        }
-    });
-    let pct = |v: &mut Vec<u128>, p: f64| {
-        v.sort_unstable();
-        v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1e3
-    };
-    let (r50, r99) = (pct(&mut raw_ns, 0.50), pct(&mut raw_ns, 0.99));
-    let (o50, o99) = (pct(&mut ours_ns, 0.50), pct(&mut ours_ns, 0.99));
-    eprintln!(
-        "p3 per call: raw fred p50 {r50:.1} µs p99 {r99:.1} µs; vorte p50 {o50:.1} µs p99 {o99:.1} µs; \
-         ratio p50 {:.2}x p99 {:.2}x",
-        o50 / r50,
-        o99 / r99
-    );
+    let (r, o) = per_call(&rt, 4_000, raw, ours);
+    eprintln!("p3 per call: raw fred {}", compared(&r, &o));
     drop((vorte, pool));
     drop(rt);
 }

@@ -42,7 +42,7 @@ use vorte_cache::{Cache, Config};
 
 mod common;
 
-use common::{ChildServer, User, free_port, user};
+use common::{ChildServer, User, compared, free_port, per_call, time_calls, user};
 
 // ----- the server ------------------------------------------------------------------------------
 
@@ -169,11 +169,6 @@ fn current_thread() -> Runtime {
         .expect("tokio runtime")
 }
 
-fn pct(v: &mut [u128], p: f64) -> f64 {
-    v.sort_unstable();
-    v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1e3
-}
-
 // ----- l4_hit ----------------------------------------------------------------------------------
 
 /// One backend's pair: vorte's L4 hit and the raw GET + decode.
@@ -199,55 +194,25 @@ fn hit_pair(
         );
     });
 
+    let (raw_call, ours) = (
+        || raw_get_decode(raw.as_ref(), black_box(&raw_path)),
+        || async { vorte.get::<User>(black_box("user:1")).await.expect("get") },
+    );
     let mut g = c.benchmark_group("l4_hit");
     g.bench_function(format!("{name}/raw_object_store_get_decode"), |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    black_box(raw_get_decode(raw.as_ref(), black_box(&raw_path)).await);
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| time_calls(rt, n, raw_call))
     });
     g.bench_function(format!("{name}/vorte_get_l1_off"), |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..n {
-                    black_box(vorte.get::<User>(black_box("user:1")).await.expect("get"));
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| time_calls(rt, n, ours))
     });
     g.finish();
 
     // p50 / p99 of single calls: 5 interleaved rounds.
-    let (mut raw_ns, mut ours_ns) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        for _ in 0..5 {
-            for _ in 0..rounds {
-                let t = Instant::now();
-                black_box(raw_get_decode(raw.as_ref(), &raw_path).await);
-                raw_ns.push(t.elapsed().as_nanos());
-            }
-            for _ in 0..rounds {
-                let t = Instant::now();
-                black_box(vorte.get::<User>("user:1").await.expect("get"));
-                ours_ns.push(t.elapsed().as_nanos());
-            }
-        }
-    });
-    let (r50, r99) = (pct(&mut raw_ns, 0.50), pct(&mut raw_ns, 0.99));
-    let (o50, o99) = (pct(&mut ours_ns, 0.50), pct(&mut ours_ns, 0.99));
+    let (r, o) = per_call(rt, rounds, raw_call, ours);
     eprintln!(
-        "l4_hit/{name} per call ({} calls each): raw p50 {r50:.1} µs p99 {r99:.1} µs; \
-         vorte p50 {o50:.1} µs p99 {o99:.1} µs; ratio p50 {:.2}x p99 {:.2}x",
+        "l4_hit/{name} per call ({} calls each): raw {}",
         5 * rounds,
-        o50 / r50,
-        o99 / r99
+        compared(&r, &o)
     );
 }
 

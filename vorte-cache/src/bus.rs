@@ -242,10 +242,6 @@ mod redis_stream {
         }
         for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
             let Some(cfg) = cfg else { continue };
-            let mut urls: Vec<&str> = cfg.urls.iter().map(|u| u.expose()).collect();
-            if let Some(url) = &cfg.url {
-                urls.insert(0, url.expose());
-            }
             let clustered = match cfg.backend {
                 Backend::Redis => false,
                 Backend::RedisCluster => true,
@@ -253,7 +249,7 @@ mod redis_stream {
             };
             let path = format!("cache.layers.{layer}.url");
             let fred = crate::store::redis::fred_config(
-                &urls,
+                &cfg.server_urls(),
                 clustered,
                 cfg.tls_ca_file.as_deref(),
                 &path,

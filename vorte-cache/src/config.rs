@@ -1731,6 +1731,21 @@ impl<'de> Deserialize<'de> for L1Config {
     }
 }
 
+impl LayerConfig {
+    /// The server URLs to connect to, credentials included: `url` first, then `urls`.
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "memcached")),
+        expect(dead_code, reason = "only the network stores connect to URLs")
+    )]
+    pub(crate) fn server_urls(&self) -> Vec<&str> {
+        self.url
+            .iter()
+            .chain(&self.urls)
+            .map(Secret::expose)
+            .collect()
+    }
+}
+
 impl<'de> Deserialize<'de> for LayerConfig {
     /// Any backend is accepted; `enabled = false` is an error, since a `LayerConfig` is an enabled
     /// layer (deserialize an `Option<LayerConfig>` and leave the table out instead).

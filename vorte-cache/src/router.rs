@@ -147,49 +147,33 @@ async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result
                     layer.name(),
                     &[url],
                     false,
-                    cfg.tls_ca_file.as_deref(),
+                    cfg,
                     key_prefix,
-                    cfg.timeout,
-                    cfg.pool_size,
                 )
                 .await?,
             ))
         }
         #[cfg(feature = "redis-cluster")]
-        Backend::RedisCluster => {
-            let mut urls: Vec<&str> = cfg.urls.iter().map(|u| u.expose()).collect();
-            if let Some(url) = &cfg.url {
-                urls.insert(0, url.expose());
-            }
-            Ok(Arc::new(
-                crate::store::redis::RedisStore::connect(
-                    layer.name(),
-                    &urls,
-                    true,
-                    cfg.tls_ca_file.as_deref(),
-                    key_prefix,
-                    cfg.timeout,
-                    cfg.pool_size,
-                )
-                .await?,
-            ))
-        }
+        Backend::RedisCluster => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect(
+                layer.name(),
+                &cfg.server_urls(),
+                true,
+                cfg,
+                key_prefix,
+            )
+            .await?,
+        )),
         #[cfg(feature = "memcached")]
-        Backend::Memcached => {
-            let mut urls: Vec<&str> = cfg.urls.iter().map(|u| u.expose()).collect();
-            if let Some(url) = &cfg.url {
-                urls.insert(0, url.expose());
-            }
-            Ok(Arc::new(
-                crate::store::memcached::MemcachedStore::connect(
-                    layer.name(),
-                    &urls,
-                    key_prefix,
-                    cfg.timeout,
-                )
-                .await?,
-            ))
-        }
+        Backend::Memcached => Ok(Arc::new(
+            crate::store::memcached::MemcachedStore::connect(
+                layer.name(),
+                &cfg.server_urls(),
+                key_prefix,
+                cfg.timeout,
+            )
+            .await?,
+        )),
         other => Err(Error::new(
             ErrorKind::Config,
             format!(

@@ -2,11 +2,13 @@
 
 #![allow(dead_code, reason = "each bench uses a part of this module")]
 
+use std::hint::black_box;
 use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
 
 /// The value every bench caches: a small struct with two strings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,5 +72,82 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The time of `n` sequential calls of `call` inside one future on `rt`, for criterion's
+/// `iter_custom`.
+pub(crate) fn time_calls<F, Fut>(rt: &Runtime, n: u64, mut call: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(call().await);
+        }
+        start.elapsed()
+    })
+}
+
+/// p50 and p99 of single calls, in µs.
+pub(crate) struct Percentiles {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+}
+
+/// Times single calls of `raw` and `ours` in 5 interleaved rounds of `calls` each, so that both
+/// see the same drift of the machine; their percentiles, `raw`'s first.
+pub(crate) fn per_call<R, RF, O, OF>(
+    rt: &Runtime,
+    calls: usize,
+    mut raw: R,
+    mut ours: O,
+) -> (Percentiles, Percentiles)
+where
+    R: FnMut() -> RF,
+    RF: Future,
+    O: FnMut() -> OF,
+    OF: Future,
+{
+    let (mut raw_ns, mut ours_ns) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..5 {
+            for _ in 0..calls {
+                let t = Instant::now();
+                black_box(raw().await);
+                raw_ns.push(t.elapsed().as_nanos());
+            }
+            for _ in 0..calls {
+                let t = Instant::now();
+                black_box(ours().await);
+                ours_ns.push(t.elapsed().as_nanos());
+            }
+        }
+    });
+    (percentiles(&mut raw_ns), percentiles(&mut ours_ns))
+}
+
+/// `p50 … µs p99 … µs; vorte p50 … µs p99 … µs; ratio p50 …x p99 …x`, for the raw peer's label to
+/// precede.
+pub(crate) fn compared(raw: &Percentiles, ours: &Percentiles) -> String {
+    format!(
+        "p50 {:.1} µs p99 {:.1} µs; vorte p50 {:.1} µs p99 {:.1} µs; ratio p50 {:.2}x p99 {:.2}x",
+        raw.p50,
+        raw.p99,
+        ours.p50,
+        ours.p99,
+        ours.p50 / raw.p50,
+        ours.p99 / raw.p99
+    )
+}
+
+fn percentiles(ns: &mut [u128]) -> Percentiles {
+    ns.sort_unstable();
+    let at = |p: f64| ns[((ns.len() as f64 * p) as usize).min(ns.len() - 1)] as f64 / 1e3;
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
     }
 }

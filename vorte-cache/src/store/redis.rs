@@ -27,6 +27,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
+use crate::config::LayerConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -300,13 +301,12 @@ impl RedisStore {
         layer: &'static str,
         urls: &[&str],
         clustered: bool,
-        tls_ca_file: Option<&std::path::Path>,
+        cfg: &LayerConfig,
         key_prefix: &str,
-        timeout: Duration,
-        pool_size: usize,
     ) -> Result<Self> {
+        let (timeout, pool_size) = (cfg.timeout, cfg.pool_size);
         let path = format!("cache.layers.{layer}.url");
-        let mut config = fred_config(urls, clustered, tls_ca_file, &path)?;
+        let mut config = fred_config(urls, clustered, cfg.tls_ca_file.as_deref(), &path)?;
         config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
