@@ -37,7 +37,7 @@ mod key;
 mod layer;
 mod router;
 mod stats;
-mod store;
+pub mod store;
 mod tags;
 mod vorte;
 

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::__private::{Callsite, Output};
 use crate::codec::{self, Envelope, TagStamp};
-use crate::config::{Backend, CacheConfig, LayerConfig};
+use crate::config::CacheConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::{Fence, Fenced};
 use crate::flight::{Flights, Role};
@@ -104,88 +104,6 @@ pub(crate) struct Router {
     pub(crate) bus: std::sync::OnceLock<crate::bus::Bus>,
 }
 
-async fn open_store(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
-    let built: &[&str] = &[
-        #[cfg(feature = "redis")]
-        "redis",
-        #[cfg(feature = "redis-cluster")]
-        "redis-cluster",
-        #[cfg(feature = "memcached")]
-        "memcached",
-        #[cfg(feature = "file")]
-        "file",
-        #[cfg(feature = "s3")]
-        "s3",
-        #[cfg(feature = "gcs")]
-        "gcs",
-        #[cfg(feature = "azure")]
-        "azure",
-        #[cfg(feature = "http")]
-        "http",
-    ];
-    match cfg.backend {
-        #[cfg(feature = "object-store")]
-        Backend::File | Backend::S3 | Backend::Gcs | Backend::Azure | Backend::Http
-            if built.contains(&cfg.backend.name()) =>
-        {
-            Ok(Arc::new(crate::store::object::ObjectLayer::open(
-                layer.name(),
-                cfg,
-                key_prefix,
-            )?))
-        }
-        #[cfg(feature = "redis")]
-        Backend::Redis => {
-            let url = cfg.url.as_ref().map(|u| u.expose()).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cache.layers.{layer}.url: missing"),
-                )
-            })?;
-            Ok(Arc::new(
-                crate::store::redis::RedisStore::connect(
-                    layer.name(),
-                    &[url],
-                    false,
-                    cfg,
-                    key_prefix,
-                )
-                .await?,
-            ))
-        }
-        #[cfg(feature = "redis-cluster")]
-        Backend::RedisCluster => Ok(Arc::new(
-            crate::store::redis::RedisStore::connect(
-                layer.name(),
-                &cfg.server_urls(),
-                true,
-                cfg,
-                key_prefix,
-            )
-            .await?,
-        )),
-        #[cfg(feature = "memcached")]
-        Backend::Memcached => Ok(Arc::new(
-            crate::store::memcached::MemcachedStore::connect(
-                layer.name(),
-                &cfg.server_urls(),
-                key_prefix,
-                cfg.timeout,
-            )
-            .await?,
-        )),
-        other => Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "cache.layers.{layer}.backend: the `{}` backend is not built into this build of \
-                 vorte-cache (built: {}); enable its cargo feature",
-                other.name(),
-                built.join(", ")
-            ),
-        )),
-    }
-}
-
 impl Router {
     pub(crate) async fn build(config: &CacheConfig) -> Result<Router> {
         let layers = &config.layers;
@@ -198,7 +116,7 @@ impl Router {
             (Layer::L4, &layers.l4),
         ] {
             if let Some(cfg) = cfg {
-                let store = open_store(layer, cfg, &config.key_prefix).await?;
+                let store = crate::store::open(layer, cfg, &config.key_prefix).await?;
                 remotes.push(Remote {
                     layer,
                     store: Arc::new(crate::store::circuit::CircuitStore::new(

@@ -22,6 +22,8 @@ pub(crate) mod memcached;
 pub(crate) mod memory;
 #[cfg(feature = "object-store")]
 pub(crate) mod object;
+mod open;
+pub use open::open;
 #[cfg(feature = "redis")]
 pub(crate) mod read_batch;
 #[cfg(feature = "redis")]

@@ -1,0 +1,99 @@
+//! Opening a layer's store from its configuration.
+
+use std::sync::Arc;
+
+use crate::config::{Backend, LayerConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::layer::Layer;
+use crate::store::Store;
+
+/// Opens the store that `config` describes for `layer`, with every key under `key_prefix`.
+///
+/// This is what the cache does for each configured layer below L1; it is public so that a
+/// store can be exercised on its own (the store contract suite does).
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] when the backend is not built into this build or its server cannot be
+/// reached at connect time; the message names the config path.
+pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+    let built: &[&str] = &[
+        #[cfg(feature = "redis")]
+        "redis",
+        #[cfg(feature = "redis-cluster")]
+        "redis-cluster",
+        #[cfg(feature = "memcached")]
+        "memcached",
+        #[cfg(feature = "file")]
+        "file",
+        #[cfg(feature = "s3")]
+        "s3",
+        #[cfg(feature = "gcs")]
+        "gcs",
+        #[cfg(feature = "azure")]
+        "azure",
+        #[cfg(feature = "http")]
+        "http",
+    ];
+    match cfg.backend {
+        #[cfg(feature = "object-store")]
+        Backend::File | Backend::S3 | Backend::Gcs | Backend::Azure | Backend::Http
+            if built.contains(&cfg.backend.name()) =>
+        {
+            Ok(Arc::new(crate::store::object::ObjectLayer::open(
+                layer.name(),
+                cfg,
+                key_prefix,
+            )?))
+        }
+        #[cfg(feature = "redis")]
+        Backend::Redis => {
+            let url = cfg.url.as_ref().map(|u| u.expose()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cache.layers.{layer}.url: missing"),
+                )
+            })?;
+            Ok(Arc::new(
+                crate::store::redis::RedisStore::connect(
+                    layer.name(),
+                    &[url],
+                    false,
+                    cfg,
+                    key_prefix,
+                )
+                .await?,
+            ))
+        }
+        #[cfg(feature = "redis-cluster")]
+        Backend::RedisCluster => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect(
+                layer.name(),
+                &cfg.server_urls(),
+                true,
+                cfg,
+                key_prefix,
+            )
+            .await?,
+        )),
+        #[cfg(feature = "memcached")]
+        Backend::Memcached => Ok(Arc::new(
+            crate::store::memcached::MemcachedStore::connect(
+                layer.name(),
+                &cfg.server_urls(),
+                key_prefix,
+                cfg.timeout,
+            )
+            .await?,
+        )),
+        other => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "cache.layers.{layer}.backend: the `{}` backend is not built into this build of \
+                 vorte-cache (built: {}); enable its cargo feature",
+                other.name(),
+                built.join(", ")
+            ),
+        )),
+    }
+}
