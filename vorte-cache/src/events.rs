@@ -1,22 +1,21 @@
-//! Events and their handlers: `#[on_event]` registration and [`emit`].
+//! Event handlers: `#[on_event]` registration, and the table of handlers an application runs.
 //!
 //! A handler written with `#[on_event("user.updated")]` is registered at link time through
 //! `inventory`. [`Vorte::builder().auto_load(true)`](crate::VorteBuilder::auto_load) wires every
-//! registered handler into the application's [`EventBus`]; [`emit`] runs the wired handlers of the
-//! installed application before it returns.
-//!
-//! The bus separates *dispatch* (run the local handlers for an event) from *transport* (carry an
-//! event to other processes). This issue ships the local dispatch; a transport that publishes the
-//! same [`EventMessage`] on Redis plugs in beside it, and receivers call the same dispatch. Each
-//! message carries its origin id so that the emitting process never runs its handlers twice.
+//! registered handler into the application's [`Handlers`]; [`emit`](crate::emit) runs them in
+//! this process and publishes the event for the others (the application and the bus do that;
+//! this module only knows handlers and how to run them).
 
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::sync::Arc;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__private::HandlerFuture;
 use crate::error::{Error, ErrorKind, Result};
+
+/// The boxed future an event handler returns.
+pub type HandlerFuture =
+    std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send + 'static>>;
 
 /// One `#[on_event]` handler, as the macro registers it.
 #[derive(Debug)]
@@ -88,42 +87,34 @@ pub fn event_arg<T: DeserializeOwned>(
     })
 }
 
-/// An event as it travels: its name, payload and the id of the process that emitted it.
-///
-/// This is the unit a cross-process transport publishes; a receiver whose [`origin`] equals its
-/// own id drops it, because [`emit`] already ran the local handlers.
-///
-/// [`origin`]: EventMessage::origin
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub(crate) struct EventMessage {
-    pub(crate) event: String,
-    pub(crate) payload: serde_json::Value,
-    pub(crate) origin: u64,
-}
-
-/// This process's id on the bus: random, so that two processes never share one.
-pub(crate) fn process_id() -> u64 {
-    static ID: OnceLock<u64> = OnceLock::new();
-    *ID.get_or_init(rand::random)
-}
-
 /// The handlers wired into one application, and the dispatch that runs them.
 #[derive(Debug, Default)]
-pub struct EventBus {
+pub struct Handlers {
     handlers: Vec<&'static EventHandler>,
 }
 
-impl EventBus {
-    /// A bus with no handlers.
+/// The former name of [`Handlers`]: it never was a bus (the bus is the transport between
+/// processes), only the table of handlers.
+#[deprecated(since = "0.1.0", note = "renamed `Handlers`")]
+pub type EventBus = Handlers;
+
+impl Handlers {
+    /// A table with no handlers.
     pub(crate) fn empty() -> Self {
-        EventBus::default()
+        Handlers::default()
     }
 
-    /// A bus wired with every handler that `#[on_event]` registered in this binary.
+    /// Every handler that `#[on_event]` registered in this binary.
     pub(crate) fn auto_loaded() -> Self {
-        EventBus {
+        Handlers {
             handlers: inventory::iter::<EventHandler>.into_iter().collect(),
         }
+    }
+
+    /// A table of exactly these handlers.
+    #[cfg(test)]
+    pub(crate) fn of(handlers: Vec<&'static EventHandler>) -> Self {
+        Handlers { handlers }
     }
 
     /// How many handlers are wired.
@@ -131,12 +122,11 @@ impl EventBus {
         self.handlers.len()
     }
 
-    /// Runs every wired handler of `event`, one after another, in registration order.
+    /// Runs every wired handler of `event`, one after another, in registration order; returns
+    /// how many ran.
     ///
     /// Every handler runs even when an earlier one fails; the first failure is returned.
-    pub(crate) async fn dispatch(&self, message: EventMessage) -> Result<usize> {
-        let EventMessage { event, payload, .. } = message;
-        let event = event.as_str();
+    pub(crate) async fn dispatch(&self, event: &str, payload: serde_json::Value) -> Result<usize> {
         let payload = Arc::new(payload);
         let mut ran = 0;
         let mut first_error = None;
@@ -152,61 +142,4 @@ impl EventBus {
             None => Ok(ran),
         }
     }
-}
-
-/// The bus of the embedded default application: every registered handler, as with
-/// `auto_load(true)`, so that `emit` works before any `Vorte` is built.
-pub(crate) fn default_bus() -> Arc<EventBus> {
-    static BUS: OnceLock<Arc<EventBus>> = OnceLock::new();
-    BUS.get_or_init(|| Arc::new(EventBus::auto_loaded()))
-        .clone()
-}
-
-/// Emits `event` with `payload` to the installed application's handlers, in this process and in
-/// every process that shares its bus.
-///
-/// Every `#[on_event(event)]` handler wired into the installed [`Vorte`](crate::Vorte) runs before
-/// this returns; the return value is how many ran here. The event is then published on the global
-/// cache's bus (`[cache.bus]`, else the Redis of L2 or L3), on the event stream its name hashes to
-/// (one of `event_shards`, spread over the primaries of a cluster), and every other process runs
-/// its own handlers when it reads it, including a process that was briefly disconnected; one that
-/// was away past the bus's `retention` drops its L1 instead and logs why. Events of one name
-/// arrive in the order they were emitted. Before any `Vorte` is built, the embedded default
-/// application has every registered handler wired.
-///
-/// # Errors
-///
-/// - [`ErrorKind::Serialize`] when the payload does not serialize to JSON;
-/// - [`ErrorKind::Handler`] (or the kind the handler itself returned) when a handler fails or its
-///   parameters do not bind. The other handlers still run.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> vorte_cache::Result<()> {
-/// let ran = vorte_cache::emit("nobody.listens", &serde_json::json!({ "id": 1 })).await?;
-/// assert_eq!(ran, 0);
-/// # Ok(()) }
-/// ```
-pub async fn emit<P: Serialize + ?Sized>(event: &str, payload: &P) -> Result<usize> {
-    let payload = serde_json::to_value(payload).map_err(|e| {
-        Error::new(
-            ErrorKind::Serialize,
-            format!("event `{event}`: payload is not JSON-serializable: {e}"),
-        )
-        .with_source(e)
-    })?;
-    let message = EventMessage {
-        event: event.to_owned(),
-        payload: payload.clone(),
-        origin: process_id(),
-    };
-    let ran = crate::vorte::installed_bus().dispatch(message).await;
-    // Then the other processes, through the global cache's bus (if it has one).
-    crate::cache::Cache::global()
-        .router()
-        .announce(|| crate::bus::Notice::Event {
-            event: event.to_owned(),
-            payload,
-        })
-        .await;
-    ran
 }

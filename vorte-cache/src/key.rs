@@ -39,6 +39,17 @@ pub(crate) fn validate(key: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the tags of one entry: at most [`MAX_TAGS`], each a valid key.
+pub(crate) fn validate_tags(tags: &[String]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!("{} tags given; the limit is {MAX_TAGS}", tags.len()),
+        ));
+    }
+    tags.iter().try_for_each(|t| validate(t, "tag"))
+}
+
 /// See [`crate::__private::default_key`].
 pub(crate) fn default_key<A: Serialize + ?Sized>(path: &str, args: &A) -> Result<String> {
     let json = serde_json::to_string(args).map_err(|e| {

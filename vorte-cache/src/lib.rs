@@ -23,11 +23,14 @@
 //! The layers, the read and write paths and the tag design are described in
 //! `docs/architecture.md`; the configuration in [`Config`].
 
+mod app;
 mod bus;
 mod cache;
+mod cached;
 mod clock;
 mod codec;
 pub mod config;
+mod engine;
 mod error;
 mod events;
 mod fence;
@@ -35,25 +38,25 @@ mod flight;
 mod glob;
 mod key;
 mod layer;
-mod router;
 mod stats;
 pub mod store;
 mod tags;
-mod vorte;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use cache::{Cache, GetOrSet, Set};
+pub use app::{Vorte, VorteBuilder, emit};
+pub use cache::{Cache, CacheBuilder, GetOrSet, Set};
 pub use config::{CacheConfig, Config};
 pub use error::{Error, ErrorKind, Result};
-pub use events::{EventBus, emit};
+#[allow(deprecated)]
+pub use events::EventBus;
+pub use events::Handlers;
 pub use key::MAX_KEY_LEN;
 pub use layer::Layer;
 pub use stats::{CacheStats, LayerStats};
 pub use store::{BoxFuture, Slot, Store, Usage};
-pub use vorte::{Vorte, VorteBuilder};
 
 #[cfg(feature = "macros")]
 #[doc = include_str!("docs/cached.md")]

@@ -1,23 +1,24 @@
-//! [`Cache`]: the handle every call goes through.
+//! [`Cache`]: the handle every call goes through. It only collects a call's arguments and hands
+//! them to the engine.
 
-use std::future::{Future, IntoFuture};
+mod builder;
+mod ops;
+
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__private::{Callsite, Output};
-use crate::codec;
+use crate::cached::{Callsite, Output};
 use crate::config::CacheConfig;
+use crate::engine::{Engine, WriteOptions};
 use crate::error::Result;
-use crate::key;
-use crate::layer::{Layer, LayerSet};
-use crate::router::{Router, WriteSpec};
 use crate::stats::CacheStats;
-use crate::store::BoxFuture;
+
+pub use builder::CacheBuilder;
+pub use ops::{GetOrSet, Set};
 
 /// A four-layer cache: a cheap, cloneable handle.
 ///
@@ -38,7 +39,7 @@ use crate::store::BoxFuture;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Cache {
-    router: Arc<Router>,
+    engine: Arc<Engine>,
 }
 
 impl Cache {
@@ -49,45 +50,30 @@ impl Cache {
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a layer cannot be opened (the message
     /// names the config path), or names a backend this build does not include.
     pub async fn from_config(config: &CacheConfig) -> Result<Cache> {
-        let router = Arc::new(Router::build(config).await?);
-        router.start_sweepers();
-        #[cfg(feature = "redis")]
-        if let Some(setup) = crate::bus::bus_config(config)? {
-            let bus = crate::bus::Bus::connect(setup, &config.key_prefix, Arc::downgrade(&router))
-                .await?;
-            let _ = router.bus.set(bus);
-        }
-        Ok(Cache { router })
+        CacheBuilder::new(config).build().await
     }
 
-    pub(crate) fn router(&self) -> &Router {
-        &self.router
+    /// A builder for a cache that also takes stores of your own (see [`CacheBuilder::store`]).
+    pub fn builder(config: &CacheConfig) -> CacheBuilder<'_> {
+        CacheBuilder::new(config)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Cache {
+        Cache { engine }
     }
 
     /// Whether this cache shares invalidations and events with other processes.
     pub fn has_bus(&self) -> bool {
-        #[cfg(feature = "redis")]
-        return self.router.bus.get().is_some();
-        #[cfg(not(feature = "redis"))]
-        false
-    }
-
-    pub(crate) fn from_router(router: Router) -> Cache {
-        Cache {
-            router: Arc::new(router),
-        }
-    }
-
-    /// The application's cache: the one installed by
-    /// [`VorteBuilder::build`](crate::VorteBuilder::build), or before any build the embedded
-    /// default (L1 only, nothing to run).
-    pub fn global() -> Cache {
-        crate::vorte::global_cache()
+        self.engine.has_bus()
     }
 
     /// The configuration this cache was built from.
     pub fn config(&self) -> &CacheConfig {
-        &self.router.config
+        &self.engine.config
     }
 
     /// Writes `value` under `key` in every enabled layer (write-through). Await the returned
@@ -104,9 +90,7 @@ impl Cache {
             cache: self,
             key,
             value,
-            ttl: None,
-            tags: Vec::new(),
-            layers: None,
+            options: WriteOptions::default(),
         }
     }
 
@@ -121,37 +105,39 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        // L1 holds only valid keys, so a hit needs no validation; on a miss `Router::get`
+        // L1 holds only valid keys, so a hit needs no validation; on a miss `Engine::get`
         // validates before any store sees the key.
-        if let Some(hit) = self.router.get_l1_now::<T>(key) {
+        if let Some(hit) = self.engine.try_l1_hit::<T>(key) {
             return hit.map(Some);
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.
-        Box::pin(self.router.get(key)).await
+        Box::pin(self.engine.get(key)).await
     }
 
     /// Removes `key` from every layer; `true` when some layer held it.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        self.router.delete(key).await
+        self.engine.delete(key).await
     }
 
     /// Whether `key` has a live entry in some layer.
     pub async fn exists(&self, key: &str) -> Result<bool> {
-        self.router.exists(key).await
+        self.engine.exists(key).await
     }
 
     /// Adds `delta` to the integer under `key` and returns the new value. A missing key counts as
     /// `0` and gets the `default_ttl`; an existing one keeps its remaining TTL and tags.
     ///
-    /// Exact under concurrency within this process.
+    /// Exact under concurrency, across processes too when the most shared layer has an atomic
+    /// compare-and-set (Redis, Redis Cluster, Memcached); with only L1 and L4 it is exact within
+    /// this process (`docs/guarantees.md#g5`).
     ///
     /// # Errors
     ///
     /// `NotAnInteger` when the value is not an integer or the sum overflows `i64`; the stored
     /// value is left unchanged.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        self.router.increment(key, delta).await
+        self.engine.increment(key, delta).await
     }
 
     /// The live keys matching a Redis-style glob (`*`, `?`, `[...]`, `\` escapes), sorted and
@@ -161,13 +147,13 @@ impl Cache {
     ///
     /// `InvalidGlob` for a malformed pattern (an unclosed `[`, a trailing `\`).
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
-        self.router.keys(pattern).await
+        self.engine.keys(pattern).await
     }
 
     /// Deletes each key; returns how many existed.
     pub async fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        self.router.delete_many(&keys).await
+        self.engine.delete_many(&keys).await
     }
 
     /// Removes every entry under this cache's `key_prefix`, in every layer, and nothing else.
@@ -176,7 +162,7 @@ impl Cache {
     ///
     /// The error of a layer that could not be cleared (the others are cleared regardless).
     pub async fn flush(&self) -> Result<()> {
-        self.router.flush().await
+        self.engine.flush().await
     }
 
     /// Invalidates every entry written with `tag`, in every layer, with one write (O(1) in the
@@ -187,12 +173,12 @@ impl Cache {
     /// `InvalidKey` for an empty or over-long tag; the tag authority's error if the new version
     /// could not be written (nothing is invalidated then).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        self.router.invalidate_tag(tag).await
+        self.engine.invalidate_tag(tag).await
     }
 
     /// A snapshot of hits, misses, keys and bytes; see [`CacheStats`] for how each is measured.
     pub async fn stats(&self) -> Result<CacheStats> {
-        self.router.stats().await
+        self.engine.stats().await
     }
 
     /// Reads `key`, or on a miss runs `loader`, caches its value and returns it.
@@ -236,9 +222,7 @@ impl Cache {
             cache: self,
             key,
             loader,
-            ttl: None,
-            tags: Vec::new(),
-            layers: None,
+            options: WriteOptions::default(),
             _t: PhantomData,
         }
     }
@@ -254,14 +238,9 @@ impl Cache {
         O: Output,
         F: Future<Output = O> + Send,
     {
-        if let Some(stored) = key
-            .as_ref()
-            .ok()
-            .and_then(|k| self.cached_l1_hit::<O::Stored>(k))
-        {
-            return O::from_stored(stored);
-        }
-        Box::pin(self.router.run_cached(callsite, key, tags, body)).await
+        // The caller (`__private::cached`) has checked L1; the loop checks it again before it
+        // joins the flight.
+        Box::pin(self.engine.run_cached(callsite, key, tags, body)).await
     }
 
     /// The L1 hit of a `#[cached]` call, if there is one; anything else takes the full path.
@@ -271,156 +250,6 @@ impl Cache {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         // No validation needed: L1 holds only valid keys.
-        self.router.get_l1_now::<T>(key)?.ok()
-    }
-}
-
-fn add_layer(layers: &mut Option<LayerSet>, layer: Layer) {
-    layers.get_or_insert_with(LayerSet::default).insert(layer);
-}
-
-/// A pending [`Cache::set`]. Await it to write.
-#[must_use = "a Set does nothing until awaited"]
-#[derive(Debug)]
-pub struct Set<'a, V: ?Sized> {
-    cache: &'a Cache,
-    key: &'a str,
-    value: &'a V,
-    ttl: Option<Duration>,
-    tags: Vec<String>,
-    layers: Option<LayerSet>,
-}
-
-impl<'a, V: Serialize + ?Sized> Set<'a, V> {
-    /// The entry's time to live; without it, the cache's `default_ttl`. Each layer's `ttl` caps it.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// Tags for [`Cache::invalidate_tag`].
-    pub fn tags<I, S>(mut self, tags: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.tags.extend(tags.into_iter().map(Into::into));
-        self
-    }
-
-    /// Writes only to this layer; call again to add more. Without it, every enabled layer.
-    pub fn layer(mut self, layer: Layer) -> Self {
-        add_layer(&mut self.layers, layer);
-        self
-    }
-}
-
-impl<'a, V: Serialize + ?Sized> IntoFuture for Set<'a, V> {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        // Serialize now, so the future holds bytes rather than a borrow of a maybe-!Sync value.
-        let router = &self.cache.router;
-        let serialization = router.config.serialization;
-        let prepared = key::validate(self.key, "key")
-            .and_then(|()| validate_tags(&self.tags))
-            .and_then(|()| codec::serialize(serialization, self.value));
-        let (key, ttl, tags, layers) = (self.key, self.ttl, self.tags, self.layers);
-        Box::pin(async move {
-            let payload = Bytes::from(prepared?);
-            let stamps = router.tags_stamps(&tags).await?;
-            let spec = WriteSpec {
-                ttl,
-                expires_at_ms: None,
-                layers: layers.unwrap_or(LayerSet::ALL),
-                stamps,
-                ticket: None,
-            };
-            router.write(key, payload, serialization, spec, None).await
-        })
-    }
-}
-
-fn validate_tags(tags: &[String]) -> Result<()> {
-    if tags.len() > key::MAX_TAGS {
-        return Err(crate::Error::new(
-            crate::ErrorKind::InvalidKey,
-            format!("{} tags given; the limit is {}", tags.len(), key::MAX_TAGS),
-        ));
-    }
-    tags.iter().try_for_each(|t| key::validate(t, "tag"))
-}
-
-/// A pending [`Cache::get_or_set`]. Await it to read or load.
-#[must_use = "a GetOrSet does nothing until awaited"]
-pub struct GetOrSet<'a, T, F> {
-    cache: &'a Cache,
-    key: &'a str,
-    loader: F,
-    ttl: Option<Duration>,
-    tags: Vec<String>,
-    layers: Option<LayerSet>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T, F> std::fmt::Debug for GetOrSet<'_, T, F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetOrSet")
-            .field("key", &self.key)
-            .field("ttl", &self.ttl)
-            .field("tags", &self.tags)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T, F> GetOrSet<'_, T, F> {
-    /// The loaded entry's time to live; without it, the cache's `default_ttl`.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// Tags of the loaded entry.
-    pub fn tags<I, S>(mut self, tags: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.tags.extend(tags.into_iter().map(Into::into));
-        self
-    }
-
-    /// Stores the loaded value only in this layer; call again to add more.
-    pub fn layer(mut self, layer: Layer) -> Self {
-        add_layer(&mut self.layers, layer);
-        self
-    }
-}
-
-impl<'a, T, F, Fut, E> IntoFuture for GetOrSet<'a, T, F>
-where
-    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    F: FnOnce() -> Fut + Send + 'a,
-    Fut: Future<Output = std::result::Result<T, E>> + Send + 'a,
-    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-{
-    type Output = Result<T>;
-    type IntoFuture = BoxFuture<'a, Result<T>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            validate_tags(&self.tags)?;
-            self.cache
-                .router
-                .get_or_set(
-                    self.key,
-                    self.loader,
-                    self.ttl,
-                    &self.tags,
-                    self.layers.unwrap_or(LayerSet::ALL),
-                )
-                .await
-        })
+        self.engine.try_l1_hit::<T>(key)?.ok()
     }
 }

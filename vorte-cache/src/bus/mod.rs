@@ -1,0 +1,219 @@
+//! The invalidation bus: the transport that carries invalidations and events between processes,
+//! on Redis Streams, and nothing else.
+//!
+//! The transport never names what sits above it. What it reads it hands to two sinks given to it
+//! at start: a [`NoticeSink`] for invalidations (the engine implements it) and an [`EventSink`]
+//! for events (the application implements it). Both are connected before any receiver starts, so
+//! nothing read at start-up is dropped for want of a recipient.
+//!
+//! Every process appends what it invalidates (deleted or rewritten keys, new tag versions,
+//! flushes) to the main stream, `<key_prefix>bus`, and the events it emits to one of N event
+//! streams, and reads every stream from dedicated connections with `XREAD BLOCK`. Streams rather
+//! than pub/sub, because a stream keeps what was sent while a receiver was away: after a
+//! reconnect, each receiver reads on from the last id it saw, so a brief disconnection loses
+//! nothing (see `docs/consistency.md`).
+//!
+//! Invalidations share one stream because their relative order matters (a flush, then a tag
+//! version, then a delete must be applied in that order). Events only need their order per event
+//! name, so they are spread over `event_shards` streams by a stable hash of the name: on a Redis
+//! Cluster one stream key lives on one primary, and one stream for every event would put all of
+//! `emit`'s traffic on one node. Each event stream's key carries a hash tag chosen so that the N
+//! streams sit in N evenly spread slot ranges, hence on different primaries under the usual even
+//! slot split (see [`event_stream`]). Events are therefore not ordered relative to invalidations,
+//! nor relative to events of another name.
+//!
+//! Every stream is capped by `XADD MAXLEN ~ retention` (`[cache.bus] retention`, default 100,000;
+//! the defaults apply when the bus rides on L2 or L3), which keeps at least that many entries.
+//! A receiver that comes back from a reconnection to find entries it had not read trimmed away
+//! has lost messages (an event's handlers may be what invalidates), so it drops its whole L1 and
+//! its memoised tag versions, and logs why ([`lost_after`] says how that is told).
+//!
+//! `event_shards` defaults to 1 on a single Redis and to 3 on a cluster (one stream per primary of
+//! the smallest cluster; set it to the number of primaries for a larger one). The default is a
+//! constant, not read off the cluster's topology, because every process must use the same number,
+//! or events land on streams others do not read: processes started before and after a resharding
+//! would otherwise disagree.
+//!
+//! Each message carries the id of the cache that sent it, which skips its own messages because it
+//! applied them before publishing; several caches in one process (tests use them to stand in for
+//! processes) still hear each other. Events also carry the sending process's id, so that the
+//! application can skip on the way back the events whose handlers its own `emit` already ran.
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod streams;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::BoxFuture;
+
+#[cfg(feature = "redis")]
+pub(crate) use redis::{Publisher, Receivers};
+
+/// An invalidation one process tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Notice {
+    /// These keys were deleted or rewritten: drop their L1 copies.
+    Keys { keys: Vec<String> },
+    /// A tag has a new version.
+    Tag { tag: String, version: u64 },
+    /// Everything under the prefix was flushed.
+    Flush,
+}
+
+/// An event for the `#[on_event]` handlers of other processes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EventNotice {
+    pub(crate) event: String,
+    pub(crate) payload: serde_json::Value,
+    /// The emitting process: it ran its own handlers already, so it skips this on the way back.
+    pub(crate) process: u64,
+}
+
+/// Where the transport delivers invalidations: the engine.
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "only the Redis transport delivers notices")
+)]
+pub(crate) trait NoticeSink: Send + Sync {
+    /// Applies another cache's invalidation to this process's local state.
+    fn apply(&self, notice: Notice) -> BoxFuture<'_, ()>;
+    /// Forgets everything held locally: the transport lost messages and cannot tell which.
+    fn drop_local_state(&self);
+}
+
+/// Where the transport delivers events: the application.
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "only the Redis transport delivers events")
+)]
+pub(crate) trait EventSink: Send + Sync {
+    /// Runs the handlers of an event published by any cache on the bus, this one included; the
+    /// sink decides which to run (the emitting process has run its own).
+    fn deliver(&self, event: EventNotice) -> BoxFuture<'_, ()>;
+}
+
+/// What travels on a stream: the sending cache's id, the sending process's id (events only) and
+/// the notice, flattened.
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "only the Redis transport sends messages")
+)]
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Message {
+    /// The sending cache's id: a cache skips its own invalidations, which it applied before
+    /// publishing.
+    pub(crate) origin: u64,
+    /// The sending process's id, on events.
+    #[serde(default)]
+    pub(crate) process: u64,
+    #[serde(flatten)]
+    pub(crate) body: Body,
+}
+
+/// A message's content: an invalidation or an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Body {
+    Keys {
+        keys: Vec<String>,
+    },
+    Tag {
+        tag: String,
+        version: u64,
+    },
+    Flush,
+    Event {
+        event: String,
+        payload: serde_json::Value,
+    },
+}
+
+impl From<Notice> for Body {
+    fn from(notice: Notice) -> Body {
+        match notice {
+            Notice::Keys { keys } => Body::Keys { keys },
+            Notice::Tag { tag, version } => Body::Tag { tag, version },
+            Notice::Flush => Body::Flush,
+        }
+    }
+}
+
+/// Connects the bus that a cache's configuration asks for (`[cache.bus]`, else the Redis of L2,
+/// else the cluster of L3), if any: its publisher, and its receivers, not yet started.
+pub(crate) async fn open(
+    config: &crate::config::CacheConfig,
+) -> crate::error::Result<Option<(Publisher, Receivers)>> {
+    #[cfg(feature = "redis")]
+    {
+        match redis::bus_config(config)? {
+            Some(setup) => Ok(Some(redis::connect(setup, &config.key_prefix).await?)),
+            None => Ok(None),
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = config;
+        Ok(None)
+    }
+}
+
+/// The transport of a build without the `redis` feature: there is none, so a cache's publisher
+/// is always `None` and the engine needs no `cfg` of its own.
+#[cfg(not(feature = "redis"))]
+#[derive(Debug)]
+pub(crate) enum Publisher {}
+
+#[cfg(not(feature = "redis"))]
+impl Publisher {
+    pub(crate) async fn publish(&self, _: Notice) -> crate::error::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) async fn publish_event(&self, _: EventNotice) -> crate::error::Result<()> {
+        match *self {}
+    }
+}
+
+/// The receivers of a build without the `redis` feature: there are none.
+#[cfg(not(feature = "redis"))]
+#[derive(Debug)]
+pub(crate) enum Receivers {}
+
+#[cfg(not(feature = "redis"))]
+impl Receivers {
+    pub(crate) fn start(
+        self,
+        _: std::sync::Weak<dyn NoticeSink>,
+        _: Option<std::sync::Weak<dyn EventSink>>,
+    ) {
+        match self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_json() {
+        let m = Message {
+            origin: 7,
+            process: 3,
+            body: Notice::Tag {
+                tag: "t".into(),
+                version: 9,
+            }
+            .into(),
+        };
+        let json = serde_json::to_string(&m).expect("json");
+        assert_eq!(
+            json,
+            r#"{"origin":7,"process":3,"kind":"tag","tag":"t","version":9}"#
+        );
+        let back: Message = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.body, m.body);
+    }
+}

@@ -1,0 +1,664 @@
+//! The Redis Streams transport: a publisher, and one receiver per stream that hands what it reads
+//! to the engine (invalidations) and to the application (events).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fred::prelude::{
+    Builder, Client, ClientLike, Config as FredConfig, Pool, ReconnectPolicy, StreamsInterface,
+    Value,
+};
+
+use super::streams::{StreamInfo, event_shard, event_stream, lost_after, parse_id, start_id};
+use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
+use crate::config::{Backend, CacheConfig, DEFAULT_BUS_RETENTION};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How long one `XREAD` blocks before the receiver checks that its cache still exists.
+const BLOCK: Duration = Duration::from_millis(500);
+
+/// How long `connect` waits for the server before it goes on and lets the clients connect in
+/// the background.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// The event shards of a cluster bus unless `[cache.bus] event_shards` says otherwise: 3, one
+/// per primary of the smallest cluster `redis-cli --cluster create` builds. Every shard is a
+/// reader client of its own in every process, holding one connection to each primary.
+const DEFAULT_CLUSTER_SHARDS: usize = 3;
+
+/// Where and how the bus travels.
+pub(crate) struct BusSetup {
+    fred: FredConfig,
+    clustered: bool,
+    timeout: Duration,
+    /// `[cache.bus] event_shards`; `None` decides at connect time.
+    event_shards: Option<usize>,
+    retention: u64,
+}
+
+/// `[cache.bus] url` as fred seed URLs: `redis-cluster://a?node=b` becomes `redis://a` and
+/// `redis://b` on a cluster client (and `rediss-cluster` the same with `rediss`).
+fn bus_urls(url: &str) -> (Vec<String>, bool) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (vec![url.to_owned()], false);
+    };
+    let plain = match scheme.to_ascii_lowercase().as_str() {
+        "redis-cluster" => "redis",
+        "rediss-cluster" => "rediss",
+        _ => return (vec![url.to_owned()], false),
+    };
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut urls = vec![format!("{plain}://{main}")];
+    urls.extend(
+        query
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("node="))
+            .filter(|node| !node.is_empty())
+            .map(|node| format!("{plain}://{node}")),
+    );
+    (urls, true)
+}
+
+/// Where the bus travels: `[cache.bus]`, else the Redis of L2, else the cluster of L3.
+pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
+    if let Some(bus) = &config.bus {
+        let (urls, clustered) = bus_urls(bus.url.expose());
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let fred = crate::store::redis::fred_config(&urls, clustered, None, "cache.bus.url")?;
+        return Ok(Some(BusSetup {
+            fred,
+            clustered,
+            timeout: Duration::from_millis(250),
+            event_shards: bus.event_shards,
+            retention: bus.retention,
+        }));
+    }
+    for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
+        let Some(cfg) = cfg else { continue };
+        let clustered = match cfg.backend {
+            Backend::Redis => false,
+            Backend::RedisCluster => true,
+            _ => continue,
+        };
+        let path = format!("cache.layers.{layer}.url");
+        let fred = crate::store::redis::fred_config(
+            &cfg.server_urls(),
+            clustered,
+            cfg.tls_ca_file.as_deref(),
+            &path,
+        )?;
+        return Ok(Some(BusSetup {
+            fred,
+            clustered,
+            timeout: cfg.timeout,
+            event_shards: None,
+            retention: DEFAULT_BUS_RETENTION,
+        }));
+    }
+    Ok(None)
+}
+
+/// The publishing half of one cache's connection to the bus. Dropping it closes the bus: the
+/// receivers see that within one blocking read and quit.
+pub(crate) struct Publisher {
+    pool: Pool,
+    /// This cache's id on the bus: random, so no two caches share one.
+    origin: u64,
+    /// The main stream: invalidations.
+    stream: String,
+    /// The event streams, indexed by [`event_shard`]; never empty.
+    events: Vec<String>,
+    /// `MAXLEN ~` of every stream.
+    retention: i64,
+    timeout: Duration,
+    /// Set when the publisher is dropped: tells the receivers to quit.
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stream", &self.stream)
+            .field("events", &self.events)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Publisher {
+    /// Closes every connection. fred keeps a client connected (and reconnecting) until it is
+    /// told to quit, whether or not anyone holds it, so the receivers are not aborted: they
+    /// see `closed` within one blocking read and quit their own clients.
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            runtime.spawn(async move {
+                let _ = pool.quit().await;
+            });
+        }
+    }
+}
+
+fn backend(what: &str, e: &fred::error::Error) -> Error {
+    Error::new(ErrorKind::Backend, format!("bus {what}: {}", e.details()))
+}
+
+/// The receiving half, connected but not started: one reader per stream, each with the id to
+/// read after. [`Receivers::start`] hands them their sinks; dropped unstarted, they quit.
+pub(crate) struct Receivers {
+    readers: Vec<(Client, String, Option<String>)>,
+    origin: u64,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Receivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receivers")
+            .field("streams", &self.readers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        if self.readers.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            for (reader, _, _) in self.readers.drain(..) {
+                runtime.spawn(async move {
+                    let _ = reader.quit().await;
+                });
+            }
+        }
+    }
+}
+
+impl Receivers {
+    /// Starts one detached receiver per stream. Each hands invalidations to `notices` and events
+    /// to `events` (when there is an event sink), and ends once the publisher or the notice sink
+    /// is gone.
+    pub(crate) fn start(
+        mut self,
+        notices: Weak<dyn NoticeSink>,
+        events: Option<Weak<dyn EventSink>>,
+    ) {
+        for (reader, stream, start) in self.readers.drain(..) {
+            let receiver = Receiver {
+                reader,
+                stream,
+                origin: self.origin,
+                notices: notices.clone(),
+                events: events.clone(),
+                closed: self.closed.clone(),
+            };
+            drop(tokio::spawn(receiver.run(start)));
+        }
+    }
+}
+
+/// Connects a cache to the bus: the publisher, and the receivers, which read from the newest id
+/// of each stream at this moment once started, so nothing published after this returns is
+/// missed.
+pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publisher, Receivers)> {
+    let mut config = setup.fred;
+    config.version = fred::types::RespVersion::RESP3;
+    let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
+    let pool = Builder::from_config(config.clone())
+        .with_performance_config(|p| p.default_command_timeout = setup.timeout)
+        .set_policy(policy.clone())
+        .build_pool(1)
+        .map_err(|e| backend("setup", &e))?;
+    drop(pool.connect()); // the connection task runs on; the handle is not needed
+    let reachable = matches!(
+        tokio::time::timeout(CONNECT_WAIT, pool.wait_for_connect()).await,
+        Ok(Ok(()))
+    );
+    if !reachable {
+        tracing::warn!(
+            "the invalidation bus is not reachable at start-up; retrying in the background"
+        );
+    }
+    let shards = match setup.event_shards {
+        Some(n) => n,
+        None if setup.clustered => DEFAULT_CLUSTER_SHARDS,
+        None => 1,
+    };
+    let stream = format!("{key_prefix}bus");
+    let events: Vec<String> = (0..shards)
+        .map(|i| event_stream(key_prefix, i, shards))
+        .collect();
+    // One reader per stream: a blocking XREAD holds its client until it returns, and on a
+    // cluster one XREAD cannot span the slots of several streams.
+    let mut readers = Vec::with_capacity(shards + 1);
+    for _ in 0..=shards {
+        let reader = Builder::from_config(config.clone())
+            .set_policy(policy.clone())
+            // An XREAD cut by a lost connection must surface as an error, not be silently
+            // re-sent: the receiver has to check for a gap after every reconnection.
+            .with_connection_config(|c| c.max_command_attempts = 1)
+            .build()
+            .map_err(|e| backend("setup", &e))?;
+        drop(reader.connect());
+        readers.push(reader);
+    }
+    let streams: Vec<String> = std::iter::once(&stream).chain(&events).cloned().collect();
+    // Fix every starting point before returning, so that nothing published after the cache is
+    // built can be missed by its receivers. An unreachable server is not waited for twice: the
+    // receivers find their starting points once it answers.
+    let starts = if reachable {
+        let starts = readers
+            .iter()
+            .zip(&streams)
+            .map(|(reader, stream)| async move {
+                let _ = reader.wait_for_connect().await;
+                let info = stream_info(reader, stream).await.ok()?;
+                Some(start_id(info.as_ref()))
+            });
+        tokio::time::timeout(CONNECT_WAIT, futures_util::future::join_all(starts))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let starts = starts.unwrap_or_else(|| vec![None; streams.len()]);
+    let origin = rand::random();
+    let closed = Arc::new(AtomicBool::new(false));
+    let receivers = Receivers {
+        readers: readers
+            .into_iter()
+            .zip(streams)
+            .zip(starts)
+            .map(|((reader, stream), start)| (reader, stream, start))
+            .collect(),
+        origin,
+        closed: closed.clone(),
+    };
+    let publisher = Publisher {
+        pool,
+        origin,
+        stream,
+        events,
+        retention: i64::try_from(setup.retention).unwrap_or(i64::MAX),
+        timeout: setup.timeout,
+        closed,
+    };
+    Ok((publisher, receivers))
+}
+
+impl Publisher {
+    /// Appends an invalidation to the main stream.
+    pub(crate) async fn publish(&self, notice: Notice) -> Result<()> {
+        self.send(&self.stream, notice.into(), 0).await
+    }
+
+    /// Appends an event to its name's event stream.
+    pub(crate) async fn publish_event(&self, event: EventNotice) -> Result<()> {
+        let shard = event_shard(&event.event, self.events.len());
+        let stream = self.events.get(shard).unwrap_or(&self.stream);
+        let body = Body::Event {
+            event: event.event,
+            payload: event.payload,
+        };
+        self.send(stream, body, event.process).await
+    }
+
+    async fn send(&self, stream: &str, body: Body, process: u64) -> Result<()> {
+        let message = Message {
+            origin: self.origin,
+            process,
+            body,
+        };
+        let body = serde_json::to_string(&message)
+            .map_err(|e| Error::new(ErrorKind::Serialize, format!("bus message: {e}")))?;
+        let add = self.pool.xadd::<String, _, _, _, _>(
+            stream,
+            false,
+            ("MAXLEN", "~", self.retention),
+            "*",
+            vec![("m", body)],
+        );
+        match tokio::time::timeout(self.timeout, add).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(backend("publish", &e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("bus publish took longer than {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+/// A receiver, the same for the main stream and every event stream: reads its stream from
+/// where it left off and hands each message to its sink, on a client of its own.
+struct Receiver {
+    reader: Client,
+    stream: String,
+    /// The id of the cache this receiver belongs to: its own invalidations are skipped.
+    origin: u64,
+    notices: Weak<dyn NoticeSink>,
+    events: Option<Weak<dyn EventSink>>,
+    /// Set when the publisher is dropped.
+    closed: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    /// Whether there is nothing left to receive for.
+    fn gone(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.notices.strong_count() == 0
+    }
+
+    /// Runs until the publisher or the engine is gone, then quits its client.
+    ///
+    /// `start` is the id to read after: the newest id when the cache was built (what was sent
+    /// before it existed is not for it), or `None` when the server was unreachable then.
+    async fn run(self, start: Option<String>) {
+        self.receive(start).await;
+        let _ = self.reader.quit().await;
+    }
+
+    /// Hands one message to its sink.
+    async fn deliver(&self, message: Message) {
+        match message.body {
+            Body::Event { event, payload } => {
+                if let Some(sink) = self.events.as_ref().and_then(Weak::upgrade) {
+                    sink.deliver(EventNotice {
+                        event,
+                        payload,
+                        process: message.process,
+                    })
+                    .await;
+                }
+            }
+            // Its own invalidations the cache applied before publishing them.
+            _ if message.origin == self.origin => {}
+            Body::Keys { keys } => self.apply(Notice::Keys { keys }).await,
+            Body::Tag { tag, version } => self.apply(Notice::Tag { tag, version }).await,
+            Body::Flush => self.apply(Notice::Flush).await,
+        }
+    }
+
+    async fn apply(&self, notice: Notice) {
+        if let Some(sink) = self.notices.upgrade() {
+            sink.apply(notice).await;
+        }
+    }
+
+    async fn receive(&self, start: Option<String>) {
+        let (reader, stream) = (&self.reader, self.stream.as_str());
+        let mut last = match start {
+            Some(id) => id,
+            None => loop {
+                match stream_info(reader, stream).await {
+                    Ok(info) => break start_id(info.as_ref()),
+                    Err(e) => {
+                        tracing::debug!(error = %e.details(), stream, "bus not reachable yet");
+                        if self.gone() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            },
+        };
+        let mut check_gap = false;
+        let mut reconnects = fred::interfaces::EventInterface::reconnect_rx(reader);
+        loop {
+            if self.gone() {
+                return;
+            }
+            // Any reconnection since the last read may have hidden a gap.
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                reconnects.try_recv()
+            {
+                check_gap = true;
+            }
+            if check_gap {
+                match stream_info(reader, stream).await {
+                    Ok(info) => {
+                        if lost_after(info.as_ref(), &last) {
+                            tracing::warn!(
+                                stream,
+                                last_seen = %last,
+                                oldest_kept = %info.and_then(|i| i.first).map_or_else(
+                                    || "none".to_owned(),
+                                    |(ms, seq)| format!("{ms}-{seq}"),
+                                ),
+                                "invalidation messages were trimmed while this process was \
+                                 away: dropping L1 and tag versions"
+                            );
+                            if let Some(sink) = self.notices.upgrade() {
+                                sink.drop_local_state();
+                            }
+                        }
+                        check_gap = false;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            let read = reader.xread_map::<String, String, String, String, _, _>(
+                Some(1_000),
+                Some(BLOCK.as_millis() as u64),
+                stream,
+                last.as_str(),
+            );
+            let batch = match tokio::time::timeout(BLOCK + Duration::from_secs(2), read).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e.details(), stream, "bus read failed; resuming after reconnect");
+                    check_gap = true;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(_) => {
+                    check_gap = true;
+                    continue;
+                }
+            };
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if self.notices.strong_count() == 0 {
+                return;
+            }
+            let entries = batch.into_values().flatten().collect::<Vec<_>>();
+            if entries.len() >= 1_000 {
+                // A full batch: this receiver may be lagging behind the trimming.
+                check_gap = true;
+            }
+            for (id, fields) in entries {
+                last = id;
+                let Some(body) = fields.get("m") else {
+                    continue;
+                };
+                match serde_json::from_str::<Message>(body) {
+                    Ok(message) => self.deliver(message).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream, "unreadable bus message skipped");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `XINFO STREAM`, or `None` when the stream does not exist.
+async fn stream_info(
+    reader: &Client,
+    stream: &str,
+) -> std::result::Result<Option<StreamInfo>, fred::error::Error> {
+    let info: HashMap<String, Value> = match reader.xinfo_stream(stream, false, None).await {
+        Ok(info) => info,
+        Err(e) if e.details().to_ascii_lowercase().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let id = |v: &Value| v.as_str().map(|s| parse_id(&s));
+    Ok(Some(StreamInfo {
+        length: info.get("length").and_then(Value::as_u64).unwrap_or(0),
+        last_generated: info.get("last-generated-id").and_then(id).unwrap_or((0, 0)),
+        // `first-entry` is `[id, [field, value, …]]`, or nil for an empty stream.
+        first: match info.get("first-entry") {
+            Some(Value::Array(entry)) => entry.first().and_then(id),
+            _ => None,
+        },
+        entries_added: info.get("entries-added").and_then(Value::as_u64),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_become_seed_nodes() {
+        assert_eq!(
+            bus_urls("redis-cluster://u:p@a:7000?node=b:7001&node=c:7002"),
+            (
+                vec![
+                    "redis://u:p@a:7000".to_owned(),
+                    "redis://b:7001".to_owned(),
+                    "redis://c:7002".to_owned()
+                ],
+                true
+            )
+        );
+        assert_eq!(
+            bus_urls("RedisS-Cluster://a:7000"),
+            (vec!["rediss://a:7000".to_owned()], true)
+        );
+        assert_eq!(
+            bus_urls("redis://a:6379/0"),
+            (vec!["redis://a:6379/0".to_owned()], false)
+        );
+    }
+
+    /// A `redis-server` on a free loopback port, killed on drop.
+    struct Server {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn redis_server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+
+    /// `connected_clients` of `INFO clients`, counting `client`'s own connection.
+    async fn connected(client: &Client) -> usize {
+        let info: String = client
+            .info(Some(fred::types::InfoKind::Clients))
+            .await
+            .expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("connected_clients")
+    }
+
+    /// A cache that is dropped closes its bus connections (publisher and every reader).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_cache_closes_its_bus_connections() {
+        let server = redis_server();
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let client = Builder::from_config(FredConfig::from_url(&url).expect("url"))
+            .build()
+            .expect("client");
+        client.init().await.expect("connect");
+        let before = connected(&client).await;
+        let toml = format!(
+            "[cache.bus]\nurl = {url:?}\nevent_shards = 4\n[cache.layers.l1]\nmax_size = 10"
+        );
+        let config = crate::Config::from_toml_str(&toml).expect("config");
+        let cache = crate::Cache::from_config(&config.cache)
+            .await
+            .expect("cache");
+        assert!(cache.has_bus());
+        // The publisher, the main stream's reader and four event readers.
+        assert_eq!(connected(&client).await, before + 6);
+        drop(cache);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while connected(&client).await > before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bus connections left open: {}",
+                connected(&client).await - before
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = client.quit().await;
+    }
+
+    /// `stream_info` reads what `XINFO STREAM` answers, before and after a trim.
+    #[tokio::test]
+    async fn stream_info_reads_a_real_server() {
+        let server = redis_server();
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let mut config = FredConfig::from_url(&url).expect("url");
+        config.version = fred::types::RespVersion::RESP3;
+        let client = Builder::from_config(config).build().expect("client");
+        client.init().await.expect("connect");
+        assert_eq!(stream_info(&client, "s").await.expect("xinfo"), None);
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let id: String = client
+                .xadd("s", false, None, "*", vec![("m", i)])
+                .await
+                .expect("xadd");
+            ids.push(parse_id(&id));
+        }
+        let info = stream_info(&client, "s").await.expect("xinfo");
+        assert_eq!(
+            info,
+            Some(StreamInfo {
+                length: 3,
+                last_generated: ids[2],
+                first: Some(ids[0]),
+                entries_added: Some(3),
+            })
+        );
+        let _: u64 = client.xtrim("s", ("MAXLEN", 0)).await.expect("xtrim");
+        let info = stream_info(&client, "s").await.expect("xinfo");
+        assert_eq!(
+            info,
+            Some(StreamInfo {
+                length: 0,
+                last_generated: ids[2],
+                first: None,
+                entries_added: Some(3),
+            })
+        );
+        let last = format!("{}-{}", ids[0].0, ids[0].1);
+        assert!(lost_after(info.as_ref(), &last));
+        let _ = client.quit().await;
+    }
+}

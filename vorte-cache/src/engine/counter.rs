@@ -1,0 +1,138 @@
+//! Counters: `increment`, exact across processes through a compare-and-set loop on the most
+//! shared layer when it has one, else exact within this process under a striped lock.
+
+use bytes::Bytes;
+
+use super::{Engine, Expiry, Tier, Write};
+use crate::codec::{self, Envelope};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{self, now_ms};
+use crate::layer::LayerSet;
+use crate::store::Slot;
+
+impl Engine {
+    pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        key::validate(key, "key")?;
+        let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % self.counter_locks.len();
+        let _guard = self.counter_locks[stripe].lock().await;
+        if let Some(authority) = self.authority.map(|i| &self.tiers[i])
+            && authority.store.has_compare_and_set()
+            && let Some(next) = self.increment_atomically(authority, key, delta).await?
+        {
+            return Ok(next);
+        }
+        // No atomic compare-and-set below L1: exact within this process (the stripe lock).
+        let (current, expires_at_ms, stamps) = match self.find(key).await {
+            Some((_, env)) => {
+                let n = Self::counter_value(key, &env)?;
+                (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
+            }
+            None => (0, None, Box::default()),
+        };
+        let next = Self::add(key, current, delta)?;
+        let serialization = self.config.serialization;
+        let payload = Bytes::from(codec::serialize(serialization, &next)?);
+        let expiry = expires_at_ms.map_or(Expiry::Ttl(None), Expiry::At);
+        let write = Write::set(expiry, LayerSet::ALL, stamps);
+        self.write(key, payload, serialization, write, Some(Box::new(next)))
+            .await?;
+        Ok(next)
+    }
+
+    fn counter_value(key: &str, env: &Envelope) -> Result<i64> {
+        codec::deserialize(env.serialization, key, &env.payload).map_err(|_| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("key `{key}` does not hold an integer"),
+            )
+        })
+    }
+
+    fn add(key: &str, current: i64, delta: i64) -> Result<i64> {
+        current.checked_add(delta).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("key `{key}`: {current} + {delta} overflows i64"),
+            )
+        })
+    }
+
+    /// Increments through a compare-and-set loop on the authority, which makes the sum exact
+    /// across processes (`docs/guarantees.md#g5`). `None` when the authority has no compare-and-set.
+    async fn increment_atomically(
+        &self,
+        authority: &Tier,
+        key: &str,
+        delta: i64,
+    ) -> Result<Option<i64>> {
+        const ATTEMPTS: usize = 1_000;
+        for _ in 0..ATTEMPTS {
+            let raw = authority.store.get(Slot::Entry(key)).await?;
+            let now = now_ms();
+            let live = match raw
+                .as_ref()
+                .map(|b| Envelope::decode(b, self.config.max_value_bytes))
+            {
+                Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {
+                    if env.tags.is_empty() || self.tags.check(&env.tags).await? {
+                        Some(env)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let (current, expires_at_ms, tags) = match &live {
+                Some(env) => (
+                    Self::counter_value(key, env)?,
+                    env.expires_at_ms,
+                    env.tags.clone(),
+                ),
+                None => (
+                    0,
+                    now.saturating_add(self.config.default_ttl.as_millis() as u64),
+                    Vec::new(),
+                ),
+            };
+            let next = Self::add(key, current, delta)?;
+            let serialization = self.config.serialization;
+            let payload = Bytes::from(codec::serialize(serialization, &next)?);
+            let (bytes, ttl) = Self::encode_for(
+                authority,
+                key,
+                expires_at_ms,
+                now,
+                &tags,
+                serialization,
+                &payload,
+            );
+            match authority
+                .store
+                .compare_and_set(key, raw.as_ref(), bytes, ttl)
+                .await?
+            {
+                None => return Ok(None),
+                Some(false) => continue,
+                Some(true) => {
+                    // The other layers follow the authority; a failure there is only a skip.
+                    let mut others = LayerSet::ALL;
+                    others.remove(authority.layer);
+                    let write =
+                        Write::set(Expiry::At(expires_at_ms), others, tags.into_boxed_slice());
+                    if self.selected(others).is_ok()
+                        && let Err(e) = self
+                            .write(key, payload, serialization, write, Some(Box::new(next)))
+                            .await
+                    {
+                        tracing::debug!(key, error = %e, "counter copy not written");
+                    }
+                    return Ok(Some(next));
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Backend,
+            format!("increment of `{key}`: {ATTEMPTS} compare-and-set attempts all conflicted"),
+        ))
+    }
+}

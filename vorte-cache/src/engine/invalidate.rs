@@ -1,0 +1,162 @@
+//! Invalidation: `delete`, `delete_many`, `invalidate_tag` and `flush` in this process, the
+//! notices that carry them to the others, and the other processes' notices applied here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::Engine;
+use crate::bus::{Notice, NoticeSink};
+use crate::error::Result;
+use crate::fence::Fenced;
+use crate::key;
+use crate::store::BoxFuture;
+
+/// What `delete` leaves in stores that support it, instead of nothing: a load that began before
+/// the delete, in any process, then fails its compare-and-set and cannot write the old value back
+/// (`docs/guarantees.md#g3`). Never a valid envelope (no `vc` magic), so it reads as a miss,
+/// never as corrupt.
+pub(crate) const TOMBSTONE: &[u8] = b"vorte-tombstone";
+
+/// How long a tombstone stays: a load slower than this after a delete could still write back.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Tells the other processes, when there is a bus; a failure is logged, never returned.
+    pub(crate) async fn announce(&self, notice: impl FnOnce() -> Notice) {
+        if let Some(publisher) = &self.publisher
+            && let Err(e) = publisher.publish(notice()).await
+        {
+            tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
+        }
+    }
+
+    /// Publishes an event for the other processes' handlers, when there is a bus. The engine
+    /// only carries it: what an event means is the application's business.
+    pub(crate) async fn publish_event(&self, event: crate::bus::EventNotice) {
+        if let Some(publisher) = &self.publisher
+            && let Err(e) = publisher.publish_event(event).await
+        {
+            tracing::warn!(error = %e, "event not published; other processes will not run its handlers");
+        }
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.delete_many(&[key]).await? > 0)
+    }
+
+    /// Deletes `keys` from every layer: one bulk call per store, one bus message.
+    pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        for key in keys {
+            key::validate(key, "key")?;
+        }
+        let mut existed = vec![false; keys.len()];
+        for (key, existed) in keys.iter().zip(existed.iter_mut()) {
+            self.fence.record(key, Fenced::Deleted);
+            *existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
+        }
+        let deletes = self.tiers.iter().map(|tier| async move {
+            (
+                tier,
+                tier.store
+                    .delete_many(keys, Bytes::from_static(TOMBSTONE), TOMBSTONE_TTL)
+                    .await,
+            )
+        });
+        for (tier, result) in join_all(deletes).await {
+            match result {
+                Ok(found) => {
+                    for (e, f) in existed.iter_mut().zip(found) {
+                        *e |= f;
+                    }
+                }
+                Err(e) => self.skip(
+                    tier.layer,
+                    "delete",
+                    keys.first().copied().unwrap_or(""),
+                    &e,
+                ),
+            }
+        }
+        self.announce(|| Notice::Keys {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        })
+        .await;
+        Ok(existed.iter().filter(|e| **e).count() as u64)
+    }
+
+    pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        key::validate(tag, "tag")?;
+        let version = self.tags.invalidate(tag).await?;
+        self.announce(|| Notice::Tag {
+            tag: tag.to_owned(),
+            version,
+        })
+        .await;
+        Ok(())
+    }
+
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.fence.record_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        let clears = self
+            .tiers
+            .iter()
+            .map(|tier| async move { (tier, tier.store.clear().await) });
+        let mut first_error = None;
+        for (tier, result) in join_all(clears).await {
+            if let Err(e) = result {
+                self.skip(tier.layer, "flush", "*", &e);
+                first_error.get_or_insert(e);
+            }
+        }
+        self.tags.forget_all();
+        self.announce(|| Notice::Flush).await;
+        // A flush that left a layer full would serve old values later: report it.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies another cache's notice to this cache's L1 and tag versions.
+    async fn apply_notice(&self, notice: Notice) {
+        match notice {
+            Notice::Keys { keys } => {
+                for key in &keys {
+                    self.fence.record(key, Fenced::Deleted);
+                    if let Some(l1) = &self.l1 {
+                        l1.remove(key);
+                    }
+                }
+            }
+            Notice::Tag { tag, version } => self.tags.learn(&tag, version),
+            Notice::Flush => self.forget_local_state(),
+        }
+    }
+
+    /// Forgets everything held in this process: L1, tag versions, and loads in flight.
+    pub(crate) fn forget_local_state(&self) {
+        self.fence.record_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        self.tags.forget_all();
+        for tier in &self.tiers {
+            tier.store.forget_cached_state();
+        }
+    }
+}
+
+impl NoticeSink for Engine {
+    fn apply(&self, notice: Notice) -> BoxFuture<'_, ()> {
+        Box::pin(self.apply_notice(notice))
+    }
+
+    fn drop_local_state(&self) {
+        self.forget_local_state();
+    }
+}

@@ -1,0 +1,257 @@
+//! The engine: composes L1 and the stores of L2–L4 into one cache.
+//!
+//! - Reads go L1 → L2 → L3 → L4 (`read.rs`). The first live, valid entry wins; the layers above it
+//!   are back-filled with its *remaining* TTL, capped by each layer's `ttl`.
+//! - Writes go through to every enabled layer the call selects (`write.rs`). A layer that fails is
+//!   skipped for that call, counted and logged (`docs/guarantees.md#f1`).
+//! - Loads (`get_or_set`, `#[cached]`) run one single-flight cache-aside loop (`load.rs`).
+//! - Invalidations fence loads in flight, change every layer and tell the other processes through
+//!   the bus (`invalidate.rs`); the bus hands other processes' invalidations back through
+//!   [`NoticeSink`](crate::bus::NoticeSink), which the engine implements.
+//! - Counters (`counter.rs`), listing and stats (`scan.rs`), and the background work of
+//!   write-behind layers and sweepers (`background.rs`) each have a file.
+//!
+//! Expiry is checked from the envelope on every read, so no layer returns an entry past its TTL
+//! whatever the backend does. A corrupt entry is a miss: removed and counted
+//! (`docs/guarantees.md#f4`). A well-formed entry of another type is a `TypeMismatch` error, and
+//! stays (`docs/guarantees.md#b1`).
+//!
+//! The engine knows nothing above it: not the handle, the application, its event handlers or any
+//! process global.
+
+mod background;
+mod counter;
+mod invalidate;
+mod load;
+mod read;
+mod scan;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::Publisher;
+use crate::config::CacheConfig;
+use crate::config::Compression;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fence::Fence;
+use crate::flight::Flights;
+use crate::layer::{Layer, LayerSet};
+use crate::stats::Counters;
+use crate::store::Store;
+use crate::store::memory::MemoryLayer;
+use crate::tags::TagIndex;
+
+pub(crate) use write::{Expiry, Write, WriteOptions};
+
+/// A layer below L1, as the engine uses it.
+#[derive(Debug)]
+struct Tier {
+    layer: Layer,
+    store: Arc<dyn Store>,
+    ttl_cap: Option<Duration>,
+    max_value_bytes: usize,
+    /// This layer's own compression, else the cache's.
+    compression: Compression,
+    /// The queue of a write-behind layer.
+    behind: Option<tokio::sync::mpsc::Sender<background::QueuedWrite>>,
+    /// How often to sweep expired objects, and how many at most, for stores that ask for it.
+    sweep: Option<(Duration, usize)>,
+}
+
+/// How one layer below L1 is opened: its store, and the settings the engine applies on top.
+#[derive(Debug)]
+pub(crate) struct TierSpec {
+    pub(crate) layer: Layer,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ttl_cap: Option<Duration>,
+    /// `None`: the cache's `max_value_bytes`.
+    pub(crate) max_value_bytes: Option<usize>,
+    /// `None`: the cache's compression.
+    pub(crate) compression: Option<Compression>,
+    /// `Some(capacity)` for a write-behind layer.
+    pub(crate) write_behind: Option<usize>,
+    pub(crate) sweep: Option<(Duration, usize)>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) config: CacheConfig,
+    l1: Option<MemoryLayer>,
+    tiers: Vec<Tier>,
+    /// Index in `tiers` of the most shared layer: it holds tag records and decides counters.
+    authority: Option<usize>,
+    enabled: LayerSet,
+    tags: TagIndex,
+    flights: Flights,
+    fence: Arc<Fence>,
+    counters: Counters,
+    counter_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The bus to the other processes, when there is one.
+    publisher: Option<Publisher>,
+}
+
+impl Engine {
+    /// An engine over already opened stores: starts the write-behind workers (the caller starts
+    /// the sweepers once the engine is shared).
+    pub(crate) fn new(
+        config: &CacheConfig,
+        specs: Vec<TierSpec>,
+        publisher: Option<Publisher>,
+    ) -> Engine {
+        let max_value = config.max_value_bytes;
+        let mut queues = Vec::new();
+        let tiers: Vec<Tier> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                if let Some(capacity) = spec.write_behind {
+                    queues.push((i, capacity));
+                }
+                Tier {
+                    layer: spec.layer,
+                    store: Arc::new(crate::store::circuit::CircuitStore::new(
+                        spec.store,
+                        spec.layer.name(),
+                    )),
+                    ttl_cap: spec.ttl_cap,
+                    max_value_bytes: spec.max_value_bytes.unwrap_or(max_value).min(max_value),
+                    compression: spec.compression.unwrap_or(config.compression),
+                    behind: None,
+                    sweep: spec.sweep,
+                }
+            })
+            .collect();
+        let layers = &config.layers;
+        let l1 = layers.l1.enabled.then(|| {
+            MemoryLayer::new(
+                layers.l1.max_size,
+                layers.l1.max_bytes,
+                layers.l1.ttl,
+                layers
+                    .l1
+                    .max_value_bytes
+                    .unwrap_or(max_value)
+                    .min(max_value),
+            )
+        });
+        let mut enabled = LayerSet::default();
+        if l1.is_some() {
+            enabled.insert(Layer::L1);
+        }
+        for tier in &tiers {
+            enabled.insert(tier.layer);
+        }
+        // Tag records live in, and counters are decided by, the most shared layer: L3, else L2,
+        // else L4.
+        let authority = [Layer::L3, Layer::L2, Layer::L4]
+            .iter()
+            .find_map(|l| tiers.iter().position(|t| t.layer == *l));
+        let authority_store = authority.map(|i| tiers[i].store.clone());
+        let memo_ttl = layers.l1.ttl.unwrap_or(config.default_ttl);
+        let mut engine = Engine {
+            config: config.clone(),
+            l1,
+            tiers,
+            enabled,
+            tags: TagIndex::new(authority_store, memo_ttl),
+            authority,
+            flights: Flights::default(),
+            fence: Arc::default(),
+            counters: Counters::default(),
+            counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            publisher,
+        };
+        for (i, capacity) in queues {
+            engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));
+        }
+        engine
+    }
+
+    /// The embedded default: L1 only.
+    pub(crate) fn embedded_default() -> Engine {
+        Engine::new(&CacheConfig::default(), Vec::new(), None)
+    }
+
+    /// Whether invalidations and events travel to other processes.
+    pub(crate) fn has_bus(&self) -> bool {
+        self.publisher.is_some()
+    }
+
+    fn skip(&self, layer: Layer, what: &str, key: &str, e: &Error) {
+        Counters::bump(&self.counters.layer(layer).errors);
+        tracing::warn!(layer = %layer, key, error = %e, "{what} failed; layer skipped for this call");
+    }
+
+    /// The layers of `layers` that are enabled; an error when none is.
+    fn selected(&self, layers: LayerSet) -> Result<LayerSet> {
+        let mut selected = LayerSet::default();
+        for layer in Layer::ALL {
+            if layers.contains(layer) && self.enabled.contains(layer) {
+                selected.insert(layer);
+            }
+        }
+        if selected == LayerSet::default() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "none of the layers selected for this write is enabled",
+            ));
+        }
+        Ok(selected)
+    }
+}
+
+/// The layers below L1: each configured layer with its store opened, except where `given` holds
+/// a store of the caller's for it, which then serves the layer with the layer's settings (or the
+/// cache's defaults when the configuration does not name the layer).
+pub(crate) async fn open_tiers(
+    config: &CacheConfig,
+    mut given: Vec<(Layer, Arc<dyn Store>)>,
+) -> Result<Vec<TierSpec>> {
+    let layers = &config.layers;
+    let mut specs = Vec::new();
+    for (layer, cfg) in [
+        (Layer::L2, &layers.l2),
+        (Layer::L3, &layers.l3),
+        (Layer::L4, &layers.l4),
+    ] {
+        let own = given
+            .iter()
+            .position(|(l, _)| *l == layer)
+            .map(|i| given.swap_remove(i).1);
+        let spec = match (cfg, own) {
+            (Some(cfg), own) => {
+                let store = match own {
+                    Some(store) => store,
+                    None => crate::store::open(layer, cfg, &config.key_prefix).await?,
+                };
+                TierSpec {
+                    layer,
+                    store,
+                    ttl_cap: cfg.ttl,
+                    max_value_bytes: cfg.max_value_bytes,
+                    compression: cfg.compression,
+                    write_behind: (cfg.write_policy == crate::config::WritePolicy::Behind)
+                        .then_some(cfg.write_behind_queue),
+                    sweep: cfg.sweep_interval.map(|every| (every, cfg.sweep_batch)),
+                }
+            }
+            (None, Some(store)) => TierSpec {
+                layer,
+                store,
+                ttl_cap: None,
+                max_value_bytes: None,
+                compression: None,
+                write_behind: None,
+                sweep: None,
+            },
+            (None, None) => continue,
+        };
+        specs.push(spec);
+    }
+    Ok(specs)
+}

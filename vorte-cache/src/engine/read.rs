@@ -1,0 +1,230 @@
+//! The read path: L1 first, then each layer below in order; the first live, valid entry wins and
+//! is copied into the layers above it.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::de::DeserializeOwned;
+
+use super::invalidate::TOMBSTONE;
+use super::{Engine, Expiry, Tier, Write};
+use crate::codec::{self, Envelope};
+use crate::error::Result;
+use crate::key::{self, now_ms};
+use crate::layer::{Layer, LayerSet};
+use crate::stats::Counters;
+use crate::store::Slot;
+use crate::store::memory::L1Entry;
+
+impl Engine {
+    /// Whether an L1 entry's tags are all current.
+    async fn l1_tags_valid(&self, entry: &L1Entry) -> bool {
+        if entry.tags.is_empty() {
+            return true;
+        }
+        let epoch = self.tags.epoch();
+        if entry.checked_epoch.load(Ordering::Acquire) == epoch {
+            return true;
+        }
+        let valid = match self.tags.check_memoised(&entry.tags) {
+            Some(v) => v,
+            None => match self.tags.check(&entry.tags).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // Unverifiable is treated as invalid: a miss is safe, a stale value is not.
+                    tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                    false
+                }
+            },
+        };
+        if valid {
+            entry.checked_epoch.store(epoch, Ordering::Release);
+        }
+        valid
+    }
+
+    /// The live, valid L1 entry of `key`, removing it when expired or invalidated.
+    #[inline]
+    pub(super) async fn l1_entry(&self, key: &str) -> Option<Arc<L1Entry>> {
+        let l1 = self.l1.as_ref()?;
+        let counters = self.counters.layer(Layer::L1);
+        let Some(entry) = l1.get(key) else {
+            Counters::bump(&counters.misses);
+            return None;
+        };
+        if !entry.is_live() || !self.l1_tags_valid(&entry).await {
+            l1.remove_entry(key, &entry);
+            Counters::bump(&counters.misses);
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Reads `key` from one layer below L1: a live, valid envelope, or `None` (counted).
+    pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> Option<Envelope> {
+        let counters = self.counters.layer(tier.layer);
+        let bytes = match tier.store.get(Slot::Entry(key)).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                Counters::bump(&counters.misses);
+                return None;
+            }
+            Err(e) => {
+                self.skip(tier.layer, "read", key, &e);
+                return None;
+            }
+        };
+        if bytes.as_ref() == TOMBSTONE {
+            Counters::bump(&counters.misses);
+            return None;
+        }
+        let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
+            Ok(env) if env.key == key => env,
+            Ok(_) | Err(_) => {
+                Counters::bump(&counters.corrupt);
+                tracing::warn!(layer = %tier.layer, key, "corrupt entry removed");
+                self.remove_quietly(tier, key).await;
+                return None;
+            }
+        };
+        let live = env.expires_at_ms > now_ms();
+        let valid = live
+            && (env.tags.is_empty()
+                || match self.tags.check(&env.tags).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                        return None;
+                    }
+                });
+        if !valid {
+            Counters::bump(&counters.misses);
+            self.remove_quietly(tier, key).await;
+            return None;
+        }
+        Some(env)
+    }
+
+    pub(super) async fn remove_quietly(&self, tier: &Tier, key: &str) {
+        if let Err(e) = tier.store.delete(Slot::Entry(key)).await {
+            self.skip(tier.layer, "delete", key, &e);
+        }
+    }
+
+    /// An L1 hit answered without awaiting anything: `Some(Ok)` on a hit, `Some(Err)` on a type
+    /// mismatch, `None` when the full read path must decide (absent, expired, or a tagged entry
+    /// whose stamps must be checked). The caller has validated the key.
+    #[inline]
+    pub(crate) fn try_l1_hit<T>(&self, key: &str) -> Option<Result<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let entry = self.l1.as_ref()?.get(key)?;
+        if !entry.is_live()
+            || (!entry.tags.is_empty()
+                && entry.checked_epoch.load(Ordering::Acquire) != self.tags.epoch())
+        {
+            return None;
+        }
+        let value = entry.value::<T>(key);
+        if value.is_ok() {
+            Counters::bump(&self.counters.layer(Layer::L1).hits);
+        }
+        Some(value)
+    }
+
+    /// Reads `key` as `T` through every layer.
+    pub(crate) async fn get<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        key::validate(key, "key")?;
+        if let Some(entry) = self.l1_entry(key).await {
+            let v = entry.value::<T>(key)?;
+            Counters::bump(&self.counters.layer(Layer::L1).hits);
+            return Ok(Some(v));
+        }
+        let ticket = self.fence.ticket();
+        for (i, tier) in self.tiers.iter().enumerate() {
+            if let Some(env) = self.read_tier(tier, key).await {
+                let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
+                Counters::bump(&self.counters.layer(tier.layer).hits);
+                // Only when some layer above it is enabled (with L1 off and a hit in the first
+                // remote layer there is nothing to fill).
+                if self.l1.is_some() || i > 0 {
+                    // Boxed: the write path's future is several kilobytes, and inline it would
+                    // make every read's future that large, allocated and moved on every call.
+                    Box::pin(self.backfill(key, &env, i, ticket, Box::new(v.clone()))).await;
+                }
+                return Ok(Some(v));
+            }
+        }
+        Counters::bump(&self.counters.misses);
+        Ok(None)
+    }
+
+    /// The first live, valid entry of `key`, without decoding or back-filling.
+    pub(super) async fn find(&self, key: &str) -> Option<(Layer, Envelope)> {
+        if let Some(entry) = self.l1_entry(key).await {
+            return Some((
+                Layer::L1,
+                Envelope {
+                    expires_at_ms: entry.expires_at_ms,
+                    created_at_ms: entry.created_at_ms,
+                    key: key.to_owned(),
+                    tags: entry.tags.to_vec(),
+                    serialization: entry.serialization,
+                    payload: entry.payload.clone(),
+                },
+            ));
+        }
+        for tier in &self.tiers {
+            if let Some(env) = self.read_tier(tier, key).await {
+                return Some((tier.layer, env));
+            }
+        }
+        None
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        key::validate(key, "key")?;
+        Ok(self.find(key).await.is_some())
+    }
+
+    /// Copies an entry found in `tiers[found]` into L1 and the remote layers above it.
+    async fn backfill(
+        &self,
+        key: &str,
+        env: &Envelope,
+        found: usize,
+        ticket: u64,
+        decoded: Box<dyn Any + Send + Sync>,
+    ) {
+        let mut targets = LayerSet::default();
+        if self.l1.is_some() {
+            targets.insert(Layer::L1);
+        }
+        for tier in &self.tiers[..found] {
+            targets.insert(tier.layer);
+        }
+        let write = Write::fill(
+            ticket,
+            Expiry::At(env.expires_at_ms),
+            targets,
+            env.tags.clone().into_boxed_slice(),
+        );
+        if let Err(e) = self
+            .write(
+                key,
+                env.payload.clone(),
+                env.serialization,
+                write,
+                Some(decoded),
+            )
+            .await
+        {
+            tracing::debug!(key, error = %e, "back-fill skipped");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Listing and stats: `keys` (every layer's candidates, each checked live) and `stats`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+
+use super::Engine;
+use crate::error::Result;
+use crate::glob::Glob;
+use crate::layer::Layer;
+use crate::stats::{CacheStats, LayerStats};
+
+/// Concurrent store calls in `keys`.
+const FAN_OUT: usize = 16;
+
+impl Engine {
+    async fn is_live(&self, key: &str) -> bool {
+        self.find(key).await.is_some()
+    }
+
+    pub(crate) async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let glob = Glob::new(pattern)?;
+        let mut candidates = BTreeSet::new();
+        if let Some(l1) = &self.l1 {
+            candidates.extend(
+                l1.entries()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| glob.matches(k)),
+            );
+        }
+        for tier in &self.tiers {
+            match tier.store.list(glob.literal_prefix()).await {
+                Ok(keys) => candidates.extend(keys.into_iter().filter(|k| glob.matches(k))),
+                Err(e) => self.skip(tier.layer, "list", pattern, &e),
+            }
+        }
+        let live: Vec<Option<String>> = futures_util::stream::iter(candidates)
+            .map(|k| async move { self.is_live(&k).await.then_some(k) })
+            .buffered(FAN_OUT)
+            .collect()
+            .await;
+        Ok(live.into_iter().flatten().collect())
+    }
+
+    pub(crate) async fn stats(&self) -> Result<CacheStats> {
+        let layer_stats = |layer: Layer, backend: &'static str, keys: u64, bytes: u64| {
+            let c = self.counters.layer(layer);
+            LayerStats {
+                layer,
+                backend,
+                hits: c.hits.load(Ordering::Relaxed),
+                misses: c.misses.load(Ordering::Relaxed),
+                errors: c.errors.load(Ordering::Relaxed),
+                corrupt: c.corrupt.load(Ordering::Relaxed),
+                too_large: c.too_large.load(Ordering::Relaxed),
+                write_behind_dropped: c.write_behind_dropped.load(Ordering::Relaxed),
+                swept: c.swept.load(Ordering::Relaxed),
+                keys,
+                bytes,
+            }
+        };
+        let mut layers = Vec::new();
+        let mut l1_bytes = 0;
+        if let Some(l1) = &self.l1 {
+            let (keys, bytes) = l1.usage();
+            l1_bytes = bytes;
+            layers.push(layer_stats(Layer::L1, "memory", keys, bytes));
+        }
+        for tier in &self.tiers {
+            let usage = match tier.store.usage().await {
+                Ok(u) => u,
+                Err(e) => {
+                    self.skip(tier.layer, "usage", "*", &e);
+                    Default::default()
+                }
+            };
+            layers.push(layer_stats(
+                tier.layer,
+                tier.store.backend(),
+                usage.keys,
+                usage.bytes,
+            ));
+        }
+        let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);
+        Ok(CacheStats {
+            l1_hits: hits(Layer::L1),
+            l2_hits: hits(Layer::L2),
+            l3_hits: hits(Layer::L3),
+            l4_hits: hits(Layer::L4),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            total_keys: self.keys("*").await?.len() as u64,
+            memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
+            layers,
+        })
+    }
+}

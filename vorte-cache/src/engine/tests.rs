@@ -1,0 +1,29 @@
+//! Engine unit tests.
+
+use super::*;
+
+/// The read path's futures are allocated and moved on every call that misses L1: the write
+/// path (back-fill, the loader's store) is boxed inside them only when it runs. Inline, it
+/// made `get`'s future 6.5 KB; boxed, `get`'s is 0.7 KB and `get_or_set`'s 0.9 KB.
+#[test]
+fn read_futures_stay_small() {
+    let engine = Engine::embedded_default();
+    let get = engine.get::<String>("k");
+    assert!(
+        std::mem::size_of_val(&get) <= 1_024,
+        "Engine::get future: {} bytes",
+        std::mem::size_of_val(&get)
+    );
+    let get_or_set = engine.get_or_set::<i32, _, _, std::io::Error>(
+        "k",
+        || async { Ok(1) },
+        None,
+        &[],
+        LayerSet::ALL,
+    );
+    assert!(
+        std::mem::size_of_val(&get_or_set) <= 1_536,
+        "Engine::get_or_set future: {} bytes",
+        std::mem::size_of_val(&get_or_set)
+    );
+}

@@ -1,0 +1,326 @@
+//! The write path: one [`Write`] through the selected layers, whose [`WriteKind`] says how it
+//! treats what is already there.
+
+use std::any::Any;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use super::background::QueuedWrite;
+use super::{Engine, Tier};
+use crate::codec::{self, Envelope, TagStamp};
+use crate::config::Serialization;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fence::Fenced;
+use crate::key::{self, now_ms};
+use crate::layer::{Layer, LayerSet};
+use crate::stats::Counters;
+use crate::store::Slot;
+use crate::store::memory::L1Entry;
+
+/// Why a value is written, which decides how the write treats what is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// New truth from the caller (`set`, a counter): it records itself in the fence, so loads in
+    /// flight stand down; it overwrites every selected layer; it may wait in a write-behind
+    /// queue; and it is announced to the other processes.
+    Set,
+    /// A copy of something read or loaded (a back-fill, a loader's value), valid only if the key
+    /// was not invalidated after `ticket` was taken: dropped when it was; fills only *empty*
+    /// slots of the shared layers (compare-and-set, so a newer value or the tombstone of a delete
+    /// in any process wins); never queued; never announced, since it is no news.
+    Fill { ticket: u64 },
+}
+
+/// When a written entry expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// From now; `None` is the cache's `default_ttl`.
+    Ttl(Option<Duration>),
+    /// At this wall-clock time in ms: a copy keeps what is left of its original's TTL.
+    At(u64),
+}
+
+/// One write: its kind, expiry, the layers it may go to, and the tag stamps it carries.
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub(crate) kind: WriteKind,
+    pub(crate) expiry: Expiry,
+    pub(crate) layers: LayerSet,
+    pub(crate) stamps: Box<[TagStamp]>,
+}
+
+impl Write {
+    /// New truth from the caller.
+    pub(crate) fn set(expiry: Expiry, layers: LayerSet, stamps: Box<[TagStamp]>) -> Write {
+        Write {
+            kind: WriteKind::Set,
+            expiry,
+            layers,
+            stamps,
+        }
+    }
+
+    /// A copy read or loaded after `ticket` was taken.
+    pub(crate) fn fill(
+        ticket: u64,
+        expiry: Expiry,
+        layers: LayerSet,
+        stamps: Box<[TagStamp]>,
+    ) -> Write {
+        Write {
+            kind: WriteKind::Fill { ticket },
+            expiry,
+            layers,
+            stamps,
+        }
+    }
+}
+
+/// The options of a `set` or a `get_or_set`, as the handle collected them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct WriteOptions {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) tags: Vec<String>,
+    /// `None`: every enabled layer.
+    pub(crate) layers: Option<LayerSet>,
+}
+
+impl Engine {
+    /// `cache.set(..)`: validates and serializes now, so the future holds bytes rather than a
+    /// borrow of a maybe-`!Sync` value, then stamps the tags and writes.
+    pub(crate) fn set<'a, V: Serialize + ?Sized>(
+        &'a self,
+        key: &'a str,
+        value: &V,
+        options: WriteOptions,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        let serialization = self.config.serialization;
+        let prepared = key::validate(key, "key")
+            .and_then(|()| key::validate_tags(&options.tags))
+            .and_then(|()| codec::serialize(serialization, value));
+        async move {
+            let payload = Bytes::from(prepared?);
+            let stamps = self.tags.stamps(&options.tags).await?;
+            let write = Write::set(
+                Expiry::Ttl(options.ttl),
+                options.layers.unwrap_or(LayerSet::ALL),
+                stamps,
+            );
+            self.write(key, payload, serialization, write, None).await
+        }
+    }
+
+    fn expires_at(&self, expiry: Expiry, now: u64) -> u64 {
+        match expiry {
+            Expiry::At(at) => at,
+            Expiry::Ttl(ttl) => {
+                let ttl = ttl.unwrap_or(self.config.default_ttl);
+                now.saturating_add(ttl.as_millis().max(1) as u64)
+            }
+        }
+    }
+
+    fn capped(expires_at_ms: u64, cap: Option<Duration>, now: u64) -> u64 {
+        match cap {
+            Some(cap) => expires_at_ms.min(now.saturating_add(cap.as_millis() as u64)),
+            None => expires_at_ms,
+        }
+    }
+
+    /// The bytes `tier` stores for an entry, and the TTL to give the store: the one place an
+    /// envelope is built for a layer below L1 (writes and counters).
+    pub(super) fn encode_for(
+        tier: &Tier,
+        key: &str,
+        expires_at_ms: u64,
+        now: u64,
+        stamps: &[TagStamp],
+        serialization: Serialization,
+        payload: &Bytes,
+    ) -> (Bytes, Duration) {
+        let env = Envelope {
+            expires_at_ms: Self::capped(expires_at_ms, tier.ttl_cap, now),
+            created_at_ms: now,
+            key: key.to_owned(),
+            tags: stamps.to_vec(),
+            serialization,
+            payload: payload.clone(),
+        };
+        let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
+        (env.encode(tier.compression), ttl)
+    }
+
+    /// Writes a serialized value through the selected layers.
+    ///
+    /// `decoded` (the value itself) lets L1 answer the next read without decoding.
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        payload: Bytes,
+        serialization: Serialization,
+        write: Write,
+        decoded: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Result<()> {
+        let selected = self.selected(write.layers)?;
+        if payload.len() > self.config.max_value_bytes {
+            return Err(Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "key `{key}`: the value is {} bytes; max_value_bytes is {}",
+                    payload.len(),
+                    self.config.max_value_bytes
+                ),
+            ));
+        }
+        match write.kind {
+            WriteKind::Fill { ticket } => {
+                if self.fence.check(key, ticket).is_some() {
+                    return Ok(());
+                }
+            }
+            WriteKind::Set => self.fence.record(key, Fenced::Set),
+        }
+        let fill = matches!(write.kind, WriteKind::Fill { .. });
+        let now = now_ms();
+        let expires_at_ms = self.expires_at(write.expiry, now);
+        let mut accepted = 0usize;
+        let mut first_error = None;
+
+        let mut puts = Vec::with_capacity(self.tiers.len());
+        for tier in self.tiers.iter().filter(|t| selected.contains(t.layer)) {
+            if payload.len() > tier.max_value_bytes {
+                Counters::bump(&self.counters.layer(tier.layer).too_large);
+                continue;
+            }
+            let (bytes, ttl) = Self::encode_for(
+                tier,
+                key,
+                expires_at_ms,
+                now,
+                &write.stamps,
+                serialization,
+                &payload,
+            );
+            if let (Some(queue), false) = (&tier.behind, fill) {
+                let queued = QueuedWrite {
+                    key: key.to_owned(),
+                    bytes,
+                    ttl,
+                    ticket: self.fence.ticket(),
+                };
+                match queue.try_send(queued) {
+                    Ok(()) => accepted += 1,
+                    Err(_) => {
+                        Counters::bump(&self.counters.layer(tier.layer).write_behind_dropped);
+                        tracing::warn!(layer = %tier.layer, key, "write-behind queue full; write dropped for this layer");
+                    }
+                }
+                continue;
+            }
+            puts.push(async move {
+                // A fill only fills an empty slot: if anything is there now (a newer value, or
+                // the tombstone of a delete from any process), it stands down.
+                let result = if fill {
+                    match tier
+                        .store
+                        .compare_and_set(key, None, bytes.clone(), ttl)
+                        .await
+                    {
+                        Ok(Some(stored)) => Ok(stored),
+                        Ok(None) => tier
+                            .store
+                            .put(Slot::Entry(key), bytes, ttl)
+                            .await
+                            .map(|()| true),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    tier.store
+                        .put(Slot::Entry(key), bytes, ttl)
+                        .await
+                        .map(|()| true)
+                };
+                (tier, result)
+            });
+        }
+        let mut written = Vec::new();
+        let mut superseded = false;
+        for (tier, result) in join_all(puts).await {
+            match result {
+                Ok(true) => {
+                    accepted += 1;
+                    written.push(tier);
+                }
+                Ok(false) => superseded = true,
+                Err(e) => {
+                    self.skip(tier.layer, "write", key, &e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if superseded {
+            // Another process deleted or rewrote the key since this load began: its value is
+            // old. Nothing of it may stay, here or in L1.
+            for tier in written {
+                self.remove_quietly(tier, key).await;
+            }
+            return Ok(());
+        }
+
+        if let (Some(l1), true) = (&self.l1, selected.contains(Layer::L1)) {
+            if payload.len() > l1.max_value_bytes {
+                Counters::bump(&self.counters.layer(Layer::L1).too_large);
+            } else {
+                let mut entry = L1Entry::new(
+                    Self::capped(expires_at_ms, l1.ttl_cap, now),
+                    now,
+                    write.stamps.clone(),
+                    serialization,
+                    payload.clone(),
+                );
+                if let Some(decoded) = decoded {
+                    entry = entry.with_decoded_any(decoded);
+                }
+                accepted += 1;
+                match write.kind {
+                    WriteKind::Set => l1.insert(key, entry),
+                    WriteKind::Fill { ticket } => {
+                        // Atomic with delete's fence record: either the delete sees this entry
+                        // and removes it, or this write sees the delete and is dropped.
+                        if self
+                            .fence
+                            .write_if_allowed(key, ticket, || l1.insert(key, entry))
+                            == Some(Fenced::Deleted)
+                        {
+                            // Deleted while the remote copies were written: take them back.
+                            for tier in written {
+                                self.remove_quietly(tier, key).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if accepted > 0 {
+            if write.kind == WriteKind::Set {
+                self.announce(|| crate::bus::Notice::Keys {
+                    keys: vec![key.to_owned()],
+                })
+                .await;
+            }
+            return Ok(());
+        }
+        Err(first_error.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "key `{key}`: the value ({} bytes) is over the max_value_bytes of every selected layer",
+                    payload.len()
+                ),
+            )
+        }))
+    }
+}
