@@ -1,4 +1,7 @@
-//! The whole Cache API of SPEC §3, on L1 alone and on L1 + L4 `file`.
+//! The whole Cache API on each of the eight stacks of `tests/lib.rs` (`on_every_stack!`): L1 alone;
+//! L1 + L4 `file` or `s3`; L1 + L2 `redis` or `memcached`; L1 + L3 `redis-cluster`; L1 + L2 + L3;
+//! all four layers. Then behaviours that need one particular stack, each on that stack. The
+//! guarantees these tests prove are listed, each with its tests, in `docs/guarantees.md`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,

@@ -1,6 +1,8 @@
-//! Cross-process claims, proven with separate OS processes (`tests/worker.rs`): exact counters
-//! (G5), invalidation reaching other processes' L1 (G2, with the delay measured), and events
-//! delivered to every process, also after a disconnection and sharded over a cluster's primaries.
+//! Cross-process claims, proven with separate OS processes (`tests/worker.rs`); the ids are those
+//! of `docs/guarantees.md`: exact counters (G5), no resurrection by a load in another process (G3),
+//! lost messages dropping L1 (G4), invalidation reaching other processes' L1 (G2, with the delay
+//! measured), and events delivered to every process, also after a disconnection and sharded over
+//! a cluster's primaries.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -150,7 +152,7 @@ async fn counters_are_exact(stack: Stack) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g5_counters_are_exact_across_processes() {
+async fn counters_are_exact_across_processes() {
     for stack in [
         Stack::L1Redis,
         Stack::L1Memcached,
@@ -161,10 +163,11 @@ async fn g5_counters_are_exact_across_processes() {
     }
 }
 
-/// G3 across processes: a worker's load reads the old value (slowly), this process deletes the
-/// key meanwhile, then the load finishes: the old value must not land in any layer, in any process.
+/// `docs/guarantees.md#g3-no-resurrection` across processes: a worker's load reads the old value
+/// (slowly), this process deletes the key meanwhile, then the load finishes: the old value must not
+/// land in any layer, in any process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g3_a_load_that_began_before_a_delete_elsewhere_never_writes_back() {
+async fn a_load_that_began_before_a_delete_in_another_process_never_writes_back() {
     for stack in [
         Stack::L1Redis,
         Stack::L1Memcached,
@@ -234,10 +237,10 @@ async fn g3_a_load_that_began_before_a_delete_elsewhere_never_writes_back() {
     );
 }
 
-/// G4: a receiver that comes back to find the messages after its last id trimmed away has lost
-/// invalidations, so it drops its L1 instead of serving what it holds.
+/// `docs/guarantees.md#g4-gap-detection`: a receiver that comes back to find the messages after its
+/// last id trimmed away has lost invalidations, so it drops its L1 instead of serving what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g4_a_receiver_that_lost_messages_drops_its_l1() {
+async fn a_process_that_lost_invalidations_drops_its_l1() {
     let env = Env::with_own_redis();
     let port = env.redis().port();
     let cache = env.cache("").await;
@@ -280,10 +283,10 @@ async fn worker_reads_within_10s(worker: &mut Worker, key: &str, value: &str, wh
     }
 }
 
-/// G4 for events: an event stream trimmed past what a receiver read also drops its L1, since the
-/// lost event's handler may have been what invalidates.
+/// `docs/guarantees.md#g4-gap-detection` for events: an event stream trimmed past what a receiver
+/// read also drops its L1, since the lost event's handler may have been what invalidates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g4_a_receiver_that_lost_events_drops_its_l1() {
+async fn a_process_that_lost_events_drops_its_l1() {
     let _app = APP.lock().await;
     let env = Env::with_own_redis();
     let port = env.redis().port();
@@ -346,8 +349,11 @@ fn pct(sorted: &[u128], p: f64) -> u128 {
     sorted[i]
 }
 
+/// `docs/guarantees.md#g2-invalidation` across processes: after each invalidating call returns
+/// here, a worker that holds the key in its L1 stops serving it; the delay is printed (the figures
+/// of `docs/consistency.md#measured-delay-g2`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g2_invalidations_reach_other_processes() {
+async fn invalidations_reach_the_l1_of_other_processes() {
     for stack in [Stack::L1Redis, Stack::L1Memcached, Stack::L1Cluster] {
         let env = Env::new(stack);
         let cache = env.cache("").await;

@@ -1,6 +1,7 @@
-//! Redis-specific guarantees, on servers of this binary's own: isolation under the key prefix
-//! (G6), O(1) tag invalidation in round trips (G7), ACL users from the URL with the password kept
-//! out of `Debug` (S1, S2), and a Redis killed under load (F1, F2).
+//! Redis-specific guarantees, on servers of this binary's own; the ids are those of
+//! `docs/guarantees.md`: isolation under the key prefix (G6), O(1) tag invalidation in round trips
+//! (G7), ACL users from the URL with the password kept out of `Debug` (S1, S2), TLS with a private
+//! CA (S2), and a Redis killed under load (F1, F2, M1).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -76,7 +77,7 @@ async fn exercise(cache: &Cache) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g6_only_the_prefix_is_touched_and_no_global_command_is_sent() {
+async fn only_the_prefix_is_touched_and_no_global_command_is_sent() {
     let server = RedisServer::start();
     let port = server.port();
     redis_cmd(port, &["SET", "foreign:key", "keep me"]);
@@ -129,7 +130,7 @@ async fn g6_only_the_prefix_is_touched_and_no_global_command_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g7_tag_invalidation_costs_the_same_round_trips_at_any_size() {
+async fn tag_invalidation_costs_the_same_round_trips_at_any_size() {
     let server = RedisServer::start();
     let port = server.port();
     let cache = Cache::from_config(&l2(&server.url(), &unique_prefix(), "").cache)
@@ -168,7 +169,7 @@ async fn g7_tag_invalidation_costs_the_same_round_trips_at_any_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s2_acl_users_work_and_s1_passwords_stay_out_of_debug() {
+async fn acl_users_work_and_passwords_stay_out_of_debug() {
     let server = RedisServer::start_with_acl("app", "s3cr3t-pw");
     let config = l2(&server.url(), &unique_prefix(), "");
     let cache = Cache::from_config(&config.cache).await.expect("cache");
@@ -208,7 +209,7 @@ async fn load(id: u32) -> Result<u32, std::io::Error> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f1_f2_redis_killed_under_load_then_back() {
+async fn cached_calls_never_fail_while_redis_is_down_and_the_layer_rejoins() {
     let mut env = Env::with_own_redis();
     assert_eq!(env.stack, Stack::L1Redis);
     Vorte::builder()
@@ -390,7 +391,7 @@ fn start_tls_redis() -> TlsRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s2_rediss_works_with_a_private_ca_and_verifies_the_server() {
+async fn rediss_works_with_a_private_ca_and_verifies_the_server() {
     let server = start_tls_redis();
     let url = format!("rediss://127.0.0.1:{}/0", server.port);
     let ca = server.dir.path().join("ca.crt");
