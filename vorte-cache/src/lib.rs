@@ -39,6 +39,8 @@ mod router;
 mod stats;
 pub mod store;
 mod tags;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod vorte;
 
 #[doc(hidden)]
