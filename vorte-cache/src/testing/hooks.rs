@@ -44,6 +44,52 @@ pub enum Op {
     Sweep,
 }
 
+/// Which call a hook catches: an operation on a key, the `nth` such call from when the hook is
+/// set (1 = the next), held or failed before it takes effect or after.
+///
+/// ```
+/// use vorte_cache::testing::{Call, Op};
+///
+/// // The second read of "k", once it has read the value but before it answers.
+/// let call = Call::new(Op::Get, "k").nth(2).after_effect();
+/// # let _ = call;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    op: Op,
+    key: String,
+    nth: usize,
+    after: bool,
+}
+
+impl Call {
+    /// The next call of `op` on `key`, caught before it reads or changes anything.
+    pub fn new(op: Op, key: &str) -> Self {
+        Call {
+            op,
+            key: key.to_owned(),
+            nth: 1,
+            after: false,
+        }
+    }
+
+    /// The `nth` matching call instead of the next (`nth(1)` is the next; 0 counts as 1).
+    #[must_use]
+    pub fn nth(mut self, nth: usize) -> Self {
+        self.nth = nth.max(1);
+        self
+    }
+
+    /// Catches the call after it took effect (a read has read, a write is stored), before it
+    /// answers: a pause then holds an answer that may be stale by the time it is released, and a
+    /// failure is one whose effect happened anyway (as a timeout after the server applied it).
+    #[must_use]
+    pub fn after_effect(mut self) -> Self {
+        self.after = true;
+        self
+    }
+}
+
 /// What a hook does to the call it catches.
 enum Action {
     Pause(Arc<Gate>),
@@ -54,6 +100,7 @@ enum Action {
 struct Hook {
     op: Op,
     key: String,
+    after: bool,
     skip: usize,
     action: Action,
 }
@@ -74,9 +121,10 @@ impl Gate {
     }
 }
 
-/// A call held at the door of the store, before it reads or changes anything.
+/// A call held by the store, before or after its effect (see [`Call`]).
 ///
-/// Returned by [`TestStore::pause`](super::TestStore::pause). The call waits until
+/// Returned by [`TestStore::pause`](super::TestStore::pause) and
+/// [`TestStore::pause_call`](super::TestStore::pause_call). The call waits until
 /// [`release`](Pause::release), or until the handle is dropped (so a failing test never leaves a
 /// call hanging).
 #[derive(Debug)]
@@ -119,26 +167,27 @@ pub(super) struct Hooks {
 }
 
 impl Hooks {
-    fn arm(&self, op: Op, key: &str, nth: usize, action: Action) {
+    fn arm(&self, call: Call, action: Action) {
         self.armed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Hook {
-                op,
-                key: key.to_owned(),
-                skip: nth.saturating_sub(1),
+                op: call.op,
+                key: call.key,
+                after: call.after,
+                skip: call.nth - 1,
                 action,
             });
     }
 
-    pub(super) fn pause(&self, op: Op, key: &str, nth: usize) -> Pause {
+    pub(super) fn pause(&self, call: Call) -> Pause {
         let gate = Arc::new(Gate::new());
-        self.arm(op, key, nth, Action::Pause(gate.clone()));
+        self.arm(call, Action::Pause(gate.clone()));
         Pause { gate }
     }
 
-    pub(super) fn fail(&self, op: Op, key: &str, nth: usize, error: Error) {
-        self.arm(op, key, nth, Action::Fail(error));
+    pub(super) fn fail(&self, call: Call, error: Error) {
+        self.arm(call, Action::Fail(error));
     }
 
     pub(super) fn calls(&self, op: Op, key: &str) -> usize {
@@ -150,8 +199,7 @@ impl Hooks {
             .unwrap_or(0)
     }
 
-    /// Runs the hooks for a call of `op` on `keys`: counts it, then waits out a pause or returns
-    /// the chosen error. Each hook catches one call, then is gone.
+    /// A call of `op` on `keys` arrives: counts it, then runs the hooks set for before its effect.
     pub(super) async fn enter(&self, op: Op, keys: &[&str]) -> Result<(), Error> {
         {
             let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,12 +207,22 @@ impl Hooks {
                 *calls.entry((op, (*key).to_owned())).or_default() += 1;
             }
         }
+        self.run(op, keys, false).await
+    }
+
+    /// The call took effect: runs the hooks set for after it.
+    pub(super) async fn leave(&self, op: Op, keys: &[&str]) -> Result<(), Error> {
+        self.run(op, keys, true).await
+    }
+
+    /// Waits out a pause or returns the chosen error. Each hook catches one call, then is gone.
+    async fn run(&self, op: Op, keys: &[&str], after: bool) -> Result<(), Error> {
         let caught = {
             let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
             // Every matching hook counts this call; the first one due catches it.
             let mut caught = None;
             for (i, hook) in armed.iter_mut().enumerate() {
-                if hook.op != op || !keys.contains(&hook.key.as_str()) {
+                if hook.op != op || hook.after != after || !keys.contains(&hook.key.as_str()) {
                     continue;
                 }
                 if hook.skip > 0 {

@@ -12,5 +12,5 @@ pub mod contract;
 mod hooks;
 mod store;
 
-pub use hooks::{Op, Pause};
+pub use hooks::{Call, Op, Pause};
 pub use store::TestStore;

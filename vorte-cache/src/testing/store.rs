@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::hooks::{Hooks, Op, Pause};
+use super::hooks::{Call, Hooks, Op, Pause};
 use crate::error::{Error, Result};
 use crate::store::{BoxFuture, Slot, Store, Usage};
 
@@ -113,22 +113,22 @@ impl TestStore {
     /// Holds the next call of `op` on `key` before it reads or changes anything, until the
     /// returned handle releases it (see [`Op`] for what `key` means per operation).
     pub fn pause(&self, op: Op, key: &str) -> Pause {
-        self.pause_nth(op, key, 1)
+        self.pause_call(Call::new(op, key))
     }
 
-    /// Holds the `nth` call (1 = the next) of `op` on `key`, counted from now.
-    pub fn pause_nth(&self, op: Op, key: &str, nth: usize) -> Pause {
-        self.server.hooks.pause(op, key, nth)
+    /// Holds the chosen call: the `nth`, or after its effect (see [`Call`]).
+    pub fn pause_call(&self, call: Call) -> Pause {
+        self.server.hooks.pause(call)
     }
 
     /// Makes the next call of `op` on `key` fail with `error`, changing nothing.
     pub fn fail(&self, op: Op, key: &str, error: Error) {
-        self.fail_nth(op, key, 1, error);
+        self.fail_call(Call::new(op, key), error);
     }
 
-    /// Makes the `nth` call (1 = the next) of `op` on `key` fail with `error`, changing nothing.
-    pub fn fail_nth(&self, op: Op, key: &str, nth: usize, error: Error) {
-        self.server.hooks.fail(op, key, nth, error);
+    /// Makes the chosen call fail with `error`: the `nth`, or after its effect (see [`Call`]).
+    pub fn fail_call(&self, call: Call, error: Error) {
+        self.server.hooks.fail(call, error);
     }
 
     /// While `true`, every call fails with a [`Backend`](crate::ErrorKind::Backend) error, as
@@ -149,13 +149,26 @@ impl TestStore {
         }
     }
 
-    /// Runs the hooks, then checks the server is up.
-    async fn enter(&self, op: Op, keys: &[&str]) -> Result<()> {
+    /// One call: the hooks set for before it, the server's availability, its effect (`work`),
+    /// then the hooks set for after it.
+    async fn call_on<T>(
+        &self,
+        op: Op,
+        keys: &[&str],
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         self.server.hooks.enter(op, keys).await?;
         if self.server.unavailable.load(Ordering::SeqCst) {
             return Err(Error::backend("test store: unavailable"));
         }
-        Ok(())
+        let answer = work()?;
+        self.server.hooks.leave(op, keys).await?;
+        Ok(answer)
+    }
+
+    /// [`TestStore::call_on`] one key (`""` for calls without one).
+    async fn call<T>(&self, op: Op, key: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.call_on(op, &[key], work).await
     }
 
     /// The server's names, with expired ones removed (expiry is native, as in Redis).
@@ -202,45 +215,40 @@ impl Store for TestStore {
     }
 
     fn get<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
-        Box::pin(async move {
-            let (op, key) = op_of(slot, Op::Get, Op::GetTag);
-            self.enter(op, &[key]).await?;
+        let (op, key) = op_of(slot, Op::Get, Op::GetTag);
+        Box::pin(self.call(op, key, move || {
             Ok(self.names().get(&self.name(slot)).map(|s| s.value.clone()))
-        })
+        }))
     }
 
     fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let (op, key) = op_of(slot, Op::Put, Op::PutTag);
-            self.enter(op, &[key]).await?;
+        let (op, key) = op_of(slot, Op::Put, Op::PutTag);
+        Box::pin(self.call(op, key, move || {
             Self::store(&mut self.names(), self.name(slot), value, ttl);
             Ok(())
-        })
+        }))
     }
 
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let (op, key) = op_of(slot, Op::Delete, Op::DeleteTag);
-            self.enter(op, &[key]).await?;
+        let (op, key) = op_of(slot, Op::Delete, Op::DeleteTag);
+        Box::pin(self.call(op, key, move || {
             Ok(self.names().remove(&self.name(slot)).is_some())
-        })
+        }))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move {
-            self.enter(Op::List, &[prefix]).await?;
+        Box::pin(self.call(Op::List, prefix, move || {
             let names = self.names();
             let space = format!("{}{prefix}", self.entries);
             Ok(Self::under(&names, &space)
                 .into_iter()
                 .filter_map(|name| name.strip_prefix(&self.entries).map(str::to_owned))
                 .collect())
-        })
+        }))
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move {
-            self.enter(Op::Clear, &[""]).await?;
+        Box::pin(self.call(Op::Clear, "", move || {
             let mut names = self.names();
             let doomed: Vec<String> = [&self.entries, &self.tags]
                 .into_iter()
@@ -251,12 +259,11 @@ impl Store for TestStore {
                 names.remove(name);
             }
             Ok(doomed.len() as u64)
-        })
+        }))
     }
 
     fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
-        Box::pin(async move {
-            self.enter(Op::Usage, &[""]).await?;
+        Box::pin(self.call(Op::Usage, "", move || {
             let names = self.names();
             let entries = Self::under(&names, &self.entries);
             Ok(Usage {
@@ -267,7 +274,7 @@ impl Store for TestStore {
                     .map(|s| s.value.len() as u64)
                     .sum(),
             })
-        })
+        }))
     }
 
     fn tombstone<'a>(
@@ -276,13 +283,11 @@ impl Store for TestStore {
         marker: Bytes,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
-        Box::pin(async move {
-            self.enter(Op::Tombstone, &[key]).await?;
-            if !self.compare_and_set {
-                return Ok(None);
-            }
-            Ok(Some(self.tombstone_now(key, marker, ttl)))
-        })
+        Box::pin(self.call(Op::Tombstone, key, move || {
+            Ok(self
+                .compare_and_set
+                .then(|| self.tombstone_now(key, marker, ttl)))
+        }))
     }
 
     fn delete_many<'a>(
@@ -291,8 +296,7 @@ impl Store for TestStore {
         marker: Bytes,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(async move {
-            self.enter(Op::DeleteMany, keys).await?;
+        Box::pin(self.call_on(Op::DeleteMany, keys, move || {
             Ok(keys
                 .iter()
                 .map(|key| {
@@ -303,16 +307,13 @@ impl Store for TestStore {
                     }
                 })
                 .collect())
-        })
+        }))
     }
 
+    /// Expiry is native: nothing is left to sweep.
     fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
         let _ = batch;
-        Box::pin(async move {
-            self.enter(Op::Sweep, &[""]).await?;
-            // Expiry is native: nothing is left to sweep.
-            Ok(0)
-        })
+        Box::pin(self.call(Op::Sweep, "", || Ok(0)))
     }
 
     fn has_compare_and_set(&self) -> bool {
@@ -326,8 +327,7 @@ impl Store for TestStore {
         new: Bytes,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
-        Box::pin(async move {
-            self.enter(Op::CompareAndSet, &[key]).await?;
+        Box::pin(self.call(Op::CompareAndSet, key, move || {
             if !self.compare_and_set {
                 return Ok(None);
             }
@@ -338,7 +338,7 @@ impl Store for TestStore {
             }
             Self::store(&mut names, name, new, ttl);
             Ok(Some(true))
-        })
+        }))
     }
 }
 
@@ -421,7 +421,7 @@ mod tests {
     #[tokio::test]
     async fn pause_nth_catches_only_that_call_and_other_keys_pass() {
         let store = TestStore::new();
-        let second = store.pause_nth(Op::Get, "k", 2);
+        let second = store.pause_call(Call::new(Op::Get, "k").nth(2));
         assert_eq!(
             store.get(Slot::Entry("k")).await.unwrap(),
             None,
@@ -454,7 +454,7 @@ mod tests {
     async fn a_chosen_call_fails_and_changes_nothing() {
         let store = TestStore::new();
         let neighbour = store.neighbour("p:");
-        store.fail_nth(Op::Put, "k", 2, Error::timeout("injected"));
+        store.fail_call(Call::new(Op::Put, "k").nth(2), Error::timeout("injected"));
         store
             .put(Slot::Entry("k"), b("1"), Duration::from_secs(60))
             .await
@@ -477,6 +477,33 @@ mod tests {
         assert_eq!(store.usage().await.unwrap_err().kind(), ErrorKind::Backend);
         store.set_unavailable(false);
         assert_eq!(store.usage().await.unwrap(), Usage { keys: 1, bytes: 1 });
+    }
+
+    #[tokio::test]
+    async fn after_effect_holds_a_stale_answer_or_fails_a_write_that_happened() {
+        let store = TestStore::new();
+        let ttl = Duration::from_secs(60);
+        store.put(Slot::Entry("k"), b("old"), ttl).await.unwrap();
+        let pause = store.pause_call(Call::new(Op::Get, "k").after_effect());
+        let read = tokio::spawn({
+            let store = store.clone();
+            async move { store.get(Slot::Entry("k")).await }
+        });
+        pause.reached().await;
+        store.put(Slot::Entry("k"), b("new"), ttl).await.unwrap();
+        pause.release();
+        assert_eq!(
+            read.await.unwrap().unwrap(),
+            Some(b("old")),
+            "read before the put"
+        );
+
+        store.fail_call(
+            Call::new(Op::Put, "k").after_effect(),
+            Error::timeout("answer lost"),
+        );
+        assert!(store.put(Slot::Entry("k"), b("newer"), ttl).await.is_err());
+        assert_eq!(store.get(Slot::Entry("k")).await.unwrap(), Some(b("newer")));
     }
 
     #[tokio::test]
