@@ -1,8 +1,8 @@
 //! The store contract (`vorte_cache::testing::contract`) on every backend: redis, a 3-master
 //! Redis Cluster, memcached, file (a temporary directory), s3 (moto) and the in-memory
 //! `TestStore`. Each backend is opened the way the cache opens it (`vorte_cache::store::open`),
-//! twice over one server under two key prefixes, and must break no rule beyond those listed as
-//! known for it below. A known violation that gets fixed fails the test too, so the list stays
+//! three times over one server (twice under one key prefix, once under another), and must break
+//! no rule beyond those listed as known for it below. A known violation that gets fixed fails the test too, so the list stays
 //! true.
 #![allow(
     clippy::expect_used,
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use vorte_cache::testing::TestStore;
-use vorte_cache::testing::contract::{self, Capabilities, Rule};
+use vorte_cache::testing::contract::{self, Capabilities, Rule, Stores};
 use vorte_cache::{Config, Layer, Store};
 use vorte_cache_tests::{
     s3_layer, shared_cluster, shared_memcached, shared_moto, shared_redis, unique_prefix,
@@ -36,14 +36,21 @@ async fn open(layer: Layer, table: &str, key_prefix: &str) -> Arc<dyn Store> {
         .expect("the store opens")
 }
 
-/// Runs the whole contract on two stores of `table` under fresh prefixes; asserts that exactly
-/// the `known` rules are broken.
+/// Runs the whole contract on stores of `table` (the store, a twin under the same prefix, a
+/// neighbour under another); asserts that exactly the `known` rules are broken.
 async fn run(layer: Layer, table: &str, caps: Capabilities, known: &[Rule]) {
-    let store = open(layer, table, &unique_prefix()).await;
+    let prefix = unique_prefix();
+    let store = open(layer, table, &prefix).await;
+    let twin = open(layer, table, &prefix).await;
     let neighbour = open(layer, table, &unique_prefix()).await;
+    let stores = Stores {
+        store: &*store,
+        twin: &*twin,
+        neighbour: &*neighbour,
+    };
     assert_broken(
         store.backend(),
-        contract::check(&*store, &*neighbour, &caps).await,
+        contract::check(&stores, &caps).await,
         known,
     );
 }
@@ -122,11 +129,16 @@ async fn s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_store() {
-    let store = TestStore::new().neighbour(&unique_prefix());
-    let neighbour = store.neighbour(&unique_prefix());
+    let prefix = unique_prefix();
+    let store = TestStore::new().neighbour(&prefix);
+    let stores = Stores {
+        store: &store,
+        twin: &store.neighbour(&prefix),
+        neighbour: &store.neighbour(&unique_prefix()),
+    };
     assert_broken(
         "test",
-        contract::check(&store, &neighbour, &Capabilities::full()).await,
+        contract::check(&stores, &Capabilities::full()).await,
         &[],
     );
 }

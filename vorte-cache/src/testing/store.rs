@@ -346,7 +346,7 @@ impl Store for TestStore {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::contract::{self, Capabilities, Rule};
+    use crate::testing::contract::{self, Capabilities, Rule, Stores};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -355,8 +355,12 @@ mod tests {
     #[tokio::test]
     async fn passes_the_store_contract() {
         let store = TestStore::new().neighbour("app:");
-        let neighbour = store.neighbour("other:");
-        if let Err(v) = contract::check(&store, &neighbour, &Capabilities::full()).await {
+        let stores = Stores {
+            store: &store,
+            twin: &store.neighbour("app:"),
+            neighbour: &store.neighbour("other:"),
+        };
+        if let Err(v) = contract::check(&stores, &Capabilities::full()).await {
             panic!("{v}");
         }
     }
@@ -364,23 +368,22 @@ mod tests {
     #[tokio::test]
     async fn without_compare_and_set_passes_as_a_store_without_it() {
         let store = TestStore::new().without_compare_and_set();
-        let neighbour = store.neighbour("other:");
+        let stores = Stores {
+            store: &store,
+            twin: &store.clone(),
+            neighbour: &store.neighbour("other:"),
+        };
         let caps = Capabilities {
             compare_and_set: false,
             tombstones: false,
             ..Capabilities::full()
         };
-        if let Err(v) = contract::check(&store, &neighbour, &caps).await {
+        if let Err(v) = contract::check(&stores, &caps).await {
             panic!("{v}");
         }
         // Claiming what it cannot do is caught.
-        let claimed = contract::check_rule(
-            Rule::CompareAndSet,
-            &store,
-            &neighbour,
-            &Capabilities::full(),
-        )
-        .await;
+        let claimed =
+            contract::check_rule(Rule::CompareAndSet, &stores, &Capabilities::full()).await;
         assert_eq!(claimed.map_err(|v| v.rule), Err(Rule::CompareAndSet));
     }
 

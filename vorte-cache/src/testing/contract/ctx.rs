@@ -107,6 +107,7 @@ pub(super) fn hostile_keys() -> Vec<String> {
 pub(super) struct Ctx<'a> {
     pub(super) rule: Rule,
     pub(super) store: &'a dyn Store,
+    pub(super) twin: &'a dyn Store,
     pub(super) neighbour: &'a dyn Store,
     pub(super) caps: &'a Capabilities,
 }
@@ -175,6 +176,8 @@ impl Ctx<'_> {
 
     pub(super) async fn clear_both(&self) -> Result<(), Violation> {
         self.ok("clear", self.store.clear().await)?;
+        // The twin may cache what the clear just changed (memcached's generation).
+        self.twin.forget_cached_state();
         self.ok("clear (neighbour)", self.neighbour.clear().await)?;
         Ok(())
     }

@@ -2,21 +2,25 @@
 //!
 //! ```
 //! use vorte_cache::testing::TestStore;
-//! use vorte_cache::testing::contract::{self, Capabilities};
+//! use vorte_cache::testing::contract::{self, Capabilities, Stores};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let store = TestStore::new().neighbour("app:");
-//! let neighbour = store.neighbour("other:");
-//! let outcome = contract::check(&store, &neighbour, &Capabilities::full()).await;
+//! let stores = Stores {
+//!     store: &store,
+//!     twin: &store.neighbour("app:"),
+//!     neighbour: &store.neighbour("other:"),
+//! };
+//! let outcome = contract::check(&stores, &Capabilities::full()).await;
 //! assert!(outcome.is_ok(), "{}", outcome.err().map(|v| v.to_string()).unwrap_or_default());
 //! # }
 //! ```
 //!
-//! [`check`] takes two stores over the same server with different key prefixes (what two caches
-//! with different `key_prefix`es would open), so that prefix isolation can be checked, and the
-//! [`Capabilities`] the store claims. Every rule runs, in order, and every broken one is reported
-//! as a [`Violation`] naming its [`Rule`]; nothing panics. The checks clear both stores, and take
-//! a few seconds (expiry is waited for in real time).
+//! [`check`] takes three stores over one server ([`Stores`]): the store under test, its twin
+//! (another handle on the same key prefix, as another process would open), and a neighbour under
+//! another key prefix; and the [`Capabilities`] the store claims. Every rule runs, in order, and
+//! every broken one is reported as a [`Violation`] naming its [`Rule`]; nothing panics. The checks
+//! clear the stores, and take a few seconds (expiry is waited for in real time).
 //!
 //! Values written for entries are envelopes as the cache writes them (carrying their logical key
 //! and expiry), except in [`Rule::BinaryValues`], which writes raw bytes: a store may read the
@@ -117,11 +121,15 @@ pub enum Rule {
     /// `sweep(batch)` removes at most `batch` entries per pass, only expired ones of this store;
     /// without native expiry, passes remove every expired entry.
     Sweep,
+    /// Two handles on one prefix (two processes) see each other's writes and deletes; after one
+    /// clears, the other sees nothing of the old contents once told so
+    /// ([`Store::forget_cached_state`]), and what it writes then is seen by both.
+    TwinHandles,
 }
 
 impl Rule {
     /// Every rule, in the order [`check`] runs them.
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 18] = [
         Rule::GetMissing,
         Rule::PutReplaces,
         Rule::DeleteReports,
@@ -139,6 +147,7 @@ impl Rule {
         Rule::ClearOwnPrefix,
         Rule::Usage,
         Rule::Sweep,
+        Rule::TwinHandles,
     ];
 
     /// A stable, kebab-case name (`"delete-many"`).
@@ -161,6 +170,7 @@ impl Rule {
             Rule::ClearOwnPrefix => "clear-own-prefix",
             Rule::Usage => "usage",
             Rule::Sweep => "sweep",
+            Rule::TwinHandles => "twin-handles",
         }
     }
 }
@@ -211,16 +221,22 @@ impl fmt::Display for Violations {
 
 impl std::error::Error for Violations {}
 
-/// Runs every rule against `store`; `neighbour` is a store over the same server under another key
-/// prefix (neither prefix may start with the other). Both are cleared.
-pub async fn check(
-    store: &dyn Store,
-    neighbour: &dyn Store,
-    caps: &Capabilities,
-) -> Result<(), Violations> {
+/// The stores [`check`] runs on, all over one server.
+#[derive(Debug, Clone, Copy)]
+pub struct Stores<'a> {
+    /// The store under test.
+    pub store: &'a dyn Store,
+    /// Another handle under the same key prefix: what another process would open.
+    pub twin: &'a dyn Store,
+    /// A store under another key prefix; neither prefix may start with the other.
+    pub neighbour: &'a dyn Store,
+}
+
+/// Runs every rule (the stores are cleared).
+pub async fn check(stores: &Stores<'_>, caps: &Capabilities) -> Result<(), Violations> {
     let mut broken = Vec::new();
     for rule in Rule::ALL {
-        if let Err(v) = check_rule(rule, store, neighbour, caps).await {
+        if let Err(v) = check_rule(rule, stores, caps).await {
             broken.push(v);
         }
     }
@@ -234,14 +250,14 @@ pub async fn check(
 /// Runs one rule (see [`check`]).
 pub async fn check_rule(
     rule: Rule,
-    store: &dyn Store,
-    neighbour: &dyn Store,
+    stores: &Stores<'_>,
     caps: &Capabilities,
 ) -> Result<(), Violation> {
     let c = Ctx {
         rule,
-        store,
-        neighbour,
+        store: stores.store,
+        twin: stores.twin,
+        neighbour: stores.neighbour,
         caps,
     };
     match rule {
@@ -262,6 +278,7 @@ pub async fn check_rule(
         Rule::ClearOwnPrefix => c.clear_own_prefix().await,
         Rule::Usage => c.usage().await,
         Rule::Sweep => c.sweep().await,
+        Rule::TwinHandles => c.twin_handles().await,
     }
 }
 
@@ -311,12 +328,17 @@ mod tests {
         let inner = TestStore::new().neighbour("a:");
         let broken = AlwaysDeletes(inner.clone());
         let neighbour = inner.neighbour("b:");
+        let stores = Stores {
+            store: &broken,
+            twin: &inner,
+            neighbour: &neighbour,
+        };
         let caps = Capabilities {
             compare_and_set: false,
             tombstones: false,
             ..Capabilities::full()
         };
-        let broken_rules = check(&broken, &neighbour, &caps)
+        let broken_rules = check(&stores, &caps)
             .await
             .err()
             .map(|v| v.rules())
@@ -328,8 +350,12 @@ mod tests {
         );
 
         // A "neighbour" under the same prefix is no neighbour: isolation and clear are caught.
-        let same = inner.clone();
-        let rules = check(&inner, &same, &Capabilities::full())
+        let same = Stores {
+            store: &inner,
+            twin: &inner,
+            neighbour: &inner,
+        };
+        let rules = check(&same, &Capabilities::full())
             .await
             .err()
             .map(|v| v.rules())

@@ -256,4 +256,72 @@ impl Ctx<'_> {
         );
         self.clear_both().await
     }
+
+    pub(super) async fn twin_handles(&self) -> Result<(), Violation> {
+        let key = self.key("k");
+        let (first, second) = (value(&key, "first"), value(&key, "second"));
+        self.put(self.twin, Slot::Entry(&key), first.clone(), LONG)
+            .await?;
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&first),
+            "written by the twin",
+        )
+        .await?;
+        self.put(self.store, Slot::Entry(&key), second.clone(), LONG)
+            .await?;
+        self.expect(
+            self.twin,
+            Slot::Entry(&key),
+            Some(&second),
+            "replaced by the store",
+        )
+        .await?;
+        let existed = self.delete(self.twin, Slot::Entry(&key)).await?;
+        ensure!(
+            self,
+            existed,
+            "the twin's delete of the store's entry reported false"
+        );
+        self.expect(self.store, Slot::Entry(&key), None, "deleted by the twin")
+            .await?;
+
+        // The twin clears while the store has read (and may cache) the old contents.
+        self.put(self.store, Slot::Entry(&key), first.clone(), LONG)
+            .await?;
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&first),
+            "before the twin clears",
+        )
+        .await?;
+        self.ok("the twin's clear", self.twin.clear().await)?;
+        self.store.forget_cached_state();
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            None,
+            "after the twin cleared",
+        )
+        .await?;
+        self.put(self.store, Slot::Entry(&key), second.clone(), LONG)
+            .await?;
+        self.expect(
+            self.twin,
+            Slot::Entry(&key),
+            Some(&second),
+            "written after the clear",
+        )
+        .await?;
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&second),
+            "written after the clear",
+        )
+        .await?;
+        self.clear_both().await
+    }
 }
