@@ -69,6 +69,13 @@ fn assert_broken(backend: &str, outcome: Result<(), contract::Violations>, known
     );
 }
 
+/// Known: the Redis compare-and-set script (store/redis.rs, `CAS_SCRIPT`) sends "no entry" as an
+/// empty `expected`, so an empty value and no entry are the same to it: expecting `b""` swaps a
+/// missing entry, and expecting no entry swaps an empty value. The cache's own values are
+/// envelopes, never empty, so the cache is not affected; an outside caller of `Store` would be.
+/// The fix belongs in store/redis.rs (tell absent from empty with an extra argument).
+const REDIS_KNOWN: &[Rule] = &[Rule::CompareAndSetEmptyValue];
+
 /// What the object stores (file, s3) can do: no compare-and-set, no tombstones, no native
 /// expiry (the sweeper removes expired objects).
 fn object_store() -> Capabilities {
@@ -85,7 +92,7 @@ async fn redis() {
         "[cache.layers.l2]\nbackend = \"redis\"\nurl = {:?}\ntimeout_ms = 2000\n",
         shared_redis().url()
     );
-    run(Layer::L2, &table, Capabilities::full(), &[]).await;
+    run(Layer::L2, &table, Capabilities::full(), REDIS_KNOWN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +101,7 @@ async fn redis_cluster() {
         "[cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {:?}\ntimeout_ms = 2000\n",
         shared_cluster().urls()
     );
-    run(Layer::L3, &table, Capabilities::full(), &[]).await;
+    run(Layer::L3, &table, Capabilities::full(), REDIS_KNOWN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! enforced by the router from the envelope, so a store without native expiry (a directory) is
 //! still correct; a store with native expiry (Redis) also gets the TTL so that space is reclaimed.
 //!
-//! L1 is not a `Store`: it keeps decoded values to answer without decoding ([`memory`]).
+//! L1 is not a `Store`: it keeps decoded values to answer without decoding (`store/memory.rs`).
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -89,7 +89,7 @@ pub enum Rule {
     /// Values are bytes: empty, NUL, invalid UTF-8, protocol delimiters and 256 KiB all round-trip.
     BinaryValues,
     /// Keys and tags with spaces, control characters, unicode, path and glob syntax, and up to
-    /// [`MAX_KEY_LEN`] bytes round-trip, never collide, and list back as written.
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes round-trip, never collide, and list back as written.
     HostileKeys,
     /// An entry is readable until its TTL; afterwards `get` returns it unchanged or nothing (with
     /// native expiry: nothing). Long TTLs (over 30 days, over a century) are kept.
@@ -106,6 +106,9 @@ pub enum Rule {
     /// A compare-and-set that expects no entry fails on a tombstone (docs/consistency.md: a load
     /// that began before a delete cannot write the old value back).
     CompareAndSetOnTombstone,
+    /// A compare-and-set that expects an empty value is not one that expects no entry: it fails
+    /// on a missing entry, and one that expects no entry fails on an empty value.
+    CompareAndSetEmptyValue,
     /// Concurrent compare-and-sets: exactly one of many racing creations wins, and counters
     /// built on compare-and-set lose no update.
     CompareAndSetIsAtomic,
@@ -129,7 +132,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order [`check`] runs them.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 19] = [
         Rule::GetMissing,
         Rule::PutReplaces,
         Rule::DeleteReports,
@@ -141,6 +144,7 @@ impl Rule {
         Rule::Tombstone,
         Rule::CompareAndSet,
         Rule::CompareAndSetOnTombstone,
+        Rule::CompareAndSetEmptyValue,
         Rule::CompareAndSetIsAtomic,
         Rule::PrefixIsolation,
         Rule::List,
@@ -164,6 +168,7 @@ impl Rule {
             Rule::Tombstone => "tombstone",
             Rule::CompareAndSet => "compare-and-set",
             Rule::CompareAndSetOnTombstone => "compare-and-set-on-tombstone",
+            Rule::CompareAndSetEmptyValue => "compare-and-set-empty-value",
             Rule::CompareAndSetIsAtomic => "compare-and-set-is-atomic",
             Rule::PrefixIsolation => "prefix-isolation",
             Rule::List => "list",
@@ -272,6 +277,7 @@ pub async fn check_rule(
         Rule::Tombstone => c.tombstone().await,
         Rule::CompareAndSet => c.compare_and_set().await,
         Rule::CompareAndSetOnTombstone => c.compare_and_set_on_tombstone().await,
+        Rule::CompareAndSetEmptyValue => c.compare_and_set_empty_value().await,
         Rule::CompareAndSetIsAtomic => c.compare_and_set_is_atomic().await,
         Rule::PrefixIsolation => c.prefix_isolation().await,
         Rule::List => c.list().await,

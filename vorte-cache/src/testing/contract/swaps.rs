@@ -220,6 +220,65 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    pub(super) async fn compare_and_set_empty_value(&self) -> Result<(), Violation> {
+        if !self.caps.compare_and_set {
+            return Ok(());
+        }
+        let empty = Bytes::new();
+        let missing = self.key("missing");
+        let swapped = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&missing, Some(&empty), value(&missing, "v"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            swapped == Some(false),
+            "expecting an empty value of a missing entry answered {swapped:?}"
+        );
+        self.expect(
+            self.store,
+            Slot::Entry(&missing),
+            None,
+            "after the refused swap",
+        )
+        .await?;
+        let key = self.key("empty");
+        self.put(self.store, Slot::Entry(&key), empty.clone(), LONG)
+            .await?;
+        let created = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, None, value(&key, "v"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            created == Some(false),
+            "expecting no entry over an empty value answered {created:?}"
+        );
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&empty),
+            "after the refused create",
+        )
+        .await?;
+        let swapped = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, Some(&empty), value(&key, "v"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            swapped == Some(true),
+            "swapping an empty value answered {swapped:?}"
+        );
+        self.clear_both().await
+    }
+
     pub(super) async fn compare_and_set_on_tombstone(&self) -> Result<(), Violation> {
         if !(self.caps.compare_and_set && self.caps.tombstones) {
             return Ok(());
