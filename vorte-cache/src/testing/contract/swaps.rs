@@ -70,7 +70,8 @@ impl Ctx<'_> {
     pub(super) async fn tombstone(&self) -> Result<(), Violation> {
         let marker = Bytes::from_static(MARKER);
         let key = self.key("k");
-        self.put(self.store, Slot::Entry(&key), value(&key, "v"), LONG)
+        let entry = value(&key, "v");
+        self.put(self.store, Slot::Entry(&key), entry.clone(), LONG)
             .await?;
         let first = self.ok(
             "tombstone",
@@ -82,6 +83,13 @@ impl Ctx<'_> {
                 first.is_none(),
                 "tombstone answered {first:?} on a store without tombstones"
             );
+            self.expect(
+                self.store,
+                Slot::Entry(&key),
+                Some(&entry),
+                "after an unsupported tombstone",
+            )
+            .await?;
             return self.clear_both().await;
         }
         ensure!(
