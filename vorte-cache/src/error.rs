@@ -80,7 +80,12 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    /// An error of `kind` with `message` (shown after the kind: `"{kind}: {message}"`).
+    ///
+    /// For an outside [`Store`](crate::Store), [`Error::backend`] and [`Error::timeout`] say the
+    /// same in fewer words; those are the two kinds the cache expects from a store (it skips the
+    /// layer for that call and counts the failure).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
@@ -88,7 +93,33 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(
+    /// A [`ErrorKind::Backend`] error: the store's server or I/O failed.
+    ///
+    /// ```
+    /// use vorte_cache::{Error, ErrorKind};
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+    /// let e = Error::backend("l2 mystore get: connection lost").with_source(io);
+    /// assert_eq!(e.kind(), ErrorKind::Backend);
+    /// assert_eq!(e.to_string(), "backend error: l2 mystore get: connection lost");
+    /// assert!(std::error::Error::source(&e).is_some());
+    ///
+    /// let slow = Error::timeout("l2 mystore get took longer than 50ms");
+    /// assert_eq!(slow.kind(), ErrorKind::Timeout);
+    /// ```
+    pub fn backend(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Backend, message)
+    }
+
+    /// A [`ErrorKind::Timeout`] error: the store did not answer within its time limit.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    /// Keeps `source` as the underlying error ([`std::error::Error::source`]), replacing any
+    /// earlier one. The message is not changed: put what the reader needs in it.
+    #[must_use]
+    pub fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

@@ -41,6 +41,8 @@ mod layer;
 mod stats;
 pub mod store;
 mod tags;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -37,6 +37,13 @@ pub use ops::{GetOrSet, Set};
 /// assert!(!cache.exists("user:1").await?);
 /// # Ok(()) }
 /// ```
+///
+/// **The clock thread.** While a cache with an in-process layer (or a Redis layer) lives, one
+/// OS thread of the crate, `vorte-clock`, wakes every millisecond to advance a coarse clock,
+/// so that an L1 hit checks expiry with one atomic read instead of `Instant::now()`. It costs
+/// about a thousand short wake-ups a second, shared by every cache of the process; it starts with
+/// the first such cache and exits within a millisecond of the last one being dropped (the
+/// [`Cache::global`] one, once built, lives as long as the process).
 #[derive(Clone, Debug)]
 pub struct Cache {
     engine: Arc<Engine>,

@@ -169,67 +169,28 @@ impl Store for CircuitStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
-
-    /// A store that fails while `down` is set; counts the calls that reached it.
-    #[derive(Debug, Default)]
-    struct Flaky {
-        down: AtomicBool,
-        calls: AtomicU32,
-    }
-
-    impl Store for Flaky {
-        fn backend(&self) -> &'static str {
-            "flaky"
-        }
-        fn get<'a>(&'a self, _: Slot<'a>) -> BoxFuture<'a, Result<Option<Bytes>>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let down = self.down.load(Ordering::SeqCst);
-            Box::pin(async move {
-                if down {
-                    Err(Error::new(ErrorKind::Backend, "down"))
-                } else {
-                    Ok(None)
-                }
-            })
-        }
-        fn put<'a>(&'a self, _: Slot<'a>, _: Bytes, _: Duration) -> BoxFuture<'a, Result<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn delete<'a>(&'a self, _: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
-            Box::pin(async { Ok(false) })
-        }
-        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
-            Box::pin(async { Ok(vec![]) })
-        }
-        fn clear(&self) -> BoxFuture<'_, Result<u64>> {
-            Box::pin(async { Ok(0) })
-        }
-        fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
-            Box::pin(async { Ok(Usage::default()) })
-        }
-    }
+    use crate::testing::{Op, TestStore};
 
     #[tokio::test]
     async fn opens_after_repeated_failures_and_closes_when_the_layer_is_back() {
-        let flaky = Arc::new(Flaky::default());
-        let store = CircuitStore::new(flaky.clone(), "l2");
-        flaky.down.store(true, Ordering::SeqCst);
+        let server = TestStore::new();
+        let store = CircuitStore::new(Arc::new(server.clone()), "l2");
+        server.set_unavailable(true);
         for _ in 0..THRESHOLD {
             assert!(store.get(Slot::Entry("k")).await.is_err());
         }
         assert!(store.is_open());
-        let reached = flaky.calls.load(Ordering::SeqCst);
+        let reached = server.calls(Op::Get, "k");
         for _ in 0..100 {
             assert!(store.get(Slot::Entry("k")).await.is_err());
         }
         assert_eq!(
-            flaky.calls.load(Ordering::SeqCst),
+            server.calls(Op::Get, "k"),
             reached,
             "an open circuit spares the server"
         );
 
-        flaky.down.store(false, Ordering::SeqCst);
+        server.set_unavailable(false);
         tokio::time::sleep(Duration::from_millis(COOLDOWN_MS + 50)).await;
         assert!(
             store.get(Slot::Entry("k")).await.is_ok(),

@@ -126,6 +126,8 @@ pub(crate) struct MemoryLayer {
     cache: QuickCache<String, Arc<L1Entry>, EntryWeighter>,
     pub(crate) ttl_cap: Option<Duration>,
     pub(crate) max_value_bytes: usize,
+    /// Hits check deadlines against the coarse clock: keep its thread running while L1 lives.
+    _clock: crate::clock::Ticker,
 }
 
 impl std::fmt::Debug for MemoryLayer {
@@ -181,6 +183,7 @@ impl MemoryLayer {
             cache,
             ttl_cap,
             max_value_bytes,
+            _clock: crate::clock::Ticker::acquire(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! enforced by the router from the envelope, so a store without native expiry (a directory) is
 //! still correct; a store with native expiry (Redis) also gets the TTL so that space is reclaimed.
 //!
-//! L1 is not a `Store`: it keeps decoded values to answer without decoding ([`memory`]).
+//! L1 is not a `Store`: it keeps decoded values to answer without decoding (`store/memory.rs`).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -53,13 +53,30 @@ pub struct Usage {
 }
 
 /// A backend of one layer. Object-safe; every method may fail with a typed
-/// [`Error`](crate::Error) of kind `Backend` or `Timeout`.
+/// [`Error`](crate::Error), of kind `Backend` or `Timeout` ([`Error::backend`](crate::Error::backend),
+/// [`Error::timeout`](crate::Error::timeout)); the cache then skips the layer for that call.
 ///
-/// Contract:
-/// - every physical name a store touches lies inside its prefix, and `clear`, `list` and `usage`
-///   see nothing else;
-/// - `put` replaces; `delete` of a missing name is `Ok(false)`, never an error;
-/// - `get` may return an expired entry: the router checks expiry from the envelope.
+/// Contract (checked, rule by rule, by `vorte_cache::testing::contract` with the cargo feature
+/// `testing`; every backend of this crate passes it, and so must a store written outside it):
+/// - every physical name a store touches lies inside its key prefix, and `clear`, `list`,
+///   `usage` and `sweep` see nothing else; two stores with different prefixes over one server
+///   never see each other's names;
+/// - [`Slot::Entry`] and [`Slot::Tag`] of the same name are separate; `list` and `usage` count
+///   entries only;
+/// - `put` replaces; `delete` reports whether the name was there; `delete` of a missing name is
+///   `Ok(false)`, never an error;
+/// - values are opaque bytes (empty, NUL, invalid UTF-8, hundreds of KiB), and keys are any UTF-8
+///   string of 1 to [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes without NUL (spaces, control
+///   characters, `/`, `..`, glob characters): both round-trip exactly and never collide;
+/// - `get` may return an expired entry, unchanged: the cache checks expiry from the envelope. A
+///   store without native expiry removes expired entries in [`Store::sweep`];
+/// - where a store has them, tombstones and compare-and-set are atomic and behave as
+///   [`Store::tombstone`] and [`Store::compare_and_set`] say, and a compare-and-set that expects
+///   no entry fails on a tombstone.
+///
+/// The entry values the cache writes are envelopes that carry the logical key and the expiry
+/// (big-endian milliseconds at bytes 8..16); a store may read them, as the object stores do to
+/// list hashed names and to sweep. Tag records and anything else are opaque.
 pub trait Store: Send + Sync + Debug + 'static {
     /// The backend's name, as in configuration (`"file"`, `"redis"`, …).
     fn backend(&self) -> &'static str;
@@ -86,7 +103,8 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// real entry was there. `Ok(None)` when the backend cannot (it then gets a plain delete).
     ///
     /// A tombstone makes the compare-and-set of a load that began before the delete fail, in
-    /// every process, so the load cannot write the old value back (SPEC G3).
+    /// every process, so the load cannot write the old value back (no resurrection,
+    /// `docs/consistency.md`). Tombstoning a tombstone or a missing entry reports `false`.
     fn tombstone<'a>(
         &'a self,
         key: &'a str,
@@ -131,7 +149,8 @@ pub trait Store: Send + Sync + Debug + 'static {
     fn forget_cached_state(&self) {}
 
     /// Deletes up to `batch` expired entries nobody read (a bounded pass of a background sweeper);
-    /// returns how many went. Stores with native expiry have nothing to sweep.
+    /// returns how many went. Successive passes cover every entry. Stores with native expiry
+    /// have nothing to sweep.
     fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
         let _ = batch;
         Box::pin(async { Ok(0) })
@@ -143,8 +162,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     }
 
     /// Atomically replaces the entry of `key` if it still holds exactly `expected` (`None`: no
-    /// entry). `Ok(Some(swapped))`, or `Ok(None)` when the backend has no atomic compare-and-set;
-    /// counters are then exact only within one process.
+    /// entry; a tombstone is an entry). `Ok(Some(swapped))`, or `Ok(None)`, writing nothing, when
+    /// the backend has no atomic compare-and-set; counters are then exact only within one
+    /// process.
     fn compare_and_set<'a>(
         &'a self,
         key: &'a str,

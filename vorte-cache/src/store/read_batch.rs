@@ -38,6 +38,8 @@ pub(crate) type MultiGet = Arc<
 /// One store's read coalescer.
 pub(crate) struct ReadBatch {
     inner: Arc<Inner>,
+    /// Queueing time is measured on the coarse clock: keep its thread running.
+    _clock: crate::clock::Ticker,
 }
 
 /// Every reader touches only atomics and the queue's lock-free sending side: a lock shared by all
@@ -89,6 +91,7 @@ impl ReadBatch {
                 timeout,
                 what,
             }),
+            _clock: crate::clock::Ticker::acquire(),
         }
     }
 
