@@ -1,0 +1,108 @@
+//! A layer served by a store of your own: `Cache::builder(..).store(layer, store)`.
+//!
+//! The store here is the crate's in-memory `TestStore`; that every real backend keeps the same
+//! store contract is `tests/store_contract.rs`.
+
+use std::sync::Arc;
+
+use vorte_cache::testing::{Op, TestStore};
+use vorte_cache::{Cache, Config, ErrorKind, Layer};
+
+fn config(toml: &str) -> vorte_cache::CacheConfig {
+    match Config::from_toml_str(toml) {
+        Ok(c) => c.cache,
+        Err(e) => panic!("config: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_of_your_own_serves_a_layer_and_is_shared() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let config = config("[cache.layers.l1]\nmax_size = 100");
+    let one = Cache::builder(&config)
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await?;
+    one.set("user:1", &"Alice").await?;
+    assert_eq!(
+        store.calls(Op::Put, "user:1"),
+        1,
+        "the write went to the store"
+    );
+
+    // Another cache over the same store (another process, as far as L2 goes) reads it there.
+    let two = Cache::builder(&config)
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await?;
+    assert_eq!(two.get::<String>("user:1").await?.as_deref(), Some("Alice"));
+    assert_eq!(
+        store.calls(Op::Get, "user:1"),
+        1,
+        "read from L2 once, then L1"
+    );
+    assert_eq!(two.get::<String>("user:1").await?.as_deref(), Some("Alice"));
+    assert_eq!(store.calls(Op::Get, "user:1"), 1);
+    let stats = two.stats().await?;
+    assert_eq!(stats.l2_hits, 1);
+    assert_eq!(stats.l1_hits, 1);
+    Ok(())
+}
+
+/// The store replaces the backend the configuration names for the layer (nothing listens at that
+/// address, and nothing connects to it), and the layer's other settings still apply.
+#[tokio::test]
+async fn a_store_given_for_a_configured_layer_keeps_its_settings() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let config = config(
+        "[cache.layers.l1]\nmax_size = 100\n\
+         [cache.layers.l2]\nbackend = \"memcached\"\nurl = \"memcached://127.0.0.1:1\"\n\
+         max_value_bytes = 64",
+    );
+    let cache = Cache::builder(&config)
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await?;
+    cache.set("small", &"ok").await?;
+    cache.set("large", &"x".repeat(200)).await?;
+    assert_eq!(store.calls(Op::Put, "small"), 1);
+    assert_eq!(
+        store.calls(Op::Put, "large"),
+        0,
+        "over the layer's max_value_bytes"
+    );
+    let l2 = cache
+        .stats()
+        .await?
+        .layers
+        .into_iter()
+        .find(|l| l.layer == Layer::L2);
+    assert_eq!(l2.map(|l| l.too_large), Some(1));
+    assert_eq!(
+        cache.get::<String>("large").await?.map(|s| s.len()),
+        Some(200),
+        "L1 took it"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_for_l1_or_two_for_one_layer_is_a_config_error() {
+    let config = config("[cache.layers.l1]\nmax_size = 100");
+    let l1 = Cache::builder(&config)
+        .store(Layer::L1, Arc::new(TestStore::new()))
+        .build()
+        .await;
+    assert_eq!(l1.map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::Config));
+    let twice = Cache::builder(&config)
+        .store(Layer::L3, Arc::new(TestStore::new()))
+        .store(Layer::L3, Arc::new(TestStore::new()))
+        .build()
+        .await;
+    let err = twice.map(|_| ()).err();
+    assert_eq!(err.as_ref().map(|e| e.kind()), Some(ErrorKind::Config));
+    assert!(
+        err.is_some_and(|e| e.to_string().contains("two stores given for l3")),
+        "the message names the layer"
+    );
+}
