@@ -14,7 +14,7 @@
 //! zstd; both with the decompressed size prepended, little-endian u32). The payload is the value serialized by the codec, compressed when
 //! it was larger than the configured threshold. The envelope frames itself: trailing bytes, a bad
 //! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the router treats as
-//! a miss and removes (SPEC F4). The key is stored so that a layer whose physical names are hashed
+//! a miss and removes (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`). The key is stored so that a layer whose physical names are hashed
 //! or chunked can still list logical keys.
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -1,5 +1,6 @@
 //! The write fence: a read or load that began before an invalidation never writes its value back
-//! (SPEC G3, in-process part).
+//! (`docs/guarantees.md#g3-no-resurrection`, in-process part; across processes the stores'
+//! compare-and-set and tombstones keep it).
 //!
 //! Every delete, set and flush takes a sequence number. A read or load takes a *ticket* (the
 //! current number) when it starts, and may write its value into a layer only if nothing

@@ -48,9 +48,11 @@ pub struct LayerStats {
     pub hits: u64,
     /// Reads that reached this layer and found nothing live in it.
     pub misses: u64,
-    /// Calls to this layer that failed or timed out and were skipped (SPEC F1).
+    /// Calls to this layer that failed or timed out and were skipped; the call went on with the other layers
+    /// (`docs/guarantees.md#f1-a-failing-layer-is-skipped`).
     pub errors: u64,
-    /// Values found corrupt (bad envelope or checksum), removed and treated as misses (SPEC F4).
+    /// Values found corrupt (bad envelope or checksum), removed and treated as misses
+    /// (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`).
     pub corrupt: u64,
     /// Writes this layer did not take because the value was over its `max_value_bytes`; the value
     /// still went to the selected layers that accept it.

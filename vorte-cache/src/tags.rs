@@ -3,7 +3,7 @@
 //! Each tag has a *version record*: a random 64-bit number. An entry written with tags stores,
 //! next to each tag, the version that was current when its value was produced. `invalidate_tag`
 //! writes one new random version: every entry stamped with an older version is from then on
-//! invalid in every layer, without touching it (G7: one write, however many entries).
+//! invalid in every layer, without touching it: one write, however many entries (`docs/guarantees.md#g7-o1-tag-invalidation`).
 //!
 //! An entry is valid only if each of its stamps *equals* the tag's current version. A missing
 //! record is replaced by a fresh random version, so losing a record (evicted, expired, flushed,

@@ -137,7 +137,7 @@ impl Cache {
     ///
     /// Exact under concurrency, across processes too when the most shared layer has an atomic
     /// compare-and-set (Redis, Redis Cluster, Memcached); with only L1 and L4 it is exact within
-    /// this process (`docs/guarantees.md#g5`).
+    /// this process (`docs/guarantees.md#g5-exact-counters`).
     ///
     /// # Errors
     ///

@@ -58,7 +58,7 @@ impl Engine {
     }
 
     /// Increments through a compare-and-set loop on the authority, which makes the sum exact
-    /// across processes (`docs/guarantees.md#g5`). `None` when the authority has no compare-and-set.
+    /// across processes (`docs/guarantees.md#g5-exact-counters`). `None` when the authority has no compare-and-set.
     async fn increment_atomically(
         &self,
         authority: &Tier,

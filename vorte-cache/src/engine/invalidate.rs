@@ -15,7 +15,7 @@ use crate::store::BoxFuture;
 
 /// What `delete` leaves in stores that support it, instead of nothing: a load that began before
 /// the delete, in any process, then fails its compare-and-set and cannot write the old value back
-/// (`docs/guarantees.md#g3`). Never a valid envelope (no `vc` magic), so it reads as a miss,
+/// (`docs/guarantees.md#g3-no-resurrection`). Never a valid envelope (no `vc` magic), so it reads as a miss,
 /// never as corrupt.
 pub(crate) const TOMBSTONE: &[u8] = b"vorte-tombstone";
 

@@ -3,7 +3,7 @@
 //! - Reads go L1 → L2 → L3 → L4 (`read.rs`). The first live, valid entry wins; the layers above it
 //!   are back-filled with its *remaining* TTL, capped by each layer's `ttl`.
 //! - Writes go through to every enabled layer the call selects (`write.rs`). A layer that fails is
-//!   skipped for that call, counted and logged (`docs/guarantees.md#f1`).
+//!   skipped for that call, counted and logged (`docs/guarantees.md#f1-a-failing-layer-is-skipped`).
 //! - Loads (`get_or_set`, `#[cached]`) run one single-flight cache-aside loop (`load.rs`).
 //! - Invalidations fence loads in flight, change every layer and tell the other processes through
 //!   the bus (`invalidate.rs`); the bus hands other processes' invalidations back through
@@ -13,8 +13,8 @@
 //!
 //! Expiry is checked from the envelope on every read, so no layer returns an entry past its TTL
 //! whatever the backend does. A corrupt entry is a miss: removed and counted
-//! (`docs/guarantees.md#f4`). A well-formed entry of another type is a `TypeMismatch` error, and
-//! stays (`docs/guarantees.md#b1`).
+//! (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`). A well-formed entry of another type is a `TypeMismatch` error, and
+//! stays (`docs/guarantees.md#b1-bad-input-is-a-typed-error`).
 //!
 //! The engine knows nothing above it: not the handle, the application, its event handlers or any
 //! process global.

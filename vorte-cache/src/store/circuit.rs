@@ -1,4 +1,4 @@
-//! A per-layer circuit breaker around any [`Store`] (SPEC F2).
+//! A per-layer circuit breaker around any [`Store`] (`docs/guarantees.md#f2-circuit-breaker`).
 //!
 //! After [`THRESHOLD`] consecutive failures the circuit *opens*: calls fail at once, without
 //! touching the server, so a dead layer costs nothing but a skip. After [`COOLDOWN_MS`] one call
