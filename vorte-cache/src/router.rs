@@ -127,10 +127,10 @@ impl Router {
                     max_value_bytes: cfg.max_value_bytes.unwrap_or(max_value).min(max_value),
                     compression: cfg.compression.unwrap_or(config.compression),
                     behind: None,
-                    sweep: cfg.sweep_interval.map(|every| (every, cfg.sweep_batch)),
+                    sweep: cfg.sweep.map(|sweep| (sweep.every, sweep.batch)),
                 });
-                if cfg.write_policy == crate::config::WritePolicy::Behind {
-                    queues.push((remotes.len() - 1, cfg.write_behind_queue));
+                if let crate::config::WritePolicy::Behind { queue } = cfg.write {
+                    queues.push((remotes.len() - 1, queue));
                 }
             }
         }

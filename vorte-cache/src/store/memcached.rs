@@ -59,6 +59,8 @@ use bytes::Bytes;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, xxh3_128};
 
 use super::{BoxFuture, Slot, Store, Usage};
+use crate::config::MemcachedConfig;
+use crate::config::url::ServerUrl;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The longest key memcached accepts.
@@ -70,8 +72,8 @@ const MAX_IDLE: usize = 8;
 pub(crate) const GEN_REFRESH: Duration = Duration::from_secs(1);
 /// Memcached reads an expiry above this many seconds as an absolute unix time.
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
-/// The longest `key_prefix` that leaves room for the generation and a hashed name.
-const MAX_PREFIX_LEN: usize = 190;
+/// Memcached's port when a URL has none.
+const DEFAULT_PORT: u16 = 11211;
 
 type McError = async_memcached::Error;
 
@@ -167,32 +169,6 @@ enum Done {
     Value(Option<Bytes>),
     Unit,
     Flag(bool),
-}
-
-/// `host:port` of `memcached://[user[:pass]@]host[:port][/path][?query]`.
-fn host_port(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host.is_empty() {
-        return None;
-    }
-    // `[v6]` or `[v6]:port`, `host` or `host:port`.
-    let has_port = match host.rfind(']') {
-        Some(close) => host[close..].contains(':'),
-        None => host.contains(':'),
-    };
-    let (name, port) = if has_port {
-        let (name, port) = host.rsplit_once(':')?;
-        (name, port.parse::<u16>().ok()?)
-    } else {
-        (host, 11211)
-    };
-    if name.is_empty() {
-        return None;
-    }
-    Some(format!("{name}:{port}"))
 }
 
 /// A byte memcached accepts in a key: printable ASCII, no space.
@@ -293,36 +269,28 @@ fn parse_counter(data: Option<&[u8]>) -> std::result::Result<u64, McError> {
 }
 
 impl MemcachedStore {
-    /// Opens a store over `urls` (`memcached://host:port`). Connections are made lazily: a
-    /// server that is down makes the calls for its keys fail until it answers. `key_prefix` must
-    /// be printable ASCII without spaces, at most 190 bytes.
+    /// Opens a store over the servers of `cfg`. Connections are made lazily: a server that is
+    /// down makes the calls for its keys fail until it answers. Resolution has checked
+    /// `key_prefix` against memcached's key rules (`config/backend.rs`).
     pub(crate) async fn connect(
         layer: &'static str,
-        urls: &[&str],
+        cfg: &MemcachedConfig,
         key_prefix: &str,
         timeout: Duration,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.urls");
-        if urls.is_empty() {
+        if cfg.urls.is_empty() {
             return Err(Error::new(ErrorKind::Config, format!("{path}: no URL")));
         }
-        if key_prefix.len() > MAX_PREFIX_LEN || !key_prefix.bytes().all(is_key_byte) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "cache.key_prefix: memcached needs a prefix of at most {MAX_PREFIX_LEN} \
-                     printable ASCII bytes without spaces"
-                ),
-            ));
-        }
-        let mut servers: Vec<Server> = Vec::with_capacity(urls.len());
-        for (i, url) in urls.iter().enumerate() {
-            let label = host_port(url).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{path}[{i}]: not a memcached://host:port URL"),
-                )
-            })?;
+        let mut servers: Vec<Server> = Vec::with_capacity(cfg.urls.len());
+        for (i, url) in cfg.urls.iter().enumerate() {
+            let label = ServerUrl::parse(
+                url.expose(),
+                &format!("{path}[{i}]"),
+                &["memcached"],
+                "memcached://",
+            )?
+            .host_port(DEFAULT_PORT);
             if servers.iter().any(|s| s.label == label) {
                 continue;
             }
@@ -686,6 +654,12 @@ impl Store for MemcachedStore {
 mod tests {
     use super::*;
 
+    fn host_port(url: &str) -> Option<String> {
+        ServerUrl::parse(url, "p", &["memcached"], "memcached://")
+            .ok()
+            .map(|u| u.host_port(DEFAULT_PORT))
+    }
+
     #[test]
     fn urls_become_host_port() {
         assert_eq!(
@@ -889,8 +863,13 @@ mod tests {
         const LONG: Duration = Duration::from_secs(300);
 
         async fn store(urls: &[String], prefix: &str) -> MemcachedStore {
-            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-            MemcachedStore::connect("l2", &urls, prefix, TIMEOUT)
+            let cfg = MemcachedConfig {
+                urls: urls
+                    .iter()
+                    .map(|u| crate::config::Secret::new(u.as_str()))
+                    .collect(),
+            };
+            MemcachedStore::connect("l2", &cfg, prefix, TIMEOUT)
                 .await
                 .expect("connect")
         }
@@ -1183,16 +1162,18 @@ mod tests {
 
         #[tokio::test]
         async fn bad_configuration_is_refused() {
-            let err = MemcachedStore::connect("l2", &["memcached://h:x"], "p:", TIMEOUT)
+            let cfg = |urls: &[&str]| MemcachedConfig {
+                urls: urls
+                    .iter()
+                    .map(|u| crate::config::Secret::new(*u))
+                    .collect(),
+            };
+            let err = MemcachedStore::connect("l2", &cfg(&["memcached://h:x"]), "p:", TIMEOUT)
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);
             assert!(err.message().contains("cache.layers.l2.urls[0]"), "{err}");
-            let err = MemcachedStore::connect("l2", &["memcached://h:1"], "a b", TIMEOUT)
-                .await
-                .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config);
-            let err = MemcachedStore::connect("l2", &[], "p:", TIMEOUT)
+            let err = MemcachedStore::connect("l2", &cfg(&[]), "p:", TIMEOUT)
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);

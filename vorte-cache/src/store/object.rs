@@ -39,7 +39,7 @@ fn client_options(timeout: Duration, allow_http: bool) -> object_store::ClientOp
         .with_connect_timeout(timeout.min(Duration::from_secs(2)))
         .with_allow_http(allow_http)
 }
-use crate::config::{Backend, LayerConfig};
+use crate::config::BackendConfig;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Encoded names longer than this are stored under their hash (see `ObjectLayer::path`).
@@ -90,38 +90,38 @@ impl ObjectLayer {
         }
     }
 
-    /// Opens the layer `cfg` describes.
-    pub(crate) fn open(layer: &str, cfg: &LayerConfig, key_prefix: &str) -> Result<Self> {
+    /// Opens the object store `backend` describes, for `layer`.
+    pub(crate) fn open(
+        layer: &str,
+        backend: &BackendConfig,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self> {
         let path = |key: &str| format!("cache.layers.{layer}.{key}");
-        let prefix = cfg.prefix.as_deref();
-        match cfg.backend {
-            Backend::File => {
-                let dir = cfg
-                    .path
-                    .clone()
-                    .ok_or_else(|| config_error(&path("path"), "the file backend needs a path"))?;
-                Self::open_file(dir, prefix, key_prefix, cfg.timeout)
+        let prefix = backend.prefix();
+        match backend {
+            BackendConfig::File(file) => {
+                Self::open_file(file.path.clone(), prefix, key_prefix, timeout)
             }
             #[cfg(feature = "s3")]
-            Backend::S3 => {
-                let bucket = cfg.bucket.clone().unwrap_or_default();
+            BackendConfig::S3(s3) => {
                 // `from_env` reads AWS_REGION, AWS_ENDPOINT and the credentials; the layer's own
                 // keys override them when set.
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_allow_http(cfg.allow_http)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
-                if let Some(region) = &cfg.region {
+                    .with_bucket_name(&s3.bucket)
+                    .with_allow_http(s3.allow_http)
+                    .with_retry(retry(timeout))
+                    .with_client_options(client_options(timeout, s3.allow_http));
+                if let Some(region) = &s3.region {
                     builder = builder.with_region(region);
                 }
-                if let Some(endpoint) = &cfg.endpoint {
+                if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
-                if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+                if let Some(keys) = &s3.credentials {
                     builder = builder
-                        .with_access_key_id(id.expose())
-                        .with_secret_access_key(secret.expose());
+                        .with_access_key_id(keys.access_key_id.expose())
+                        .with_secret_access_key(keys.secret_access_key.expose());
                 }
                 let store = builder
                     .build()
@@ -129,38 +129,36 @@ impl ObjectLayer {
                 Ok(Self::new(
                     Arc::new(store),
                     "s3",
-                    format!("s3://{bucket}"),
+                    format!("s3://{}", s3.bucket),
                     prefix,
                     key_prefix,
-                    cfg.timeout,
+                    timeout,
                 ))
             }
             #[cfg(feature = "gcs")]
-            Backend::Gcs => {
-                let bucket = cfg.bucket.clone().unwrap_or_default();
+            BackendConfig::Gcs(gcs) => {
                 let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, false))
+                    .with_bucket_name(&gcs.bucket)
+                    .with_retry(retry(timeout))
+                    .with_client_options(client_options(timeout, false))
                     .build()
                     .map_err(|e| config_error(&path("bucket"), e))?;
                 Ok(Self::new(
                     Arc::new(store),
                     "gcs",
-                    format!("gs://{bucket}"),
+                    format!("gs://{}", gcs.bucket),
                     prefix,
                     key_prefix,
-                    cfg.timeout,
+                    timeout,
                 ))
             }
             #[cfg(feature = "azure")]
-            Backend::Azure => {
-                let container = cfg.bucket.clone().unwrap_or_default();
+            BackendConfig::Azure(azure) => {
                 let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&container)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
-                if let Some(endpoint) = &cfg.endpoint {
+                    .with_container_name(&azure.container)
+                    .with_retry(retry(timeout))
+                    .with_client_options(client_options(timeout, false));
+                if let Some(endpoint) = &azure.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());
                 }
                 let store = builder
@@ -169,19 +167,18 @@ impl ObjectLayer {
                 Ok(Self::new(
                     Arc::new(store),
                     "azure",
-                    format!("azure://{container}"),
+                    format!("azure://{}", azure.container),
                     prefix,
                     key_prefix,
-                    cfg.timeout,
+                    timeout,
                 ))
             }
             #[cfg(feature = "http")]
-            Backend::Http => {
-                let url = cfg.url.as_ref().map(|u| u.expose()).unwrap_or_default();
+            BackendConfig::Http(http) => {
                 let store = object_store::http::HttpBuilder::new()
-                    .with_url(url)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http))
+                    .with_url(http.url.expose())
+                    .with_retry(retry(timeout))
+                    .with_client_options(client_options(timeout, http.allow_http))
                     .build()
                     .map_err(|e| config_error(&path("url"), e))?;
                 Ok(Self::new(
@@ -190,14 +187,14 @@ impl ObjectLayer {
                     "http origin".into(),
                     prefix,
                     key_prefix,
-                    cfg.timeout,
+                    timeout,
                 ))
             }
             other => Err(config_error(
                 &path("backend"),
                 format!(
                     "`{}` is not an object store built into this build",
-                    other.name()
+                    other.kind().name()
                 ),
             )),
         }

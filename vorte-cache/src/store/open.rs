@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Backend, LayerConfig};
+use crate::config::{BackendConfig, LayerConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 use crate::store::Store;
@@ -35,52 +35,42 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
         #[cfg(feature = "http")]
         "http",
     ];
-    match cfg.backend {
+    match &cfg.backend {
         #[cfg(feature = "object-store")]
-        Backend::File | Backend::S3 | Backend::Gcs | Backend::Azure | Backend::Http
-            if built.contains(&cfg.backend.name()) =>
+        backend @ (BackendConfig::File(_)
+        | BackendConfig::S3(_)
+        | BackendConfig::Gcs(_)
+        | BackendConfig::Azure(_)
+        | BackendConfig::Http(_))
+            if built.contains(&backend.kind().name()) =>
         {
             Ok(Arc::new(crate::store::object::ObjectLayer::open(
                 layer.name(),
-                cfg,
+                backend,
+                cfg.timeout,
                 key_prefix,
             )?))
         }
         #[cfg(feature = "redis")]
-        Backend::Redis => {
-            let url = cfg.url.as_ref().map(|u| u.expose()).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cache.layers.{layer}.url: missing"),
-                )
-            })?;
-            Ok(Arc::new(
-                crate::store::redis::RedisStore::connect(
-                    layer.name(),
-                    &[url],
-                    false,
-                    cfg,
-                    key_prefix,
-                )
+        BackendConfig::Redis(redis) => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect(layer.name(), redis, cfg.timeout, key_prefix)
                 .await?,
-            ))
-        }
+        )),
         #[cfg(feature = "redis-cluster")]
-        Backend::RedisCluster => Ok(Arc::new(
-            crate::store::redis::RedisStore::connect(
+        BackendConfig::RedisCluster(cluster) => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect_cluster(
                 layer.name(),
-                &cfg.server_urls(),
-                true,
-                cfg,
+                cluster,
+                cfg.timeout,
                 key_prefix,
             )
             .await?,
         )),
         #[cfg(feature = "memcached")]
-        Backend::Memcached => Ok(Arc::new(
+        BackendConfig::Memcached(memcached) => Ok(Arc::new(
             crate::store::memcached::MemcachedStore::connect(
                 layer.name(),
-                &cfg.server_urls(),
+                memcached,
                 key_prefix,
                 cfg.timeout,
             )
@@ -91,7 +81,7 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
             format!(
                 "cache.layers.{layer}.backend: the `{}` backend is not built into this build of \
                  vorte-cache (built: {}); enable its cargo feature",
-                other.name(),
+                other.kind().name(),
                 built.join(", ")
             ),
         )),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::prelude::{
     ClientLike, Config as FredConfig, Expiration, KeysInterface, LuaInterface, Pool,
-    ReconnectPolicy,
+    ReconnectPolicy, ServerConfig,
 };
 use fred::types::Builder;
 use fred::types::config::Options;
@@ -27,7 +27,8 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
-use crate::config::LayerConfig;
+use crate::config::url::ServerUrl;
+use crate::config::{RedisClusterConfig, RedisConfig, Secret};
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -86,65 +87,113 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Splits `redis://user:pass@host:port/db` into `host:port`.
-fn host_port(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    Some(&rest[..end])
+/// Where a Redis client connects, parsed once by [`ServerUrl`]: the first URL gives the
+/// credentials, the database and TLS; a cluster also has more seed nodes.
+pub(crate) struct RedisTarget {
+    first: ServerUrl,
+    more: Vec<(String, u16)>,
+    clustered: bool,
 }
 
-/// The fred configuration for one or more URLs; `path` names the config key in errors.
+/// The URL schemes of a Redis layer.
+const LAYER_SCHEMES: &[&str] = &["redis", "rediss"];
+
+impl RedisTarget {
+    /// A single Redis server (`path` names the key in errors).
+    pub(crate) fn server(url: &Secret, path: &str) -> Result<Self> {
+        Ok(RedisTarget {
+            first: ServerUrl::parse(url.expose(), path, LAYER_SCHEMES, "redis:// or rediss://")?,
+            more: Vec::new(),
+            clustered: false,
+        })
+    }
+
+    /// A Redis Cluster through its seed nodes (`path` names the key in errors).
+    pub(crate) fn cluster(urls: &[Secret], path: &str) -> Result<Self> {
+        let mut parsed = urls.iter().map(|url| {
+            ServerUrl::parse(url.expose(), path, LAYER_SCHEMES, "redis:// or rediss://")
+        });
+        let first = parsed
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: no URL")))??;
+        let more = parsed
+            .map(|url| url.map(|u| (u.host().to_owned(), u.port_or(DEFAULT_PORT))))
+            .collect::<Result<_>>()?;
+        Ok(RedisTarget {
+            first,
+            more,
+            clustered: true,
+        })
+    }
+
+    /// `[cache.bus] url`: `redis(s)://` for a single server, `redis(s)-cluster://a?node=b` for a
+    /// cluster.
+    pub(crate) fn bus(url: &Secret, path: &str) -> Result<Self> {
+        let first = ServerUrl::parse(
+            url.expose(),
+            path,
+            &["redis", "rediss", "redis-cluster", "rediss-cluster"],
+            "redis://, rediss://, redis-cluster:// or rediss-cluster://",
+        )?;
+        let clustered = first.scheme().ends_with("-cluster");
+        let more = first
+            .nodes()
+            .map_err(|why| Error::new(ErrorKind::Config, format!("{path}: {why}")))?;
+        Ok(RedisTarget {
+            first,
+            more,
+            clustered,
+        })
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.clustered
+    }
+}
+
+/// Redis's port when a URL has none.
+const DEFAULT_PORT: u16 = 6379;
+
+/// The fred configuration of `target`; `path` names the config key in errors.
 ///
 /// A `rediss://` URL turns TLS on, trusting the CAs of `tls_ca_file` when given (else the
 /// system's roots); it needs the `tls` cargo feature.
 pub(crate) fn fred_config(
-    urls: &[&str],
-    clustered: bool,
+    target: &RedisTarget,
     tls_ca_file: Option<&std::path::Path>,
     path: &str,
 ) -> Result<FredConfig> {
-    let bad = |e: fred::error::Error| {
-        Error::new(
-            ErrorKind::Config,
-            format!("{path}: not a usable Redis URL: {}", e.details()),
-        )
-    };
-    let first = urls
-        .first()
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: no URL")))?;
-    let tls = first.starts_with("rediss://");
+    let first = &target.first;
+    let tls = first.is_tls();
     if tls && !cfg!(feature = "tls") {
         return Err(Error::new(
             ErrorKind::Config,
             format!("{path}: rediss:// needs vorte-cache's `tls` cargo feature"),
         ));
     }
-    // fred would build its own TLS connector for `rediss` (and let rustls guess a crypto
-    // provider, which panics when two are compiled in): it parses the plain form, and the
-    // connector is set below.
-    let plain = first.replacen("rediss://", "redis://", 1);
-    let config = if !clustered {
-        FredConfig::from_url_centralized(&plain).map_err(bad)?
+    let main = (first.host().to_owned(), first.port_or(DEFAULT_PORT));
+    let (server, database) = if target.clustered {
+        // A cluster has no databases; the path is ignored, as fred does.
+        let hosts = std::iter::once(main).chain(target.more.iter().cloned());
+        (ServerConfig::new_clustered(hosts.collect()), None)
     } else {
-        // fred reads extra seed nodes from `node=host:port` query parameters.
-        let (scheme, rest) = plain
-            .split_once("://")
-            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-        let mut url = format!(
-            "{scheme}-cluster://{}",
-            rest.split(['?']).next().unwrap_or(rest)
-        );
-        let mut sep = '?';
-        for other in &urls[1..] {
-            let node = host_port(other)
-                .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-            url.push(sep);
-            url.push_str("node=");
-            url.push_str(node);
-            sep = '&';
-        }
-        FredConfig::from_url_clustered(&url).map_err(bad)?
+        let database = first.database().map_err(|why| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{path}: not a usable Redis URL: {why}"),
+            )
+        })?;
+        (ServerConfig::new_centralized(main.0, main.1), database)
+    };
+    // The TLS connector is set below rather than by fred, which would let rustls guess a crypto
+    // provider (it panics when two are compiled in).
+    let config = FredConfig {
+        server,
+        username: first.username(),
+        password: first.password(),
+        database,
+        ..FredConfig::default()
     };
     #[cfg(feature = "tls")]
     let config = if tls {
@@ -295,18 +344,43 @@ fn multi_get(
 }
 
 impl RedisStore {
-    /// Connects (in the background: a server that is down at start-up is retried, and the layer
-    /// is skipped until it answers).
+    /// Connects to the single server of a `redis` layer (see [`Self::open`]).
     pub(crate) async fn connect(
         layer: &'static str,
-        urls: &[&str],
-        clustered: bool,
-        cfg: &LayerConfig,
+        cfg: &RedisConfig,
+        timeout: Duration,
         key_prefix: &str,
     ) -> Result<Self> {
-        let (timeout, pool_size) = (cfg.timeout, cfg.pool_size);
         let path = format!("cache.layers.{layer}.url");
-        let mut config = fred_config(urls, clustered, cfg.tls_ca_file.as_deref(), &path)?;
+        let target = RedisTarget::server(&cfg.url, &path)?;
+        let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
+        Self::open(layer, config, false, cfg.pool_size, timeout, key_prefix).await
+    }
+
+    /// Connects to the seed nodes of a `redis-cluster` layer (see [`Self::open`]).
+    pub(crate) async fn connect_cluster(
+        layer: &'static str,
+        cfg: &RedisClusterConfig,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.urls");
+        let target = RedisTarget::cluster(&cfg.urls, &path)?;
+        let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
+        Self::open(layer, config, true, cfg.pool_size, timeout, key_prefix).await
+    }
+
+    /// Builds the pool and connects (in the background: a server that is down at start-up is
+    /// retried, and the layer is skipped until it answers).
+    async fn open(
+        layer: &'static str,
+        mut config: FredConfig,
+        clustered: bool,
+        pool_size: usize,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.url");
         config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -573,21 +647,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_port_drops_credentials_and_path() {
-        assert_eq!(host_port("redis://u:p@h:1/0"), Some("h:1"));
-        assert_eq!(host_port("redis://h:2"), Some("h:2"));
-        assert_eq!(host_port("rediss://:p@w@h:3?x=1"), Some("h:3"));
-    }
-
-    #[test]
     fn cluster_urls_become_seed_nodes() {
-        let cfg = fred_config(
-            &["redis://u:pw@127.0.0.1:7000", "redis://127.0.0.1:7001"],
-            true,
-            None,
-            "cache.layers.l3.urls",
-        )
-        .expect("config");
+        let urls = [
+            Secret::new("redis://u:pw@127.0.0.1:7000"),
+            Secret::new("redis://127.0.0.1:7001"),
+        ];
+        let target = RedisTarget::cluster(&urls, "cache.layers.l3.urls").expect("urls");
+        let cfg = fred_config(&target, None, "cache.layers.l3.urls").expect("config");
         assert_eq!(cfg.username.as_deref(), Some("u"));
         let fred::prelude::ServerConfig::Clustered { hosts, .. } = &cfg.server else {
             panic!("clustered config expected");
