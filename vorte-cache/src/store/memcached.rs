@@ -9,12 +9,20 @@
 //! back never serves values that another server has meanwhile replaced.
 //!
 //! **Connections.** async-memcached has one connection per `Client` and no pool, so each server
-//! keeps a free list of up to 8 idle clients. A call takes one (or connects lazily), and gives it
-//! back only when the call completed: a call that failed or timed out drops its client, because
+//! has a small bounded pool of its own: at most [`MAX_CONNECTIONS`] calls run on a server at once
+//! (a semaphore; a call waits for a slot within its timeout), and a free list keeps the clients of
+//! completed calls. A call takes an idle client or, when there is none, connects: since a call
+//! connects only while it holds a slot and finds no idle client, a server never has more than
+//! [`MAX_CONNECTIONS`] connections open, however many calls arrive at once. A client goes back
+//! only when its call completed: a call that failed or timed out drops its client, because
 //! async-memcached 0.9 closes a connection whose operation was cancelled or left half-read. An
 //! idle connection that turns out dead (the server restarted) empties the free list and the call is
 //! retried once on a fresh connection, so a restarted server is used again at once. Every call is
 //! bounded by the layer's `timeout_ms`; nothing waits longer, nothing panics.
+//!
+//! The pool is our own rather than a pool crate's (deadpool, bb8) because it is a semaphore and a
+//! `Vec`, and the drop-on-failure and retry-once-when-stale rules above are memcached-specific
+//! anyway.
 //!
 //! **Names.** Memcached keys are at most 250 bytes of printable ASCII without spaces. An entry is
 //! stored as `<key_prefix><gen>:e:<key>` when that name obeys the rules, and otherwise as
@@ -65,8 +73,10 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// The longest key memcached accepts.
 const MAX_NAME_LEN: usize = 250;
-/// Idle connections kept per server.
-const MAX_IDLE: usize = 8;
+/// The most connections open to one server, in use or idle: memcached's default `maxconns` is
+/// 1,024, and a call holds a connection for one round trip, so 16 per process is plenty and keeps
+/// hundreds of processes within the server's limit.
+const MAX_CONNECTIONS: usize = 16;
 /// How old a cached generation may get before a call re-reads it: the bound on how long another
 /// process's flush can go unseen.
 pub(crate) const GEN_REFRESH: Duration = Duration::from_secs(1);
@@ -85,6 +95,9 @@ struct Server {
     dsn: String,
     /// Rendezvous-hashing seed, from `label`.
     seed: u64,
+    /// One permit per call running on this server: at most [`MAX_CONNECTIONS`].
+    slots: tokio::sync::Semaphore,
+    /// Clients of completed calls, at most [`MAX_CONNECTIONS`].
     idle: Mutex<Vec<Client>>,
     /// The generation of this server's namespace; 0 while unknown.
     generation: AtomicU64,
@@ -110,7 +123,7 @@ impl Server {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_CONNECTIONS {
             idle.push(client);
         }
     }
@@ -298,6 +311,7 @@ impl MemcachedStore {
                 dsn: format!("tcp://{label}"),
                 seed: xxh3_64(label.as_bytes()),
                 label,
+                slots: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
                 idle: Mutex::new(Vec::new()),
                 generation: AtomicU64::new(0),
                 checked: AtomicU64::new(0),
@@ -485,6 +499,9 @@ impl MemcachedStore {
     /// Runs `op` with a pooled or new connection; retries once on a fresh connection when an
     /// idle one turns out dead (its server restarted: the other idle ones are dropped too).
     async fn attempt(&self, server: &Server, op: &Op<'_>) -> std::result::Result<Done, McError> {
+        // Held until the call ends, so at most MAX_CONNECTIONS calls (and connections) at once.
+        // The semaphore is never closed; if it were, the call would run unbounded, not fail.
+        let _slot = server.slots.acquire().await.ok();
         let mut retried = false;
         loop {
             let (mut client, reused) = match server.take() {
@@ -783,400 +800,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(3));
         let b = start_generation();
         assert!(b > a);
-    }
-
-    mod live {
-        //! Against real `memcached` processes on free loopback ports.
-
-        use super::super::*;
-        use std::net::{TcpListener, TcpStream};
-        use std::process::{Child, Command, Stdio};
-
-        /// A memcached process, killed on drop.
-        struct Memcached {
-            child: Option<Child>,
-            port: u16,
-        }
-
-        fn free_port() -> u16 {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port")
-        }
-
-        impl Memcached {
-            fn start() -> Self {
-                Self::on(free_port())
-            }
-
-            fn on(port: u16) -> Self {
-                let child = Command::new("memcached")
-                    .args([
-                        "-l",
-                        "127.0.0.1",
-                        "-p",
-                        &port.to_string(),
-                        "-U",
-                        "0",
-                        "-u",
-                        "root",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("memcached must be installed (apt-get install memcached)");
-                let server = Memcached {
-                    child: Some(child),
-                    port,
-                };
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    assert!(
-                        Instant::now() < deadline,
-                        "memcached did not start on {port}"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                server
-            }
-
-            fn url(&self) -> String {
-                format!("memcached://127.0.0.1:{}", self.port)
-            }
-
-            fn kill(&mut self) {
-                if let Some(mut child) = self.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-        }
-
-        impl Drop for Memcached {
-            fn drop(&mut self) {
-                self.kill();
-            }
-        }
-
-        const TIMEOUT: Duration = Duration::from_millis(500);
-        const LONG: Duration = Duration::from_secs(300);
-
-        async fn store(urls: &[String], prefix: &str) -> MemcachedStore {
-            let cfg = MemcachedConfig {
-                urls: urls
-                    .iter()
-                    .map(|u| crate::config::Secret::new(u.as_str()))
-                    .collect(),
-            };
-            MemcachedStore::connect("l2", &cfg, prefix, TIMEOUT)
-                .await
-                .expect("connect")
-        }
-
-        fn b(s: &str) -> Bytes {
-            Bytes::copy_from_slice(s.as_bytes())
-        }
-
-        #[tokio::test]
-        async fn put_get_delete_overwrite() {
-            let server = Memcached::start();
-            let s = store(&[server.url()], "t1:").await;
-            let e = Slot::Entry("user:1");
-            assert_eq!(s.get(e).await.unwrap(), None);
-            s.put(e, b("one"), LONG).await.unwrap();
-            assert_eq!(s.get(e).await.unwrap(), Some(b("one")));
-            s.put(e, b("two"), LONG).await.unwrap();
-            assert_eq!(s.get(e).await.unwrap(), Some(b("two")));
-            // An entry and a tag of the same name are distinct.
-            s.put(Slot::Tag("user:1"), b("tag"), LONG).await.unwrap();
-            assert_eq!(s.get(e).await.unwrap(), Some(b("two")));
-            assert_eq!(s.get(Slot::Tag("user:1")).await.unwrap(), Some(b("tag")));
-            assert!(s.delete(e).await.unwrap());
-            assert!(!s.delete(e).await.unwrap());
-            assert_eq!(s.get(e).await.unwrap(), None);
-            // Binary values with CR/LF survive; empty values too.
-            let raw = Bytes::from_static(b"\x00\r\nEND\r\n\xff");
-            s.put(e, raw.clone(), LONG).await.unwrap();
-            assert_eq!(s.get(e).await.unwrap(), Some(raw));
-            s.put(e, Bytes::new(), LONG).await.unwrap();
-            assert_eq!(s.get(e).await.unwrap(), Some(Bytes::new()));
-            assert_eq!(s.list("").await.unwrap(), Vec::<String>::new());
-            assert_eq!(s.usage().await.unwrap(), Usage::default());
-            assert_eq!(s.backend(), "memcached");
-            assert!(!format!("{s:?}").contains("memcached://"));
-        }
-
-        #[tokio::test]
-        async fn long_and_non_ascii_keys_round_trip() {
-            let server = Memcached::start();
-            let s = store(&[server.url()], "t2:").await;
-            let long_a = "a".repeat(300);
-            let long_b = format!("{}b", "a".repeat(299));
-            let keys = [
-                long_a.as_str(),
-                long_b.as_str(),
-                "ключ",
-                "with space",
-                "with space ",
-                "tab\t",
-                "nl\r\n",
-                "plain",
-            ];
-            for (i, k) in keys.iter().enumerate() {
-                s.put(Slot::Entry(k), b(&format!("v{i}")), LONG)
-                    .await
-                    .unwrap();
-            }
-            for (i, k) in keys.iter().enumerate() {
-                assert_eq!(
-                    s.get(Slot::Entry(k)).await.unwrap(),
-                    Some(b(&format!("v{i}"))),
-                    "{k:?}"
-                );
-            }
-            for k in keys {
-                assert!(s.delete(Slot::Entry(k)).await.unwrap(), "{k:?}");
-                assert_eq!(s.get(Slot::Entry(k)).await.unwrap(), None);
-            }
-        }
-
-        #[tokio::test]
-        async fn clear_hides_only_this_prefix() {
-            let server = Memcached::start();
-            let s = store(&[server.url()], "t3:").await;
-            let other = store(&[server.url()], "t3x:").await;
-            let peer = store(&[server.url()], "t3:").await; // another process, same prefix
-            s.put(Slot::Entry("k"), b("old"), LONG).await.unwrap();
-            s.put(Slot::Tag("tag"), b("old-tag"), LONG).await.unwrap();
-            other.put(Slot::Entry("k"), b("kept"), LONG).await.unwrap();
-            let mut raw = Client::new(format!("tcp://127.0.0.1:{}", server.port))
-                .await
-                .unwrap();
-            raw.meta_set("t3:direct", b"raw".as_slice(), false, None, None)
-                .await
-                .unwrap();
-            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), Some(b("old")));
-
-            assert_eq!(s.clear().await.unwrap(), 0);
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
-            assert_eq!(s.get(Slot::Tag("tag")).await.unwrap(), None);
-            s.put(Slot::Entry("k"), b("new"), LONG).await.unwrap();
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("new")));
-            // Other keys are untouched.
-            assert_eq!(other.get(Slot::Entry("k")).await.unwrap(), Some(b("kept")));
-            let direct = raw
-                .meta_get("t3:direct", false, None, Some(&["v"]))
-                .await
-                .unwrap();
-            assert_eq!(direct.and_then(|v| v.data), Some(b"raw".to_vec()));
-            // The other process sees the flush within GEN_REFRESH.
-            tokio::time::sleep(GEN_REFRESH + Duration::from_millis(50)).await;
-            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), Some(b("new")));
-            // A second flush, and a flush from the peer, work the same way.
-            peer.clear().await.unwrap();
-            assert_eq!(peer.get(Slot::Entry("k")).await.unwrap(), None);
-            tokio::time::sleep(GEN_REFRESH + Duration::from_millis(50)).await;
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
-        }
-
-        #[tokio::test]
-        async fn compare_and_set_semantics() {
-            let server = Memcached::start();
-            let s = store(&[server.url()], "t4:").await;
-            let cas = |exp: Option<Bytes>, new: &str| {
-                let s = &s;
-                let new = b(new);
-                async move {
-                    s.compare_and_set("n", exp.as_ref(), new, LONG)
-                        .await
-                        .unwrap()
-                }
-            };
-            // Absent expected on a missing key: stored.
-            assert_eq!(cas(None, "1").await, Some(true));
-            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("1")));
-            // Absent expected on an existing key: refused.
-            assert_eq!(cas(None, "x").await, Some(false));
-            // Matching value: swapped.
-            assert_eq!(cas(Some(b("1")), "2").await, Some(true));
-            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("2")));
-            // Mismatch: refused, value kept.
-            assert_eq!(cas(Some(b("1")), "3").await, Some(false));
-            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), Some(b("2")));
-            // Expected a value on a missing key: refused.
-            s.delete(Slot::Entry("n")).await.unwrap();
-            assert_eq!(cas(Some(b("2")), "4").await, Some(false));
-            assert_eq!(s.get(Slot::Entry("n")).await.unwrap(), None);
-
-            // Exact under concurrency: 8 tasks × 25 increments through CAS loops.
-            let s = std::sync::Arc::new(s);
-            let tasks: Vec<_> = (0..8)
-                .map(|_| {
-                    let s = s.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..25 {
-                            loop {
-                                let cur = s.get(Slot::Entry("c")).await.unwrap();
-                                let n: u64 = cur.as_ref().map_or(0, |c| {
-                                    std::str::from_utf8(c).unwrap().parse().unwrap()
-                                });
-                                let next = b(&(n + 1).to_string());
-                                if s.compare_and_set("c", cur.as_ref(), next, LONG)
-                                    .await
-                                    .unwrap()
-                                    == Some(true)
-                                {
-                                    break;
-                                }
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-            assert_eq!(s.get(Slot::Entry("c")).await.unwrap(), Some(b("200")));
-        }
-
-        #[tokio::test]
-        async fn entries_expire() {
-            let server = Memcached::start();
-            let s = store(&[server.url()], "t5:").await;
-            s.put(Slot::Entry("short"), b("v"), Duration::from_secs(1))
-                .await
-                .unwrap();
-            s.put(Slot::Entry("ms"), b("v"), Duration::from_millis(10))
-                .await
-                .unwrap();
-            s.put(Slot::Entry("long"), b("v"), LONG).await.unwrap();
-            s.put(
-                Slot::Entry("month"),
-                b("v"),
-                Duration::from_secs(40 * 86_400),
-            )
-            .await
-            .unwrap();
-            assert_eq!(s.get(Slot::Entry("short")).await.unwrap(), Some(b("v")));
-            // Memcached's clock ticks in whole seconds: a 1 s entry is gone within 2 s.
-            tokio::time::sleep(Duration::from_millis(2_100)).await;
-            assert_eq!(s.get(Slot::Entry("short")).await.unwrap(), None);
-            assert_eq!(s.get(Slot::Entry("ms")).await.unwrap(), None);
-            assert_eq!(s.get(Slot::Entry("long")).await.unwrap(), Some(b("v")));
-            // An absolute expiry 40 days ahead is still in the future.
-            assert_eq!(s.get(Slot::Entry("month")).await.unwrap(), Some(b("v")));
-        }
-
-        #[tokio::test]
-        async fn dead_server_fails_fast_and_recovers() {
-            let mut server = Memcached::start();
-            let port = server.port;
-            let s = store(&[server.url()], "t6:").await;
-            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
-            // Several idle connections in the pool.
-            let gets: Vec<_> = (0..4).map(|_| s.get(Slot::Entry("k"))).collect();
-            for r in futures_util::future::join_all(gets).await {
-                assert_eq!(r.unwrap(), Some(b("v")));
-            }
-            server.kill();
-            for _ in 0..3 {
-                let started = Instant::now();
-                let err = s.get(Slot::Entry("k")).await.unwrap_err();
-                assert!(
-                    matches!(err.kind(), ErrorKind::Backend | ErrorKind::Timeout),
-                    "{err:?}"
-                );
-                assert!(started.elapsed() < TIMEOUT + Duration::from_millis(250));
-                let err = s.put(Slot::Entry("k"), b("w"), LONG).await.unwrap_err();
-                assert!(matches!(
-                    err.kind(),
-                    ErrorKind::Backend | ErrorKind::Timeout
-                ));
-                assert!(s.clear().await.is_err());
-            }
-            let _server = Memcached::on(port);
-            // Back at once, on the same port (memcached forgot everything).
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
-            s.put(Slot::Entry("k"), b("again"), LONG).await.unwrap();
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("again")));
-        }
-
-        #[tokio::test]
-        async fn stale_pooled_connections_are_replaced() {
-            let mut server = Memcached::start();
-            let port = server.port;
-            let s = store(&[server.url()], "t7:").await;
-            let gets: Vec<_> = (0..6).map(|_| s.get(Slot::Entry("k"))).collect();
-            for r in futures_util::future::join_all(gets).await {
-                r.unwrap();
-            }
-            // Restart between two calls: the idle connections are dead, yet the next call works.
-            server.kill();
-            let _server = Memcached::on(port);
-            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("v")));
-        }
-
-        #[tokio::test]
-        async fn server_down_at_start_up() {
-            let port = free_port();
-            let urls = [format!("memcached://127.0.0.1:{port}")];
-            let s = store(&urls, "t8:").await;
-            let err = s.get(Slot::Entry("k")).await.unwrap_err();
-            assert!(matches!(
-                err.kind(),
-                ErrorKind::Backend | ErrorKind::Timeout
-            ));
-            let _server = Memcached::on(port);
-            s.put(Slot::Entry("k"), b("v"), LONG).await.unwrap();
-            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("v")));
-        }
-
-        #[tokio::test]
-        async fn several_servers_share_the_keys() {
-            let a = Memcached::start();
-            let b2 = Memcached::start();
-            let urls = [a.url(), b2.url()];
-            let s = store(&urls, "t9:").await;
-            // The same servers in the other order: the same placement.
-            let t = store(&[b2.url(), a.url()], "t9:").await;
-            let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
-            for k in &keys {
-                s.put(Slot::Entry(k), b(k), LONG).await.unwrap();
-            }
-            for k in &keys {
-                assert_eq!(t.get(Slot::Entry(k)).await.unwrap(), Some(b(k)));
-            }
-            let on_a = keys.iter().filter(|k| s.server_of(k) == 0).count();
-            assert!(on_a > 10 && on_a < 50, "{on_a} of 60 on the first server");
-            s.clear().await.unwrap();
-            for k in &keys {
-                assert_eq!(s.get(Slot::Entry(k)).await.unwrap(), None);
-            }
-            assert_eq!(
-                s.compare_and_set("k1", None, b("x"), LONG).await.unwrap(),
-                Some(true)
-            );
-        }
-
-        #[tokio::test]
-        async fn bad_configuration_is_refused() {
-            let cfg = |urls: &[&str]| MemcachedConfig {
-                urls: urls
-                    .iter()
-                    .map(|u| crate::config::Secret::new(*u))
-                    .collect(),
-            };
-            let err = MemcachedStore::connect("l2", &cfg(&["memcached://h:x"]), "p:", TIMEOUT)
-                .await
-                .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config);
-            assert!(err.message().contains("cache.layers.l2.urls[0]"), "{err}");
-            let err = MemcachedStore::connect("l2", &cfg(&[]), "p:", TIMEOUT)
-                .await
-                .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config);
-        }
     }
 }
