@@ -60,7 +60,7 @@ impl ServerUrl {
 
     /// `rediss://` or `rediss-cluster://`.
     #[cfg_attr(
-        not(feature = "redis"),
+        not(any(feature = "redis", test)),
         expect(dead_code, reason = "only the Redis client reads it")
     )]
     pub(crate) fn is_tls(&self) -> bool {
@@ -79,7 +79,7 @@ impl ServerUrl {
 
     /// `host:port`, with `default` as the port when the URL has none.
     #[cfg_attr(
-        not(feature = "memcached"),
+        not(any(feature = "memcached", test)),
         expect(dead_code, reason = "only memcached addresses servers by host:port")
     )]
     pub(crate) fn host_port(&self, default: u16) -> String {
@@ -88,7 +88,7 @@ impl ServerUrl {
 
     /// The user name, percent-decoded; `None` when empty.
     #[cfg_attr(
-        not(feature = "redis"),
+        not(any(feature = "redis", test)),
         expect(dead_code, reason = "only the Redis client authenticates")
     )]
     pub(crate) fn username(&self) -> Option<String> {
@@ -97,7 +97,7 @@ impl ServerUrl {
 
     /// The password, percent-decoded; `None` when empty.
     #[cfg_attr(
-        not(feature = "redis"),
+        not(any(feature = "redis", test)),
         expect(dead_code, reason = "only the Redis client authenticates")
     )]
     pub(crate) fn password(&self) -> Option<String> {
@@ -107,7 +107,7 @@ impl ServerUrl {
     /// The Redis database of the path (`/2`); `None` for no path. Anything else in the path is
     /// an error, described for a message.
     #[cfg_attr(
-        not(feature = "redis"),
+        not(any(feature = "redis", test)),
         expect(dead_code, reason = "only the Redis client selects a database")
     )]
     pub(crate) fn database(&self) -> std::result::Result<Option<u8>, String> {
@@ -122,7 +122,7 @@ impl ServerUrl {
 
     /// The extra seed nodes of a cluster URL: its `node=host:port` query parameters.
     #[cfg_attr(
-        not(feature = "redis"),
+        not(any(feature = "redis", test)),
         expect(dead_code, reason = "only the Redis cluster client reads seed nodes")
     )]
     pub(crate) fn nodes(&self) -> std::result::Result<Vec<(String, u16)>, String> {

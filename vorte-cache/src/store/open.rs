@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{BackendConfig, LayerConfig};
+use crate::config::LayerConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 use crate::store::Store;
@@ -16,7 +16,15 @@ use crate::store::Store;
 ///
 /// [`ErrorKind::Config`] when the backend is not built into this build or its server cannot be
 /// reached at connect time; the message names the config path.
-pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+pub async fn open(
+    layer: Layer,
+    cfg: &LayerConfig,
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "memcached", feature = "object-store")),
+        expect(unused_variables, reason = "no store is built")
+    )]
+    key_prefix: &str,
+) -> Result<Arc<dyn Store>> {
     let built: &[&str] = &[
         #[cfg(feature = "redis")]
         "redis",
@@ -37,11 +45,11 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
     ];
     match &cfg.backend {
         #[cfg(feature = "object-store")]
-        backend @ (BackendConfig::File(_)
-        | BackendConfig::S3(_)
-        | BackendConfig::Gcs(_)
-        | BackendConfig::Azure(_)
-        | BackendConfig::Http(_))
+        backend @ (crate::config::BackendConfig::File(_)
+        | crate::config::BackendConfig::S3(_)
+        | crate::config::BackendConfig::Gcs(_)
+        | crate::config::BackendConfig::Azure(_)
+        | crate::config::BackendConfig::Http(_))
             if built.contains(&backend.kind().name()) =>
         {
             Ok(Arc::new(crate::store::object::ObjectLayer::open(
@@ -52,12 +60,12 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
             )?))
         }
         #[cfg(feature = "redis")]
-        BackendConfig::Redis(redis) => Ok(Arc::new(
+        crate::config::BackendConfig::Redis(redis) => Ok(Arc::new(
             crate::store::redis::RedisStore::connect(layer.name(), redis, cfg.timeout, key_prefix)
                 .await?,
         )),
         #[cfg(feature = "redis-cluster")]
-        BackendConfig::RedisCluster(cluster) => Ok(Arc::new(
+        crate::config::BackendConfig::RedisCluster(cluster) => Ok(Arc::new(
             crate::store::redis::RedisStore::connect_cluster(
                 layer.name(),
                 cluster,
@@ -67,7 +75,7 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
             .await?,
         )),
         #[cfg(feature = "memcached")]
-        BackendConfig::Memcached(memcached) => Ok(Arc::new(
+        crate::config::BackendConfig::Memcached(memcached) => Ok(Arc::new(
             crate::store::memcached::MemcachedStore::connect(
                 layer.name(),
                 memcached,
