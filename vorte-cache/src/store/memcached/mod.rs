@@ -9,16 +9,17 @@
 //! back never serves values that another server has meanwhile replaced.
 //!
 //! **Connections.** async-memcached has one connection per `Client` and no pool, so each server
-//! has a small bounded pool of its own: at most [`MAX_CONNECTIONS`] calls run on a server at once
-//! (a semaphore; a call waits for a slot within its timeout), and a free list keeps the clients of
-//! completed calls. A call takes an idle client or, when there is none, connects: since a call
-//! connects only while it holds a slot and finds no idle client, a server never has more than
-//! [`MAX_CONNECTIONS`] connections open, however many calls arrive at once. A client goes back
-//! only when its call completed: a call that failed or timed out drops its client, because
-//! async-memcached 0.9 closes a connection whose operation was cancelled or left half-read. An
-//! idle connection that turns out dead (the server restarted) empties the free list and the call is
-//! retried once on a fresh connection, so a restarted server is used again at once. Every call is
-//! bounded by the layer's `timeout_ms`; nothing waits longer, nothing panics.
+//! has a small bounded pool of its own ([`server`]): at most
+//! [`MAX_CONNECTIONS`](server::MAX_CONNECTIONS) calls run on a server at once (a semaphore; a call
+//! waits for a slot within its timeout), and a free list keeps the clients of completed calls. A
+//! call takes an idle client or, when there is none, connects: since a call connects only while
+//! it holds a slot and finds no idle client, a server never has more than that many connections
+//! open, however many calls arrive at once. A client goes back only when its call completed: a
+//! call that failed or timed out drops its client, because async-memcached 0.9 closes a
+//! connection whose operation was cancelled or left half-read. An idle connection that turns out
+//! dead (the server restarted) empties the free list and the call is retried once on a fresh
+//! connection, so a restarted server is used again at once. Every call is bounded by the layer's
+//! `timeout_ms`; nothing waits longer, nothing panics.
 //!
 //! The pool is our own rather than a pool crate's (deadpool, bb8) because it is a semaphore and a
 //! `Vec`, and the drop-on-failure and retry-once-when-stale rules above are memcached-specific
@@ -41,9 +42,9 @@
 //!
 //! The store caches each server's generation. Its own `clear` updates the cache before returning,
 //! so the process that flushes never reads an old entry afterwards. Another process's flush is
-//! seen by the first call that starts more than [`GEN_REFRESH`] (1 s) after it returned: the
-//! generation is re-read, lazily on a call, once it is older than that. An evicted generation
-//! record only causes misses.
+//! seen by the first call that starts more than [`GEN_REFRESH`](generation::GEN_REFRESH) (1 s)
+//! after it returned: the generation is re-read, lazily on a call, once it is older than that. An
+//! evicted generation record only causes misses.
 //!
 //! **TTL.** Memcached counts whole seconds: a TTL is rounded *up* (never shorter than asked, at
 //! least 1 s); a TTL over 30 days is sent as an absolute unix time, as the protocol requires; one
@@ -58,83 +59,29 @@
 //! `ms <name> <len> T<ttl> C<cas>` writes only if nothing changed in between (`ms … ME`, an add,
 //! when no entry is expected), so counters are exact across processes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use async_memcached::{Client, MetaProtocol, Status};
 use bytes::Bytes;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, xxh3_128};
 
+use self::names::{exptime, physical_name, unix_now};
+use self::ring::rendezvous;
+use self::server::Server;
 use super::{BoxFuture, Slot, Store, Usage};
 use crate::config::MemcachedConfig;
 use crate::config::url::ServerUrl;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The longest key memcached accepts.
-const MAX_NAME_LEN: usize = 250;
-/// The most connections open to one server, in use or idle: memcached's default `maxconns` is
-/// 1,024, and a call holds a connection for one round trip, so 16 per process is plenty and keeps
-/// hundreds of processes within the server's limit.
-const MAX_CONNECTIONS: usize = 16;
-/// How old a cached generation may get before a call re-reads it: the bound on how long another
-/// process's flush can go unseen.
-pub(crate) const GEN_REFRESH: Duration = Duration::from_secs(1);
-/// Memcached reads an expiry above this many seconds as an absolute unix time.
-const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
+mod generation;
+mod names;
+mod ring;
+mod server;
+
 /// Memcached's port when a URL has none.
 const DEFAULT_PORT: u16 = 11211;
 
 type McError = async_memcached::Error;
-
-/// One memcached server: its address, idle connections and cached generation.
-struct Server {
-    /// `host:port`, for messages and hashing.
-    label: String,
-    /// What async-memcached connects to: `tcp://host:port`.
-    dsn: String,
-    /// Rendezvous-hashing seed, from `label`.
-    seed: u64,
-    /// One permit per call running on this server: at most [`MAX_CONNECTIONS`].
-    slots: tokio::sync::Semaphore,
-    /// Clients of completed calls, at most [`MAX_CONNECTIONS`].
-    idle: Mutex<Vec<Client>>,
-    /// The generation of this server's namespace; 0 while unknown.
-    generation: AtomicU64,
-    /// When `generation` was last read: milliseconds since the store's epoch, plus 1 (0: never).
-    checked: AtomicU64,
-    /// Held while the generation is read or bumped, so a bump is never overwritten by an older read.
-    gen_lock: tokio::sync::Mutex<()>,
-}
-
-impl Server {
-    fn take(&self) -> Option<Client> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(client) = idle.pop() {
-            if !client.is_closed() {
-                return Some(client);
-            }
-        }
-        None
-    }
-
-    fn give_back(&self, client: Client) {
-        if client.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_CONNECTIONS {
-            idle.push(client);
-        }
-    }
-
-    fn drop_idle(&self) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-}
 
 /// A memcached store over one or more servers.
 pub(crate) struct MemcachedStore {
@@ -184,81 +131,6 @@ enum Done {
     Flag(bool),
 }
 
-/// A byte memcached accepts in a key: printable ASCII, no space.
-fn is_key_byte(b: u8) -> bool {
-    (0x21..=0x7e).contains(&b)
-}
-
-/// The physical name of `slot` in namespace generation `generation`.
-fn physical_name(prefix: &str, generation: u64, slot: Slot<'_>) -> String {
-    let (plain, hashed, key) = match slot {
-        Slot::Entry(k) => ("e", "h", k),
-        Slot::Tag(t) => ("t", "th", t),
-    };
-    let name = format!("{prefix}{generation}:{plain}:{key}");
-    if name.len() <= MAX_NAME_LEN && name.bytes().all(is_key_byte) {
-        name
-    } else {
-        format!(
-            "{prefix}{generation}:{hashed}:{:032x}",
-            xxh3_128(key.as_bytes())
-        )
-    }
-}
-
-/// The memcached expiry for `ttl`, `now` being the time since the unix epoch: whole seconds
-/// rounded up (at least 1), an absolute unix time above 30 days, and 0 ("never") beyond what
-/// memcached can represent.
-fn exptime(ttl: Duration, now: Duration) -> u64 {
-    let secs = ttl
-        .as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
-        .max(1);
-    if secs <= MAX_RELATIVE_TTL {
-        return secs;
-    }
-    let now_ceil = now.as_secs() + u64::from(now.subsec_nanos() > 0);
-    let at = now_ceil.saturating_add(secs);
-    if at > i32::MAX as u64 { 0 } else { at }
-}
-
-/// Rendezvous hashing: the index of the seed that scores highest for `key`.
-fn rendezvous(seeds: &[u64], key: &str) -> usize {
-    let mut best = 0;
-    let mut best_score = 0;
-    for (i, seed) in seeds.iter().enumerate() {
-        let score = xxh3_64_with_seed(key.as_bytes(), *seed);
-        if i == 0 || score > best_score {
-            best = i;
-            best_score = score;
-        }
-    }
-    best
-}
-
-/// The start value of a new generation record: `unix_ms << 16 | 16 random bits`, which grows
-/// with time so that a re-created record never repeats an earlier generation.
-fn start_generation() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX >> 16) & (u64::MAX >> 16);
-    let noise = xxh3_64(
-        &[
-            now.subsec_nanos().to_le_bytes(),
-            std::process::id().to_le_bytes(),
-        ]
-        .concat(),
-    );
-    (ms << 16 | (noise & 0xffff)).max(1)
-}
-
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 /// A status that completes an operation normally (the connection stays usable).
 fn is_outcome(e: &McError) -> bool {
     matches!(
@@ -270,15 +142,6 @@ fn is_outcome(e: &McError) -> bool {
 /// A failure of the connection itself, as when an idle connection's server has restarted.
 fn is_connection_error(e: &McError) -> bool {
     matches!(e, McError::Io(_) | McError::ConnectionClosed)
-}
-
-fn parse_counter(data: Option<&[u8]>) -> std::result::Result<u64, McError> {
-    let text = data.and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("");
-    text.trim().parse::<u64>().map_err(|_| {
-        McError::Protocol(Status::Error(async_memcached::ErrorKind::Protocol(Some(
-            format!("generation record is not an integer: {text:?}"),
-        ))))
-    })
 }
 
 impl MemcachedStore {
@@ -307,16 +170,7 @@ impl MemcachedStore {
             if servers.iter().any(|s| s.label == label) {
                 continue;
             }
-            servers.push(Server {
-                dsn: format!("tcp://{label}"),
-                seed: xxh3_64(label.as_bytes()),
-                label,
-                slots: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
-                idle: Mutex::new(Vec::new()),
-                generation: AtomicU64::new(0),
-                checked: AtomicU64::new(0),
-                gen_lock: tokio::sync::Mutex::new(()),
-            });
+            servers.push(Server::new(label));
         }
         let store = MemcachedStore {
             layer,
@@ -360,59 +214,6 @@ impl MemcachedStore {
         match slot {
             Slot::Entry(k) | Slot::Tag(k) => self.server_of(k),
         }
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// Records a generation read (or bumped) at `at` (from [`Self::elapsed_ms`]).
-    fn remember(server: &Server, generation: u64, at: u64) {
-        server.generation.store(generation, Ordering::Release);
-        server.checked.store(at, Ordering::Release);
-    }
-
-    fn is_fresh(&self, server: &Server) -> Option<u64> {
-        let generation = server.generation.load(Ordering::Acquire);
-        let checked = server.checked.load(Ordering::Acquire);
-        let refresh = u64::try_from(GEN_REFRESH.as_millis()).unwrap_or(u64::MAX);
-        (generation != 0 && checked != 0 && self.elapsed_ms().saturating_sub(checked) < refresh)
-            .then_some(generation)
-    }
-
-    /// `ma <prefix>gen D<delta> N0 J<start> v`: adds `delta` to the generation record (creating
-    /// it, without expiry, with a fresh start value when missing) and returns its value.
-    async fn bump(&self, client: &mut Client, delta: u64) -> std::result::Result<u64, McError> {
-        let start = format!("J{}", start_generation());
-        let value = client
-            .meta_increment(
-                &self.gen_name,
-                false,
-                None,
-                Some(delta),
-                Some(&["v", "N0", &start]),
-            )
-            .await?;
-        parse_counter(value.as_ref().and_then(|v| v.data.as_deref()))
-    }
-
-    /// The server's current generation: cached, or re-read when older than [`GEN_REFRESH`].
-    async fn generation(
-        &self,
-        server: &Server,
-        client: &mut Client,
-    ) -> std::result::Result<u64, McError> {
-        if let Some(generation) = self.is_fresh(server) {
-            return Ok(generation);
-        }
-        let _guard = server.gen_lock.lock().await;
-        if let Some(generation) = self.is_fresh(server) {
-            return Ok(generation);
-        }
-        let at = self.elapsed_ms();
-        let generation = self.bump(client, 0).await?;
-        Self::remember(server, generation, at);
-        Ok(generation)
     }
 
     /// Runs `op` on `client`, connected to `server`. Normal outcomes (miss, not stored, CAS
@@ -550,7 +351,7 @@ impl Store for MemcachedStore {
     }
 
     /// Another process flushed: re-read every server's generation on the next call, instead of
-    /// up to [`GEN_REFRESH`] later.
+    /// up to [`GEN_REFRESH`](generation::GEN_REFRESH) later.
     fn forget_cached_state(&self) {
         for server in &self.servers {
             server.checked.store(0, Ordering::Release);
@@ -692,113 +493,5 @@ mod tests {
         );
         assert_eq!(host_port("memcached://h:notaport"), None);
         assert_eq!(host_port("memcached://"), None);
-    }
-
-    #[test]
-    fn plain_names_keep_the_key() {
-        assert_eq!(
-            physical_name("v:", 7, Slot::Entry("user:1")),
-            "v:7:e:user:1"
-        );
-        assert_eq!(
-            physical_name("v:", 7, Slot::Tag("products")),
-            "v:7:t:products"
-        );
-    }
-
-    #[test]
-    fn unfit_names_are_hashed() {
-        let hashed = |k: &str| format!("v:7:h:{:032x}", xxh3_128(k.as_bytes()));
-        for key in ["has space", "ключ", "tab\there", "nl\n", "del\x7f"] {
-            assert_eq!(
-                physical_name("v:", 7, Slot::Entry(key)),
-                hashed(key),
-                "{key:?}"
-            );
-        }
-        // Exactly 250 bytes stays plain; 251 is hashed.
-        let fits = "k".repeat(MAX_NAME_LEN - "v:7:e:".len());
-        assert_eq!(
-            physical_name("v:", 7, Slot::Entry(&fits)).len(),
-            MAX_NAME_LEN
-        );
-        assert!(physical_name("v:", 7, Slot::Entry(&fits)).ends_with(&fits));
-        let long = format!("{fits}k");
-        assert_eq!(physical_name("v:", 7, Slot::Entry(&long)), hashed(&long));
-        // Tags use their own hashed namespace.
-        assert!(physical_name("v:", 7, Slot::Tag("a b")).starts_with("v:7:th:"));
-        // Every name is a valid memcached key.
-        for key in ["x", "has space", &long, "ü"] {
-            for slot in [Slot::Entry(key), Slot::Tag(key)] {
-                let name = physical_name("vorte:", u64::MAX, slot);
-                assert!(name.len() <= MAX_NAME_LEN && name.bytes().all(is_key_byte));
-                assert!(name.starts_with("vorte:"));
-            }
-        }
-    }
-
-    #[test]
-    fn ttl_rounds_up_to_whole_seconds() {
-        let now = Duration::from_secs(1_800_000_000);
-        assert_eq!(exptime(Duration::from_secs(5), now), 5);
-        assert_eq!(exptime(Duration::from_millis(5_001), now), 6);
-        assert_eq!(exptime(Duration::from_millis(1), now), 1);
-        assert_eq!(exptime(Duration::ZERO, now), 1);
-        assert_eq!(
-            exptime(Duration::from_secs(MAX_RELATIVE_TTL), now),
-            MAX_RELATIVE_TTL
-        );
-    }
-
-    #[test]
-    fn long_ttls_are_absolute() {
-        let now = Duration::from_millis(1_800_000_000_500);
-        let ttl = Duration::from_secs(MAX_RELATIVE_TTL + 1);
-        assert_eq!(exptime(ttl, now), 1_800_000_001 + MAX_RELATIVE_TTL + 1);
-        assert_eq!(exptime(Duration::from_secs(400 * 365 * 86_400), now), 0);
-        assert_eq!(exptime(Duration::MAX, now), 0);
-    }
-
-    #[test]
-    fn rendezvous_is_stable_and_minimal() {
-        let seeds: Vec<u64> = ["a:1", "b:2", "c:3"]
-            .iter()
-            .map(|l| xxh3_64(l.as_bytes()))
-            .collect();
-        let keys: Vec<String> = (0..3000).map(|i| format!("key:{i}")).collect();
-        let picks: Vec<usize> = keys.iter().map(|k| rendezvous(&seeds, k)).collect();
-        // Deterministic.
-        assert_eq!(
-            picks,
-            keys.iter()
-                .map(|k| rendezvous(&seeds, k))
-                .collect::<Vec<_>>()
-        );
-        // Spread over every server.
-        for s in 0..3 {
-            let n = picks.iter().filter(|p| **p == s).count();
-            assert!(n > 800, "server {s} got {n} of 3000");
-        }
-        // Order of the server list does not matter.
-        let reversed: Vec<u64> = seeds.iter().rev().copied().collect();
-        for (k, p) in keys.iter().zip(&picks) {
-            assert_eq!(2 - rendezvous(&reversed, k), *p);
-        }
-        // Removing server 1 moves only its keys.
-        let without = [seeds[0], seeds[2]];
-        for (k, p) in keys.iter().zip(&picks) {
-            let now = [0, 2][rendezvous(&without, k)];
-            if *p != 1 {
-                assert_eq!(now, *p);
-            }
-        }
-    }
-
-    #[test]
-    fn start_generations_grow_with_time() {
-        let a = start_generation();
-        std::thread::sleep(Duration::from_millis(3));
-        let b = start_generation();
-        assert!(b > a);
     }
 }
