@@ -166,7 +166,8 @@ impl<'de> Deserialize<'de> for Backend {
 
 /// A remote layer's backend with the keys that only it takes.
 ///
-/// The keys every backend takes (`ttl`, `timeout_ms`, …) are in [`LayerConfig`](super::LayerConfig).
+/// The keys every backend takes (`ttl`, `timeout_ms`, …) are in
+/// [`LayerConfig`](super::LayerConfig).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
     /// `backend = "redis"`.

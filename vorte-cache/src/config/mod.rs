@@ -8,10 +8,10 @@
 //! remote layers hold a typed [`BackendConfig`] with only their backend's keys (`backend.rs`).
 //! Environment overrides are in `env.rs`, URL parsing in `url.rs`, credentials in `secret.rs`.
 //!
-//! Every error has the kind [`ErrorKind::Config`] and a message that starts with the config path of
-//! the offending value, for example `cache.layers.l2.url: malformed URL "localhost:6379": expected
-//! redis:// or rediss://`. Credentials never appear in messages or in `Debug` output: they are held
-//! in [`Secret`]s.
+//! Every error has the kind [`ErrorKind::Config`](crate::ErrorKind::Config) and a message that
+//! starts with the config path of the offending value, for example `cache.layers.l2.url: malformed
+//! URL "localhost:6379": expected redis:// or rediss://`. Credentials never appear in messages or
+//! in `Debug` output: they are held in [`Secret`]s.
 //!
 //! ```toml
 //! [cache]
@@ -75,8 +75,9 @@ pub(crate) const DEFAULT_BUS_RETENTION: u64 = 100_000;
 /// [`with_env_overrides`](Config::with_env_overrides). [`Config::default()`] is the embedded default:
 /// L1 only, nothing has to run.
 ///
-/// `Config` also implements [`Deserialize`], so it can be embedded in an application's own config
-/// file; the loaders are preferred because their errors name the full path of the bad value.
+/// `Config` also implements [`Deserialize`](serde::Deserialize), so it can be embedded in an
+/// application's own config file; the loaders are preferred because their errors name the full
+/// path of the bad value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     /// The `[cache]` table. A missing table means every default.

@@ -156,7 +156,8 @@ pub(super) fn compression_in_build(
         }),
         "zstd" if !zstd_built => Err(config_error(
             &name_path,
-            r#""zstd" is not built into this build of vorte-cache; enable its `object-store` cargo feature (any of `file`, `s3`, `gcs`, `azure`, `http` does), or use "lz4""#,
+            "\"zstd\" is not built into this build of vorte-cache; enable its `object-store` \
+             cargo feature (any of `file`, `s3`, `gcs`, `azure`, `http` does), or use \"lz4\"",
         )),
         "zstd" => Ok(Compression::Zstd {
             threshold: threshold.unwrap_or(DEFAULT_COMPRESSION_THRESHOLD),
