@@ -7,15 +7,17 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 use crate::store::Store;
 
-/// Opens the store that `config` describes for `layer`, with every key under `key_prefix`.
+/// Opens the store that `cfg` describes for `layer`, with every key under `key_prefix`.
 ///
 /// This is what the cache does for each configured layer below L1; it is public so that a
-/// store can be exercised on its own (the store contract suite does).
+/// store can be exercised on its own (the store contract suite does). The store trusts what
+/// resolution checks: `cfg` as the loaders build it, and a `key_prefix` that `[cache] key_prefix`
+/// would accept with this backend (a memcached prefix, for one, is printable ASCII).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Config`] when the backend is not built into this build or its server cannot be
-/// reached at connect time; the message names the config path.
+/// [`ErrorKind::Config`] when the backend is not built into this build, or a URL or file of
+/// `cfg` cannot be used; the message names the config path.
 pub async fn open(
     layer: Layer,
     cfg: &LayerConfig,
