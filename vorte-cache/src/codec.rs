@@ -367,6 +367,13 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "object-store"),
+        expect(
+            clippy::single_element_loop,
+            reason = "lz4 only where zstd is not built"
+        )
+    )]
     fn a_declared_size_over_the_limit_is_refused() {
         for compression in [
             Compression::Lz4 { threshold: 0 },
