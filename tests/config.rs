@@ -1,4 +1,4 @@
-//! Configuration (SPEC §2): the seed's example in every format, the defaults, environment
+//! Configuration: the seed's example in every format, the defaults, environment
 //! overrides, path-naming errors and redacted credentials, through the public API only.
 
 #![allow(clippy::expect_used)]
@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use vorte_cache::ErrorKind;
-use vorte_cache::config::{Backend, CacheConfig, Compression, Config, Secret, Serialization};
+use vorte_cache::config::{
+    Backend, BackendConfig, CacheConfig, Compression, Config, FileConfig, Secret, Serialization,
+};
 
 /// The seed's configuration, as TOML.
 const SEED_TOML: &str = r#"
@@ -118,16 +120,17 @@ fn the_seed_example_loads_the_same_from_every_format() {
     assert_eq!(c.layers.l1.max_size, 1000);
     assert_eq!(c.layers.l1.ttl, Some(Duration::from_secs(60)));
     let l2 = c.layers.l2.expect("l2 is on");
-    assert_eq!(l2.backend, Backend::Redis);
-    assert_eq!(
-        l2.url.as_ref().map(Secret::expose),
-        Some("redis://localhost:6379/0")
-    );
+    let BackendConfig::Redis(redis) = &l2.backend else {
+        panic!("l2 is redis: {l2:?}");
+    };
+    assert_eq!(redis.url.expose(), "redis://localhost:6379/0");
     assert_eq!(l2.ttl, Some(Duration::from_secs(300)));
     assert_eq!(l2.timeout, Duration::from_millis(250));
     let l3 = c.layers.l3.expect("l3 is on");
-    assert_eq!(l3.backend, Backend::RedisCluster);
-    let nodes: Vec<&str> = l3.urls.iter().map(Secret::expose).collect();
+    let BackendConfig::RedisCluster(cluster) = &l3.backend else {
+        panic!("l3 is a redis cluster: {l3:?}");
+    };
+    let nodes: Vec<&str> = cluster.urls.iter().map(Secret::expose).collect();
     assert_eq!(
         nodes,
         [
@@ -163,7 +166,7 @@ fn the_spec_backend_examples_load() {
     )
     .expect("memcached");
     assert_eq!(
-        memcached.cache.layers.l2.map(|l| l.backend),
+        memcached.cache.layers.l2.map(|l| l.kind()),
         Some(Backend::Memcached)
     );
 
@@ -180,10 +183,12 @@ allow_http = true
     )
     .expect("s3");
     let l4 = s3.cache.layers.l4.expect("l4 is on");
-    assert_eq!(l4.backend, Backend::S3);
-    assert_eq!(l4.bucket.as_deref(), Some("my-cache-bucket"));
-    assert_eq!(l4.region.as_deref(), Some("us-east-1"));
-    assert!(l4.allow_http);
+    let BackendConfig::S3(s3) = &l4.backend else {
+        panic!("l4 is s3: {l4:?}");
+    };
+    assert_eq!(s3.bucket, "my-cache-bucket");
+    assert_eq!(s3.region.as_deref(), Some("us-east-1"));
+    assert!(s3.allow_http);
     assert_eq!(l4.timeout, Duration::from_secs(5));
 
     let file = Config::from_toml_str(
@@ -191,10 +196,12 @@ allow_http = true
     )
     .expect("file");
     let l4 = file.cache.layers.l4.expect("l4 is on");
-    assert_eq!(l4.backend, Backend::File);
     assert_eq!(
-        l4.path.as_deref(),
-        Some(std::path::Path::new("/var/cache/myapp"))
+        l4.backend,
+        BackendConfig::File(FileConfig {
+            path: "/var/cache/myapp".into(),
+            prefix: None,
+        })
     );
 
     let bus = Config::from_toml_str("[cache.bus]\nurl = \"redis://127.0.0.1:6380\"").expect("bus");
@@ -309,17 +316,18 @@ fn environment_overrides() {
         ]))
         .expect("overrides apply")
         .cache;
-    assert_eq!(
-        c.layers
-            .l2
-            .as_ref()
-            .and_then(|l| l.url.as_ref())
-            .map(Secret::expose),
-        Some("rediss://cache.internal:6380/2")
-    );
+    let l2 = c.layers.l2.as_ref().map(|l| &l.backend);
+    let Some(BackendConfig::Redis(redis)) = l2 else {
+        panic!("l2 is redis: {l2:?}");
+    };
+    assert_eq!(redis.url.expose(), "rediss://cache.internal:6380/2");
     assert_eq!(c.default_ttl, Duration::from_secs(60));
     assert_eq!(c.compression, Compression::Lz4 { threshold: 1024 });
-    assert_eq!(c.layers.l3.as_ref().map(|l| l.urls.len()), Some(2));
+    let l3 = c.layers.l3.as_ref().map(|l| &l.backend);
+    assert!(
+        matches!(l3, Some(BackendConfig::RedisCluster(cluster)) if cluster.urls.len() == 2),
+        "{l3:?}"
+    );
     // What the overrides did not touch stays.
     assert_eq!(c.layers.l1.max_size, 1000);
     assert_eq!(c.key_prefix, "vorte:");
@@ -332,7 +340,7 @@ fn environment_overrides() {
         ]))
         .expect("overrides apply")
         .cache;
-    assert_eq!(c.layers.l4.map(|l| l.backend), Some(Backend::File));
+    assert_eq!(c.layers.l4.map(|l| l.kind()), Some(Backend::File));
 
     // Errors name the path and the variable.
     let err = config_error(
@@ -378,7 +386,10 @@ url = "redis://default:hunter2-pw@bus:6379"
         assert!(shown.contains("redis://***@10.0.0.5:6379/0"), "{shown}");
     }
     let l2 = config.cache.layers.l2.expect("l2");
-    let url = l2.url.expect("url");
+    let BackendConfig::Redis(redis) = l2.backend else {
+        panic!("l2 is redis");
+    };
+    let url = redis.url;
     assert_eq!(url.to_string(), "redis://***@10.0.0.5:6379/0");
     assert_eq!(url.expose(), "redis://app:hunter2-pw@10.0.0.5:6379/0");
 

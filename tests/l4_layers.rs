@@ -220,7 +220,12 @@ async fn l4_env_child() {
                 "{scenario}: expected a configuration error, the cache built"
             );
             let stats_layer = cache.config().layers.l4.as_ref().expect("an l4 layer");
-            assert_eq!(stats_layer.bucket.as_deref(), Some(bucket));
+            let configured = match &stats_layer.backend {
+                vorte_cache::config::BackendConfig::Gcs(gcs) => gcs.bucket.as_str(),
+                vorte_cache::config::BackendConfig::Azure(azure) => azure.container.as_str(),
+                other => panic!("{scenario}: an unexpected backend {other:?}"),
+            };
+            assert_eq!(configured, bucket);
         }
         Err(e) => {
             assert!(!ok, "{scenario}: the cache did not build: {e}");

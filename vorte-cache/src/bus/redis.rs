@@ -13,8 +13,9 @@ use fred::prelude::{
 
 use super::streams::{StreamInfo, event_shard, event_stream, lost_after, parse_id, start_id};
 use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
-use crate::config::{Backend, CacheConfig, DEFAULT_BUS_RETENTION};
+use crate::config::{BackendConfig, CacheConfig, DEFAULT_BUS_RETENTION};
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::redis::{RedisTarget, fred_config};
 
 /// How long one `XREAD` blocks before the receiver checks that its cache still exists.
 const BLOCK: Duration = Duration::from_millis(500);
@@ -38,38 +39,14 @@ pub(crate) struct BusSetup {
     retention: u64,
 }
 
-/// `[cache.bus] url` as fred seed URLs: `redis-cluster://a?node=b` becomes `redis://a` and
-/// `redis://b` on a cluster client (and `rediss-cluster` the same with `rediss`).
-fn bus_urls(url: &str) -> (Vec<String>, bool) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (vec![url.to_owned()], false);
-    };
-    let plain = match scheme.to_ascii_lowercase().as_str() {
-        "redis-cluster" => "redis",
-        "rediss-cluster" => "rediss",
-        _ => return (vec![url.to_owned()], false),
-    };
-    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut urls = vec![format!("{plain}://{main}")];
-    urls.extend(
-        query
-            .split('&')
-            .filter_map(|pair| pair.strip_prefix("node="))
-            .filter(|node| !node.is_empty())
-            .map(|node| format!("{plain}://{node}")),
-    );
-    (urls, true)
-}
-
 /// Where the bus travels: `[cache.bus]`, else the Redis of L2, else the cluster of L3.
 pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
     if let Some(bus) = &config.bus {
-        let (urls, clustered) = bus_urls(bus.url.expose());
-        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-        let fred = crate::store::redis::fred_config(&urls, clustered, None, "cache.bus.url")?;
+        let path = "cache.bus.url";
+        let target = RedisTarget::bus(&bus.url, path)?;
         return Ok(Some(BusSetup {
-            fred,
-            clustered,
+            fred: fred_config(&target, None, path)?,
+            clustered: target.is_cluster(),
             timeout: Duration::from_millis(250),
             event_shards: bus.event_shards,
             retention: bus.retention,
@@ -77,21 +54,20 @@ pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
     }
     for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
         let Some(cfg) = cfg else { continue };
-        let clustered = match cfg.backend {
-            Backend::Redis => false,
-            Backend::RedisCluster => true,
+        let path = format!("cache.layers.{layer}.url");
+        let (target, tls_ca_file) = match &cfg.backend {
+            BackendConfig::Redis(redis) => {
+                (RedisTarget::server(&redis.url, &path)?, &redis.tls_ca_file)
+            }
+            BackendConfig::RedisCluster(cluster) => (
+                RedisTarget::cluster(&cluster.urls, &path)?,
+                &cluster.tls_ca_file,
+            ),
             _ => continue,
         };
-        let path = format!("cache.layers.{layer}.url");
-        let fred = crate::store::redis::fred_config(
-            &cfg.server_urls(),
-            clustered,
-            cfg.tls_ca_file.as_deref(),
-            &path,
-        )?;
         return Ok(Some(BusSetup {
-            fred,
-            clustered,
+            fred: fred_config(&target, tls_ca_file.as_deref(), &path)?,
+            clustered: target.is_cluster(),
             timeout: cfg.timeout,
             event_shards: None,
             retention: DEFAULT_BUS_RETENTION,
@@ -517,25 +493,29 @@ mod tests {
 
     #[test]
     fn cluster_urls_become_seed_nodes() {
+        let target = |url: &str| {
+            RedisTarget::bus(&crate::config::Secret::new(url), "cache.bus.url")
+                .unwrap_or_else(|e| panic!("{url}: {e}"))
+        };
+        let cluster = target("redis-cluster://u:p@a:7000?node=b:7001&node=c:7002");
+        assert!(cluster.is_cluster());
+        let fred = fred_config(&cluster, None, "cache.bus.url").expect("fred config");
+        assert_eq!(fred.username.as_deref(), Some("u"));
+        assert_eq!(fred.password.as_deref(), Some("p"));
+        let fred::prelude::ServerConfig::Clustered { hosts, .. } = &fred.server else {
+            panic!("a cluster config");
+        };
+        let hosts: Vec<(String, u16)> =
+            hosts.iter().map(|h| (h.host.to_string(), h.port)).collect();
         assert_eq!(
-            bus_urls("redis-cluster://u:p@a:7000?node=b:7001&node=c:7002"),
-            (
-                vec![
-                    "redis://u:p@a:7000".to_owned(),
-                    "redis://b:7001".to_owned(),
-                    "redis://c:7002".to_owned()
-                ],
-                true
-            )
+            hosts,
+            [("a".into(), 7000), ("b".into(), 7001), ("c".into(), 7002)]
         );
-        assert_eq!(
-            bus_urls("RedisS-Cluster://a:7000"),
-            (vec!["rediss://a:7000".to_owned()], true)
-        );
-        assert_eq!(
-            bus_urls("redis://a:6379/0"),
-            (vec!["redis://a:6379/0".to_owned()], false)
-        );
+        assert!(target("RedisS-Cluster://a:7000").is_cluster());
+        let single = target("redis://a:6379/3");
+        assert!(!single.is_cluster());
+        let fred = fred_config(&single, None, "cache.bus.url").expect("fred config");
+        assert_eq!(fred.database, Some(3));
     }
 
     /// A `redis-server` on a free loopback port, killed on drop.

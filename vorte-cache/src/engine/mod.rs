@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bus::Publisher;
+use crate::codec::Compression;
 use crate::config::CacheConfig;
-use crate::config::Compression;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
 use crate::flight::Flights;
@@ -235,9 +235,11 @@ pub(crate) async fn open_tiers(
                     ttl_cap: cfg.ttl,
                     max_value_bytes: cfg.max_value_bytes,
                     compression: cfg.compression,
-                    write_behind: (cfg.write_policy == crate::config::WritePolicy::Behind)
-                        .then_some(cfg.write_behind_queue),
-                    sweep: cfg.sweep_interval.map(|every| (every, cfg.sweep_batch)),
+                    write_behind: match cfg.write {
+                        crate::config::WritePolicy::Behind { queue } => Some(queue),
+                        crate::config::WritePolicy::Through => None,
+                    },
+                    sweep: cfg.sweep.map(|sweep| (sweep.every, sweep.batch)),
                 }
             }
             (None, Some(store)) => TierSpec {

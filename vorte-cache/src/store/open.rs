@@ -2,21 +2,31 @@
 
 use std::sync::Arc;
 
-use crate::config::{Backend, LayerConfig};
+use crate::config::LayerConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
 use crate::store::Store;
 
-/// Opens the store that `config` describes for `layer`, with every key under `key_prefix`.
+/// Opens the store that `cfg` describes for `layer`, with every key under `key_prefix`.
 ///
 /// This is what the cache does for each configured layer below L1; it is public so that a
-/// store can be exercised on its own (the store contract suite does).
+/// store can be exercised on its own (the store contract suite does). The store trusts what
+/// resolution checks: `cfg` as the loaders build it, and a `key_prefix` that `[cache] key_prefix`
+/// would accept with this backend (a memcached prefix, for one, is printable ASCII).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Config`] when the backend is not built into this build or its server cannot be
-/// reached at connect time; the message names the config path.
-pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<Arc<dyn Store>> {
+/// [`ErrorKind::Config`] when the backend is not built into this build, or a URL or file of
+/// `cfg` cannot be used; the message names the config path.
+pub async fn open(
+    layer: Layer,
+    cfg: &LayerConfig,
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "memcached", feature = "object-store")),
+        expect(unused_variables, reason = "no store is built")
+    )]
+    key_prefix: &str,
+) -> Result<Arc<dyn Store>> {
     let built: &[&str] = &[
         #[cfg(feature = "redis")]
         "redis",
@@ -35,52 +45,42 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
         #[cfg(feature = "http")]
         "http",
     ];
-    match cfg.backend {
+    match &cfg.backend {
         #[cfg(feature = "object-store")]
-        Backend::File | Backend::S3 | Backend::Gcs | Backend::Azure | Backend::Http
-            if built.contains(&cfg.backend.name()) =>
+        backend @ (crate::config::BackendConfig::File(_)
+        | crate::config::BackendConfig::S3(_)
+        | crate::config::BackendConfig::Gcs(_)
+        | crate::config::BackendConfig::Azure(_)
+        | crate::config::BackendConfig::Http(_))
+            if built.contains(&backend.kind().name()) =>
         {
             Ok(Arc::new(crate::store::object::ObjectLayer::open(
                 layer.name(),
-                cfg,
+                backend,
+                cfg.timeout,
                 key_prefix,
             )?))
         }
         #[cfg(feature = "redis")]
-        Backend::Redis => {
-            let url = cfg.url.as_ref().map(|u| u.expose()).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cache.layers.{layer}.url: missing"),
-                )
-            })?;
-            Ok(Arc::new(
-                crate::store::redis::RedisStore::connect(
-                    layer.name(),
-                    &[url],
-                    false,
-                    cfg,
-                    key_prefix,
-                )
+        crate::config::BackendConfig::Redis(redis) => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect(layer.name(), redis, cfg.timeout, key_prefix)
                 .await?,
-            ))
-        }
+        )),
         #[cfg(feature = "redis-cluster")]
-        Backend::RedisCluster => Ok(Arc::new(
-            crate::store::redis::RedisStore::connect(
+        crate::config::BackendConfig::RedisCluster(cluster) => Ok(Arc::new(
+            crate::store::redis::RedisStore::connect_cluster(
                 layer.name(),
-                &cfg.server_urls(),
-                true,
-                cfg,
+                cluster,
+                cfg.timeout,
                 key_prefix,
             )
             .await?,
         )),
         #[cfg(feature = "memcached")]
-        Backend::Memcached => Ok(Arc::new(
+        crate::config::BackendConfig::Memcached(memcached) => Ok(Arc::new(
             crate::store::memcached::MemcachedStore::connect(
                 layer.name(),
-                &cfg.server_urls(),
+                memcached,
                 key_prefix,
                 cfg.timeout,
             )
@@ -91,7 +91,7 @@ pub async fn open(layer: Layer, cfg: &LayerConfig, key_prefix: &str) -> Result<A
             format!(
                 "cache.layers.{layer}.backend: the `{}` backend is not built into this build of \
                  vorte-cache (built: {}); enable its cargo feature",
-                other.name(),
+                other.kind().name(),
                 built.join(", ")
             ),
         )),

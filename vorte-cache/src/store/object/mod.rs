@@ -2,15 +2,17 @@
 //! features `s3`, `gcs`, `azure` and `http` (a WebDAV-style origin).
 //!
 //! Layout under the store's root (the layer's `prefix`, then `key_prefix`): `e/<key>` for entries
-//! and `t/<tag>` for tag records. Names are encoded by [`encode_name`]: bytes outside
-//! `[A-Za-z0-9_-]` become `=XX`, so no name can be `.`/`..`, contain a separator, or need
-//! object_store's own escaping; an encoded name longer than [`SEGMENT`] is split into segments that
-//! end in `+`, so long keys stay under file-name limits and still round-trip. No logical key can
-//! therefore address anything outside the root.
+//! and `t/<tag>` for tag records. Names are encoded by [`encode_name`](names::encode_name)
+//! (`names.rs`): bytes outside `[A-Za-z0-9_-]` become `=XX`, so no name can be `.`/`..`, contain a
+//! separator, or need object_store's own escaping; an encoded name longer than [`SEGMENT`] is
+//! split into segments that end in `+`, so long keys stay under file-name limits and still
+//! round-trip. No logical key can therefore address anything outside the root.
 //!
 //! Expiry lives in the envelope (local files have no metadata); the router checks it on every read
-//! and removes what has expired, and [`sweep`] removes expired objects nobody reads.
+//! and removes what has expired, and [`sweep`](Store::sweep) removes expired objects nobody reads
+//! (`sweep.rs`). The builders of each backend are in `open.rs`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,28 +21,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use self::names::{decode_location, encode_name};
 use super::{BoxFuture, Slot, Store, Usage};
-
-/// Tight retries for a cache tier: object_store's defaults (10 retries, 3 minutes) would hold a
-/// read far longer than the layer's timeout allows.
-#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
-fn retry(timeout: Duration) -> object_store::RetryConfig {
-    object_store::RetryConfig {
-        max_retries: 2,
-        retry_timeout: timeout,
-        ..Default::default()
-    }
-}
-
-#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
-fn client_options(timeout: Duration, allow_http: bool) -> object_store::ClientOptions {
-    object_store::ClientOptions::new()
-        .with_timeout(timeout)
-        .with_connect_timeout(timeout.min(Duration::from_secs(2)))
-        .with_allow_http(allow_http)
-}
-use crate::config::{Backend, LayerConfig};
 use crate::error::{Error, ErrorKind, Result};
+
+mod names;
+mod open;
+mod sweep;
 
 /// Encoded names longer than this are stored under their hash (see `ObjectLayer::path`).
 const HASHED_PAST: usize = 600;
@@ -59,10 +46,6 @@ pub(crate) struct ObjectLayer {
     location: String,
     /// Where the next sweep pass starts listing; `None`: from the beginning.
     sweep_from: std::sync::Mutex<Option<Path>>,
-}
-
-fn config_error(path: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Config, format!("{path}: {e}"))
 }
 
 impl ObjectLayer {
@@ -88,153 +71,6 @@ impl ObjectLayer {
             location,
             sweep_from: std::sync::Mutex::new(None),
         }
-    }
-
-    /// Opens the layer `cfg` describes.
-    pub(crate) fn open(layer: &str, cfg: &LayerConfig, key_prefix: &str) -> Result<Self> {
-        let path = |key: &str| format!("cache.layers.{layer}.{key}");
-        let prefix = cfg.prefix.as_deref();
-        match cfg.backend {
-            Backend::File => {
-                let dir = cfg
-                    .path
-                    .clone()
-                    .ok_or_else(|| config_error(&path("path"), "the file backend needs a path"))?;
-                Self::open_file(dir, prefix, key_prefix, cfg.timeout)
-            }
-            #[cfg(feature = "s3")]
-            Backend::S3 => {
-                let bucket = cfg.bucket.clone().unwrap_or_default();
-                // `from_env` reads AWS_REGION, AWS_ENDPOINT and the credentials; the layer's own
-                // keys override them when set.
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_allow_http(cfg.allow_http)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
-                if let Some(region) = &cfg.region {
-                    builder = builder.with_region(region);
-                }
-                if let Some(endpoint) = &cfg.endpoint {
-                    builder = builder.with_endpoint(endpoint);
-                }
-                if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-                    builder = builder
-                        .with_access_key_id(id.expose())
-                        .with_secret_access_key(secret.expose());
-                }
-                let store = builder
-                    .build()
-                    .map_err(|e| config_error(&path("bucket"), e))?;
-                Ok(Self::new(
-                    Arc::new(store),
-                    "s3",
-                    format!("s3://{bucket}"),
-                    prefix,
-                    key_prefix,
-                    cfg.timeout,
-                ))
-            }
-            #[cfg(feature = "gcs")]
-            Backend::Gcs => {
-                let bucket = cfg.bucket.clone().unwrap_or_default();
-                let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, false))
-                    .build()
-                    .map_err(|e| config_error(&path("bucket"), e))?;
-                Ok(Self::new(
-                    Arc::new(store),
-                    "gcs",
-                    format!("gs://{bucket}"),
-                    prefix,
-                    key_prefix,
-                    cfg.timeout,
-                ))
-            }
-            #[cfg(feature = "azure")]
-            Backend::Azure => {
-                let container = cfg.bucket.clone().unwrap_or_default();
-                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&container)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http));
-                if let Some(endpoint) = &cfg.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                let store = builder
-                    .build()
-                    .map_err(|e| config_error(&path("bucket"), e))?;
-                Ok(Self::new(
-                    Arc::new(store),
-                    "azure",
-                    format!("azure://{container}"),
-                    prefix,
-                    key_prefix,
-                    cfg.timeout,
-                ))
-            }
-            #[cfg(feature = "http")]
-            Backend::Http => {
-                let url = cfg.url.as_ref().map(|u| u.expose()).unwrap_or_default();
-                let store = object_store::http::HttpBuilder::new()
-                    .with_url(url)
-                    .with_retry(retry(cfg.timeout))
-                    .with_client_options(client_options(cfg.timeout, cfg.allow_http))
-                    .build()
-                    .map_err(|e| config_error(&path("url"), e))?;
-                Ok(Self::new(
-                    Arc::new(store),
-                    "http",
-                    "http origin".into(),
-                    prefix,
-                    key_prefix,
-                    cfg.timeout,
-                ))
-            }
-            other => Err(config_error(
-                &path("backend"),
-                format!(
-                    "`{}` is not an object store built into this build",
-                    other.name()
-                ),
-            )),
-        }
-    }
-
-    /// Opens (creating it when missing) the directory `dir`, keeping names under the optional
-    /// `prefix` (the layer's `prefix` setting, `/`-separated) and then `key_prefix`.
-    pub(crate) fn open_file(
-        dir: std::path::PathBuf,
-        prefix: Option<&str>,
-        key_prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("cache.layers.l4.path: cannot create {}: {e}", dir.display()),
-            )
-            .with_source(e)
-        })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cache.layers.l4.path: cannot open {}: {e}", dir.display()),
-                )
-                .with_source(e)
-            })?
-            .with_automatic_cleanup(true);
-        Ok(Self::new(
-            Arc::new(store),
-            "file",
-            dir.display().to_string(),
-            prefix,
-            key_prefix,
-            timeout,
-        ))
     }
 
     fn path(&self, slot: Slot<'_>) -> Path {
@@ -318,65 +154,6 @@ impl ObjectLayer {
                 ),
             )),
         }
-    }
-}
-
-use std::future::Future;
-
-/// Where an envelope keeps its expiry: bytes 8..16, after magic, version, flags and checksum
-/// (`codec.rs`), big-endian milliseconds.
-const EXPIRY_AT: std::ops::Range<u64> = 8..16;
-
-impl ObjectLayer {
-    /// One bounded sweep pass: lists up to `batch` entries from where the last pass stopped,
-    /// reads each one's expiry (a 16-byte range read, not the whole object) and deletes the
-    /// expired ones.
-    async fn sweep_pass(&self, batch: usize) -> Result<u64> {
-        // Everything under the root: plain and hashed entries (a tag record has no expiry at
-        // bytes 8..16, so its range read fails and it is left alone).
-        let base = self.root.clone();
-        let from = self
-            .sweep_from
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let listing = match &from {
-            Some(offset) => self.store.list_with_offset(Some(&base), offset),
-            None => self.store.list(Some(&base)),
-        };
-        let metas: Vec<_> = self
-            .timed("sweep", listing.take(batch).try_collect::<Vec<_>>())
-            .await?;
-        // The next pass continues after this one, or starts over once the end is reached.
-        *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if metas.len() < batch {
-            None
-        } else {
-            metas.last().map(|m| m.location.clone())
-        };
-        let now = crate::key::now_ms();
-        let expired = futures_util::stream::iter(metas)
-            .map(|meta| async move {
-                let head = self.store.get_range(&meta.location, EXPIRY_AT).await.ok()?;
-                let bytes: [u8; 8] = head.as_ref().try_into().ok()?;
-                (u64::from_be_bytes(bytes) <= now).then_some(meta.location)
-            })
-            .buffer_unordered(8)
-            .filter_map(|expired| async move { expired })
-            .collect::<Vec<_>>()
-            .await;
-        // One bulk delete (S3 `DeleteObjects`, up to 1,000 per request), not one call per object.
-        let deleted = self
-            .store
-            .delete_stream(futures_util::stream::iter(expired.into_iter().map(Ok)).boxed())
-            .filter_map(|r| async move {
-                match r {
-                    Err(object_store::Error::NotFound { .. }) => None,
-                    other => Some(other),
-                }
-            })
-            .try_collect::<Vec<_>>();
-        let removed = self.timed("sweep", deleted).await?.len() as u64;
-        Ok(removed)
     }
 }
 
@@ -543,52 +320,6 @@ impl Store for ObjectLayer {
     }
 }
 
-/// Encodes a name into `[A-Za-z0-9_-]` plus `=XX` escapes.
-pub(crate) fn encode_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for &b in name.as_bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push('=');
-            out.push(char::from(HEX[(b >> 4) as usize]));
-            out.push(char::from(HEX[(b & 15) as usize]));
-        }
-    }
-    out
-}
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Decodes [`encode_name`]; `None` for anything it could not have written.
-pub(crate) fn decode_name(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn decode_location(base: &Path, location: &Path) -> Option<String> {
-    let parts: Vec<_> = location.prefix_match(base)?.collect();
-    let (last, dirs) = parts.split_last()?;
-    let mut encoded = String::new();
-    for dir in dirs {
-        encoded.push_str(dir.as_ref().strip_suffix('+')?);
-    }
-    encoded.push_str(last.as_ref());
-    decode_name(&encoded)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,62 +355,6 @@ mod tests {
         assert_eq!(store.usage().await.expect("usage").keys, 1);
         assert!(store.delete(Slot::Entry(&long)).await.expect("delete"));
         assert!(store.list("").await.expect("list").is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_sweeper_deletes_expired_objects_in_bounded_passes() {
-        use crate::codec::Envelope;
-        use crate::config::{Compression, Serialization};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = ObjectLayer::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
-            .expect("open");
-        let now = crate::key::now_ms();
-        for i in 0..25 {
-            let expires_at_ms = if i % 5 == 0 { now + 60_000 } else { now - 1 };
-            let env = Envelope {
-                expires_at_ms,
-                created_at_ms: now,
-                key: format!("k{i}"),
-                tags: vec![],
-                serialization: Serialization::Msgpack,
-                payload: Bytes::from_static(b"v"),
-            };
-            store
-                .put(
-                    Slot::Entry(&format!("k{i}")),
-                    env.encode(Compression::None),
-                    Duration::from_secs(60),
-                )
-                .await
-                .expect("put");
-        }
-        let mut removed = 0;
-        let mut passes = 0;
-        while removed < 20 {
-            let n = store.sweep(10).await.expect("sweep");
-            assert!(n <= 10, "a pass reads at most its batch");
-            removed += n;
-            passes += 1;
-            assert!(passes < 10, "the sweeper makes progress");
-        }
-        assert_eq!(removed, 20);
-        let mut left = store.list("").await.expect("list");
-        left.sort();
-        assert_eq!(left, ["k0", "k10", "k15", "k20", "k5"]);
-    }
-
-    #[test]
-    fn names_round_trip_and_never_escape() {
-        for name in [
-            "user:1", "..", ".", "a/b\\c", "%2E", "ключ", "x y\0z", "=41",
-        ] {
-            let enc = encode_name(name);
-            assert!(
-                enc.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b))
-            );
-            assert_eq!(decode_name(&enc).as_deref(), Some(name));
-        }
     }
 
     #[tokio::test]

@@ -25,9 +25,12 @@ use fred::types::config::Options;
 use fred::types::scan::Scanner;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+mod conn;
+
+pub(crate) use self::conn::{RedisTarget, fred_config};
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
-use crate::config::LayerConfig;
+use crate::config::RedisConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -83,130 +86,6 @@ impl std::fmt::Debug for RedisStore {
             .field("prefix", &self.root)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// Splits `redis://user:pass@host:port/db` into `host:port`.
-fn host_port(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
-/// The fred configuration for one or more URLs; `path` names the config key in errors.
-///
-/// A `rediss://` URL turns TLS on, trusting the CAs of `tls_ca_file` when given (else the
-/// system's roots); it needs the `tls` cargo feature.
-pub(crate) fn fred_config(
-    urls: &[&str],
-    clustered: bool,
-    tls_ca_file: Option<&std::path::Path>,
-    path: &str,
-) -> Result<FredConfig> {
-    let bad = |e: fred::error::Error| {
-        Error::new(
-            ErrorKind::Config,
-            format!("{path}: not a usable Redis URL: {}", e.details()),
-        )
-    };
-    let first = urls
-        .first()
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: no URL")))?;
-    let tls = first.starts_with("rediss://");
-    if tls && !cfg!(feature = "tls") {
-        return Err(Error::new(
-            ErrorKind::Config,
-            format!("{path}: rediss:// needs vorte-cache's `tls` cargo feature"),
-        ));
-    }
-    // fred would build its own TLS connector for `rediss` (and let rustls guess a crypto
-    // provider, which panics when two are compiled in): it parses the plain form, and the
-    // connector is set below.
-    let plain = first.replacen("rediss://", "redis://", 1);
-    let config = if !clustered {
-        FredConfig::from_url_centralized(&plain).map_err(bad)?
-    } else {
-        // fred reads extra seed nodes from `node=host:port` query parameters.
-        let (scheme, rest) = plain
-            .split_once("://")
-            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-        let mut url = format!(
-            "{scheme}-cluster://{}",
-            rest.split(['?']).next().unwrap_or(rest)
-        );
-        let mut sep = '?';
-        for other in &urls[1..] {
-            let node = host_port(other)
-                .ok_or_else(|| Error::new(ErrorKind::Config, format!("{path}: not a URL")))?;
-            url.push(sep);
-            url.push_str("node=");
-            url.push_str(node);
-            sep = '&';
-        }
-        FredConfig::from_url_clustered(&url).map_err(bad)?
-    };
-    #[cfg(feature = "tls")]
-    let config = if tls {
-        FredConfig {
-            tls: Some(tls::connector(tls_ca_file, path)?.into()),
-            ..config
-        }
-    } else {
-        config
-    };
-    #[cfg(not(feature = "tls"))]
-    let _ = tls_ca_file;
-    Ok(config)
-}
-
-#[cfg(feature = "tls")]
-mod tls {
-    use fred::rustls::pki_types::CertificateDer;
-    use fred::rustls::pki_types::pem::PemObject;
-    use fred::rustls::{ClientConfig, RootCertStore};
-    use fred::types::config::TlsConnector;
-
-    use crate::error::{Error, ErrorKind, Result};
-
-    /// A rustls connector trusting `ca_file`'s certificates, or the system's roots.
-    ///
-    /// The crypto provider is named (ring) rather than left to rustls: when another dependency
-    /// (object_store's S3 client) compiles aws-lc-rs into the same rustls, rustls cannot pick a
-    /// process default and its `builder()` panics.
-    pub(super) fn connector(ca_file: Option<&std::path::Path>, path: &str) -> Result<TlsConnector> {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
-            Some(ca_file) => {
-                let file_error = |e: &dyn std::fmt::Display| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("{path}: tls_ca_file {}: {e}", ca_file.display()),
-                    )
-                };
-                for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(&e))? {
-                    let cert = cert.map_err(|e| file_error(&e))?;
-                    roots.add(cert).map_err(|e| file_error(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(file_error(&"no certificate in the file"));
-                }
-            }
-            None => {
-                let native = fred::rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A system root rustls cannot parse is skipped, as browsers do.
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let provider = std::sync::Arc::new(fred::rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(TlsConnector::from(config))
     }
 }
 
@@ -295,18 +174,44 @@ fn multi_get(
 }
 
 impl RedisStore {
-    /// Connects (in the background: a server that is down at start-up is retried, and the layer
-    /// is skipped until it answers).
+    /// Connects to the single server of a `redis` layer (see [`Self::open`]).
     pub(crate) async fn connect(
         layer: &'static str,
-        urls: &[&str],
-        clustered: bool,
-        cfg: &LayerConfig,
+        cfg: &RedisConfig,
+        timeout: Duration,
         key_prefix: &str,
     ) -> Result<Self> {
-        let (timeout, pool_size) = (cfg.timeout, cfg.pool_size);
         let path = format!("cache.layers.{layer}.url");
-        let mut config = fred_config(urls, clustered, cfg.tls_ca_file.as_deref(), &path)?;
+        let target = RedisTarget::server(&cfg.url, &path)?;
+        let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
+        Self::open(layer, config, false, cfg.pool_size, timeout, key_prefix).await
+    }
+
+    /// Connects to the seed nodes of a `redis-cluster` layer (see [`Self::open`]).
+    #[cfg(feature = "redis-cluster")]
+    pub(crate) async fn connect_cluster(
+        layer: &'static str,
+        cfg: &crate::config::RedisClusterConfig,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.urls");
+        let target = RedisTarget::cluster(&cfg.urls, &path)?;
+        let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
+        Self::open(layer, config, true, cfg.pool_size, timeout, key_prefix).await
+    }
+
+    /// Builds the pool and connects (in the background: a server that is down at start-up is
+    /// retried, and the layer is skipped until it answers).
+    async fn open(
+        layer: &'static str,
+        mut config: FredConfig,
+        clustered: bool,
+        pool_size: usize,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self> {
+        let path = format!("cache.layers.{layer}.url");
         config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -565,33 +470,5 @@ impl Store for RedisStore {
                 .await?;
             Ok(Some(existed == 1))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_drops_credentials_and_path() {
-        assert_eq!(host_port("redis://u:p@h:1/0"), Some("h:1"));
-        assert_eq!(host_port("redis://h:2"), Some("h:2"));
-        assert_eq!(host_port("rediss://:p@w@h:3?x=1"), Some("h:3"));
-    }
-
-    #[test]
-    fn cluster_urls_become_seed_nodes() {
-        let cfg = fred_config(
-            &["redis://u:pw@127.0.0.1:7000", "redis://127.0.0.1:7001"],
-            true,
-            None,
-            "cache.layers.l3.urls",
-        )
-        .expect("config");
-        assert_eq!(cfg.username.as_deref(), Some("u"));
-        let fred::prelude::ServerConfig::Clustered { hosts, .. } = &cfg.server else {
-            panic!("clustered config expected");
-        };
-        assert_eq!(hosts.len(), 2);
     }
 }
