@@ -81,6 +81,17 @@ pub(crate) struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Corrupt(pub(crate) &'static str);
 
+/// A well-formed envelope compressed with zstd, read by a build without zstd: not corrupt, only
+/// unreadable here. Builds that have zstd read it, so it must not be removed.
+pub(crate) const ZSTD_NOT_BUILT: Corrupt = Corrupt("zstd is not built into this build");
+
+impl Corrupt {
+    /// Whether another build can read what this one cannot (see [`ZSTD_NOT_BUILT`]).
+    pub(crate) fn readable_elsewhere(&self) -> bool {
+        *self == ZSTD_NOT_BUILT
+    }
+}
+
 /// Serializes a value with the configured codec.
 pub(crate) fn serialize<V: Serialize + ?Sized>(
     serialization: Serialization,
@@ -247,7 +258,7 @@ impl Envelope {
             #[cfg(not(feature = "object-store"))]
             {
                 let _ = size;
-                return Err(Corrupt("zstd is not built into this build"));
+                return Err(ZSTD_NOT_BUILT);
             }
         } else {
             // A view of the stored bytes, not a copy.

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::invalidate::TOMBSTONE;
 use super::{Engine, Expiry, Tier, Write};
-use crate::codec::{self, Envelope};
+use crate::codec::{self, Corrupt, Envelope};
 use crate::error::Result;
 use crate::key::{self, now_ms};
 use crate::layer::{Layer, LayerSet};
@@ -81,6 +81,12 @@ impl Engine {
         }
         let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
             Ok(env) if env.key == key => env,
+            Err(e) if !Self::removes_undecodable(&e) => {
+                // Another build wrote what this one cannot read: a miss here, kept for them.
+                Counters::bump(&counters.misses);
+                tracing::debug!(layer = %tier.layer, key, reason = e.0, "entry unreadable by this build; left in place");
+                return None;
+            }
             Ok(_) | Err(_) => {
                 Counters::bump(&counters.corrupt);
                 tracing::warn!(layer = %tier.layer, key, "corrupt entry removed");
@@ -104,6 +110,12 @@ impl Engine {
             return None;
         }
         Some(env)
+    }
+
+    /// Whether an entry that does not decode is removed (corrupt) or left for the builds that
+    /// can read it (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`).
+    pub(super) fn removes_undecodable(e: &Corrupt) -> bool {
+        !e.readable_elsewhere()
     }
 
     pub(super) async fn remove_quietly(&self, tier: &Tier, key: &str) {
