@@ -13,7 +13,7 @@
 //! `flags` holds the codec (bit 0: 0 = msgpack, 1 = JSON) and the compression (bit 1: lz4, bit 2:
 //! zstd; both with the decompressed size prepended, little-endian u32). The payload is the value serialized by the codec, compressed when
 //! it was larger than the configured threshold. The envelope frames itself: trailing bytes, a bad
-//! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the router treats as
+//! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the engine treats as
 //! a miss and removes (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`). The key is stored so that a layer whose physical names are hashed
 //! or chunked can still list logical keys.
 

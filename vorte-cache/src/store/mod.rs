@@ -1,8 +1,8 @@
 //! The layer trait: what a backend of L2, L3 or L4 must do, on encoded bytes.
 //!
-//! A [`Store`] knows nothing of types, TTL policy, tags or back-fill: the router does. It keeps
+//! A [`Store`] knows nothing of types, TTL policy, tags or back-fill: the engine does. It keeps
 //! bytes under logical names, inside its own key prefix, and answers with typed errors. Expiry is
-//! enforced by the router from the envelope, so a store without native expiry (a directory) is
+//! enforced by the engine from the envelope, so a store without native expiry (a directory) is
 //! still correct; a store with native expiry (Redis) also gets the TTL so that space is reclaimed.
 //!
 //! L1 is not a `Store`: it keeps decoded values to answer without decoding (`store/memory.rs`).

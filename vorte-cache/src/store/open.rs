@@ -54,7 +54,7 @@ pub async fn open(
         | crate::config::BackendConfig::Http(_))
             if built.contains(&backend.kind().name()) =>
         {
-            Ok(Arc::new(crate::store::object::ObjectLayer::open(
+            Ok(Arc::new(crate::store::object::ObjectStorage::open(
                 layer.name(),
                 backend,
                 cfg.timeout,

@@ -28,8 +28,8 @@
 //! **Names.** Memcached keys are at most 250 bytes of printable ASCII without spaces. An entry is
 //! stored as `<key_prefix><gen>:e:<key>` when that name obeys the rules, and otherwise as
 //! `<key_prefix><gen>:h:<hex xxh3_128(key)>`; tag records likewise as `:t:` and `:th:`. Hashing
-//! is safe because the router's envelope holds the logical key. `<gen>` is the namespace
-//! generation below. Every name starts with `key_prefix` (SPEC G6).
+//! is safe because the engine's envelope holds the logical key. `<gen>` is the namespace
+//! generation below. Every name starts with `key_prefix` (`docs/guarantees.md#g6-prefix-isolation`).
 //!
 //! **Flush without `flush_all`.** Each server keeps a generation record `<key_prefix>gen` (an
 //! integer that never expires, created on first use with a time-based start value
@@ -48,7 +48,7 @@
 //!
 //! **TTL.** Memcached counts whole seconds: a TTL is rounded *up* (never shorter than asked, at
 //! least 1 s); a TTL over 30 days is sent as an absolute unix time, as the protocol requires; one
-//! beyond what memcached can represent (year 2038) is sent as "no expiry". The router checks expiry
+//! beyond what memcached can represent (year 2038) is sent as "no expiry". The engine checks expiry
 //! itself from the envelope, so rounding up never serves an expired entry.
 //!
 //! **Listing and usage.** Memcached cannot list keys. [`list`](Store::list) returns nothing, so
@@ -96,7 +96,7 @@ pub(crate) struct MemcachedStore {
 
 impl std::fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `host:port` only: whatever else a URL held is never printed (SPEC S1).
+        // `host:port` only: whatever else a URL held is never printed (`docs/guarantees.md#s1-credentials-never-shown`).
         let servers: Vec<&str> = self.servers.iter().map(|s| s.label.as_str()).collect();
         f.debug_struct("MemcachedStore")
             .field("layer", &self.layer)
@@ -425,7 +425,7 @@ impl Store for MemcachedStore {
     }
 
     /// Memcached has no atomic get-and-set: the read that reports existence and the write are two
-    /// calls. The tombstone itself is what G3 needs; only the returned flag can race.
+    /// calls. The tombstone itself is what `docs/guarantees.md#g3-no-resurrection` needs; only the returned flag can race.
     fn tombstone<'a>(
         &'a self,
         key: &'a str,

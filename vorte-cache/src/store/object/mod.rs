@@ -8,7 +8,7 @@
 //! split into segments that end in `+`, so long keys stay under file-name limits and still
 //! round-trip. No logical key can therefore address anything outside the root.
 //!
-//! Expiry lives in the envelope (local files have no metadata); the router checks it on every read
+//! Expiry lives in the envelope (local files have no metadata); the engine checks it on every read
 //! and removes what has expired, and [`sweep`](Store::sweep) removes expired objects nobody reads
 //! (`sweep.rs`). The builders of each backend are in `open.rs`.
 
@@ -29,7 +29,7 @@ mod names;
 mod open;
 mod sweep;
 
-/// Encoded names longer than this are stored under their hash (see `ObjectLayer::path`).
+/// Encoded names longer than this are stored under their hash (see `ObjectStorage::path`).
 const HASHED_PAST: usize = 600;
 
 /// The longest directory or file name segment written.
@@ -37,7 +37,7 @@ const SEGMENT: usize = 200;
 
 /// An object-store-backed layer.
 #[derive(Debug)]
-pub(crate) struct ObjectLayer {
+pub(crate) struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     timeout: Duration,
@@ -48,7 +48,7 @@ pub(crate) struct ObjectLayer {
     sweep_from: std::sync::Mutex<Option<Path>>,
 }
 
-impl ObjectLayer {
+impl ObjectStorage {
     fn new(
         store: Arc<dyn ObjectStore>,
         backend: &'static str,
@@ -63,7 +63,7 @@ impl ObjectLayer {
             .filter(|s| !s.is_empty())
             .chain(std::iter::once(key_prefix))
             .fold(Path::default(), |path, part| path.join(encode_name(part)));
-        ObjectLayer {
+        ObjectStorage {
             store,
             root,
             timeout,
@@ -115,7 +115,7 @@ impl ObjectLayer {
     /// Every entry object: plain names under `e/`, hashed ones under `x/`.
     async fn entry_objects(&self, what: &str) -> Result<Vec<object_store::ObjectMeta>> {
         let mut metas: Vec<_> = self
-            .timed(
+            .bounded(
                 what,
                 self.store
                     .list(Some(&self.entries_root()))
@@ -123,7 +123,7 @@ impl ObjectLayer {
             )
             .await?;
         metas.extend(
-            self.timed(
+            self.bounded(
                 what,
                 self.store
                     .list(Some(&self.hashed_entries_root()))
@@ -134,7 +134,8 @@ impl ObjectLayer {
         Ok(metas)
     }
 
-    async fn timed<T>(
+    /// Runs one object_store call within the layer's `timeout_ms`, and maps its error.
+    async fn bounded<T>(
         &self,
         what: &str,
         fut: impl Future<Output = object_store::Result<T>>,
@@ -157,7 +158,7 @@ impl ObjectLayer {
     }
 }
 
-impl Store for ObjectLayer {
+impl Store for ObjectStorage {
     /// One bulk delete (`delete_stream`: S3 `DeleteObjects` in chunks of 1,000) after asking which
     /// of the keys exist.
     fn delete_many<'a>(
@@ -169,7 +170,7 @@ impl Store for ObjectLayer {
         Box::pin(async move {
             let paths: Vec<Path> = keys.iter().map(|k| self.path(Slot::Entry(k))).collect();
             let found: Vec<bool> = self
-                .timed(
+                .bounded(
                     "delete",
                     futures_util::stream::iter(paths.clone())
                         .map(|path| async move {
@@ -199,7 +200,7 @@ impl Store for ObjectLayer {
                     }
                 })
                 .try_collect::<Vec<_>>();
-            self.timed("delete", deleted).await?;
+            self.bounded("delete", deleted).await?;
             Ok(found)
         })
     }
@@ -222,7 +223,7 @@ impl Store for ObjectLayer {
                     Err(e) => Err(e),
                 }
             };
-            self.timed("get", read).await
+            self.bounded("get", read).await
         })
     }
 
@@ -234,7 +235,7 @@ impl Store for ObjectLayer {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let path = self.path(slot);
-            self.timed("put", self.store.put(&path, PutPayload::from(value)))
+            self.bounded("put", self.store.put(&path, PutPayload::from(value)))
                 .await
                 .map(drop)
         })
@@ -262,7 +263,7 @@ impl Store for ObjectLayer {
                     Err(e) => Err(e),
                 }
             };
-            self.timed("delete", delete).await
+            self.bounded("delete", delete).await
         })
     }
 
@@ -284,7 +285,7 @@ impl Store for ObjectLayer {
                             Err(e) => Err(e),
                         }
                     };
-                    if let Some(bytes) = self.timed("list", read).await?
+                    if let Some(bytes) = self.bounded("list", read).await?
                         && let Ok(env) = crate::codec::Envelope::decode(&bytes, usize::MAX)
                     {
                         keys.push(env.key);
@@ -304,7 +305,9 @@ impl Store for ObjectLayer {
                 .map_ok(|m| m.location)
                 .boxed();
             let deleted = self.store.delete_stream(locations);
-            let removed: Vec<Path> = self.timed("flush", deleted.try_collect::<Vec<_>>()).await?;
+            let removed: Vec<Path> = self
+                .bounded("flush", deleted.try_collect::<Vec<_>>())
+                .await?;
             Ok(removed.len() as u64)
         })
     }
@@ -329,7 +332,7 @@ mod tests {
         use crate::codec::Envelope;
         use crate::config::{Compression, Serialization};
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ObjectLayer::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
+        let store = ObjectStorage::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
             .expect("open");
         let long = ".".repeat(1000); // 3,000 bytes encoded
         let env = Envelope {
@@ -361,7 +364,7 @@ mod tests {
     async fn long_keys_are_chunked_and_listed_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
-            ObjectLayer::open_file(dir.path().into(), Some("a/b"), "p:", Duration::from_secs(5))
+            ObjectStorage::open_file(dir.path().into(), Some("a/b"), "p:", Duration::from_secs(5))
                 .expect("open");
         let long = "é".repeat(80); // 480 encoded bytes: three segments, not hashed
         store

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ObjectLayer;
+use super::ObjectStorage;
 use crate::config::BackendConfig;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -30,7 +30,7 @@ fn config_error(path: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Config, format!("{path}: {e}"))
 }
 
-impl ObjectLayer {
+impl ObjectStorage {
     /// Opens the object store `backend` describes, for `layer`.
     pub(crate) fn open(
         layer: &str,

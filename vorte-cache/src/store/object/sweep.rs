@@ -3,14 +3,14 @@
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
-use super::ObjectLayer;
+use super::ObjectStorage;
 use crate::error::Result;
 
 /// Where an envelope keeps its expiry: bytes 8..16, after magic, version, flags and checksum
 /// (`codec.rs`), big-endian milliseconds.
 const EXPIRY_AT: std::ops::Range<u64> = 8..16;
 
-impl ObjectLayer {
+impl ObjectStorage {
     /// One bounded sweep pass: lists up to `batch` entries from where the last pass stopped,
     /// reads each one's expiry (a 16-byte range read, not the whole object) and deletes the
     /// expired ones.
@@ -28,7 +28,7 @@ impl ObjectLayer {
             None => self.store.list(Some(&base)),
         };
         let metas: Vec<_> = self
-            .timed("sweep", listing.take(batch).try_collect::<Vec<_>>())
+            .bounded("sweep", listing.take(batch).try_collect::<Vec<_>>())
             .await?;
         // The next pass continues after this one, or starts over once the end is reached.
         *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if metas.len() < batch {
@@ -58,7 +58,7 @@ impl ObjectLayer {
                 }
             })
             .try_collect::<Vec<_>>();
-        let removed = self.timed("sweep", deleted).await?.len() as u64;
+        let removed = self.bounded("sweep", deleted).await?.len() as u64;
         Ok(removed)
     }
 }
@@ -77,7 +77,7 @@ mod tests {
         use crate::codec::Envelope;
         use crate::config::{Compression, Serialization};
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ObjectLayer::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
+        let store = ObjectStorage::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
             .expect("open");
         let now = crate::key::now_ms();
         for i in 0..25 {

@@ -1,14 +1,17 @@
 //! L2 `redis` and L3 `redis-cluster`, on fred.
 //!
 //! Physical names: `<key_prefix>e:<key>` for entries and `<key_prefix>t:<tag>` for tag records, so
-//! every key this store touches starts with `key_prefix` (SPEC G6). Listing and flushing use
+//! every key this store touches starts with `key_prefix` (`docs/guarantees.md#g6-prefix-isolation`). Listing and flushing use
 //! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster) and `UNLINK` one key at a time,
 //! so no cross-slot multi-key command is sent, and `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
 //!
 //! The client is a fred `Pool` of `pool_size` clients (default 2), always with a reconnect policy
-//! and a command timeout: fred's defaults (no policy, no timeout) hang forever when the server dies
-//! and never recover (`reference/deps.md` §1). Every call is also bounded by the layer's
-//! `timeout_ms`, after which it fails as `Timeout` and the router skips the layer for that call.
+//! and a command timeout: with fred's defaults (no policy, no timeout) a command hangs forever when
+//! the server dies, and the client never reconnects after a restart although `is_connected()` says
+//! `true` (found by killing a server under load; `tests/redis_layers.rs`
+//! `cached_calls_never_fail_while_redis_is_down_and_the_layer_rejoins` holds it). Every call is also
+//! bounded by the layer's `timeout_ms`, after which it fails as `Timeout` and the engine skips the
+//! layer for that call.
 //!
 //! Concurrent entry reads coalesce into `MGET`s ([`super::read_batch`]); on a cluster, one per
 //! hash slot, so that no multi-key command crosses slots there either.
@@ -80,7 +83,7 @@ const MAX_BATCH: usize = 256;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold credentials: never printed (SPEC S1).
+        // The URL may hold credentials: never printed (`docs/guarantees.md#s1-credentials-never-shown`).
         f.debug_struct("RedisStore")
             .field("backend", &self.backend)
             .field("prefix", &self.root)
@@ -264,7 +267,7 @@ impl RedisStore {
 
     /// Maps fred's result. The bound on time is fred's own per-command timeout (set from the
     /// layer's `timeout_ms` when the client is built): no extra timer per call on the hot path.
-    async fn timed<T>(
+    async fn mapped<T>(
         &self,
         what: &str,
         fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
@@ -334,7 +337,7 @@ impl RedisStore {
         let expected = expected.cloned().unwrap_or_default();
         let ttl = ttl.as_millis().max(1).to_string();
         let swapped: i64 = self
-            .timed(
+            .mapped(
                 "compare-and-set",
                 self.pool.next().eval(
                     CAS_SCRIPT,
@@ -357,10 +360,10 @@ impl Store for RedisStore {
             let name = self.name(slot);
             if let Slot::Tag(_) = slot {
                 // Tag records are read rarely (their versions are memoised): no batching.
-                return self.timed("get", self.pool.get(name)).await;
+                return self.mapped("get", self.pool.get(name)).await;
             }
             self.reads
-                .get(name, |name| self.timed("get", self.pool.get(name)))
+                .get(name, |name| self.mapped("get", self.pool.get(name)))
                 .await
         })
     }
@@ -369,7 +372,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let name = self.name(slot);
             let px = Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64);
-            self.timed(
+            self.mapped(
                 "set",
                 self.pool
                     .set::<(), _, _>(name, value, Some(px), None, false),
@@ -381,7 +384,7 @@ impl Store for RedisStore {
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let name = self.name(slot);
-            let n: i64 = self.timed("delete", self.pool.unlink(name)).await?;
+            let n: i64 = self.mapped("delete", self.pool.unlink(name)).await?;
             Ok(n > 0)
         })
     }
@@ -407,7 +410,7 @@ impl Store for RedisStore {
                 // One key per UNLINK: a cluster refuses multi-key commands across slots.
                 let unlinks: Vec<_> = names
                     .iter()
-                    .map(|n| self.timed("flush", self.pool.unlink::<i64, _>(n.as_str())))
+                    .map(|n| self.mapped("flush", self.pool.unlink::<i64, _>(n.as_str())))
                     .collect();
                 for r in futures_util::future::join_all(unlinks).await {
                     removed += r? as u64;
@@ -424,7 +427,7 @@ impl Store for RedisStore {
                 .await?;
             let lengths: Vec<_> = names
                 .iter()
-                .map(|n| self.timed("usage", self.pool.strlen::<u64, _>(n.as_str())))
+                .map(|n| self.mapped("usage", self.pool.strlen::<u64, _>(n.as_str())))
                 .collect();
             let mut bytes = 0;
             for r in futures_util::future::join_all(lengths).await {
@@ -461,7 +464,7 @@ impl Store for RedisStore {
             let name = self.name(Slot::Entry(key));
             let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
             let existed: i64 = self
-                .timed(
+                .mapped(
                     "delete",
                     self.pool
                         .next()
