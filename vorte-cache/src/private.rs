@@ -164,9 +164,13 @@ where
 /// `key` is the rendered key (or the error that rendering it gave), `tags` the rendered tags, and
 /// `body` the function's original body, wrapped by the macro into the `shape` the return type
 /// calls for. A failure of the cache never fails the call: it is logged and the body runs.
+///
+/// The L1 hit is looked up by the key's `&str` under a borrow of the global cache: a hit
+/// allocates nothing (no key `String`, no handle clone). Only a miss makes the key a `String`
+/// and takes the engine's path, which validates it before any store sees it.
 pub async fn cached<O, F>(
     callsite: &'static Callsite,
-    key: crate::Result<String>,
+    key: crate::Result<&mut KeyBuf>,
     tags: Vec<String>,
     body: F,
 ) -> O
@@ -174,14 +178,16 @@ where
     O: Output,
     F: Future<Output = O> + Send,
 {
-    // An L1 hit is answered under a borrow of the global cache, without cloning its handle.
-    let hit = key
-        .as_ref()
-        .ok()
-        .and_then(|k| crate::vorte::with_global(|cache| cache.cached_l1_hit::<O::Stored>(k)));
+    let hit = match &key {
+        Ok(key) => {
+            crate::vorte::with_global(|cache| cache.cached_l1_hit::<O::Stored>(key.as_str()))
+        }
+        Err(_) => None,
+    };
     if let Some(stored) = hit {
         return O::from_stored(stored);
     }
+    let key = key.map(|key| key.take_string());
     crate::cache::Cache::global()
         .run_cached(callsite, key, tags, body)
         .await
@@ -198,3 +204,20 @@ pub type HandlerFuture =
 
 /// The payload an event handler receives.
 pub type Payload = Arc<serde_json::Value>;
+
+pub use crate::key::KeyBuf;
+
+/// Renders a `#[cached]` key template (`format_args!` of its text and parameters) into `buf`, on
+/// the stack while short.
+#[inline]
+pub fn key<'k>(
+    buf: &'k mut KeyBuf,
+    args: std::fmt::Arguments<'_>,
+) -> crate::Result<&'k mut KeyBuf> {
+    crate::key::render(buf, args)
+}
+
+/// Puts a default key (see [`default_key`]) into `buf`.
+pub fn owned_key(buf: &mut KeyBuf, key: crate::Result<String>) -> crate::Result<&mut KeyBuf> {
+    key.map(|key| buf.set_owned(key))
+}
