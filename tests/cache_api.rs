@@ -1133,3 +1133,46 @@ async fn a_stampede_reads_the_lower_layers_once() {
     let stats = cache.stats().await.expect("stats");
     assert_eq!(stats.l4_hits, 1, "{stats:?}");
 }
+
+/// `set_owned` on an L1-only cache keeps the value decoded and encodes it only when bytes are
+/// asked for: every operation that reads bytes still sees it (`docs/performance.md#l1-miss-then-insert`).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owned_write_to_l1_alone_is_read_listed_and_counted_like_any_other() {
+    for max_bytes in [None, Some(1 << 20)] {
+        let mut config = vorte_cache::CacheConfig::default();
+        config.layers.l1.max_bytes = max_bytes; // a byte bound needs the encoded size
+        let cache = Cache::from_config(&config).await.expect("cache");
+        let alice = User {
+            id: 1,
+            name: "Alice".into(),
+        };
+        cache
+            .set_owned("owned:user", alice.clone())
+            .await
+            .expect("set");
+        assert_eq!(
+            cache.get::<User>("owned:user").await.expect("get"),
+            Some(alice.clone())
+        );
+        assert!(cache.exists("owned:user").await.expect("exists"));
+        cache.set_owned("owned:n", 41i64).await.expect("set");
+        assert_eq!(cache.increment("owned:n", 1).await.expect("increment"), 42);
+        assert_eq!(
+            cache.keys("owned:*").await.expect("keys"),
+            vec!["owned:n".to_owned(), "owned:user".to_owned()]
+        );
+        // Read as another type, the value is encoded and decoded: a mismatch is still typed.
+        assert_eq!(
+            cache.get::<u64>("owned:user").await.unwrap_err().kind(),
+            ErrorKind::TypeMismatch
+        );
+        let stats = cache.stats().await.expect("stats");
+        assert!(stats.layers[0].bytes > 0, "{max_bytes:?}");
+        assert!(cache.delete("owned:user").await.expect("delete"));
+        assert_eq!(cache.get::<User>("owned:user").await.expect("get"), None);
+        assert_eq!(
+            cache.set_owned("", 1).await.unwrap_err().kind(),
+            ErrorKind::InvalidKey
+        );
+    }
+}

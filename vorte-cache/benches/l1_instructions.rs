@@ -86,7 +86,10 @@ fn main() {
         cached_user(7).await;
         cached_user_u64(7).await;
         cached_crate_user(7).await;
-        let miss_insert = matches!(variant.as_str(), "raw_miss_insert" | "vorte_miss_set");
+        let miss_insert = matches!(
+            variant.as_str(),
+            "raw_miss_insert" | "vorte_miss_set" | "vorte_miss_set_owned"
+        );
         let keys = if miss_insert {
             replay_keys(TRACE_KEYS)
         } else {
@@ -124,6 +127,14 @@ fn main() {
                     match raw_small.get(black_box(key)) {
                         Some(v) => drop(black_box(v)),
                         None => raw_small.insert(key.to_owned(), value.clone()),
+                    }
+                }
+                "vorte_miss_set_owned" => {
+                    let key = keys[i].as_str();
+                    match l1_only.get::<User>(black_box(key)).await {
+                        Ok(Some(v)) => drop(black_box(v)),
+                        Ok(None) => l1_only.set_owned(key, value.clone()).await.expect("set"),
+                        Err(e) => panic!("get: {e}"),
                     }
                 }
                 "vorte_miss_set" => {

@@ -110,6 +110,36 @@ impl Cache {
         }
     }
 
+    /// Writes `value` under `key`, taking it by value, with the cache's `default_ttl` in every
+    /// enabled layer. When L1 is the only layer and no size limit needs the encoded size, the
+    /// value is stored decoded and never encoded unless something asks for its bytes (`exists`,
+    /// `keys`, `increment`); otherwise this is [`Cache::set`].
+    ///
+    /// Prototype of `docs/performance.md#l1-miss-then-insert`: the engine's `Set` cannot keep a
+    /// borrowed `&V` decoded.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::set`].
+    pub async fn set_owned<V>(&self, key: &str, value: V) -> Result<()>
+    where
+        V: Serialize + Send + Sync + 'static,
+    {
+        if self.router.writes_decoded(LayerSet::ALL) {
+            return self
+                .router
+                .write_l1_decoded(
+                    key,
+                    None,
+                    Box::default(),
+                    Box::new(value),
+                    crate::store::memory::encoder::<V>(),
+                )
+                .await;
+        }
+        self.set(key, &value).await
+    }
+
     /// Reads `key` as `T`, L1 first; a hit in a lower layer back-fills the layers above it with
     /// the remaining TTL. A repeated L1 hit decodes nothing.
     ///
@@ -125,6 +155,9 @@ impl Cache {
         // validates before any store sees the key.
         if let Some(hit) = self.router.get_l1_now::<T>(key) {
             return hit.map(Some);
+        }
+        if let Some(miss) = self.router.get_l1_only_miss::<T>(key) {
+            return miss;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.

@@ -54,7 +54,7 @@ const DEFAULT_KEY_PREFIX: &str = "vorte:";
 /// The longest accepted [`CacheConfig::key_prefix`], in bytes.
 const MAX_KEY_PREFIX_LEN: usize = 64;
 /// The default of [`CacheConfig::max_value_bytes`]: 16 MiB.
-const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// The default of [`L1Config::max_size`].
 const DEFAULT_L1_MAX_SIZE: u64 = 10_000;
 /// The default compression threshold, in bytes.

@@ -457,6 +457,23 @@ impl Router {
         Some(value)
     }
 
+    /// The answer of a `get` when L1 is the only layer and holds nothing under `key`: a miss
+    /// (counted) after validating the key, without the boxed full read path. `None` when the
+    /// full path must run (remote layers, or an entry that is there).
+    #[inline]
+    pub(crate) fn get_l1_only_miss<T>(&self, key: &str) -> Option<Result<Option<T>>> {
+        let l1 = self.l1.as_ref()?;
+        if !self.remotes.is_empty() || l1.get(key).is_some() {
+            return None;
+        }
+        if let Err(e) = key::validate(key, "key") {
+            return Some(Err(e));
+        }
+        Counters::bump(&self.counters.layer(Layer::L1).misses);
+        Counters::bump(&self.counters.misses);
+        Some(Ok(None))
+    }
+
     /// Reads `key` as `T` through every layer.
     pub(crate) async fn get<T>(&self, key: &str) -> Result<Option<T>>
     where
@@ -490,17 +507,30 @@ impl Router {
     /// The first live, valid entry of `key`, without decoding or back-filling.
     async fn find(&self, key: &str) -> Option<(Layer, Envelope)> {
         if let Some(entry) = self.l1_entry(key).await {
-            return Some((
-                Layer::L1,
-                Envelope {
-                    expires_at_ms: entry.expires_at_ms,
-                    created_at_ms: entry.created_at_ms,
-                    key: key.to_owned(),
-                    tags: entry.tags.to_vec(),
-                    serialization: entry.serialization,
-                    payload: entry.payload.clone(),
-                },
-            ));
+            // An entry written decoded is encoded here, once; one whose value does not encode
+            // cannot be listed, counted or copied: it is dropped like a corrupt entry.
+            match entry.payload() {
+                Ok(payload) => {
+                    return Some((
+                        Layer::L1,
+                        Envelope {
+                            expires_at_ms: entry.expires_at_ms,
+                            created_at_ms: entry.created_at_ms,
+                            key: key.to_owned(),
+                            tags: entry.tags.to_vec(),
+                            serialization: entry.serialization,
+                            payload,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "L1 entry does not encode; removed");
+                    Counters::bump(&self.counters.layer(Layer::L1).corrupt);
+                    if let Some(l1) = &self.l1 {
+                        l1.remove_entry(key, &entry);
+                    }
+                }
+            }
         }
         for remote in &self.remotes {
             if let Some(env) = self.read_remote(remote, key).await {
@@ -582,6 +612,62 @@ impl Router {
             Some(cap) => expires_at_ms.min(now.saturating_add(cap.as_millis() as u64)),
             None => expires_at_ms,
         }
+    }
+
+    /// Whether a write to `layers` may keep its value decoded, unencoded: L1 is the only layer
+    /// it reaches, and no limit needs the encoded size (L1 is bounded by entries, not bytes, and
+    /// neither L1 nor the cache sets a `max_value_bytes` below the default). See
+    /// `docs/performance.md#l1-miss-then-insert`.
+    pub(crate) fn writes_decoded(&self, layers: LayerSet) -> bool {
+        let Some(l1) = &self.l1 else {
+            return false;
+        };
+        let mut l1_only = LayerSet::default();
+        l1_only.insert(Layer::L1);
+        self.selected(layers)
+            .is_ok_and(|selected| selected == l1_only)
+            && !l1.weighs_bytes()
+            && self.config.layers.l1.max_value_bytes.is_none()
+            && self.config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// Writes a decoded value to L1 alone, without encoding it (the caller checked
+    /// [`Router::writes_decoded`]); `encoder` makes its bytes if anything asks for them later.
+    pub(crate) async fn write_l1_decoded(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        stamps: Box<[TagStamp]>,
+        value: crate::store::memory::Decoded,
+        encoder: crate::store::memory::Encoder,
+    ) -> Result<()> {
+        key::validate(key, "key")?;
+        let Some(l1) = &self.l1 else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "none of the layers selected for this write is enabled",
+            ));
+        };
+        self.fence.record(key, Fenced::Set);
+        let now = now_ms();
+        let ttl = ttl.unwrap_or(self.config.default_ttl);
+        let expires_at_ms = now.saturating_add(ttl.as_millis().max(1) as u64);
+        l1.insert(
+            key,
+            L1Entry::decoded(
+                Self::capped(expires_at_ms, l1.ttl_cap, now),
+                now,
+                stamps,
+                self.config.serialization,
+                value,
+                encoder,
+            ),
+        );
+        self.announce(|| crate::bus::Notice::Keys {
+            keys: vec![key.to_owned()],
+        })
+        .await;
+        Ok(())
     }
 
     /// Writes a serialized value through the selected layers.
