@@ -7,12 +7,15 @@
 //! async fn get_user(user_id: i64) -> Result<User, DbError> {
 //!     fn __vorte_returns<T, F: Future<Output = T>>(f: F) -> F { f }
 //!     static __VORTE_CALLSITE: Callsite = Callsite::new(concat!(module_path!(), "::get_user"), ..);
-//!     let mut __vorte_key_buf = KeyBuf::new();                     // no heap `String`
-//!     let __vorte_key = key(&mut __vorte_key_buf, format_args!("user:{}", user_id));
-//!     let __vorte_tags = Vec::new();                               // before the body moves
-//!     let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
-//!     let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
-//!     cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+//!     let __vorte_call = {
+//!         let mut __vorte_key_buf = KeyBuf::new();                 // no heap `String`
+//!         let __vorte_key = key(&mut __vorte_key_buf, format_args!("user:{}", user_id));
+//!         let __vorte_tags = Vec::new();                           // before the body moves
+//!         let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
+//!         let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
+//!         cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body) // L1 hit, or boxed
+//!     };
+//!     __vorte_call.await.0
 //! }
 //! ```
 //!
@@ -128,7 +131,7 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
     // there rather than on the attribute.
     let cached = respan(quote!(#private::cached), ret_span);
     let call = quote_spanned! {ret_span=>
-        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body)
     };
     // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
     // that holds the non-`Send` value.
@@ -150,14 +153,19 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
                 #negative_ttl,
                 #layers,
             );
-            let mut __vorte_key_buf = #private::KeyBuf::new();
-            let __vorte_key = #key;
-            let __vorte_tags = #tags;
-            let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
-            let __vorte_body = #assert_send(async move {
-                #private::#shape(__vorte_body.await)
-            });
-            #call
+            // In a block, so that the key's buffer is gone before the await: the future of the
+            // call does not carry it.
+            let __vorte_call = {
+                let mut __vorte_key_buf = #private::KeyBuf::new();
+                let __vorte_key = #key;
+                let __vorte_tags = #tags;
+                let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
+                let __vorte_body = #assert_send(async move {
+                    #private::#shape(__vorte_body.await)
+                });
+                #call
+            };
+            __vorte_call.await.0
         }
     }
 }

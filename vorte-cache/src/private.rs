@@ -165,18 +165,21 @@ where
 /// `body` the function's original body, wrapped by the macro into the `shape` the return type
 /// calls for. A failure of the cache never fails the call: it is logged and the body runs.
 ///
-/// The L1 hit is looked up by the key's `&str` under a borrow of the global cache: a hit
-/// allocates nothing (no key `String`, no handle clone). Only a miss makes the key a `String`
-/// and takes the engine's path, which validates it before any store sees it.
-pub async fn cached<O, F>(
+/// The L1 hit is looked up here, before anything is awaited, by the key's `&str` under a borrow of
+/// the global cache: a hit allocates nothing (no key `String`, no handle clone). Only a miss makes
+/// the key a `String` and takes the engine's path, boxed, which validates it before any store sees
+/// it. Boxing the miss keeps the future of every `#[cached]` call small (a task spawns and moves
+/// it): inline, the body and the engine's loop made it over a kilobyte, which cost 10,000
+/// concurrent waiters their p99 (`docs/performance.md#p6--single-flight-10000-concurrent-misses-on-one-key`).
+pub fn cached<'a, O, F>(
     callsite: &'static Callsite,
     key: crate::Result<&mut KeyBuf>,
     tags: Vec<String>,
     body: F,
-) -> O
+) -> CachedCall<'a, O>
 where
-    O: Output,
-    F: Future<Output = O> + Send,
+    O: Output + 'a,
+    F: Future<Output = O> + Send + 'a,
 {
     let hit = match &key {
         Ok(key) => {
@@ -185,12 +188,14 @@ where
         Err(_) => None,
     };
     if let Some(stored) = hit {
-        return O::from_stored(stored);
+        return CachedCall::Hit(Some(O::from_stored(stored)));
     }
     let key = key.map(|key| key.take_string());
-    crate::cache::Cache::global()
-        .run_cached(callsite, key, tags, body)
-        .await
+    CachedCall::Miss(Box::pin(async move {
+        crate::cache::Cache::global()
+            .run_cached(callsite, key, tags, body)
+            .await
+    }))
 }
 
 /// Type-checks that a `#[cached]` body's future is `Send`, so callers can `tokio::spawn` it.
@@ -220,4 +225,39 @@ pub fn key<'k>(
 /// Puts a default key (see [`default_key`]) into `buf`.
 pub fn owned_key(buf: &mut KeyBuf, key: crate::Result<String>) -> crate::Result<&mut KeyBuf> {
     key.map(|key| buf.set_owned(key))
+}
+
+/// The future of a `#[cached]` call: ready on an L1 hit, else the boxed engine path.
+#[must_use = "a #[cached] call does nothing until awaited"]
+pub enum CachedCall<'a, O> {
+    /// An L1 hit, taken by the first poll.
+    Hit(Option<O>),
+    /// A miss: the single-flight load through every layer.
+    Miss(std::pin::Pin<Box<dyn Future<Output = O> + Send + 'a>>),
+}
+
+impl<O> std::fmt::Debug for CachedCall<'_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CachedCall::Hit(_) => "CachedCall::Hit",
+            CachedCall::Miss(_) => "CachedCall::Miss",
+        })
+    }
+}
+
+impl<O> Unpin for CachedCall<'_, O> {}
+
+impl<O> Future for CachedCall<'_, O> {
+    type Output = O;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
+        match self.get_mut() {
+            CachedCall::Hit(hit) => match hit.take() {
+                Some(value) => std::task::Poll::Ready(value),
+                // Polled again after it returned: never ready again, as any finished future.
+                None => std::task::Poll::Pending,
+            },
+            CachedCall::Miss(miss) => miss.as_mut().poll(cx),
+        }
+    }
 }
