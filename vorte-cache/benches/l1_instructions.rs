@@ -110,7 +110,8 @@ fn main() {
         let raw_arc: quick_cache::sync::Cache<String, Arc<User>> =
             quick_cache::sync::Cache::new(10_000);
         raw_arc.insert("user:arc".into(), Arc::new(user(42)));
-        for i in 0..n as usize {
+        let mut replay = keys.iter().map(String::as_str);
+        for _ in 0..n {
             match variant.as_str() {
                 "raw_quick_cache" => drop(black_box(raw.get(black_box("user:1")))),
                 "vorte_get" => drop(black_box(cache.get::<User>(black_box("user:1")).await)),
@@ -123,14 +124,14 @@ fn main() {
                 "cached_fn_u64" => drop(black_box(cached_user_u64(black_box(7)).await)),
                 "cached_crate" => drop(black_box(cached_crate_user(black_box(7)).await)),
                 "raw_miss_insert" => {
-                    let key = keys[i].as_str();
+                    let key = replay.next().expect("a trace request");
                     match raw_small.get(black_box(key)) {
                         Some(v) => drop(black_box(v)),
                         None => raw_small.insert(key.to_owned(), value.clone()),
                     }
                 }
                 "vorte_miss_set_owned" => {
-                    let key = keys[i].as_str();
+                    let key = replay.next().expect("a trace request");
                     match l1_only.get::<User>(black_box(key)).await {
                         Ok(Some(v)) => drop(black_box(v)),
                         Ok(None) => l1_only.set_owned(key, value.clone()).await.expect("set"),
@@ -138,7 +139,7 @@ fn main() {
                     }
                 }
                 "vorte_miss_set" => {
-                    let key = keys[i].as_str();
+                    let key = replay.next().expect("a trace request");
                     match l1_only.get::<User>(black_box(key)).await {
                         Ok(Some(v)) => drop(black_box(v)),
                         Ok(None) => l1_only.set(key, &value).await.expect("set"),
