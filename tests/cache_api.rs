@@ -1134,8 +1134,9 @@ async fn a_stampede_reads_the_lower_layers_once() {
     assert_eq!(stats.l4_hits, 1, "{stats:?}");
 }
 
-/// `set_owned` on an L1-only cache keeps the value decoded and encodes it only when bytes are
-/// asked for: every operation that reads bytes still sees it (`docs/performance.md#l1-miss-then-insert`).
+/// `set_owned` (and a load) on an L1-only cache keeps the value decoded and encodes it only when
+/// bytes are asked for: every operation that reads bytes still sees it
+/// (`docs/performance.md#l1-miss-then-insert`).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owned_write_to_l1_alone_is_read_listed_and_counted_like_any_other() {
     for max_bytes in [None, Some(1 << 20)] {
@@ -1155,11 +1156,22 @@ async fn an_owned_write_to_l1_alone_is_read_listed_and_counted_like_any_other() 
             Some(alice.clone())
         );
         assert!(cache.exists("owned:user").await.expect("exists"));
+        // A load on L1 alone is kept decoded too.
+        let loaded = cache
+            .get_or_set("owned:loaded", || async { Ok::<_, std::io::Error>(7u32) })
+            .await
+            .expect("load");
+        assert_eq!(loaded, 7);
+        assert!(cache.exists("owned:loaded").await.expect("exists"));
         cache.set_owned("owned:n", 41i64).await.expect("set");
         assert_eq!(cache.increment("owned:n", 1).await.expect("increment"), 42);
         assert_eq!(
             cache.keys("owned:*").await.expect("keys"),
-            vec!["owned:n".to_owned(), "owned:user".to_owned()]
+            vec![
+                "owned:loaded".to_owned(),
+                "owned:n".to_owned(),
+                "owned:user".to_owned()
+            ]
         );
         // Read as another type, the value is encoded and decoded: a mismatch is still typed.
         assert_eq!(

@@ -134,6 +134,7 @@ impl Cache {
                     Box::default(),
                     Box::new(value),
                     crate::store::memory::encoder::<V>(),
+                    None,
                 )
                 .await;
         }

@@ -633,6 +633,7 @@ impl Router {
 
     /// Writes a decoded value to L1 alone, without encoding it (the caller checked
     /// [`Router::writes_decoded`]); `encoder` makes its bytes if anything asks for them later.
+    /// `ticket` is a load's: the value is dropped if the key was written or deleted since.
     pub(crate) async fn write_l1_decoded(
         &self,
         key: &str,
@@ -640,6 +641,7 @@ impl Router {
         stamps: Box<[TagStamp]>,
         value: crate::store::memory::Decoded,
         encoder: crate::store::memory::Encoder,
+        ticket: Option<u64>,
     ) -> Result<()> {
         key::validate(key, "key")?;
         let Some(l1) = &self.l1 else {
@@ -648,25 +650,36 @@ impl Router {
                 "none of the layers selected for this write is enabled",
             ));
         };
-        self.fence.record(key, Fenced::Set);
+        if ticket.is_none() {
+            self.fence.record(key, Fenced::Set);
+        }
         let now = now_ms();
         let ttl = ttl.unwrap_or(self.config.default_ttl);
         let expires_at_ms = now.saturating_add(ttl.as_millis().max(1) as u64);
-        l1.insert(
-            key,
-            L1Entry::decoded(
-                Self::capped(expires_at_ms, l1.ttl_cap, now),
-                now,
-                stamps,
-                self.config.serialization,
-                value,
-                encoder,
-            ),
+        let entry = L1Entry::decoded(
+            Self::capped(expires_at_ms, l1.ttl_cap, now),
+            now,
+            stamps,
+            self.config.serialization,
+            value,
+            encoder,
         );
-        self.announce(|| crate::bus::Notice::Keys {
-            keys: vec![key.to_owned()],
-        })
-        .await;
+        match ticket {
+            None => {
+                l1.insert(key, entry);
+                self.announce(|| crate::bus::Notice::Keys {
+                    keys: vec![key.to_owned()],
+                })
+                .await;
+            }
+            // A load: atomic with a delete's fence record, as in `write`; with L1 alone there
+            // is no remote copy to take back.
+            Some(ticket) => {
+                let _ = self
+                    .fence
+                    .write_if_allowed(key, ticket, || l1.insert(key, entry));
+            }
+        }
         Ok(())
     }
 
@@ -1200,6 +1213,21 @@ impl Router {
                         Error::new(ErrorKind::Loader, format!("key `{key}`: {source}"))
                             .with_source(source)
                     })?;
+                    if self.writes_decoded(layers) {
+                        // L1 alone: kept decoded, encoded only if bytes are asked for
+                        // (`docs/performance.md#l1-miss-then-insert`).
+                        Box::pin(self.write_l1_decoded(
+                            key,
+                            ttl,
+                            stamps,
+                            Box::new(value.clone()),
+                            crate::store::memory::encoder::<T>(),
+                            Some(ticket),
+                        ))
+                        .await?;
+                        leader.finish(Some(Arc::new(value.clone())));
+                        return Ok(value);
+                    }
                     let serialization = self.config.serialization;
                     let payload = Bytes::from(codec::serialize(serialization, &value)?);
                     let spec = WriteSpec {
@@ -1320,6 +1348,23 @@ impl Router {
     ) where
         T: serde::Serialize + Clone + Send + Sync + 'static,
     {
+        if self.writes_decoded(layers) {
+            // L1 alone: kept decoded (`docs/performance.md#l1-miss-then-insert`).
+            if let Err(e) = self
+                .write_l1_decoded(
+                    key,
+                    ttl,
+                    stamps,
+                    Box::new(value.clone()),
+                    crate::store::memory::encoder::<T>(),
+                    Some(ticket),
+                )
+                .await
+            {
+                tracing::warn!(key, error = %e, "result not cached");
+            }
+            return;
+        }
         let serialization = self.config.serialization;
         let payload = match codec::serialize(serialization, value) {
             Ok(p) => Bytes::from(p),
