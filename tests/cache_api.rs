@@ -1188,3 +1188,53 @@ async fn an_owned_write_to_l1_alone_is_read_listed_and_counted_like_any_other() 
         );
     }
 }
+
+/// A load that began before a write never overwrites it, whether the write encodes (`set`) or not
+/// (`set_owned`), on L1 alone, where the fence records a key only while a load of it is in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_that_began_before_a_write_never_overwrites_it() {
+    for owned in [false, true] {
+        let cache = Cache::from_config(&vorte_cache::CacheConfig::default())
+            .await
+            .expect("cache");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let loader_cache = cache.clone();
+        let load = tokio::spawn(async move {
+            loader_cache
+                .get_or_set("race:1", || async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok::<_, std::io::Error>("old".to_string())
+                })
+                .await
+        });
+        started_rx.await.expect("loader started");
+        // A write of another key while the load is in flight changes nothing for it.
+        cache.set("race:other", &"x").await.expect("set");
+        if owned {
+            cache
+                .set_owned("race:1", "new".to_string())
+                .await
+                .expect("set");
+        } else {
+            cache.set("race:1", &"new").await.expect("set");
+        }
+        release_tx.send(()).expect("release");
+        assert_eq!(load.await.expect("task").expect("load").as_str(), "old");
+        assert_eq!(
+            cache.get::<String>("race:1").await.expect("get").as_deref(),
+            Some("new"),
+            "owned: {owned}"
+        );
+        // With no load in flight, a write and a later load see each other as usual.
+        cache.set("race:2", &"v1").await.expect("set");
+        let v = cache
+            .get_or_set("race:2", || async {
+                Ok::<_, std::io::Error>("loaded".to_string())
+            })
+            .await
+            .expect("get_or_set");
+        assert_eq!(v, "v1");
+    }
+}

@@ -61,6 +61,14 @@ impl Fence {
         }
     }
 
+    /// Moves the sequence on without recording a key: for a write that no ticket taken before
+    /// it can be holding (see `Router::record_set`).
+    pub(crate) fn advance(&self) {
+        let mut s = self.lock();
+        s.seq += 1;
+        self.seq.store(s.seq, Ordering::Release);
+    }
+
     /// Records that every key was removed now.
     pub(crate) fn record_all(&self) {
         let mut s = self.lock();

@@ -53,6 +53,14 @@ pub(crate) struct Waiter {
 }
 
 impl Flights {
+    /// Whether a load of `key` is in flight now.
+    pub(crate) fn in_flight(&self, key: &str) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
     /// Joins the flight of `key`, leading it when there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

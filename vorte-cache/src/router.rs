@@ -614,6 +614,24 @@ impl Router {
         }
     }
 
+    /// Records a write of `key` in the fence.
+    ///
+    /// With L1 alone, only a load holds a ticket (a read takes one for back-fills, which need a
+    /// layer below L1), and a load of `key` holds one only while `key` has a flight: the leader
+    /// joins, then takes its ticket, writes, and only then leaves. So when `key` has no flight
+    /// after the sequence moved on, every later ticket is at least this write's and the per-key
+    /// record (a lock, an allocated key, a map insert) is not needed. The sequence moves first:
+    /// a leader that joins after the check (through the flights' lock) sees it.
+    fn record_set(&self, key: &str) {
+        if self.remotes.is_empty() {
+            self.fence.advance();
+            if !self.flights.in_flight(key) {
+                return;
+            }
+        }
+        self.fence.record(key, Fenced::Set);
+    }
+
     /// Whether a write to `layers` may keep its value decoded, unencoded: L1 is the only layer
     /// it reaches, and no limit needs the encoded size (L1 is bounded by entries, not bytes, and
     /// neither L1 nor the cache sets a `max_value_bytes` below the default). See
@@ -651,7 +669,7 @@ impl Router {
             ));
         };
         if ticket.is_none() {
-            self.fence.record(key, Fenced::Set);
+            self.record_set(key);
         }
         let now = now_ms();
         let ttl = ttl.unwrap_or(self.config.default_ttl);
@@ -711,7 +729,7 @@ impl Router {
                     return Ok(());
                 }
             }
-            None => self.fence.record(key, Fenced::Set),
+            None => self.record_set(key),
         }
         let announce = spec.ticket.is_none();
         let now = now_ms();
