@@ -152,13 +152,10 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        // L1 holds only valid keys, so a hit needs no validation; on a miss `Router::get`
-        // validates before any store sees the key.
-        if let Some(hit) = self.router.get_l1_now::<T>(key) {
-            return hit.map(Some);
-        }
-        if let Some(miss) = self.router.get_l1_only_miss::<T>(key) {
-            return miss;
+        // L1 holds only valid keys, so a hit needs no validation; a miss is validated before it
+        // is answered or any store sees the key.
+        if let Some(answer) = self.router.get_l1_or_miss::<T>(key) {
+            return answer;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.

@@ -444,6 +444,15 @@ impl Router {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let entry = self.l1.as_ref()?.get(key)?;
+        self.l1_hit_now(key, &entry)
+    }
+
+    /// The value of a live L1 entry whose tags need no check; see [`Router::get_l1_now`].
+    #[inline]
+    fn l1_hit_now<T>(&self, key: &str, entry: &L1Entry) -> Option<Result<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         if !entry.is_live()
             || (!entry.tags.is_empty()
                 && entry.checked_epoch.load(Ordering::Acquire) != self.tags.epoch())
@@ -457,21 +466,28 @@ impl Router {
         Some(value)
     }
 
-    /// The answer of a `get` when L1 is the only layer and holds nothing under `key`: a miss
-    /// (counted) after validating the key, without the boxed full read path. `None` when the
-    /// full path must run (remote layers, or an entry that is there).
+    /// What `get` can answer from L1 without awaiting anything, with one lookup: an L1 hit (or
+    /// its type mismatch), or, when L1 is the only layer and holds nothing under `key`, a miss
+    /// (counted, after validating the key) without the boxed full read path. `None` when the full
+    /// path must decide (remote layers, an expired entry, or tagged stamps to check).
     #[inline]
-    pub(crate) fn get_l1_only_miss<T>(&self, key: &str) -> Option<Result<Option<T>>> {
+    pub(crate) fn get_l1_or_miss<T>(&self, key: &str) -> Option<Result<Option<T>>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let l1 = self.l1.as_ref()?;
-        if !self.remotes.is_empty() || l1.get(key).is_some() {
-            return None;
-        }
-        if let Err(e) = key::validate(key, "key") {
-            return Some(Err(e));
-        }
-        Counters::bump(&self.counters.layer(Layer::L1).misses);
-        Counters::bump(&self.counters.misses);
-        Some(Ok(None))
+        let Some(entry) = l1.get(key) else {
+            if !self.remotes.is_empty() {
+                return None;
+            }
+            if let Err(e) = key::validate(key, "key") {
+                return Some(Err(e));
+            }
+            Counters::bump(&self.counters.layer(Layer::L1).misses);
+            Counters::bump(&self.counters.misses);
+            return Some(Ok(None));
+        };
+        self.l1_hit_now(key, &entry).map(|hit| hit.map(Some))
     }
 
     /// Reads `key` as `T` through every layer.

@@ -89,13 +89,14 @@ impl L1Entry {
         serialization: Serialization,
         payload: Bytes,
     ) -> Self {
-        let entry = Self::empty(expires_at_ms, created_at_ms, tags, serialization, None);
+        let now = crate::key::now_ms();
+        let entry = Self::empty(now, expires_at_ms, created_at_ms, tags, serialization, None);
         let _ = entry.payload.set(payload);
         entry
     }
 
-    /// An entry of a decoded value and no bytes: `encoder` (see [`encoder`]) makes them when they
-    /// are asked for.
+    /// An entry of a decoded value and no bytes, written now (`created_at_ms`, which saves a
+    /// clock read): `encoder` (see [`encoder`]) makes the bytes when they are asked for.
     pub(crate) fn decoded(
         expires_at_ms: u64,
         created_at_ms: u64,
@@ -105,6 +106,7 @@ impl L1Entry {
         encoder: Encoder,
     ) -> Self {
         let entry = Self::empty(
+            created_at_ms,
             expires_at_ms,
             created_at_ms,
             tags,
@@ -115,14 +117,16 @@ impl L1Entry {
         entry
     }
 
+    /// `now` is the wall clock, in ms since the epoch.
     fn empty(
+        now: u64,
         expires_at_ms: u64,
         created_at_ms: u64,
         tags: Box<[TagStamp]>,
         serialization: Serialization,
         encoder: Option<Encoder>,
     ) -> Self {
-        let remaining = expires_at_ms.saturating_sub(crate::key::now_ms());
+        let remaining = expires_at_ms.saturating_sub(now);
         L1Entry {
             deadline_ms: crate::clock::precise_ms().saturating_add(remaining),
             expires_at_ms,
