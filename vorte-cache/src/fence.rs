@@ -24,7 +24,6 @@ pub(crate) enum Fenced {
 
 #[derive(Debug, Default)]
 struct State {
-    seq: u64,
     floor: u64,
     keys: HashMap<String, (u64, Fenced)>,
 }
@@ -33,7 +32,9 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Fence {
     state: Mutex<State>,
-    /// `state.seq`, readable without the lock: every read takes a ticket.
+    /// The sequence: read without the lock (every read takes a ticket), moved on under it by
+    /// `record` and `record_all` (so their records are ordered as their numbers), and without it
+    /// by `advance`, which records nothing.
     seq: AtomicU64,
 }
 
@@ -50,9 +51,7 @@ impl Fence {
     /// Records that `key` was written or deleted now.
     pub(crate) fn record(&self, key: &str, why: Fenced) {
         let mut s = self.lock();
-        s.seq += 1;
-        let seq = s.seq;
-        self.seq.store(seq, Ordering::Release);
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
             s.floor = seq;
             s.keys.clear();
@@ -64,17 +63,13 @@ impl Fence {
     /// Moves the sequence on without recording a key: for a write that no ticket taken before
     /// it can be holding (see `Router::record_set`).
     pub(crate) fn advance(&self) {
-        let mut s = self.lock();
-        s.seq += 1;
-        self.seq.store(s.seq, Ordering::Release);
+        self.seq.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records that every key was removed now.
     pub(crate) fn record_all(&self) {
         let mut s = self.lock();
-        s.seq += 1;
-        s.floor = s.seq;
-        self.seq.store(s.seq, Ordering::Release);
+        s.floor = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         s.keys.clear();
     }
 
