@@ -45,7 +45,8 @@ impl Fence {
 
     /// The ticket of a read or load that starts now.
     pub(crate) fn ticket(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+        // `SeqCst`, as `advance`: see `Flights::in_flight`.
+        self.seq.load(Ordering::SeqCst)
     }
 
     /// Records that `key` was written or deleted now.
@@ -63,7 +64,7 @@ impl Fence {
     /// Moves the sequence on without recording a key: for a write that no ticket taken before
     /// it can be holding (see `Router::record_set`).
     pub(crate) fn advance(&self) {
-        self.seq.fetch_add(1, Ordering::AcqRel);
+        self.seq.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Records that every key was removed now.
