@@ -1136,3 +1136,108 @@ async fn a_stampede_reads_the_lower_layers_once() {
     let stats = cache.stats().await.expect("stats");
     assert_eq!(stats.l4_hits, 1, "{stats:?}");
 }
+
+/// `set_owned` (and a load) on an L1-only cache keeps the value decoded and encodes it only when
+/// bytes are asked for: every operation that reads bytes still sees it
+/// (`docs/performance.md#l1-miss-then-insert`).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owned_write_to_l1_alone_is_read_listed_and_counted_like_any_other() {
+    for max_bytes in [None, Some(1 << 20)] {
+        let mut config = vorte_cache::CacheConfig::default();
+        config.layers.l1.max_bytes = max_bytes; // a byte bound needs the encoded size
+        let cache = Cache::from_config(&config).await.expect("cache");
+        let alice = User {
+            id: 1,
+            name: "Alice".into(),
+        };
+        cache
+            .set_owned("owned:user", alice.clone())
+            .await
+            .expect("set");
+        assert_eq!(
+            cache.get::<User>("owned:user").await.expect("get"),
+            Some(alice.clone())
+        );
+        assert!(cache.exists("owned:user").await.expect("exists"));
+        // A load on L1 alone is kept decoded too.
+        let loaded = cache
+            .get_or_set("owned:loaded", || async { Ok::<_, std::io::Error>(7u32) })
+            .await
+            .expect("load");
+        assert_eq!(loaded, 7);
+        assert!(cache.exists("owned:loaded").await.expect("exists"));
+        cache.set_owned("owned:n", 41i64).await.expect("set");
+        assert_eq!(cache.increment("owned:n", 1).await.expect("increment"), 42);
+        assert_eq!(
+            cache.keys("owned:*").await.expect("keys"),
+            vec![
+                "owned:loaded".to_owned(),
+                "owned:n".to_owned(),
+                "owned:user".to_owned()
+            ]
+        );
+        // Read as another type, the value is encoded and decoded: a mismatch is still typed.
+        assert_eq!(
+            cache.get::<u64>("owned:user").await.unwrap_err().kind(),
+            ErrorKind::TypeMismatch
+        );
+        let stats = cache.stats().await.expect("stats");
+        assert!(stats.layers[0].bytes > 0, "{max_bytes:?}");
+        assert!(cache.delete("owned:user").await.expect("delete"));
+        assert_eq!(cache.get::<User>("owned:user").await.expect("get"), None);
+        assert_eq!(
+            cache.set_owned("", 1).await.unwrap_err().kind(),
+            ErrorKind::InvalidKey
+        );
+    }
+}
+
+/// A load that began before a write never overwrites it, whether the write encodes (`set`) or not
+/// (`set_owned`), on L1 alone, where the fence records a key only while a load of it is in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_that_began_before_a_write_never_overwrites_it() {
+    for owned in [false, true] {
+        let cache = Cache::from_config(&vorte_cache::CacheConfig::default())
+            .await
+            .expect("cache");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let loader_cache = cache.clone();
+        let load = tokio::spawn(async move {
+            loader_cache
+                .get_or_set("race:1", || async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok::<_, std::io::Error>("old".to_string())
+                })
+                .await
+        });
+        started_rx.await.expect("loader started");
+        // A write of another key while the load is in flight changes nothing for it.
+        cache.set("race:other", &"x").await.expect("set");
+        if owned {
+            cache
+                .set_owned("race:1", "new".to_string())
+                .await
+                .expect("set");
+        } else {
+            cache.set("race:1", &"new").await.expect("set");
+        }
+        release_tx.send(()).expect("release");
+        assert_eq!(load.await.expect("task").expect("load").as_str(), "old");
+        assert_eq!(
+            cache.get::<String>("race:1").await.expect("get").as_deref(),
+            Some("new"),
+            "owned: {owned}"
+        );
+        // With no load in flight, a write and a later load see each other as usual.
+        cache.set("race:2", &"v1").await.expect("set");
+        let v = cache
+            .get_or_set("race:2", || async {
+                Ok::<_, std::io::Error>("loaded".to_string())
+            })
+            .await
+            .expect("get_or_set");
+        assert_eq!(v, "v1");
+    }
+}

@@ -449,3 +449,84 @@ async fn same_named_methods_of_two_types_have_distinct_default_keys() {
     assert_eq!(users.calls.load(Ordering::SeqCst), 1);
     assert_eq!(orders.calls.load(Ordering::SeqCst), 1);
 }
+
+// ===== keys rendered on the stack =====
+
+static SPILLED_KEY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// A key longer than the stack buffer of `KeyBuf` (128 bytes) moves to the heap and still hits.
+#[cached(ttl = 60, key = "spilled:{part}:{n}")]
+async fn spilled_key(part: String, n: u64) -> u64 {
+    SPILLED_KEY_CALLS.fetch_add(1, Ordering::SeqCst);
+    n + part.len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_longer_than_the_stack_buffer_hit_like_short_ones() {
+    let part = "x".repeat(300);
+    assert_eq!(spilled_key(part.clone(), 1).await, 301);
+    assert_eq!(spilled_key(part.clone(), 1).await, 301);
+    assert_eq!(calls(&SPILLED_KEY_CALLS), 1, "the second call is a hit");
+    let key = format!("spilled:{part}:1");
+    assert_eq!(
+        Cache::global().get::<u64>(&key).await.ok().flatten(),
+        Some(301)
+    );
+    // Keys of 127 and 128 bytes (one short of the buffer, and its size) stay on the stack.
+    for len in [117, 118] {
+        let part = "y".repeat(len);
+        let before = calls(&SPILLED_KEY_CALLS);
+        assert_eq!(spilled_key(part.clone(), 2).await, 2 + len as u64);
+        assert_eq!(spilled_key(part.clone(), 2).await, 2 + len as u64);
+        assert_eq!(
+            calls(&SPILLED_KEY_CALLS),
+            before + 1,
+            "{len}: the second call is a hit"
+        );
+    }
+}
+
+/// A `Display` that fails, on which `format!` would panic.
+struct FailingDisplay;
+
+impl std::fmt::Display for FailingDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Err(std::fmt::Error)
+    }
+}
+
+static FAILING_KEY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, key = "failing:{value}")]
+async fn failing_key(value: Arc<FailingDisplay>) -> u64 {
+    let _ = value;
+    FAILING_KEY_CALLS.fetch_add(1, Ordering::SeqCst) as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_whose_display_fails_runs_the_body_uncached() {
+    let value = Arc::new(FailingDisplay);
+    assert_eq!(failing_key(value.clone()).await, 0);
+    assert_eq!(failing_key(value).await, 1, "nothing was cached");
+    assert_eq!(calls(&FAILING_KEY_CALLS), 2);
+}
+
+static NUL_KEY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, key = "nul:{name}")]
+async fn nul_key(name: String) -> usize {
+    NUL_KEY_CALLS.fetch_add(1, Ordering::SeqCst);
+    name.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_rendered_key_never_reaches_the_cache() {
+    assert_eq!(nul_key("a\0b".into()).await, 3);
+    assert_eq!(nul_key("a\0b".into()).await, 3);
+    assert_eq!(
+        calls(&NUL_KEY_CALLS),
+        2,
+        "a key with a NUL byte runs uncached"
+    );
+    assert_eq!(Cache::global().keys("nul:*").await.expect("keys").len(), 0);
+}

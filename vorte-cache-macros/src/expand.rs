@@ -7,11 +7,15 @@
 //! async fn get_user(user_id: i64) -> Result<User, DbError> {
 //!     fn __vorte_returns<T, F: Future<Output = T>>(f: F) -> F { f }
 //!     static __VORTE_CALLSITE: Callsite = Callsite::new(concat!(module_path!(), "::get_user"), ..);
-//!     let __vorte_key = Ok(format!("user:{}", user_id));          // before the body moves
-//!     let __vorte_tags = Vec::new();
-//!     let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
-//!     let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
-//!     cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+//!     let __vorte_call = {
+//!         let mut __vorte_key_buf = KeyBuf::new();                 // no heap `String`
+//!         let __vorte_key = key(&mut __vorte_key_buf, format_args!("user:{}", user_id));
+//!         let __vorte_tags = Vec::new();                           // before the body moves
+//!         let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
+//!         let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
+//!         cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body) // L1 hit, or boxed
+//!     };
+//!     __vorte_call.await.0
 //! }
 //! ```
 //!
@@ -82,10 +86,8 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let key = match &plan.key {
-        Key::Template(template) => {
-            let key = render(&private, template);
-            quote!(::core::result::Result::Ok(#key))
-        }
+        // Into a stack buffer: an L1 hit then allocates nothing for its key.
+        Key::Template(template) => render_key(&private, template),
         // The path comes from `type_name` of a fn-local type, not from `module_path!()`: it names
         // the impl too (`app::Repo::find`, `<app::Repo as app::Find>::find`), so that same-named methods of two types in
         // one module get distinct keys.
@@ -94,7 +96,10 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
             let __vorte_path = ::core::any::type_name::<__VorteSite>();
             let __vorte_path = __vorte_path.strip_suffix("::__VorteSite").unwrap_or(__vorte_path);
             let __vorte_path = __vorte_path.strip_suffix("::{{closure}}").unwrap_or(__vorte_path);
-            #private::default_key(__vorte_path, &(#(&#params,)*))
+            #private::owned_key(
+                &mut __vorte_key_buf,
+                #private::default_key(__vorte_path, &(#(&#params,)*)),
+            )
         }},
     };
     let tags = if plan.tags.is_empty() {
@@ -126,7 +131,7 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
     // there rather than on the attribute.
     let cached = respan(quote!(#private::cached), ret_span);
     let call = quote_spanned! {ret_span=>
-        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body).await.0
+        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body)
     };
     // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
     // that holds the non-`Send` value.
@@ -148,13 +153,19 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
                 #negative_ttl,
                 #layers,
             );
-            let __vorte_key = #key;
-            let __vorte_tags = #tags;
-            let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
-            let __vorte_body = #assert_send(async move {
-                #private::#shape(__vorte_body.await)
-            });
-            #call
+            // In a block, so that the key's buffer is gone before the await: the future of the
+            // call does not carry it.
+            let __vorte_call = {
+                let mut __vorte_key_buf = #private::KeyBuf::new();
+                let __vorte_key = #key;
+                let __vorte_tags = #tags;
+                let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
+                let __vorte_body = #assert_send(async move {
+                    #private::#shape(__vorte_body.await)
+                });
+                #call
+            };
+            __vorte_call.await.0
         }
     }
 }
@@ -198,8 +209,15 @@ fn duration(ttl: Option<&Ttl>) -> TokenStream {
     quote!(::core::option::Option::Some(#duration))
 }
 
-/// A `String` expression for a checked template.
-fn render(private: &TokenStream, template: &Template) -> TokenStream {
+/// A `Result<KeyBuf>` expression for a checked key template, rendered with `format_args!`.
+fn render_key(private: &TokenStream, template: &Template) -> TokenStream {
+    let (format, params) = format_string(template);
+    let format = LitStr::new(&format, template.lit.span());
+    quote!(#private::key(&mut __vorte_key_buf, ::core::format_args!(#format, #(#params),*)))
+}
+
+/// The `format!` string of a checked template, and the parameters its `{}` stand for.
+fn format_string(template: &Template) -> (String, Vec<&syn::Ident>) {
     let mut format = String::new();
     let mut params = Vec::new();
     for piece in &template.pieces {
@@ -211,6 +229,12 @@ fn render(private: &TokenStream, template: &Template) -> TokenStream {
             }
         }
     }
+    (format, params)
+}
+
+/// A `String` expression for a checked tag template.
+fn render(private: &TokenStream, template: &Template) -> TokenStream {
+    let (format, params) = format_string(template);
     if params.is_empty() {
         let text = LitStr::new(
             &format.replace("{{", "{").replace("}}", "}"),

@@ -5,6 +5,11 @@
 //!   sync `get` for reference.
 //! - `p2_cached_hit/*`: a `#[cached]` fn hit against the hand-written `Cache::global().get` with the
 //!   same key construction (target ≤ 1.15×).
+//! - `p2_cached_crate/*`: a `#[cached]` fn hit (a `u64` argument, the key `user:{id}`, a struct
+//!   cloned on hit) against the same fn under the `cached` crate's `#[cached]` (target ≤ 1×).
+//!   After the criterion group, `ROUNDS` interleaved rounds time `ROUND_CALLS` calls of each and
+//!   print the per-round ratios and their median, the figure to read on a machine whose speed
+//!   drifts between back-to-back variants.
 //!
 //! Every variant runs its loop inside one future on a current-thread runtime, so the async
 //! machinery is measured and `block_on` is paid once per batch, not per call.
@@ -125,6 +130,83 @@ async fn hand_written_user(id: i64) -> User {
     }
 }
 
+/// P2 against the `cached` crate: a `u64` argument, the key `user:{id}`, a struct cloned on hit.
+#[cached(ttl = 300, key = "user:{id}")]
+async fn cached_user_u64(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
+
+/// The same function under the `cached` crate's `#[cached]` (its `TtlCache`, a `String` key).
+#[cached::macros::cached(ttl = 300, key = "String", convert = r#"{ format!("user:{id}") }"#)]
+async fn cached_crate_user(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
+
+const ROUNDS: usize = 9;
+const ROUND_CALLS: u64 = 200_000;
+
+fn p2_cached_crate(c: &mut Criterion) {
+    let rt = runtime();
+    rt.block_on(async {
+        assert_eq!(cached_user_u64(7).await.id, 7);
+        assert_eq!(cached_crate_user(7).await.id, 7);
+    });
+    let mut g = c.benchmark_group("p2_cached_crate");
+    g.bench_function("cached_crate", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(cached_crate_user(black_box(7)).await);
+            })
+        })
+    });
+    g.bench_function("vorte_cached", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(cached_user_u64(black_box(7)).await);
+            })
+        })
+    });
+    g.finish();
+
+    let mut ratios = Vec::new();
+    for round in 0..ROUNDS {
+        let crate_first = round % 2 == 0;
+        let mut crate_time = Duration::ZERO;
+        let mut vorte_time = Duration::ZERO;
+        for turn in 0..2 {
+            if (turn == 0) == crate_first {
+                crate_time = timed(&rt, ROUND_CALLS, || async {
+                    black_box(cached_crate_user(black_box(7)).await);
+                });
+            } else {
+                vorte_time = timed(&rt, ROUND_CALLS, || async {
+                    black_box(cached_user_u64(black_box(7)).await);
+                });
+            }
+        }
+        let ratio = vorte_time.as_secs_f64() / crate_time.as_secs_f64();
+        ratios.push(ratio);
+        println!(
+            "p2 vs cached crate round {round}: cached crate {:.1} ns, vorte {:.1} ns, ratio {ratio:.2}x",
+            crate_time.as_nanos() as f64 / ROUND_CALLS as f64,
+            vorte_time.as_nanos() as f64 / ROUND_CALLS as f64,
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "p2 vs cached crate: median of {ROUNDS} per-round ratios {:.2}x (min {:.2}x, max {:.2}x)",
+        ratios[ROUNDS / 2],
+        ratios[0],
+        ratios[ROUNDS - 1]
+    );
+}
+
 fn p2(c: &mut Criterion) {
     let rt = runtime();
     rt.block_on(async {
@@ -152,6 +234,6 @@ fn p2(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = p1, p2
+    targets = p1, p2, p2_cached_crate
 }
 criterion_main!(benches);

@@ -8,6 +8,10 @@
 //! ```
 //!
 //! `docs/performance.md` has the script's output and the ratios.
+//!
+//! `raw_miss_insert` and `vorte_miss_set` replay the first `n` requests of the ARC trace `OLTP`
+//! with insert on miss (see `l1_miss.rs`); the keys of `TRACE_KEYS` requests are always loaded,
+//! so that loading costs the same in both runs of the difference.
 #![allow(
     clippy::expect_used,
     reason = "a benchmark whose setup fails must stop"
@@ -16,11 +20,36 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use vorte_cache::config::CacheConfig;
 use vorte_cache::{Cache, cached};
 
 mod common;
 
-use common::{User, user};
+use common::{User, replay_keys, user};
+
+/// Requests of the trace loaded for the miss-and-insert variants: at least the largest `n`.
+const TRACE_KEYS: usize = 200_000;
+
+/// The capacity of both caches of the miss-and-insert variants, as in `l1_miss.rs`.
+const CAPACITY: u64 = 1_000;
+
+/// P2 against the `cached` crate: a `u64` argument, the key `user:{id}`, a struct cloned on hit.
+#[cached(ttl = 300, key = "user:{id}")]
+async fn cached_user_u64(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
+
+/// The same function under the `cached` crate's `#[cached]` (its `TtlCache`, a `String` key).
+#[cached::macros::cached(ttl = 300, key = "String", convert = r#"{ format!("user:{id}") }"#)]
+async fn cached_crate_user(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
 
 #[cached(ttl = 300, key = "user:{id}")]
 async fn cached_user(id: i64) -> User {
@@ -55,11 +84,33 @@ fn main() {
         cache.set("user:arc", &user(42)).await.expect("set");
         cache.get::<Arc<User>>("user:arc").await.expect("warm");
         cached_user(7).await;
+        cached_user_u64(7).await;
+        cached_crate_user(7).await;
+        let miss_insert = matches!(
+            variant.as_str(),
+            "raw_miss_insert" | "vorte_miss_set" | "vorte_miss_set_owned"
+        );
+        let keys = if miss_insert {
+            replay_keys(TRACE_KEYS)
+        } else {
+            Vec::new()
+        };
+        assert!(
+            n as usize <= keys.len() || !miss_insert,
+            "at most {TRACE_KEYS} requests"
+        );
+        let value = user(42);
+        let mut l1_config = CacheConfig::default();
+        l1_config.layers.l1.max_size = CAPACITY;
+        let l1_only = Cache::from_config(&l1_config).await.expect("cache");
+        let raw_small: quick_cache::sync::Cache<String, User> =
+            quick_cache::sync::Cache::new(CAPACITY as usize);
         let raw: quick_cache::sync::Cache<String, User> = quick_cache::sync::Cache::new(10_000);
         raw.insert("user:1".into(), user(42));
         let raw_arc: quick_cache::sync::Cache<String, Arc<User>> =
             quick_cache::sync::Cache::new(10_000);
         raw_arc.insert("user:arc".into(), Arc::new(user(42)));
+        let mut replay = keys.iter().map(String::as_str);
         for _ in 0..n {
             match variant.as_str() {
                 "raw_quick_cache" => drop(black_box(raw.get(black_box("user:1")))),
@@ -70,6 +121,31 @@ fn main() {
                 )),
                 "hand_written" => drop(black_box(hand_written_user(black_box(7)).await)),
                 "cached_fn" => drop(black_box(cached_user(black_box(7)).await)),
+                "cached_fn_u64" => drop(black_box(cached_user_u64(black_box(7)).await)),
+                "cached_crate" => drop(black_box(cached_crate_user(black_box(7)).await)),
+                "raw_miss_insert" => {
+                    let key = replay.next().expect("a trace request");
+                    match raw_small.get(black_box(key)) {
+                        Some(v) => drop(black_box(v)),
+                        None => raw_small.insert(key.to_owned(), value.clone()),
+                    }
+                }
+                "vorte_miss_set_owned" => {
+                    let key = replay.next().expect("a trace request");
+                    match l1_only.get::<User>(black_box(key)).await {
+                        Ok(Some(v)) => drop(black_box(v)),
+                        Ok(None) => l1_only.set_owned(key, value.clone()).await.expect("set"),
+                        Err(e) => panic!("get: {e}"),
+                    }
+                }
+                "vorte_miss_set" => {
+                    let key = replay.next().expect("a trace request");
+                    match l1_only.get::<User>(black_box(key)).await {
+                        Ok(Some(v)) => drop(black_box(v)),
+                        Ok(None) => l1_only.set(key, &value).await.expect("set"),
+                        Err(e) => panic!("get: {e}"),
+                    }
+                }
                 other => panic!("unknown variant {other}"),
             }
         }

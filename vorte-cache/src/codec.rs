@@ -92,17 +92,24 @@ impl Corrupt {
     }
 }
 
+/// The initial capacity of an encoding buffer.
+const ENCODE_CAPACITY: usize = 128;
+
 /// Serializes a value with the configured codec.
 pub(crate) fn serialize<V: Serialize + ?Sized>(
     serialization: Serialization,
     value: &V,
 ) -> Result<Vec<u8>> {
+    // Room for a small value up front: grown from empty, the buffer is reallocated several times
+    // per write (most of the cost of encoding a small struct; `docs/performance.md#l1-miss-then-insert`).
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
     match serialization {
-        Serialization::Msgpack => rmp_serde::to_vec_named(value)
+        Serialization::Msgpack => rmp_serde::encode::write_named(&mut out, value)
             .map_err(|e| Error::new(ErrorKind::Serialize, format!("msgpack: {e}")).with_source(e)),
-        Serialization::Json => serde_json::to_vec(value)
+        Serialization::Json => serde_json::to_writer(&mut out, value)
             .map_err(|e| Error::new(ErrorKind::Serialize, format!("json: {e}")).with_source(e)),
-    }
+    }?;
+    Ok(out)
 }
 
 /// Deserializes a value; a failure is a type mismatch (the envelope itself was sound).

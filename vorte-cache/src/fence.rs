@@ -25,7 +25,6 @@ pub(crate) enum Fenced {
 
 #[derive(Debug, Default)]
 struct State {
-    seq: u64,
     floor: u64,
     keys: HashMap<String, (u64, Fenced)>,
 }
@@ -34,7 +33,9 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Fence {
     state: Mutex<State>,
-    /// `state.seq`, readable without the lock: every read takes a ticket.
+    /// The sequence: read without the lock (every read takes a ticket), moved on under it by
+    /// `record` and `record_all` (so their records are ordered as their numbers), and without it
+    /// by `advance`, which records nothing.
     seq: AtomicU64,
 }
 
@@ -45,15 +46,14 @@ impl Fence {
 
     /// The ticket of a read or load that starts now.
     pub(crate) fn ticket(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+        // `SeqCst`, as `advance`: see `Flights::in_flight`.
+        self.seq.load(Ordering::SeqCst)
     }
 
     /// Records that `key` was written or deleted now.
     pub(crate) fn record(&self, key: &str, why: Fenced) {
         let mut s = self.lock();
-        s.seq += 1;
-        let seq = s.seq;
-        self.seq.store(seq, Ordering::Release);
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
             s.floor = seq;
             s.keys.clear();
@@ -62,12 +62,16 @@ impl Fence {
         }
     }
 
+    /// Moves the sequence on without recording a key: for a write that no ticket taken before
+    /// it can be holding (see `Router::record_set`).
+    pub(crate) fn advance(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Records that every key was removed now.
     pub(crate) fn record_all(&self) {
         let mut s = self.lock();
-        s.seq += 1;
-        s.floor = s.seq;
-        self.seq.store(s.seq, Ordering::Release);
+        s.floor = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         s.keys.clear();
     }
 

@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -24,6 +25,8 @@ struct Flight {
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
+    /// `map.len()`, readable without the lock; changed under it.
+    active: AtomicUsize,
 }
 
 impl std::fmt::Debug for Flights {
@@ -53,6 +56,21 @@ pub(crate) struct Waiter {
 }
 
 impl Flights {
+    /// Whether a load of `key` is in flight now.
+    ///
+    /// Sequentially consistent with [`Flights::join`]'s count: a caller that moved a sequence on
+    /// (`Fence::advance`, also `SeqCst`) and then finds no flight knows that any leader joining
+    /// later takes a ticket that sees it.
+    pub(crate) fn in_flight(&self, key: &str) -> bool {
+        if self.active.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
     /// Joins the flight of `key`, leading it when there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,6 +81,7 @@ impl Flights {
         }
         let flight = Arc::new(Flight::default());
         map.insert(key.to_owned(), flight.clone());
+        self.active.fetch_add(1, Ordering::SeqCst);
         Role::Leader(Leader {
             flights: self,
             key: key.to_owned(),
@@ -87,6 +106,7 @@ impl Leader<'_> {
                 .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
             {
                 map.remove(&self.key);
+                self.flights.active.fetch_sub(1, Ordering::SeqCst);
             }
         }
         *self

@@ -31,27 +31,38 @@ pub fn default_key<A: Serialize + ?Sized>(path: &str, args: &A) -> crate::Result
 /// `key` is the rendered key (or the error that rendering it gave), `tags` the rendered tags, and
 /// `body` the function's original body, wrapped by the macro into the `shape` the return type
 /// calls for. A failure of the cache never fails the call: it is logged and the body runs.
-pub async fn cached<O, F>(
+///
+/// The L1 hit is looked up here, before anything is awaited, by the key's `&str` under a borrow of
+/// the global cache: a hit allocates nothing (no key `String`, no handle clone). Only a miss makes
+/// the key a `String` and takes the engine's path, boxed, which validates it before any store sees
+/// it. Boxing the miss keeps the future of every `#[cached]` call small (a task spawns and moves
+/// it): inline, the body and the engine's loop made it over a kilobyte, which cost 10,000
+/// concurrent waiters their p99 (`docs/performance.md#p6--single-flight-10000-concurrent-misses-on-one-key`).
+pub fn cached<'a, O, F>(
     callsite: &'static Callsite,
-    key: crate::Result<String>,
+    key: crate::Result<&mut KeyBuf>,
     tags: Vec<String>,
     body: F,
-) -> O
+) -> CachedCall<'a, O>
 where
-    O: Output,
-    F: Future<Output = O> + Send,
+    O: Output + 'a,
+    F: Future<Output = O> + Send + 'a,
 {
-    // An L1 hit is answered under a borrow of the global cache, without cloning its handle.
-    let hit = key
-        .as_ref()
-        .ok()
-        .and_then(|k| crate::app::global::with_global(|cache| cache.cached_l1_hit::<O::Stored>(k)));
+    let hit = match &key {
+        Ok(key) => {
+            crate::app::global::with_global(|cache| cache.cached_l1_hit::<O::Stored>(key.as_str()))
+        }
+        Err(_) => None,
+    };
     if let Some(stored) = hit {
-        return O::from_stored(stored);
+        return CachedCall::Hit(Some(O::from_stored(stored)));
     }
-    crate::Cache::global()
-        .run_cached(callsite, key, tags, body)
-        .await
+    let key = key.map(|key| key.take_string());
+    CachedCall::Miss(Box::pin(async move {
+        crate::Cache::global()
+            .run_cached(callsite, key, tags, body)
+            .await
+    }))
 }
 
 /// Type-checks that a `#[cached]` body's future is `Send`, so callers can `tokio::spawn` it.
@@ -61,3 +72,55 @@ pub fn assert_send<F: Future + Send>(f: F) -> F {
 
 /// The payload an event handler receives.
 pub type Payload = Arc<serde_json::Value>;
+
+pub use crate::key::KeyBuf;
+
+/// Renders a `#[cached]` key template (`format_args!` of its text and parameters) into `buf`, on
+/// the stack while short.
+#[inline]
+pub fn key<'k>(
+    buf: &'k mut KeyBuf,
+    args: std::fmt::Arguments<'_>,
+) -> crate::Result<&'k mut KeyBuf> {
+    crate::key::render(buf, args)
+}
+
+/// Puts a default key (see [`default_key`]) into `buf`.
+pub fn owned_key(buf: &mut KeyBuf, key: crate::Result<String>) -> crate::Result<&mut KeyBuf> {
+    key.map(|key| buf.set_owned(key))
+}
+
+/// The future of a `#[cached]` call: ready on an L1 hit, else the boxed engine path.
+#[must_use = "a #[cached] call does nothing until awaited"]
+pub enum CachedCall<'a, O> {
+    /// An L1 hit, taken by the first poll.
+    Hit(Option<O>),
+    /// A miss: the single-flight load through every layer.
+    Miss(std::pin::Pin<Box<dyn Future<Output = O> + Send + 'a>>),
+}
+
+impl<O> std::fmt::Debug for CachedCall<'_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CachedCall::Hit(_) => "CachedCall::Hit",
+            CachedCall::Miss(_) => "CachedCall::Miss",
+        })
+    }
+}
+
+impl<O> Unpin for CachedCall<'_, O> {}
+
+impl<O> Future for CachedCall<'_, O> {
+    type Output = O;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
+        match self.get_mut() {
+            CachedCall::Hit(hit) => match hit.take() {
+                Some(value) => std::task::Poll::Ready(value),
+                // Polled again after it returned: never ready again, as any finished future.
+                None => std::task::Poll::Pending,
+            },
+            CachedCall::Miss(miss) => miss.as_mut().poll(cx),
+        }
+    }
+}

@@ -151,3 +151,70 @@ fn percentiles(ns: &mut [u128]) -> Percentiles {
         p99: at(0.99),
     }
 }
+
+/// The keys of the first `limit` requests of an ARC trace (`OLTP.lis.zst` by default), one key per
+/// page: `page:<block>`. The traces live in the project's `shared/traces/` beside the repository;
+/// `VORTE_TRACE` names another file. `None` when the file is not there.
+pub(crate) fn trace_keys(limit: usize) -> Option<Vec<String>> {
+    let path = std::env::var_os("VORTE_TRACE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/traces/OLTP.lis.zst")
+        });
+    let compressed = std::fs::read(&path).ok()?;
+    let text = zstd::decode_all(compressed.as_slice()).expect("a zstd trace");
+    let text = String::from_utf8(text).expect("a text trace");
+    let mut keys = Vec::with_capacity(limit);
+    // `starting_block number_of_blocks ignored request_number`: one request per block.
+    'lines: for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(start), Some(count)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let (Ok(start), Ok(count)) = (start.parse::<u64>(), count.parse::<u64>()) else {
+            continue;
+        };
+        for block in start..start + count {
+            if keys.len() == limit {
+                break 'lines;
+            }
+            keys.push(format!("page:{block}"));
+        }
+    }
+    Some(keys)
+}
+
+/// `limit` keys drawn from a Zipf(1.0) distribution over `pages` pages, from a fixed seed: the
+/// stand-in when no trace file is there.
+pub(crate) fn zipf_keys(limit: usize, pages: u64) -> Vec<String> {
+    let mut cdf = Vec::with_capacity(pages as usize);
+    let mut sum = 0.0;
+    for rank in 1..=pages {
+        sum += 1.0 / rank as f64;
+        cdf.push(sum);
+    }
+    // A 64-bit LCG: repeatable, and the same keys in every run and variant.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..limit)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            let rank = cdf.partition_point(|&c| c < u);
+            format!("page:{rank}")
+        })
+        .collect()
+}
+
+/// The trace's keys, or a Zipf stand-in (said on stderr) when the trace is missing.
+pub(crate) fn replay_keys(limit: usize) -> Vec<String> {
+    match trace_keys(limit) {
+        Some(keys) => keys,
+        None => {
+            eprintln!("no trace file; replaying a synthetic Zipf(1.0) stream over 200,000 pages");
+            zipf_keys(limit, 200_000)
+        }
+    }
+}

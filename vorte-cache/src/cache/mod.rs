@@ -101,6 +101,24 @@ impl Cache {
         }
     }
 
+    /// Writes `value` under `key`, taking it by value, with the cache's `default_ttl` in every
+    /// enabled layer. When L1 is the only layer and no size limit needs the encoded size, the
+    /// value is stored decoded and never encoded unless something asks for its bytes (`exists`,
+    /// `keys`, `increment`); otherwise this is [`Cache::set`].
+    ///
+    /// [`Cache::set`] takes `&V`, which cannot be kept without encoding or cloning it; this takes
+    /// the value itself (`docs/performance.md`, L1 miss then insert).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::set`].
+    pub async fn set_owned<V>(&self, key: &str, value: V) -> Result<()>
+    where
+        V: Serialize + Send + Sync + 'static,
+    {
+        self.engine.set_owned(key, value).await
+    }
+
     /// Reads `key` as `T`, L1 first; a hit in a lower layer back-fills the layers above it with
     /// the remaining TTL. A repeated L1 hit decodes nothing.
     ///
@@ -112,10 +130,10 @@ impl Cache {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        // L1 holds only valid keys, so a hit needs no validation; on a miss `Engine::get`
-        // validates before any store sees the key.
-        if let Some(hit) = self.engine.try_l1_hit::<T>(key) {
-            return hit.map(Some);
+        // L1 holds only valid keys, so a hit needs no validation; a miss is validated before it
+        // is answered or any store sees the key.
+        if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
+            return answer;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.

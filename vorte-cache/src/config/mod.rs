@@ -61,7 +61,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The default of [`CacheConfig::key_prefix`].
 const DEFAULT_KEY_PREFIX: &str = "vorte:";
 /// The default of [`CacheConfig::max_value_bytes`]: 16 MiB.
-const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// The default of [`L1Config::max_size`].
 const DEFAULT_L1_MAX_SIZE: u64 = 10_000;
 /// The default of [`BusConfig::retention`]: messages kept per bus stream.

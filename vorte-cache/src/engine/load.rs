@@ -148,9 +148,16 @@ impl Engine {
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
+        let write = Write::fill(ticket, Expiry::Ttl(ttl), layers, stamps);
+        if self.writes_decoded(layers) {
+            // L1 alone: kept decoded, encoded only if its bytes are asked for.
+            let value = Box::new(value.clone());
+            return self
+                .write_l1_decoded(key, write, value, crate::store::memory::encoder::<T>())
+                .await;
+        }
         let serialization = self.config.serialization;
         let payload = Bytes::from(codec::serialize(serialization, value)?);
-        let write = Write::fill(ticket, Expiry::Ttl(ttl), layers, stamps);
         self.write(
             key,
             payload,

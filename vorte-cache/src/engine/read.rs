@@ -133,6 +133,15 @@ impl Engine {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let entry = self.l1.as_ref()?.get(key)?;
+        self.l1_hit_now(key, &entry)
+    }
+
+    /// The value of a live L1 entry whose tags need no check; see [`Engine::try_l1_hit`].
+    #[inline]
+    fn l1_hit_now<T>(&self, key: &str, entry: &L1Entry) -> Option<Result<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         if !entry.is_live()
             || (!entry.tags.is_empty()
                 && entry.checked_epoch.load(Ordering::Acquire) != self.tags.epoch())
@@ -144,6 +153,30 @@ impl Engine {
             Counters::bump(&self.counters.layer(Layer::L1).hits);
         }
         Some(value)
+    }
+
+    /// What `get` can answer from L1 without awaiting anything, with one lookup: an L1 hit (or
+    /// its type mismatch), or, when L1 is the only layer and holds nothing under `key`, a miss
+    /// (counted, after validating the key) without the boxed full read path. `None` when the full
+    /// path must decide (layers below L1, an expired entry, or tagged stamps to check).
+    #[inline]
+    pub(crate) fn get_l1_or_miss<T>(&self, key: &str) -> Option<Result<Option<T>>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let l1 = self.l1.as_ref()?;
+        let Some(entry) = l1.get(key) else {
+            if !self.tiers.is_empty() {
+                return None;
+            }
+            if let Err(e) = key::validate(key, "key") {
+                return Some(Err(e));
+            }
+            Counters::bump(&self.counters.layer(Layer::L1).misses);
+            Counters::bump(&self.counters.misses);
+            return Some(Ok(None));
+        };
+        self.l1_hit_now(key, &entry).map(|hit| hit.map(Some))
     }
 
     /// Reads `key` as `T` through every layer.
@@ -179,17 +212,30 @@ impl Engine {
     /// The first live, valid entry of `key`, without decoding or back-filling.
     pub(super) async fn find(&self, key: &str) -> Option<(Layer, Envelope)> {
         if let Some(entry) = self.l1_entry(key).await {
-            return Some((
-                Layer::L1,
-                Envelope {
-                    expires_at_ms: entry.expires_at_ms,
-                    created_at_ms: entry.created_at_ms,
-                    key: key.to_owned(),
-                    tags: entry.tags.to_vec(),
-                    serialization: entry.serialization,
-                    payload: entry.payload.clone(),
-                },
-            ));
+            // An entry written decoded is encoded here, once; one whose value does not encode
+            // cannot be listed, counted or copied: it is dropped like a corrupt entry.
+            match entry.payload() {
+                Ok(payload) => {
+                    return Some((
+                        Layer::L1,
+                        Envelope {
+                            expires_at_ms: entry.expires_at_ms,
+                            created_at_ms: entry.created_at_ms,
+                            key: key.to_owned(),
+                            tags: entry.tags.to_vec(),
+                            serialization: entry.serialization,
+                            payload,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "L1 entry does not encode; removed");
+                    Counters::bump(&self.counters.layer(Layer::L1).corrupt);
+                    if let Some(l1) = &self.l1 {
+                        l1.remove_entry(key, &entry);
+                    }
+                }
+            }
         }
         for tier in &self.tiers {
             if let Some(env) = self.read_tier(tier, key).await {

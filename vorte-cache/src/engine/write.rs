@@ -18,7 +18,7 @@ use crate::key::{self, now_ms};
 use crate::layer::{Layer, LayerSet};
 use crate::stats::Counters;
 use crate::store::Slot;
-use crate::store::memory::L1Entry;
+use crate::store::memory::{Decoded, Encoder, L1Entry, encoder};
 
 /// Why a value is written, which decides how the write treats what is already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,102 @@ impl Engine {
         }
     }
 
+    /// `cache.set_owned(..)`: the value itself, so that an L1-only write can keep it decoded.
+    pub(crate) async fn set_owned<V>(&self, key: &str, value: V) -> Result<()>
+    where
+        V: Serialize + Send + Sync + 'static,
+    {
+        if self.writes_decoded(LayerSet::ALL) {
+            let write = Write::set(Expiry::Ttl(None), LayerSet::ALL, Box::default());
+            return self
+                .write_l1_decoded(key, write, Box::new(value), encoder::<V>())
+                .await;
+        }
+        self.set(key, &value, WriteOptions::default()).await
+    }
+
+    /// Records a write of `key` in the fence.
+    ///
+    /// With L1 alone, only a load holds a ticket (a read takes one for back-fills, which need a
+    /// layer below L1), and a load of `key` holds one only while `key` has a flight: the leader
+    /// joins, then takes its ticket, writes, and only then leaves. So when `key` has no flight
+    /// after the sequence moved on, every later ticket is at least this write's and the per-key
+    /// record (a lock, an allocated key, a map insert) is not needed. The sequence moves first:
+    /// a leader that joins after the check (through the flights' lock) sees it.
+    fn record_set(&self, key: &str) {
+        if self.tiers.is_empty() {
+            self.fence.advance();
+            if !self.flights.in_flight(key) {
+                return;
+            }
+        }
+        self.fence.record(key, Fenced::Set);
+    }
+
+    /// Whether a write to `layers` may keep its value decoded, unencoded: L1 is the only layer
+    /// it reaches, and no limit needs the encoded size (L1 is bounded by entries, not bytes, and
+    /// neither L1 nor the cache sets a `max_value_bytes` below the default).
+    pub(super) fn writes_decoded(&self, layers: LayerSet) -> bool {
+        let Some(l1) = &self.l1 else {
+            return false;
+        };
+        let mut l1_only = LayerSet::default();
+        l1_only.insert(Layer::L1);
+        self.selected(layers)
+            .is_ok_and(|selected| selected == l1_only)
+            && !l1.weighs_bytes()
+            && self.config.layers.l1.max_value_bytes.is_none()
+            && self.config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// Writes a decoded value to L1 alone, without encoding it (the caller checked
+    /// [`Engine::writes_decoded`]); `encoder` makes its bytes if anything asks for them later.
+    pub(super) async fn write_l1_decoded(
+        &self,
+        key: &str,
+        write: Write,
+        value: Decoded,
+        encoder: Encoder,
+    ) -> Result<()> {
+        key::validate(key, "key")?;
+        let Some(l1) = &self.l1 else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "none of the layers selected for this write is enabled",
+            ));
+        };
+        if write.kind == WriteKind::Set {
+            self.record_set(key);
+        }
+        let now = now_ms();
+        let expires_at_ms = self.expires_at(write.expiry, now);
+        let entry = L1Entry::decoded(
+            Self::capped(expires_at_ms, l1.ttl_cap, now),
+            now,
+            write.stamps,
+            self.config.serialization,
+            value,
+            encoder,
+        );
+        match write.kind {
+            WriteKind::Set => {
+                l1.insert(key, entry);
+                self.announce(|| crate::bus::Notice::Keys {
+                    keys: vec![key.to_owned()],
+                })
+                .await;
+            }
+            // Atomic with a delete's fence record, as in `write`; with L1 alone there is no
+            // copy below to take back.
+            WriteKind::Fill { ticket } => {
+                let _ = self
+                    .fence
+                    .write_if_allowed(key, ticket, || l1.insert(key, entry));
+            }
+        }
+        Ok(())
+    }
+
     fn expires_at(&self, expiry: Expiry, now: u64) -> u64 {
         match expiry {
             Expiry::At(at) => at,
@@ -181,7 +277,7 @@ impl Engine {
                     return Ok(());
                 }
             }
-            WriteKind::Set => self.fence.record(key, Fenced::Set),
+            WriteKind::Set => self.record_set(key),
         }
         let fill = matches!(write.kind, WriteKind::Fill { .. });
         let now = now_ms();

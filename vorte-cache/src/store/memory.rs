@@ -1,9 +1,14 @@
 //! L1: in-process memory on quick_cache, holding decoded values.
 //!
 //! quick_cache has no TTL, so each entry carries its deadline and a read past it removes the entry
-//! (only that same entry: a fresh re-insert is never removed by a stale check). Each entry keeps its
-//! serialized bytes and memoises the decoded value of the type last read, so a repeated hit costs a
-//! lookup, a clock read and a clone of the value (an `Arc` clone for `Arc<T>`), and decodes nothing.
+//! (only that same entry: a fresh re-insert is never removed by a stale check). Each entry memoises
+//! the decoded value of the type first read, so a repeated hit costs a lookup, a clock read and a
+//! clone of the value (an `Arc` clone for `Arc<T>`), and decodes nothing.
+//!
+//! An entry holds its encoded bytes, its decoded value, or both. One written from a decoded value
+//! (a load, or a write to L1 alone) need not be encoded at all: it keeps a monomorphised
+//! [`Encoder`] and encodes only when something asks for bytes (`exists`, `keys`, a counter, a
+//! byte-bounded L1's weight), once (`docs/performance.md#l1-miss-then-insert`).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -14,11 +19,33 @@ use std::time::Duration;
 use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache as QuickCache;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, TagStamp};
 use crate::config::Serialization;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A decoded value, as L1 keeps it.
+pub(crate) type Decoded = Box<dyn Any + Send + Sync>;
+
+/// Encodes the decoded value of an entry that was written without bytes: [`encoder`] for the
+/// value's type.
+pub(crate) type Encoder = fn(&(dyn Any + Send + Sync), Serialization) -> Result<Bytes>;
+
+/// The [`Encoder`] of values of type `T`.
+pub(crate) fn encoder<T: Serialize + Send + Sync + 'static>() -> Encoder {
+    |value, serialization| match value.downcast_ref::<T>() {
+        Some(value) => codec::serialize(serialization, value).map(Bytes::from),
+        None => Err(Error::new(
+            ErrorKind::Serialize,
+            format!(
+                "an L1 entry's encoder expects a `{}`",
+                std::any::type_name::<T>()
+            ),
+        )),
+    }
+}
 
 /// Bytes counted per entry on top of key and payload: the entry struct, its `Arc`s and
 /// quick_cache's own ~21 B per slot, rounded up.
@@ -32,11 +59,15 @@ pub(crate) struct L1Entry {
     pub(crate) created_at_ms: u64,
     pub(crate) tags: Box<[TagStamp]>,
     pub(crate) serialization: Serialization,
-    pub(crate) payload: Bytes,
+    /// The encoded value: given at construction, or encoded from `decoded` on the first call of
+    /// [`L1Entry::payload`] when the entry was written decoded.
+    payload: OnceLock<Bytes>,
+    /// How to encode `decoded` when `payload` is empty.
+    encoder: Option<Encoder>,
     /// The tag epoch at which `tags` were last found current; see `TagIndex::epoch`.
     pub(crate) checked_epoch: AtomicU64,
     /// The decoded value of the first type read (or written); reads of another type decode.
-    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    decoded: OnceLock<Decoded>,
 }
 
 impl std::fmt::Debug for L1Entry {
@@ -44,12 +75,13 @@ impl std::fmt::Debug for L1Entry {
         f.debug_struct("L1Entry")
             .field("expires_at_ms", &self.expires_at_ms)
             .field("tags", &self.tags)
-            .field("bytes", &self.payload.len())
+            .field("bytes", &self.payload.get().map(Bytes::len))
             .finish_non_exhaustive()
     }
 }
 
 impl L1Entry {
+    /// An entry of encoded bytes.
     pub(crate) fn new(
         expires_at_ms: u64,
         created_at_ms: u64,
@@ -57,14 +89,52 @@ impl L1Entry {
         serialization: Serialization,
         payload: Bytes,
     ) -> Self {
-        let remaining = expires_at_ms.saturating_sub(crate::key::now_ms());
+        let now = crate::key::now_ms();
+        let entry = Self::empty(now, expires_at_ms, created_at_ms, tags, serialization, None);
+        let _ = entry.payload.set(payload);
+        entry
+    }
+
+    /// An entry of a decoded value and no bytes, written now (`created_at_ms`, which saves a
+    /// clock read): `encoder` (see [`encoder`]) makes the bytes when they are asked for.
+    pub(crate) fn decoded(
+        expires_at_ms: u64,
+        created_at_ms: u64,
+        tags: Box<[TagStamp]>,
+        serialization: Serialization,
+        value: Decoded,
+        encoder: Encoder,
+    ) -> Self {
+        let entry = Self::empty(
+            created_at_ms,
+            expires_at_ms,
+            created_at_ms,
+            tags,
+            serialization,
+            Some(encoder),
+        );
+        let _ = entry.decoded.set(value);
+        entry
+    }
+
+    /// `now` is the wall clock, in ms since the epoch.
+    fn empty(
+        now: u64,
+        expires_at_ms: u64,
+        created_at_ms: u64,
+        tags: Box<[TagStamp]>,
+        serialization: Serialization,
+        encoder: Option<Encoder>,
+    ) -> Self {
+        let remaining = expires_at_ms.saturating_sub(now);
         L1Entry {
             deadline_ms: crate::clock::precise_ms().saturating_add(remaining),
             expires_at_ms,
             created_at_ms,
             tags,
             serialization,
-            payload,
+            payload: OnceLock::new(),
+            encoder,
             // Zero is never an epoch: the first hit checks the stamps, because a load's stamps
             // may already be stale when it is inserted.
             checked_epoch: AtomicU64::new(0),
@@ -73,9 +143,30 @@ impl L1Entry {
     }
 
     /// Remembers a decoded value, so that the next read of the same type decodes nothing.
-    pub(crate) fn with_decoded_any(self, value: Box<dyn Any + Send + Sync>) -> Self {
+    pub(crate) fn with_decoded_any(self, value: Decoded) -> Self {
         let _ = self.decoded.set(value);
         self
+    }
+
+    /// The encoded value, encoding a decoded entry on the first call.
+    ///
+    /// # Errors
+    ///
+    /// `Serialize` when a value written decoded does not encode (it was never encoded before).
+    pub(crate) fn payload(&self) -> Result<Bytes> {
+        if let Some(bytes) = self.payload.get() {
+            return Ok(bytes.clone());
+        }
+        let (Some(encoder), Some(value)) = (self.encoder, self.decoded.get()) else {
+            // Every constructor sets one or the other.
+            return Err(Error::new(
+                ErrorKind::Serialize,
+                "an L1 entry holds neither bytes nor a value",
+            ));
+        };
+        let bytes = encoder(value.as_ref(), self.serialization)?;
+        // Two callers may encode at once; both get the same bytes, one is kept.
+        Ok(self.payload.get_or_init(|| bytes).clone())
     }
 
     #[inline]
@@ -92,14 +183,16 @@ impl L1Entry {
         if let Some(v) = self.decoded.get().and_then(|memo| memo.downcast_ref::<T>()) {
             return Ok(v.clone());
         }
-        let v: T = codec::deserialize(self.serialization, key, &self.payload)?;
+        let v: T = codec::deserialize(self.serialization, key, &self.payload()?)?;
         let _ = self.decoded.set(Box::new(v.clone()));
         Ok(v)
     }
 
+    /// The bytes this entry counts for. A decoded entry is encoded to know them; one that does
+    /// not encode counts only its key, tags and overhead.
     pub(crate) fn weight(&self, key: &str) -> u64 {
         key.len() as u64
-            + self.payload.len() as u64
+            + self.payload().map_or(0, |bytes| bytes.len() as u64)
             + self
                 .tags
                 .iter()
@@ -124,6 +217,7 @@ impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
 /// The L1 layer.
 pub(crate) struct MemoryLayer {
     cache: QuickCache<String, Arc<L1Entry>, EntryWeighter>,
+    by_bytes: bool,
     pub(crate) ttl_cap: Option<Duration>,
     pub(crate) max_value_bytes: usize,
     /// Hits check deadlines against the coarse clock: keep its thread running while L1 lives.
@@ -181,10 +275,16 @@ impl MemoryLayer {
         };
         MemoryLayer {
             cache,
+            by_bytes,
             ttl_cap,
             max_value_bytes,
             _clock: crate::clock::Ticker::acquire(),
         }
+    }
+
+    /// Whether entries are weighed by their bytes (`max_bytes`), which needs them encoded.
+    pub(crate) fn weighs_bytes(&self) -> bool {
+        self.by_bytes
     }
 
     #[inline]
@@ -250,6 +350,63 @@ mod tests {
             crate::ErrorKind::TypeMismatch
         );
         assert_eq!(e.value::<Arc<str>>("k").expect("arc").as_ref(), "v");
+    }
+
+    #[test]
+    fn a_decoded_entry_encodes_only_when_bytes_are_asked_for() {
+        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        let entry = L1Entry::decoded(
+            crate::key::now_ms() + 10_000,
+            0,
+            Box::new([]),
+            Serialization::Msgpack,
+            Box::new(String::from("v")),
+            encoder::<String>(),
+        );
+        l1.insert("k", entry);
+        let e = l1.get("k").expect("present");
+        assert_eq!(e.value::<String>("k").expect("string"), "v");
+        assert!(
+            e.payload.get().is_none(),
+            "a hit of the written type encodes nothing"
+        );
+        let bytes = e.payload().expect("encodes");
+        assert_eq!(
+            bytes,
+            Bytes::from(codec::serialize(Serialization::Msgpack, &"v").expect("ser"))
+        );
+        assert!(e.payload.get().is_some(), "encoded once, then kept");
+        // Another type decodes from the bytes made on demand.
+        assert_eq!(e.value::<Arc<str>>("k").expect("arc").as_ref(), "v");
+        assert_eq!(
+            e.value::<i64>("k").unwrap_err().kind(),
+            crate::ErrorKind::TypeMismatch
+        );
+        assert!(e.weight("k") > ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn a_decoded_value_that_does_not_encode_is_an_error_when_bytes_are_asked_for() {
+        // JSON maps need string keys.
+        let map: std::collections::HashMap<Vec<u8>, i32> = [(vec![1u8], 1)].into();
+        let entry = L1Entry::decoded(
+            crate::key::now_ms() + 10_000,
+            0,
+            Box::new([]),
+            Serialization::Json,
+            Box::new(map.clone()),
+            encoder::<std::collections::HashMap<Vec<u8>, i32>>(),
+        );
+        assert_eq!(
+            entry
+                .value::<std::collections::HashMap<Vec<u8>, i32>>("k")
+                .expect("memo"),
+            map
+        );
+        assert_eq!(
+            entry.payload().unwrap_err().kind(),
+            crate::ErrorKind::Serialize
+        );
     }
 
     #[test]
