@@ -14,7 +14,7 @@ fn rank(module: &str) -> Option<u8> {
         "cache" => 6,
         "engine" | "testing" => 5,
         "bus" | "tags" => 4,
-        "store" => 3,
+        "store" | "l1" => 3,
         "config" => 2,
         "codec" | "glob" | "key" | "stats" | "cached" | "events" => 1,
         "error" | "layer" | "clock" | "fence" | "flight" => 0,

@@ -1,4 +1,5 @@
-//! A coarse monotonic clock for the L1 hit path, and the thread that keeps it.
+//! Time: the wall clock of envelopes ([`now_ms`]), and a coarse monotonic clock for the L1 hit
+//! path with the thread that keeps it.
 //!
 //! Reading `Instant::now()` costs ~28 ns on our machines (more than a whole quick_cache lookup),
 //! so L1 deadlines are checked against a millisecond counter: a hit reads one atomic. Every
@@ -143,6 +144,15 @@ pub(crate) fn is_before(deadline_ms: u64) -> bool {
 #[cfg(test)]
 pub(crate) fn thread_is_running() -> bool {
     thread_state().running
+}
+
+/// Wall-clock milliseconds since the Unix epoch: what envelopes carry, so that every process and
+/// every layer agrees on an entry's expiry.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
-//! Key rules, default keys of `#[cached]` functions, and wall-clock time.
+//! Key rules, and the keys of `#[cached]` functions: default keys and rendered templates.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -193,14 +192,6 @@ pub(crate) fn render<'k>(key: &'k mut KeyBuf, args: fmt::Arguments<'_>) -> Resul
             "a `Display` impl of a key parameter returned an error",
         )),
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

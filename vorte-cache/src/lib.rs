@@ -37,6 +37,7 @@ mod fence;
 mod flight;
 mod glob;
 mod key;
+mod l1;
 mod layer;
 mod stats;
 pub mod store;

@@ -4,9 +4,10 @@
 use bytes::Bytes;
 
 use super::{Engine, Expiry, Tier, Write};
+use crate::clock::now_ms;
 use crate::codec::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
-use crate::key::{self, now_ms};
+use crate::key;
 use crate::layer::LayerSet;
 use crate::store::Slot;
 

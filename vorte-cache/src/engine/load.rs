@@ -153,7 +153,7 @@ impl Engine {
             // L1 alone: kept decoded, encoded only if its bytes are asked for.
             let value = Box::new(value.clone());
             return self
-                .write_l1_decoded(key, write, value, crate::store::memory::encoder::<T>())
+                .write_l1_decoded(key, write, value, crate::l1::encoder::<T>())
                 .await;
         }
         let serialization = self.config.serialization;

@@ -39,10 +39,10 @@ use crate::config::CacheConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fence;
 use crate::flight::Flights;
+use crate::l1::L1Memory;
 use crate::layer::{Layer, LayerSet};
 use crate::stats::Counters;
 use crate::store::Store;
-use crate::store::memory::MemoryLayer;
 use crate::tags::TagIndex;
 
 pub(crate) use write::{Expiry, Write, WriteOptions};
@@ -81,7 +81,7 @@ pub(crate) struct TierSpec {
 #[derive(Debug)]
 pub(crate) struct Engine {
     pub(crate) config: CacheConfig,
-    l1: Option<MemoryLayer>,
+    l1: Option<L1Memory>,
     tiers: Vec<Tier>,
     /// Index in `tiers` of the most shared layer: it holds tag records and decides counters.
     authority: Option<usize>,
@@ -128,7 +128,7 @@ impl Engine {
             .collect();
         let layers = &config.layers;
         let l1 = layers.l1.enabled.then(|| {
-            MemoryLayer::new(
+            L1Memory::new(
                 layers.l1.max_size,
                 layers.l1.max_bytes,
                 layers.l1.ttl,

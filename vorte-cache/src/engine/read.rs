@@ -9,13 +9,14 @@ use serde::de::DeserializeOwned;
 
 use super::invalidate::TOMBSTONE;
 use super::{Engine, Expiry, Tier, Write};
+use crate::clock::now_ms;
 use crate::codec::{self, Corrupt, Envelope};
 use crate::error::Result;
-use crate::key::{self, now_ms};
+use crate::key;
+use crate::l1::L1Entry;
 use crate::layer::{Layer, LayerSet};
 use crate::stats::Counters;
 use crate::store::Slot;
-use crate::store::memory::L1Entry;
 
 impl Engine {
     /// Whether an L1 entry's tags are all current.

@@ -10,15 +10,16 @@ use serde::Serialize;
 
 use super::background::QueuedWrite;
 use super::{Engine, Tier};
+use crate::clock::now_ms;
 use crate::codec::{self, Envelope, TagStamp};
 use crate::config::Serialization;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fenced;
-use crate::key::{self, now_ms};
+use crate::key;
+use crate::l1::{Decoded, Encoder, L1Entry, encoder};
 use crate::layer::{Layer, LayerSet};
 use crate::stats::Counters;
 use crate::store::Slot;
-use crate::store::memory::{Decoded, Encoder, L1Entry, encoder};
 
 /// Why a value is written, which decides how the write treats what is already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

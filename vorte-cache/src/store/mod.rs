@@ -5,7 +5,7 @@
 //! enforced by the engine from the envelope, so a store without native expiry (a directory) is
 //! still correct; a store with native expiry (Redis) also gets the TTL so that space is reclaimed.
 //!
-//! L1 is not a `Store`: it keeps decoded values to answer without decoding (`store/memory.rs`).
+//! L1 is not a `Store`: it keeps decoded values to answer without decoding (`l1.rs`).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -19,7 +19,6 @@ use crate::error::Result;
 pub(crate) mod circuit;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
-pub(crate) mod memory;
 #[cfg(feature = "object-store")]
 pub(crate) mod object;
 mod open;

@@ -36,7 +36,7 @@ impl ObjectStorage {
         } else {
             metas.last().map(|m| m.location.clone())
         };
-        let now = crate::key::now_ms();
+        let now = crate::clock::now_ms();
         let expired = futures_util::stream::iter(metas)
             .map(|meta| async move {
                 let head = self.store.get_range(&meta.location, EXPIRY_AT).await.ok()?;
@@ -79,7 +79,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ObjectStorage::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
             .expect("open");
-        let now = crate::key::now_ms();
+        let now = crate::clock::now_ms();
         for i in 0..25 {
             let expires_at_ms = if i % 5 == 0 { now + 60_000 } else { now - 1 };
             let env = Envelope {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Capabilities, Rule, Violation};
+use crate::clock::now_ms;
 use crate::codec::Envelope;
 use crate::config::{Compression, Serialization};
-use crate::key::{MAX_KEY_LEN, now_ms};
+use crate::key::MAX_KEY_LEN;
 use crate::store::{Slot, Store};
 
 /// A TTL long enough to outlast the suite.

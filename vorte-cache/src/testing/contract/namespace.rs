@@ -3,7 +3,7 @@
 
 use super::Violation;
 use super::ctx::*;
-use crate::key::now_ms;
+use crate::clock::now_ms;
 use crate::store::{Slot, Usage};
 
 impl Ctx<'_> {

@@ -89,7 +89,7 @@ impl L1Entry {
         serialization: Serialization,
         payload: Bytes,
     ) -> Self {
-        let now = crate::key::now_ms();
+        let now = crate::clock::now_ms();
         let entry = Self::empty(now, expires_at_ms, created_at_ms, tags, serialization, None);
         let _ = entry.payload.set(payload);
         entry
@@ -215,7 +215,7 @@ impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
 }
 
 /// The L1 layer.
-pub(crate) struct MemoryLayer {
+pub(crate) struct L1Memory {
     cache: QuickCache<String, Arc<L1Entry>, EntryWeighter>,
     by_bytes: bool,
     pub(crate) ttl_cap: Option<Duration>,
@@ -224,16 +224,16 @@ pub(crate) struct MemoryLayer {
     _clock: crate::clock::Ticker,
 }
 
-impl std::fmt::Debug for MemoryLayer {
+impl std::fmt::Debug for L1Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryLayer")
+        f.debug_struct("L1Memory")
             .field("len", &self.cache.len())
             .field("capacity", &self.cache.capacity())
             .finish()
     }
 }
 
-impl MemoryLayer {
+impl L1Memory {
     pub(crate) fn new(
         max_size: u64,
         max_bytes: Option<u64>,
@@ -273,7 +273,7 @@ impl MemoryLayer {
                 EntryWeighter { by_bytes },
             ),
         };
-        MemoryLayer {
+        L1Memory {
             cache,
             by_bytes,
             ttl_cap,
@@ -330,7 +330,7 @@ mod tests {
     fn entry(ms: u64) -> L1Entry {
         let payload = Bytes::from(codec::serialize(Serialization::Msgpack, &"v").expect("ser"));
         L1Entry::new(
-            crate::key::now_ms() + ms,
+            crate::clock::now_ms() + ms,
             0,
             Box::new([]),
             Serialization::Msgpack,
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn decodes_once_per_type_and_reports_mismatch() {
-        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        let l1 = L1Memory::new(10, None, None, 1 << 20);
         l1.insert("k", entry(10_000));
         let e = l1.get("k").expect("present");
         assert_eq!(e.value::<String>("k").expect("string"), "v");
@@ -354,9 +354,9 @@ mod tests {
 
     #[test]
     fn a_decoded_entry_encodes_only_when_bytes_are_asked_for() {
-        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        let l1 = L1Memory::new(10, None, None, 1 << 20);
         let entry = L1Entry::decoded(
-            crate::key::now_ms() + 10_000,
+            crate::clock::now_ms() + 10_000,
             0,
             Box::new([]),
             Serialization::Msgpack,
@@ -390,7 +390,7 @@ mod tests {
         // JSON maps need string keys.
         let map: std::collections::HashMap<Vec<u8>, i32> = [(vec![1u8], 1)].into();
         let entry = L1Entry::decoded(
-            crate::key::now_ms() + 10_000,
+            crate::clock::now_ms() + 10_000,
             0,
             Box::new([]),
             Serialization::Json,
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn stale_removal_spares_a_fresh_entry() {
-        let l1 = MemoryLayer::new(10, None, None, 1 << 20);
+        let l1 = L1Memory::new(10, None, None, 1 << 20);
         l1.insert("k", entry(0));
         let old = l1.get("k").expect("present");
         assert!(!old.is_live());
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn byte_bound_evicts() {
-        let l1 = MemoryLayer::new(1000, Some(20_000), None, 1 << 20);
+        let l1 = L1Memory::new(1000, Some(20_000), None, 1 << 20);
         for i in 0..1000 {
             l1.insert(&format!("k{i}"), entry(10_000));
         }
