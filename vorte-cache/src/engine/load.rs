@@ -57,7 +57,7 @@ pub(crate) trait Loader: Send {
 }
 
 impl Engine {
-    /// The cache-aside loop: see the module docs.
+    /// The cache-aside loop: see the module docs. The caller has validated `key`.
     pub(crate) async fn load<L: Loader>(
         &self,
         key: &str,
@@ -75,7 +75,7 @@ impl Engine {
                 Role::Leader(leader) => {
                     // Every layer now, once for all the waiters: the value may be below L1, or
                     // a previous leader may have stored it between our miss and our joining.
-                    match self.get::<L::Stored>(key).await {
+                    match self.read_through::<L::Stored>(key).await {
                         Ok(Some(v)) => {
                             leader.finish(Some(Arc::new(v.clone())));
                             return Ok(L::from_stored(v));

@@ -186,6 +186,14 @@ impl Engine {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         key::validate(key, "key")?;
+        self.read_through(key).await
+    }
+
+    /// [`Engine::get`] for a key its caller has validated (a load validates it once, up front).
+    pub(super) async fn read_through<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         if let Some(entry) = self.l1_entry(key).await {
             let v = entry.value::<T>(key)?;
             Counters::bump(&self.counters.layer(Layer::L1).hits);
