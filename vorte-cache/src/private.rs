@@ -59,9 +59,8 @@ where
     }
     let key = key.map(|key| key.take_string());
     CachedCall::Miss(Box::pin(async move {
-        crate::Cache::global()
-            .run_cached(callsite, key, tags, body)
-            .await
+        let cache = crate::Cache::global();
+        cache.engine().run_cached(callsite, key, tags, body).await
     }))
 }
 

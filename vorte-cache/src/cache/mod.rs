@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cached::{Callsite, Output};
 use crate::config::CacheConfig;
 use crate::engine::{Engine, WriteOptions};
 use crate::error::Result;
@@ -250,22 +249,6 @@ impl Cache {
             options: WriteOptions::default(),
             _t: PhantomData,
         }
-    }
-
-    pub(crate) async fn run_cached<O, F>(
-        &self,
-        callsite: &'static Callsite,
-        key: Result<String>,
-        tags: Vec<String>,
-        body: F,
-    ) -> O
-    where
-        O: Output,
-        F: Future<Output = O> + Send,
-    {
-        // The caller (`__private::cached`) has checked L1; the loop checks it again before it
-        // joins the flight.
-        Box::pin(self.engine.run_cached(callsite, key, tags, body)).await
     }
 
     /// The L1 hit of a `#[cached]` call, if there is one; anything else takes the full path.
