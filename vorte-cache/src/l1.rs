@@ -175,7 +175,7 @@ impl L1Entry {
     }
 
     /// The value as `T`, from the memo when it holds a `T`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn value<T>(&self, key: &str) -> Result<T>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,

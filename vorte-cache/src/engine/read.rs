@@ -128,7 +128,7 @@ impl Engine {
     /// An L1 hit answered without awaiting anything: `Some(Ok)` on a hit, `Some(Err)` on a type
     /// mismatch, `None` when the full read path must decide (absent, expired, or a tagged entry
     /// whose stamps must be checked). The caller has validated the key.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_l1_hit<T>(&self, key: &str) -> Option<Result<T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
@@ -138,7 +138,7 @@ impl Engine {
     }
 
     /// The value of a live L1 entry whose tags need no check; see [`Engine::try_l1_hit`].
-    #[inline]
+    #[inline(always)]
     fn l1_hit_now<T>(&self, key: &str, entry: &L1Entry) -> Option<Result<T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
