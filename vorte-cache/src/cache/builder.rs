@@ -18,21 +18,27 @@ use crate::store::Store;
 /// the configuration does not name, the cache's defaults apply. Every store is wrapped in the
 /// same circuit breaker as the built-in ones.
 ///
-/// ```
-/// use std::sync::Arc;
-/// use vorte_cache::{Cache, CacheConfig, Layer};
-/// use vorte_cache::testing::TestStore;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> vorte_cache::Result<()> {
-/// let shared = Arc::new(TestStore::new());
-/// let cache = Cache::builder(&CacheConfig::default())
-///     .store(Layer::L2, shared.clone())
-///     .build()
-///     .await?;
-/// cache.set("k", &1u32).await?;
-/// assert_eq!(cache.get::<u32>("k").await?, Some(1));
-/// # Ok(()) }
-/// ```
+/// With the in-memory `TestStore` of `vorte_cache::testing` (feature `testing`):
+#[cfg_attr(
+    feature = "testing",
+    doc = r#"
+```
+use std::sync::Arc;
+use vorte_cache::{Cache, CacheConfig, Layer};
+use vorte_cache::testing::TestStore;
+
+# #[tokio::main(flavor = "current_thread")] async fn main() -> vorte_cache::Result<()> {
+let shared = Arc::new(TestStore::new());
+let cache = Cache::builder(&CacheConfig::default())
+    .store(Layer::L2, shared.clone())
+    .build()
+    .await?;
+cache.set("k", &1u32).await?;
+assert_eq!(cache.get::<u32>("k").await?, Some(1));
+# Ok(()) }
+```
+"#
+)]
 #[must_use = "a CacheBuilder does nothing until built"]
 pub struct CacheBuilder<'a> {
     config: &'a CacheConfig,
