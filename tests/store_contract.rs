@@ -69,12 +69,10 @@ fn assert_broken(backend: &str, outcome: Result<(), contract::Violations>, known
     );
 }
 
-/// Known: the Redis compare-and-set script (store/redis.rs, `CAS_SCRIPT`) sends "no entry" as an
-/// empty `expected`, so an empty value and no entry are the same to it: expecting `b""` swaps a
-/// missing entry, and expecting no entry swaps an empty value. The cache's own values are
-/// envelopes, never empty, so the cache is not affected; an outside caller of `Store` would be.
-/// The fix belongs in store/redis.rs (tell absent from empty with an extra argument).
-const REDIS_KNOWN: &[Rule] = &[Rule::CompareAndSetEmptyValue];
+/// Redis and Redis Cluster keep every rule. (Their compare-and-set script once took "no entry"
+/// as an empty `expected`, so it swapped a missing entry for an expected `b""` and an empty value
+/// for an expected absence: `Rule::CompareAndSetEmptyValue` caught it.)
+const REDIS_KNOWN: &[Rule] = &[];
 
 /// What the object stores (file, s3) can do: no compare-and-set, no tombstones, no native
 /// expiry (the sweeper removes expired objects).

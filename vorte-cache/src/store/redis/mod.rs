@@ -37,12 +37,14 @@ use crate::config::RedisConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
-/// Compare-and-set of a whole value: `KEYS[1]`, expected (`ARGV[1]`, empty = absent), new value
-/// (`ARGV[2]`), TTL in ms (`ARGV[3]`). One key, so it is cluster-safe.
+/// Compare-and-set of a whole value: `KEYS[1]`; whether an entry is expected (`ARGV[1]`, `1` or
+/// `0`) and which (`ARGV[2]`); the new value (`ARGV[3]`); its TTL in ms (`ARGV[4]`). Absence is a
+/// flag of its own, so an empty value is never taken for no entry. One key: cluster-safe.
 const CAS_SCRIPT: &str = r#"
 local current = redis.call('GET', KEYS[1])
-if (current == false and ARGV[1] == '') or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local expected_absent = ARGV[1] == '0'
+if (expected_absent and current == false) or (not expected_absent and current == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
   return 1
 end
 return 0
@@ -334,6 +336,8 @@ impl RedisStore {
         ttl: Duration,
     ) -> Result<bool> {
         let name = self.name(Slot::Entry(key));
+        // "No entry" travels as its own flag: an empty value is a value, not an absence.
+        let present = Bytes::from_static(if expected.is_some() { b"1" } else { b"0" });
         let expected = expected.cloned().unwrap_or_default();
         let ttl = ttl.as_millis().max(1).to_string();
         let swapped: i64 = self
@@ -342,7 +346,7 @@ impl RedisStore {
                 self.pool.next().eval(
                     CAS_SCRIPT,
                     vec![name],
-                    vec![expected, new, Bytes::from(ttl)],
+                    vec![present, expected, new, Bytes::from(ttl)],
                 ),
             )
             .await?;
