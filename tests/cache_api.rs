@@ -31,6 +31,7 @@ on_every_stack!(
     loader_errors_are_returned_and_never_cached,
     a_load_that_began_before_a_delete_never_writes_back,
     a_load_that_began_before_a_tag_invalidation_never_writes_back,
+    a_caller_after_an_invalidation_never_receives_a_load_that_began_before_it,
     type_mismatch_is_an_error_and_the_value_stays,
     bad_input_is_a_typed_error,
     stats_count_hits_misses_and_keys,
@@ -1239,5 +1240,75 @@ async fn a_load_that_began_before_a_write_never_overwrites_it() {
             .await
             .expect("get_or_set");
         assert_eq!(v, "v1");
+    }
+}
+
+/// `docs/guarantees.md#g3-no-resurrection` for single-flight: a caller that starts after
+/// `delete`, `flush` or `invalidate_tag` returned never receives the value of a load that began
+/// before it, even while that load is still in flight (it leads a load of its own). Before the
+/// fix it joined the old load's flight as a waiter and received `"old"`.
+async fn a_caller_after_an_invalidation_never_receives_a_load_that_began_before_it(stack: Stack) {
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
+    for how in ["delete", "flush", "invalidate_tag"] {
+        let key = format!("flight:{how}");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let old = {
+            let (cache, key) = (cache.clone(), key.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_set(&key, || async move {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok::<_, std::io::Error>("old".to_string())
+                    })
+                    .tags(["flight-tag"])
+                    .await
+            })
+        };
+        started_rx.await.expect("the first load started");
+        match how {
+            "delete" => {
+                cache.delete(&key).await.expect("delete");
+            }
+            "flush" => cache.flush().await.expect("flush"),
+            _ => cache
+                .invalidate_tag("flight-tag")
+                .await
+                .expect("invalidate_tag"),
+        }
+        // Begins after the invalidation returned, while the old load is still held.
+        let new = {
+            let (cache, key) = (cache.clone(), key.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_set(&key, || async {
+                        Ok::<_, std::io::Error>("new".to_string())
+                    })
+                    .tags(["flight-tag"])
+                    .await
+            })
+        };
+        // Give a waiter time to join the old flight, then let the old load end.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = release_tx.send(());
+        assert_eq!(
+            old.await.expect("task").expect("old load"),
+            "old",
+            "{stack:?} {how}"
+        );
+        assert_eq!(
+            new.await.expect("task").expect("new load"),
+            "new",
+            "{stack:?} {how}: a caller after the invalidation got the old load's value"
+        );
+        // The old load's value is never stored. (Whether the new one is depends on the stack: a
+        // delete's tombstone still refuses every load for its 60 s, a finding of its own.)
+        assert_ne!(
+            cache.get::<String>(&key).await.expect("get").as_deref(),
+            Some("old"),
+            "{stack:?} {how}"
+        );
     }
 }

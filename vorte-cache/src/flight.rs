@@ -5,6 +5,12 @@
 //! uncacheable result, or is dropped mid-load publishes nothing, and the waiters retry: the first
 //! of them to come back becomes the next leader. A load error is therefore never shared and never
 //! cached.
+//!
+//! An invalidation *detaches* the flights it concerns ([`Flights::forget`],
+//! [`Flights::forget_tagged`], [`Flights::forget_all`]) before it returns: the load goes on for
+//! the callers already waiting on it (they began before the invalidation), but a caller that
+//! comes after finds no flight and leads a load of its own, so it never receives a value loaded
+//! before it began (`docs/guarantees.md#g3-no-resurrection`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -19,6 +25,8 @@ type Shared = Arc<dyn Any + Send + Sync>;
 struct Flight {
     outcome: Mutex<Option<Option<Shared>>>,
     done: Notify,
+    /// The tags its value will carry: `invalidate_tag` detaches the flights that carry the tag.
+    tags: Box<[String]>,
 }
 
 /// The flights in progress of one cache, by key.
@@ -71,15 +79,18 @@ impl Flights {
             .contains_key(key)
     }
 
-    /// Joins the flight of `key`, leading it when there is none.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+    /// Joins the flight of `key`, leading it (with `tags`) when there is none.
+    pub(crate) fn join(&self, key: &str, tags: &[String]) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = map.get(key) {
             return Role::Waiter(Waiter {
                 flight: flight.clone(),
             });
         }
-        let flight = Arc::new(Flight::default());
+        let flight = Arc::new(Flight {
+            tags: tags.into(),
+            ..Flight::default()
+        });
         map.insert(key.to_owned(), flight.clone());
         self.active.fetch_add(1, Ordering::SeqCst);
         Role::Leader(Leader {
@@ -88,6 +99,48 @@ impl Flights {
             flight,
             finished: false,
         })
+    }
+}
+
+impl Flights {
+    /// Detaches the flight of `key`: later callers start a load of their own.
+    pub(crate) fn forget(&self, key: &str) {
+        if self.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.remove(key).is_some() {
+            // Its leader finds it gone and leaves the count alone.
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Detaches every flight whose value carries `tag`; returns their keys.
+    pub(crate) fn forget_tagged(&self, tag: &str) -> Vec<String> {
+        if self.active.load(Ordering::SeqCst) == 0 {
+            return Vec::new();
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<String> = map
+            .iter()
+            .filter(|(_, flight)| flight.tags.iter().any(|t| t == tag))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &keys {
+            map.remove(key);
+        }
+        self.active.store(map.len(), Ordering::SeqCst);
+        keys
+    }
+
+    /// Detaches every flight.
+    pub(crate) fn forget_all(&self) {
+        if self.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.clear();
+        self.active.store(0, Ordering::SeqCst);
     }
 }
 

@@ -54,6 +54,7 @@ impl Engine {
         let mut existed = vec![false; keys.len()];
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
             self.fence.record(key, Fenced::Deleted);
+            self.flights.forget(key);
             *existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
         }
         let deletes = self.tiers.iter().map(|tier| async move {
@@ -89,6 +90,7 @@ impl Engine {
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
         let version = self.tags.invalidate(tag).await?;
+        self.forget_tagged_loads(tag);
         self.announce(|| Notice::Tag {
             tag: tag.to_owned(),
             version,
@@ -99,6 +101,7 @@ impl Engine {
 
     pub(crate) async fn flush(&self) -> Result<()> {
         self.fence.record_all();
+        self.flights.forget_all();
         if let Some(l1) = &self.l1 {
             l1.clear();
         }
@@ -128,12 +131,16 @@ impl Engine {
             Notice::Keys { keys } => {
                 for key in &keys {
                     self.fence.record(key, Fenced::Deleted);
+                    self.flights.forget(key);
                     if let Some(l1) = &self.l1 {
                         l1.remove(key);
                     }
                 }
             }
-            Notice::Tag { tag, version } => self.tags.learn(&tag, version),
+            Notice::Tag { tag, version } => {
+                self.tags.learn(&tag, version);
+                self.forget_tagged_loads(&tag);
+            }
             Notice::Flush => self.forget_local_state(),
         }
     }
@@ -141,12 +148,24 @@ impl Engine {
     /// Forgets everything held in this process: L1, tag versions, and loads in flight.
     pub(crate) fn forget_local_state(&self) {
         self.fence.record_all();
+        self.flights.forget_all();
         if let Some(l1) = &self.l1 {
             l1.clear();
         }
         self.tags.forget_all();
         for tier in &self.tiers {
             tier.store.forget_cached_state();
+        }
+    }
+}
+
+impl Engine {
+    /// Detaches the loads in flight whose value carries `tag`, and fences their keys: their
+    /// stamps predate the new version, so neither their waiters-to-come nor their write may
+    /// stand (a write after the tag moved would otherwise pass the fence and hide a later `set`).
+    fn forget_tagged_loads(&self, tag: &str) {
+        for key in self.flights.forget_tagged(tag) {
+            self.fence.record(&key, Fenced::Deleted);
         }
     }
 }

@@ -71,7 +71,7 @@ impl Engine {
                 Some(Err(e)) => Self::fail::<L>(key, e)?,
                 None => {}
             }
-            match self.flights.join(key) {
+            match self.flights.join(key, tags) {
                 Role::Leader(leader) => {
                     // Every layer now, once for all the waiters: the value may be below L1, or
                     // a previous leader may have stored it between our miss and our joining.
