@@ -80,6 +80,19 @@ impl Engine {
                 ),
             }
         }
+        // A read that ran while the layers below were changing took its ticket after the first
+        // fence record and may have found the old value there: fence again now that they have
+        // changed, and drop what such a read already put into L1 (the fence record and an L1
+        // fill are atomic, so each fill is either refused or removed here).
+        // (With L1 alone nothing below changed: the first record covered every read.)
+        if !self.tiers.is_empty() {
+            for key in keys {
+                self.fence.record(key, Fenced::Deleted);
+                if let Some(l1) = &self.l1 {
+                    l1.remove(key);
+                }
+            }
+        }
         self.announce(|| Notice::Keys {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
         })
@@ -114,6 +127,14 @@ impl Engine {
             if let Err(e) = result {
                 self.skip(tier.layer, "flush", "*", &e);
                 first_error.get_or_insert(e);
+            }
+        }
+        if !self.tiers.is_empty() {
+            // As in `delete_many`: a read during the clears may have filled L1 from a layer not
+            // yet cleared.
+            self.fence.record_all();
+            if let Some(l1) = &self.l1 {
+                l1.clear();
             }
         }
         self.tags.forget_all();
