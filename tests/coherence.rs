@@ -58,3 +58,45 @@ async fn a_read_during_a_delete_does_not_outlive_it() -> vorte_cache::Result<()>
     }
     Ok(())
 }
+
+/// `docs/guarantees.md#g1-read-your-writes` whatever the sizes and selections: a `set` that
+/// skips a layer (too large for it, or not selected by `.layer(..)`) removes that layer's older
+/// value, or the next `get` would read it there. The first two reproductions: L1 with
+/// `max_value_bytes = 64` kept `"small"` under a later 1,000-byte value, and a write to L2 alone
+/// left L1's older value in front of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_that_skips_a_layer_removes_its_older_value() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let cache = Cache::builder(&config(
+        "[cache.layers.l1]\nmax_size = 100\nmax_value_bytes = 64",
+    ))
+    .store(Layer::L2, Arc::new(store.clone()))
+    .build()
+    .await?;
+    // Too large for L1.
+    cache.set("k", &"small").await?;
+    let large = "x".repeat(1_000);
+    cache.set("k", &large).await?;
+    assert_eq!(
+        cache.get::<String>("k").await?.map(|v| v.len()),
+        Some(1_000)
+    );
+    // Not selected: L2 alone.
+    cache.set("j", &1).await?;
+    cache.set("j", &2).layer(Layer::L2).await?;
+    assert_eq!(cache.get::<i32>("j").await?, Some(2));
+    // Not selected: L1 alone; L2's older value must not come back once L1 forgets.
+    cache.set("i", &1).await?;
+    cache.set("i", &2).layer(Layer::L1).await?;
+    assert_eq!(cache.get::<i32>("i").await?, Some(2));
+    let other = Cache::builder(&config("[cache.layers.l1]\nmax_size = 100"))
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await?;
+    assert_ne!(
+        other.get::<i32>("i").await?,
+        Some(1),
+        "L2 kept the value a later set replaced in L1 alone"
+    );
+    Ok(())
+}

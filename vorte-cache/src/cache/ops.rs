@@ -48,7 +48,9 @@ impl<'a, V: Serialize + ?Sized> Set<'a, V> {
         self
     }
 
-    /// Writes only to this layer; call again to add more. Without it, every enabled layer.
+    /// Writes only to this layer; call again to add more. Without it, every enabled layer. The
+    /// enabled layers left out drop their older value of the key, so that the next read finds
+    /// this one (`docs/guarantees.md#g1-read-your-writes`).
     pub fn layer(mut self, layer: Layer) -> Self {
         add_layer(&mut self.options, layer);
         self

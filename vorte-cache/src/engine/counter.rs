@@ -118,8 +118,9 @@ impl Engine {
                     // The other layers follow the authority; a failure there is only a skip.
                     let mut others = LayerSet::ALL;
                     others.remove(authority.layer);
-                    let write =
+                    let mut write =
                         Write::set(Expiry::At(expires_at_ms), others, tags.into_boxed_slice());
+                    write.already_written.insert(authority.layer);
                     if self.selected(others).is_ok()
                         && let Err(e) = self
                             .write(key, payload, serialization, write, Some(Box::new(next)))

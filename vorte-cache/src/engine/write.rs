@@ -51,6 +51,9 @@ pub(crate) struct Write {
     pub(crate) expiry: Expiry,
     pub(crate) layers: LayerSet,
     pub(crate) stamps: Box<[TagStamp]>,
+    /// Layers outside `layers` that already hold this value (a counter's authority), which a
+    /// `Set` therefore does not clean.
+    pub(crate) already_written: LayerSet,
 }
 
 impl Write {
@@ -61,6 +64,7 @@ impl Write {
             expiry,
             layers,
             stamps,
+            already_written: LayerSet::default(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Write {
             expiry,
             layers,
             stamps,
+            already_written: LayerSet::default(),
         }
     }
 }
@@ -287,9 +292,18 @@ impl Engine {
         let mut first_error = None;
 
         let mut puts = Vec::with_capacity(self.tiers.len());
-        for tier in self.tiers.iter().filter(|t| selected.contains(t.layer)) {
+        // The layers a `set` leaves out: their older value must go (read-your-writes).
+        let mut skipped: Vec<&Tier> = Vec::new();
+        for tier in &self.tiers {
+            if !selected.contains(tier.layer) {
+                if !write.already_written.contains(tier.layer) {
+                    skipped.push(tier);
+                }
+                continue;
+            }
             if payload.len() > tier.max_value_bytes {
                 Counters::bump(&self.counters.layer(tier.layer).too_large);
+                skipped.push(tier);
                 continue;
             }
             let (bytes, ttl) = Self::encode_for(
@@ -313,6 +327,7 @@ impl Engine {
                     Err(_) => {
                         Counters::bump(&self.counters.layer(tier.layer).write_behind_dropped);
                         tracing::warn!(layer = %tier.layer, key, "write-behind queue full; write dropped for this layer");
+                        skipped.push(tier);
                     }
                 }
                 continue;
@@ -355,6 +370,7 @@ impl Engine {
                 Err(e) => {
                     self.skip(tier.layer, "write", key, &e);
                     first_error.get_or_insert(e);
+                    skipped.push(tier);
                 }
             }
         }
@@ -399,6 +415,19 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+        if !fill && accepted > 0 {
+            // A fill is a copy and skips what it likes; new truth may not leave an older value
+            // in a layer it did not reach, where a later read would find it first. (A write no
+            // layer took fails and changes nothing.)
+            for tier in skipped {
+                self.remove_quietly(tier, key).await;
+            }
+            if let Some(l1) = &self.l1
+                && (!selected.contains(Layer::L1) || payload.len() > l1.max_value_bytes)
+            {
+                l1.remove(key);
             }
         }
         if accepted > 0 {
