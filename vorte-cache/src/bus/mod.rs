@@ -86,7 +86,7 @@ pub(crate) trait NoticeSink: Send + Sync {
 
 /// Where the transport delivers events: the application.
 #[cfg_attr(
-    not(feature = "redis"),
+    all(not(feature = "redis"), not(test)),
     expect(dead_code, reason = "only the Redis transport delivers events")
 )]
 pub(crate) trait EventSink: Send + Sync {
@@ -98,7 +98,7 @@ pub(crate) trait EventSink: Send + Sync {
 /// What travels on a stream: the sending cache's id, the sending process's id (events only) and
 /// the notice, flattened.
 #[cfg_attr(
-    not(feature = "redis"),
+    all(not(feature = "redis"), not(test)),
     expect(dead_code, reason = "only the Redis transport sends messages")
 )]
 #[derive(Debug, Serialize, Deserialize)]
