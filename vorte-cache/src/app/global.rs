@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
-use super::Shared;
+use super::AppHandlers;
 use crate::cache::Cache;
 use crate::engine::Engine;
 use crate::events::Handlers;
@@ -15,7 +15,7 @@ use crate::events::Handlers;
 #[derive(Debug)]
 pub(super) struct Installed {
     pub(super) cache: Cache,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<AppHandlers>,
 }
 
 static INSTALLED: ArcSwapOption<Installed> = ArcSwapOption::const_empty();
@@ -53,12 +53,12 @@ pub(crate) fn with_global<R>(f: impl FnOnce(&Cache) -> R) -> R {
 
 /// The handlers `emit` runs: the installed application's, else every registered handler (the
 /// embedded default application has all of them wired, as with `auto_load(true)`).
-pub(super) fn installed_handlers() -> Arc<Shared> {
-    static DEFAULT: OnceLock<Arc<Shared>> = OnceLock::new();
+pub(super) fn installed_handlers() -> Arc<AppHandlers> {
+    static DEFAULT: OnceLock<Arc<AppHandlers>> = OnceLock::new();
     match &*INSTALLED.load() {
         Some(installed) => installed.shared.clone(),
         None => DEFAULT
-            .get_or_init(|| Arc::new(Shared::new(Handlers::auto_loaded())))
+            .get_or_init(|| Arc::new(AppHandlers::new(Handlers::auto_loaded())))
             .clone(),
     }
 }

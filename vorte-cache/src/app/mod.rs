@@ -18,16 +18,16 @@ use crate::store::BoxFuture;
 /// What an application shares with its cache's bus receivers: its handlers, and whether a later
 /// application replaced it.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct AppHandlers {
     handlers: Handlers,
     /// Set when another application is installed over this one: it then runs no more events
     /// from other processes (tests and restarts build several applications in one process).
     retired: AtomicBool,
 }
 
-impl Shared {
-    fn new(handlers: Handlers) -> Shared {
-        Shared {
+impl AppHandlers {
+    fn new(handlers: Handlers) -> AppHandlers {
+        AppHandlers {
             handlers,
             retired: AtomicBool::new(false),
         }
@@ -38,7 +38,7 @@ impl Shared {
     }
 }
 
-impl EventSink for Shared {
+impl EventSink for AppHandlers {
     /// Runs another process's event. The emitting process ran its handlers in `emit`; the
     /// receiver starts before the application is installed, so an event read in between runs
     /// too.
@@ -75,7 +75,7 @@ impl EventSink for Shared {
 #[derive(Debug, Clone)]
 pub struct Vorte {
     cache: Cache,
-    shared: Arc<Shared>,
+    shared: Arc<AppHandlers>,
 }
 
 impl Vorte {
@@ -139,7 +139,7 @@ impl VorteBuilder {
         } else {
             Handlers::empty()
         };
-        let app = Arc::new(Shared::new(handlers));
+        let app = Arc::new(AppHandlers::new(handlers));
         // The handlers are connected before the cache's receivers start, so that an event read
         // before this application is installed still runs.
         let mut builder = Cache::builder(&config.cache);
@@ -247,7 +247,7 @@ mod tests {
     /// when the rule was "only the installed application runs remote events".)
     #[tokio::test]
     async fn an_application_runs_remote_events_before_it_is_installed() {
-        let app = Shared::new(Handlers::of(vec![&HANDLER]));
+        let app = AppHandlers::new(Handlers::of(vec![&HANDLER]));
         let other = global::process_id().wrapping_add(1);
         app.deliver(from(other)).await;
         assert_eq!(

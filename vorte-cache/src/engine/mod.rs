@@ -93,6 +93,10 @@ pub(crate) struct Engine {
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
     /// The bus to the other processes, when there is one.
     publisher: Option<Publisher>,
+    /// Whether a write to L1 alone may keep its value decoded, never encoded: L1 is bounded by
+    /// entries, not bytes, and neither it nor the cache sets a `max_value_bytes` below the
+    /// default, so no limit needs the encoded size (derived from the configuration once).
+    l1_keeps_decoded: bool,
 }
 
 impl Engine {
@@ -153,6 +157,9 @@ impl Engine {
             .find_map(|l| tiers.iter().position(|t| t.layer == *l));
         let authority_store = authority.map(|i| tiers[i].store.clone());
         let memo_ttl = layers.l1.ttl.unwrap_or(config.default_ttl);
+        let l1_keeps_decoded = l1.as_ref().is_some_and(|l1| !l1.weighs_bytes())
+            && layers.l1.max_value_bytes.is_none()
+            && config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES;
         let mut engine = Engine {
             config: config.clone(),
             l1,
@@ -165,6 +172,7 @@ impl Engine {
             counters: Counters::default(),
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             publisher,
+            l1_keeps_decoded,
         };
         for (i, capacity) in queues {
             engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));
@@ -196,12 +204,16 @@ impl Engine {
             }
         }
         if selected == LayerSet::default() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "none of the layers selected for this write is enabled",
-            ));
+            return Err(Self::nothing_selected());
         }
         Ok(selected)
+    }
+
+    fn nothing_selected() -> Error {
+        Error::new(
+            ErrorKind::Config,
+            "none of the layers selected for this write is enabled",
+        )
     }
 }
 

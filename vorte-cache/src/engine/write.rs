@@ -152,19 +152,12 @@ impl Engine {
     }
 
     /// Whether a write to `layers` may keep its value decoded, unencoded: L1 is the only layer
-    /// it reaches, and no limit needs the encoded size (L1 is bounded by entries, not bytes, and
-    /// neither L1 nor the cache sets a `max_value_bytes` below the default).
+    /// it reaches, and no limit needs the encoded size (`Engine::l1_keeps_decoded`).
     pub(super) fn writes_decoded(&self, layers: LayerSet) -> bool {
-        let Some(l1) = &self.l1 else {
-            return false;
-        };
-        let mut l1_only = LayerSet::default();
-        l1_only.insert(Layer::L1);
-        self.selected(layers)
-            .is_ok_and(|selected| selected == l1_only)
-            && !l1.weighs_bytes()
-            && self.config.layers.l1.max_value_bytes.is_none()
-            && self.config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES
+        self.l1_keeps_decoded
+            && self
+                .selected(layers)
+                .is_ok_and(|selected| selected == LayerSet::of(&[Layer::L1]))
     }
 
     /// Writes a decoded value to L1 alone, without encoding it (the caller checked
@@ -178,10 +171,7 @@ impl Engine {
     ) -> Result<()> {
         key::validate(key, "key")?;
         let Some(l1) = &self.l1 else {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "none of the layers selected for this write is enabled",
-            ));
+            return Err(Self::nothing_selected());
         };
         if write.kind == WriteKind::Set {
             self.record_set(key);
@@ -196,23 +186,37 @@ impl Engine {
             value,
             encoder,
         );
-        match write.kind {
-            WriteKind::Set => {
-                l1.insert(key, entry);
-                self.announce(|| crate::bus::Notice::Keys {
-                    keys: vec![key.to_owned()],
-                })
-                .await;
-            }
-            // Atomic with a delete's fence record, as in `write`; with L1 alone there is no
-            // copy below to take back.
-            WriteKind::Fill { ticket } => {
-                let _ = self
-                    .fence
-                    .write_if_allowed(key, ticket, || l1.insert(key, entry));
-            }
+        // With L1 alone there is no copy below to take back if a delete fenced the fill.
+        let _ = self.insert_l1(key, entry, write.kind);
+        if write.kind == WriteKind::Set {
+            self.announce_key(key).await;
         }
         Ok(())
+    }
+
+    /// Inserts an L1 entry as its write's kind allows: a set at once; a fill only if the key was
+    /// not invalidated after its ticket, atomically with the delete's fence record (either the
+    /// delete sees this entry and removes it, or this fill sees the delete and is dropped). What
+    /// the fence refused it for, if it did.
+    fn insert_l1(&self, key: &str, entry: L1Entry, kind: WriteKind) -> Option<Fenced> {
+        let l1 = self.l1.as_ref()?;
+        match kind {
+            WriteKind::Set => {
+                l1.insert(key, entry);
+                None
+            }
+            WriteKind::Fill { ticket } => self
+                .fence
+                .write_if_allowed(key, ticket, || l1.insert(key, entry)),
+        }
+    }
+
+    /// Tells the other processes that `key` was written.
+    async fn announce_key(&self, key: &str) {
+        self.announce(|| crate::bus::Notice::Keys {
+            keys: vec![key.to_owned()],
+        })
+        .await;
     }
 
     fn expires_at(&self, expiry: Expiry, now: u64) -> u64 {
@@ -398,21 +402,10 @@ impl Engine {
                     entry = entry.with_decoded_any(decoded);
                 }
                 accepted += 1;
-                match write.kind {
-                    WriteKind::Set => l1.insert(key, entry),
-                    WriteKind::Fill { ticket } => {
-                        // Atomic with delete's fence record: either the delete sees this entry
-                        // and removes it, or this write sees the delete and is dropped.
-                        if self
-                            .fence
-                            .write_if_allowed(key, ticket, || l1.insert(key, entry))
-                            == Some(Fenced::Deleted)
-                        {
-                            // Deleted while the remote copies were written: take them back.
-                            for tier in written {
-                                self.remove_quietly(tier, key).await;
-                            }
-                        }
+                if self.insert_l1(key, entry, write.kind) == Some(Fenced::Deleted) {
+                    // Deleted while the copies below were written: take them back.
+                    for tier in written {
+                        self.remove_quietly(tier, key).await;
                     }
                 }
             }
@@ -432,10 +425,7 @@ impl Engine {
         }
         if accepted > 0 {
             if write.kind == WriteKind::Set {
-                self.announce(|| crate::bus::Notice::Keys {
-                    keys: vec![key.to_owned()],
-                })
-                .await;
+                self.announce_key(key).await;
             }
             return Ok(());
         }
