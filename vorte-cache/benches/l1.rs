@@ -30,7 +30,7 @@ use vorte_cache::{Cache, cached};
 
 mod common;
 
-use common::{User, user};
+use common::{User, cached_crate_user, cached_user_u64, user};
 
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_current_thread()
@@ -127,24 +127,6 @@ async fn hand_written_user(id: i64) -> User {
     match Cache::global().get::<User>(&key).await {
         Ok(Some(u)) => u,
         _ => User { id, ..user(42) },
-    }
-}
-
-/// P2 against the `cached` crate: a `u64` argument, the key `user:{id}`, a struct cloned on hit.
-#[cached(ttl = 300, key = "user:{id}")]
-async fn cached_user_u64(id: u64) -> User {
-    User {
-        id: id as i64,
-        ..user(42)
-    }
-}
-
-/// The same function under the `cached` crate's `#[cached]` (its `TtlCache`, a `String` key).
-#[cached::macros::cached(ttl = 300, key = "String", convert = r#"{ format!("user:{id}") }"#)]
-async fn cached_crate_user(id: u64) -> User {
-    User {
-        id: id as i64,
-        ..user(42)
     }
 }
 

@@ -25,31 +25,13 @@ use vorte_cache::{Cache, cached};
 
 mod common;
 
-use common::{User, replay_keys, user};
+use common::{User, cached_crate_user, cached_user_u64, replay_keys, user};
 
 /// Requests of the trace loaded for the miss-and-insert variants: at least the largest `n`.
 const TRACE_KEYS: usize = 200_000;
 
 /// The capacity of both caches of the miss-and-insert variants, as in `l1_miss.rs`.
 const CAPACITY: u64 = 1_000;
-
-/// P2 against the `cached` crate: a `u64` argument, the key `user:{id}`, a struct cloned on hit.
-#[cached(ttl = 300, key = "user:{id}")]
-async fn cached_user_u64(id: u64) -> User {
-    User {
-        id: id as i64,
-        ..user(42)
-    }
-}
-
-/// The same function under the `cached` crate's `#[cached]` (its `TtlCache`, a `String` key).
-#[cached::macros::cached(ttl = 300, key = "String", convert = r#"{ format!("user:{id}") }"#)]
-async fn cached_crate_user(id: u64) -> User {
-    User {
-        id: id as i64,
-        ..user(42)
-    }
-}
 
 #[cached(ttl = 300, key = "user:{id}")]
 async fn cached_user(id: i64) -> User {

@@ -26,6 +26,24 @@ pub(crate) fn user(id: i64) -> User {
     }
 }
 
+/// P2 against the `cached` crate: a `u64` argument, the key `user:{id}`, a struct cloned on hit.
+#[vorte_cache::cached(ttl = 300, key = "user:{id}")]
+pub(crate) async fn cached_user_u64(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
+
+/// The same function under the `cached` crate's `#[cached]` (its `TtlCache`, a `String` key).
+#[cached::macros::cached(ttl = 300, key = "String", convert = r#"{ format!("user:{id}") }"#)]
+pub(crate) async fn cached_crate_user(id: u64) -> User {
+    User {
+        id: id as i64,
+        ..user(42)
+    }
+}
+
 /// A free loopback port, never Redis's default 6379.
 pub(crate) fn free_port() -> u16 {
     let port = TcpListener::bind("127.0.0.1:0")
