@@ -11,16 +11,26 @@ use crate::bus::{Notice, NoticeSink};
 use crate::error::Result;
 use crate::fence::Fenced;
 use crate::key;
-use crate::store::BoxFuture;
+use crate::store::{BoxFuture, TOMBSTONE_PREFIX};
 
-/// What `delete` leaves in stores that support it, instead of nothing: a load that began before
-/// the delete, in any process, then fails its compare-and-set and cannot write the old value back
-/// (`docs/guarantees.md#g3-no-resurrection`). Never a valid envelope (no `vc` magic), so it reads as a miss,
-/// never as corrupt.
-pub(crate) const TOMBSTONE: &[u8] = b"vorte-tombstone";
+/// What `delete` leaves in stores that support it, instead of nothing: a new tombstone, unique to
+/// this delete ([`TOMBSTONE_PREFIX`] and 128 random bits). A load remembers what it saw in each
+/// shared layer when it began and fills by compare-and-set expecting exactly that, so a load
+/// that began before the delete (it saw the old value, nothing, or an older tombstone) fails, in
+/// any process, and cannot write the old value back (`docs/guarantees.md#g3-no-resurrection`),
+/// while a load that began after it (it saw this marker) is cached as usual. Never a valid
+/// envelope, so it reads as a miss, never as corrupt.
+pub(crate) fn new_tombstone() -> Bytes {
+    let mut marker = Vec::with_capacity(TOMBSTONE_PREFIX.len() + 33);
+    marker.extend_from_slice(TOMBSTONE_PREFIX);
+    marker.push(b':');
+    marker.extend_from_slice(format!("{:032x}", rand::random::<u128>()).as_bytes());
+    Bytes::from(marker)
+}
 
-/// How long a tombstone stays: a load slower than this after a delete could still write back.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// How long a tombstone stays. A load slower than this expects a tombstone that is gone and fails
+/// its compare-and-set: it is not cached, never written back.
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Tells the other processes, when there is a bus; a failure is logged, never returned.
@@ -61,7 +71,7 @@ impl Engine {
             (
                 tier,
                 tier.store
-                    .delete_many(keys, Bytes::from_static(TOMBSTONE), TOMBSTONE_TTL)
+                    .delete_many(keys, new_tombstone(), TOMBSTONE_TTL)
                     .await,
             )
         });

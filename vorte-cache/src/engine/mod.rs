@@ -45,7 +45,7 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::tags::TagIndex;
 
-pub(crate) use write::{Expiry, Write, WriteOptions};
+pub(crate) use write::{Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
 
 /// A layer below L1, as the engine uses it.
 #[derive(Debug)]
