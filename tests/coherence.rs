@@ -268,3 +268,45 @@ async fn a_read_cleaning_up_does_not_remove_a_later_tombstone() -> vorte_cache::
     );
     Ok(())
 }
+
+/// `docs/guarantees.md#g5-exact-counters` for reads: after concurrent increments from two
+/// processes, no layer keeps an older count in front of the authority. The authority (L3 here)
+/// decides each increment by compare-and-set, but each process then copied its result into L2 with
+/// a plain put, in no order: A's copy of 1, held, landed after B's copy of 2. Copies below L1 are
+/// now invalidated (a new tombstone), so reads fall through to the authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_copies_never_hold_an_older_count() -> vorte_cache::Result<()> {
+    let (l2, l3) = (TestStore::new(), TestStore::new());
+    let cfg = config("[cache.layers.l1]\nmax_size = 100");
+    let open = || {
+        Cache::builder(&cfg)
+            .store(Layer::L2, Arc::new(l2.clone()))
+            .store(Layer::L3, Arc::new(l3.clone()))
+            .build()
+    };
+    let (a, b) = (open().await?, open().await?);
+    // A's copy of its result into L2, held before it is written.
+    let held = l2.pause(Op::Put, "c");
+    let mut incrementing = {
+        let a = a.clone();
+        tokio::spawn(async move { a.increment("c", 1).await })
+    };
+    tokio::select! {
+        () = held.reached() => {}
+        done = &mut incrementing => {
+            // No plain copy below L1: nothing to hold.
+            assert_eq!(done.expect("A's increment task")?, 1);
+        }
+    }
+    assert_eq!(b.increment("c", 1).await?, 2);
+    held.release();
+    if !incrementing.is_finished() {
+        assert_eq!(incrementing.await.expect("A's increment task")?, 1);
+    }
+    assert_eq!(
+        open().await?.get::<i64>("c").await?,
+        Some(2),
+        "a later reader got an older count"
+    );
+    Ok(())
+}

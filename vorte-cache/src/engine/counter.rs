@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::codec::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key;
-use crate::layer::LayerSet;
+use crate::layer::{Layer, LayerSet};
 use crate::store::Slot;
 
 impl Engine {
@@ -115,18 +115,30 @@ impl Engine {
                 None => return Ok(None),
                 Some(false) => continue,
                 Some(true) => {
-                    // The other layers follow the authority; a failure there is only a skip.
-                    let mut others = LayerSet::ALL;
-                    others.remove(authority.layer);
-                    let mut write =
-                        Write::set(Expiry::At(expires_at_ms), others, tags.into_boxed_slice());
+                    // Only L1 keeps a copy. Copies in the other shared layers, written by several
+                    // processes in no order, could hold an older count in front of the
+                    // authority: they get a new tombstone instead (a set that skips a layer),
+                    // and reads fall through to the authority and fill them by compare-and-set.
+                    let mut write = Write::set(
+                        Expiry::At(expires_at_ms),
+                        LayerSet::of(&[Layer::L1]),
+                        tags.into_boxed_slice(),
+                    );
                     write.already_written.insert(authority.layer);
-                    if self.selected(others).is_ok()
-                        && let Err(e) = self
+                    if self.l1.is_some() {
+                        if let Err(e) = self
                             .write(key, payload, serialization, write, Some(Box::new(next)))
                             .await
-                    {
-                        tracing::debug!(key, error = %e, "counter copy not written");
+                        {
+                            tracing::debug!(key, error = %e, "counter copy not written");
+                        }
+                    } else {
+                        for tier in &self.tiers {
+                            if tier.layer != authority.layer {
+                                self.invalidate_quietly(tier, key).await;
+                            }
+                        }
+                        self.announce_key(key).await;
                     }
                     return Ok(Some(next));
                 }

@@ -291,7 +291,7 @@ impl Engine {
     }
 
     /// Tells the other processes that `key` was written.
-    async fn announce_key(&self, key: &str) {
+    pub(super) async fn announce_key(&self, key: &str) {
         self.announce(|| crate::bus::Notice::Keys {
             keys: vec![key.to_owned()],
         })
