@@ -310,3 +310,47 @@ async fn counter_copies_never_hold_an_older_count() -> vorte_cache::Result<()> {
     );
     Ok(())
 }
+
+/// `docs/guarantees.md#g3-no-resurrection` across a `flush`: a back-fill (or a load) in another
+/// process that began before the flush cannot re-fill the shared layers it cleared. Flush left no
+/// tombstone, and B's compare-and-set expecting the empty L2 it had seen succeeded on the slot the
+/// flush had just emptied, so every process read the pre-flush value from L2 afterwards. Entries
+/// below L1 now carry the cache's flush epoch, checked like a tag, and `flush` moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_began_before_a_flush_does_not_survive_it() -> vorte_cache::Result<()> {
+    let (l2, l4) = (TestStore::new(), TestStore::new());
+    let cfg = config("[cache.layers.l1]\nmax_size = 100");
+    let open = || {
+        Cache::builder(&cfg)
+            .store(Layer::L2, Arc::new(l2.clone()))
+            .store(Layer::L4, Arc::new(l4.clone()))
+            .build()
+    };
+    let (a, b) = (open().await?, open().await?);
+    a.set("k", &"old").await?;
+    // L2 evicted it (memory pressure); L4 still has it.
+    {
+        use vorte_cache::store::{Slot, Store};
+        l2.delete(Slot::Entry("k")).await?;
+    }
+    // B found "k" in L4 and is about to back-fill L2, which it saw empty.
+    let held = l2.pause(Op::CompareAndSet, "k");
+    let reading = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get::<String>("k").await })
+    };
+    held.reached().await;
+    a.flush().await?;
+    held.release();
+    assert_eq!(
+        reading.await.expect("B's read")?.as_deref(),
+        Some("old"),
+        "B's read began before the flush"
+    );
+    assert_eq!(
+        open().await?.get::<String>("k").await?,
+        None,
+        "a back-fill that began before the flush re-filled L2 after it"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::epoch::FlushEpoch;
 use super::{Engine, Expiry, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Envelope};
@@ -26,9 +27,14 @@ impl Engine {
         let (current, expires_at_ms, stamps) = match self.find(key).await {
             Some((_, env)) => {
                 let n = Self::counter_value(key, &env)?;
-                (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
+                // New truth: its tags as they were, under the current flush epoch (a copy from
+                // L1 has none).
+                let (_, tags) = FlushEpoch::split(&env.tags);
+                let epoch = self.flush_epoch.current().await.unwrap_or(0);
+                let stamps = FlushEpoch::stamp(tags.into(), epoch);
+                (n, Some(env.expires_at_ms), stamps)
             }
-            None => (0, None, Box::default()),
+            None => (0, None, self.stamps_for(&[]).await?),
         };
         let next = Self::add(key, current, delta)?;
         let serialization = self.config.serialization;
@@ -75,7 +81,7 @@ impl Engine {
                 .map(|b| Envelope::decode(b, self.config.max_value_bytes))
             {
                 Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {
-                    if env.tags.is_empty() || self.tags.check(&env.tags).await? {
+                    if self.stamps_valid(&env.tags).await? {
                         Some(env)
                     } else {
                         None
@@ -92,7 +98,7 @@ impl Engine {
                 None => (
                     0,
                     now.saturating_add(self.config.default_ttl.as_millis() as u64),
-                    Vec::new(),
+                    self.stamps_for(&[]).await?.into_vec(),
                 ),
             };
             let next = Self::add(key, current, delta)?;

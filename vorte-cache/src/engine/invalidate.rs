@@ -7,10 +7,12 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::Engine;
+use super::epoch::FlushEpoch;
 use crate::bus::{Notice, NoticeSink};
+use crate::codec::TagStamp;
 use crate::error::Result;
 use crate::fence::Fenced;
-use crate::key;
+use crate::key::{self, FLUSH_EPOCH_TAG};
 use crate::store::{BoxFuture, TOMBSTONE_PREFIX};
 
 /// What `delete` leaves in stores that support it, instead of nothing: a new tombstone, unique to
@@ -140,6 +142,18 @@ impl Engine {
             }
         }
         if !self.tiers.is_empty() {
+            // A fill in any process that began before this flush carries the old epoch: from now
+            // on it is invalid wherever it lands, even in a slot the clears emptied. (After the
+            // clears, which remove the epoch's record with every other.)
+            if let Err(e) = self.flush_epoch.advance().await {
+                self.skip(
+                    self.tiers[self.authority.unwrap_or(0)].layer,
+                    "flush",
+                    "*",
+                    &e,
+                );
+                first_error.get_or_insert(e);
+            }
             // As in `delete_many`: a read during the clears may have filled L1 from a layer not
             // yet cleared.
             self.fence.record_all();
@@ -184,6 +198,7 @@ impl Engine {
             l1.clear();
         }
         self.tags.forget_all();
+        self.flush_epoch.forget();
         for tier in &self.tiers {
             tier.store.forget_cached_state();
         }
@@ -191,6 +206,34 @@ impl Engine {
 }
 
 impl Engine {
+    /// The stamps of a write of `tags`: theirs and, when there are layers below L1, the flush
+    /// epoch as of now (`engine/epoch.rs`). An epoch that cannot be read (its authority is down)
+    /// is left out, and the write goes on: the entry is then as safe against a concurrent flush as
+    /// one written before the first flush.
+    pub(super) async fn stamps_for(&self, tags: &[String]) -> Result<Box<[TagStamp]>> {
+        let stamps = self.tags.stamps(tags).await?;
+        match self.flush_epoch.current().await {
+            Ok(epoch) => Ok(FlushEpoch::stamp(stamps, epoch)),
+            Err(e) => {
+                tracing::warn!(error = %e, "flush epoch unavailable; entry written without it");
+                Ok(stamps)
+            }
+        }
+    }
+
+    /// The stamps an L1 entry keeps: L1 is cleared by a flush in this process and by its notice,
+    /// so it leaves out the flush epoch (and an untagged entry stays on the fastest hit path).
+    pub(super) fn l1_stamps(stamps: &[TagStamp]) -> Box<[TagStamp]> {
+        if stamps.iter().all(|s| &*s.name != FLUSH_EPOCH_TAG) {
+            return stamps.into();
+        }
+        stamps
+            .iter()
+            .filter(|s| &*s.name != FLUSH_EPOCH_TAG)
+            .cloned()
+            .collect()
+    }
+
     /// Detaches the loads in flight whose value carries `tag`, and fences their keys: their
     /// stamps predate the new version, so neither their waiters-to-come nor their write may
     /// stand (a write after the tag moved would otherwise pass the fence and hide a later `set`).

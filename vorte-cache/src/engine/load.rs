@@ -93,7 +93,7 @@ impl Engine {
                         ticket: self.fence.ticket(),
                         seen,
                     };
-                    let stamps = match self.tags.stamps(tags).await {
+                    let stamps = match self.stamps_for(tags).await {
                         Ok(stamps) => Some(stamps),
                         Err(e) => {
                             Self::fail::<L>(key, e)?;

@@ -21,6 +21,7 @@
 
 mod background;
 mod counter;
+mod epoch;
 mod invalidate;
 mod load;
 mod read;
@@ -87,6 +88,8 @@ pub(crate) struct Engine {
     authority: Option<usize>,
     enabled: LayerSet,
     tags: TagIndex,
+    /// The flush epoch every entry below L1 carries (`epoch.rs`).
+    flush_epoch: epoch::FlushEpoch,
     flights: Flights,
     fence: Arc<Fence>,
     counters: Counters,
@@ -165,7 +168,8 @@ impl Engine {
             l1,
             tiers,
             enabled,
-            tags: TagIndex::new(authority_store, memo_ttl),
+            tags: TagIndex::new(authority_store.clone(), memo_ttl),
+            flush_epoch: epoch::FlushEpoch::new(authority_store, memo_ttl),
             authority,
             flights: Flights::default(),
             fence: Arc::default(),

@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 
 use bytes::Bytes;
 
+use super::epoch::FlushEpoch;
 use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
 use crate::clock::now_ms;
-use crate::codec::{self, Corrupt, Envelope};
+use crate::codec::{self, Corrupt, Envelope, TagStamp};
 use crate::error::Result;
 use crate::key;
 use crate::l1::L1Entry;
@@ -109,21 +110,35 @@ impl Engine {
                 return TierRead::Miss(self.clean_up(tier, key, bytes).await);
             }
         };
-        let live = env.expires_at_ms > now_ms();
-        let valid = live
-            && (env.tags.is_empty()
-                || match self.tags.check(&env.tags).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
-                        return TierRead::Miss(Seen::Unknown);
-                    }
-                });
+        let valid = env.expires_at_ms > now_ms()
+            && match self.stamps_valid(&env.tags).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                    return TierRead::Miss(Seen::Unknown);
+                }
+            };
         if !valid {
             Counters::bump(&counters.misses);
             return TierRead::Miss(self.clean_up(tier, key, bytes).await);
         }
         TierRead::Hit(env)
+    }
+
+    /// Whether the stamps of an entry below L1 are current: its flush epoch is not older than the
+    /// cache's, and its tags' versions are the current ones. An unreadable epoch (its authority is
+    /// down) passes: a failing layer costs the flush's protection for that while, not every read.
+    pub(super) async fn stamps_valid(&self, stamps: &[TagStamp]) -> Result<bool> {
+        let (epoch, tags) = FlushEpoch::split(stamps);
+        match self.flush_epoch.current().await {
+            Ok(current) if epoch < current => return Ok(false),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "flush epoch unavailable; not checked"),
+        }
+        if tags.is_empty() {
+            return Ok(true);
+        }
+        self.tags.check(tags).await
     }
 
     /// What to do with an entry that is no use (expired, invalidated, corrupt): left for a fill's

@@ -154,7 +154,7 @@ impl Engine {
             .and_then(|()| codec::serialize(serialization, value));
         async move {
             let payload = Bytes::from(prepared?);
-            let stamps = self.tags.stamps(&options.tags).await?;
+            let stamps = self.stamps_for(&options.tags).await?;
             let write = Write::set(
                 Expiry::Ttl(options.ttl),
                 options.layers.unwrap_or(LayerSet::ALL),
@@ -226,7 +226,7 @@ impl Engine {
         let entry = L1Entry::decoded(
             Self::capped(expires_at_ms, l1.ttl_cap, now),
             now,
-            write.stamps,
+            Self::l1_stamps(&write.stamps),
             self.config.serialization,
             value,
             encoder,
@@ -497,7 +497,7 @@ impl Engine {
                 let mut entry = L1Entry::new(
                     Self::capped(expires_at_ms, l1.ttl_cap, now),
                     now,
-                    write.stamps.clone(),
+                    Self::l1_stamps(&write.stamps),
                     serialization,
                     payload.clone(),
                 );
