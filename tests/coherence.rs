@@ -106,6 +106,16 @@ async fn two_processes(store: &TestStore) -> vorte_cache::Result<(Cache, Cache)>
     Ok((process(store).await?, process(store).await?))
 }
 
+/// One cache with L1 and the given stores: one process of several over the same stores.
+async fn open_over(stores: [(Layer, TestStore); 2]) -> vorte_cache::Result<Cache> {
+    let cfg = config("[cache.layers.l1]\nmax_size = 100");
+    let mut builder = Cache::builder(&cfg);
+    for (layer, store) in stores {
+        builder = builder.store(layer, Arc::new(store));
+    }
+    builder.build().await
+}
+
 /// One cache with L1 and `store` in L2.
 async fn process(store: &TestStore) -> vorte_cache::Result<Cache> {
     Cache::builder(&config("[cache.layers.l1]\nmax_size = 100"))
@@ -277,13 +287,7 @@ async fn a_read_cleaning_up_does_not_remove_a_later_tombstone() -> vorte_cache::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_copies_never_hold_an_older_count() -> vorte_cache::Result<()> {
     let (l2, l3) = (TestStore::new(), TestStore::new());
-    let cfg = config("[cache.layers.l1]\nmax_size = 100");
-    let open = || {
-        Cache::builder(&cfg)
-            .store(Layer::L2, Arc::new(l2.clone()))
-            .store(Layer::L3, Arc::new(l3.clone()))
-            .build()
-    };
+    let open = || open_over([(Layer::L2, l2.clone()), (Layer::L3, l3.clone())]);
     let (a, b) = (open().await?, open().await?);
     // A's copy of its result into L2, held before it is written.
     let held = l2.pause(Op::Put, "c");
@@ -319,13 +323,7 @@ async fn counter_copies_never_hold_an_older_count() -> vorte_cache::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_that_began_before_a_flush_does_not_survive_it() -> vorte_cache::Result<()> {
     let (l2, l4) = (TestStore::new(), TestStore::new());
-    let cfg = config("[cache.layers.l1]\nmax_size = 100");
-    let open = || {
-        Cache::builder(&cfg)
-            .store(Layer::L2, Arc::new(l2.clone()))
-            .store(Layer::L4, Arc::new(l4.clone()))
-            .build()
-    };
+    let open = || open_over([(Layer::L2, l2.clone()), (Layer::L4, l4.clone())]);
     let (a, b) = (open().await?, open().await?);
     a.set("k", &"old").await?;
     // L2 evicted it (memory pressure); L4 still has it.
