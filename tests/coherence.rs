@@ -352,3 +352,80 @@ async fn a_fill_that_began_before_a_flush_does_not_survive_it() -> vorte_cache::
     );
     Ok(())
 }
+
+/// `docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`: a delete that fails on
+/// one layer still returns `Ok` (the others took it), but that layer no longer serves the deleted
+/// value: the key is not read there until a retry in the background has delivered the delete,
+/// and the retry does deliver it (the layer's stats count both). Before, the delete was logged and
+/// forgotten, and the very next `get` in the deleting process read the value back from L2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_meanwhile()
+-> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let (a, b) = two_processes(&store).await?;
+    a.set("k", &"old").await?;
+    store.fail(
+        Op::DeleteMany,
+        "k",
+        vorte_cache::Error::backend("out of memory"),
+    );
+    assert!(a.delete("k").await?, "L1 held the key");
+    assert_eq!(
+        a.get::<String>("k").await?,
+        None,
+        "the deleting process read the deleted value back from the layer that missed the delete"
+    );
+    let pending = |s: &vorte_cache::CacheStats| {
+        s.layers
+            .iter()
+            .find(|l| l.layer == Layer::L2)
+            .map(|l| (l.recovery_pending, l.recovered))
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.get::<String>("k").await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delete never reached L2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pending(&a.stats().await?), Some((0, 1)));
+    Ok(())
+}
+
+/// The same for a `flush` that failed on a layer: the call reports the error, the layer is not
+/// read at all until a retried clear has emptied it, and the retry does empty it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_meanwhile()
+-> vorte_cache::Result<()> {
+    use vorte_cache::store::{Slot, Store};
+    let store = TestStore::new();
+    let (a, _) = two_processes(&store).await?;
+    a.set("k", &"old").await?;
+    store.fail(Op::Clear, "", vorte_cache::Error::backend("unreachable"));
+    assert!(
+        a.flush().await.is_err(),
+        "a flush that missed a layer says so"
+    );
+    assert_eq!(
+        a.get::<String>("k").await?,
+        None,
+        "the layer that missed the flush was read"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.get(Slot::Entry("k")).await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flush never reached L2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let l2 = a
+        .stats()
+        .await?
+        .layers
+        .into_iter()
+        .find(|l| l.layer == Layer::L2);
+    assert_eq!(l2.map(|l| (l.recovery_pending, l.recovered)), Some((0, 1)));
+    Ok(())
+}

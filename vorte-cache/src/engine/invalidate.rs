@@ -83,13 +83,20 @@ impl Engine {
                     for (e, f) in existed.iter_mut().zip(found) {
                         *e |= f;
                     }
+                    for key in keys {
+                        self.recovery.settled(tier.layer, key);
+                    }
                 }
-                Err(e) => self.skip(
-                    tier.layer,
-                    "delete",
-                    keys.first().copied().unwrap_or(""),
-                    &e,
-                ),
+                Err(e) => {
+                    self.skip(
+                        tier.layer,
+                        "delete",
+                        keys.first().copied().unwrap_or(""),
+                        &e,
+                    );
+                    // Retried until it lands; meanwhile these keys are not read there.
+                    self.recovery.owe_delete(tier.layer, keys);
+                }
             }
         }
         // A read that ran while the layers below were changing took its ticket after the first
@@ -138,6 +145,8 @@ impl Engine {
         for (tier, result) in join_all(clears).await {
             if let Err(e) = result {
                 self.skip(tier.layer, "flush", "*", &e);
+                // Retried until it lands; meanwhile the layer is not read.
+                self.recovery.owe_clear(tier.layer);
                 first_error.get_or_insert(e);
             }
         }

@@ -25,6 +25,7 @@ mod epoch;
 mod invalidate;
 mod load;
 mod read;
+mod recovery;
 mod scan;
 mod write;
 
@@ -88,6 +89,8 @@ pub(crate) struct Engine {
     authority: Option<usize>,
     enabled: LayerSet,
     tags: TagIndex,
+    /// Invalidations that did not reach a layer, retried until they do (`recovery.rs`).
+    recovery: recovery::Recovery,
     /// The flush epoch every entry below L1 carries (`epoch.rs`).
     flush_epoch: epoch::FlushEpoch,
     flights: Flights,
@@ -163,7 +166,21 @@ impl Engine {
         let l1_keeps_decoded = l1.as_ref().is_some_and(|l1| !l1.weighs_bytes())
             && layers.l1.max_value_bytes.is_none()
             && config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES;
+        let counters = Counters::default();
+        let recovery = recovery::Recovery::new(
+            tiers
+                .iter()
+                .map(|t| {
+                    (
+                        t.layer,
+                        t.store.clone(),
+                        counters.layers[t.layer.index()].clone(),
+                    )
+                })
+                .collect(),
+        );
         let mut engine = Engine {
+            recovery,
             config: config.clone(),
             l1,
             tiers,
@@ -173,7 +190,7 @@ impl Engine {
             authority,
             flights: Flights::default(),
             fence: Arc::default(),
-            counters: Counters::default(),
+            counters,
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             publisher,
             l1_keeps_decoded,

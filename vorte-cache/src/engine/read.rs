@@ -81,6 +81,11 @@ impl Engine {
     /// delete wrote meanwhile (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
     pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> TierRead {
         let counters = self.counters.layer(tier.layer);
+        if self.recovery.blocks(tier.layer, key) {
+            // This layer missed an invalidation of the key: whatever it holds may be stale.
+            Counters::bump(&counters.misses);
+            return TierRead::Miss(Seen::Unknown);
+        }
         let bytes = match tier.store.get(Slot::Entry(key)).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {

@@ -271,6 +271,7 @@ impl Engine {
                 .await
             {
                 self.skip(tier.layer, "delete", key, &e);
+                self.recovery.owe_delete(tier.layer, &[key]);
             }
         }
     }
@@ -286,7 +287,10 @@ impl Engine {
         {
             Ok(Some(_)) => {}
             Ok(None) => self.remove_quietly(tier, key).await,
-            Err(e) => self.skip(tier.layer, "delete", key, &e),
+            Err(e) => {
+                self.skip(tier.layer, "delete", key, &e);
+                self.recovery.owe_delete(tier.layer, &[key]);
+            }
         }
     }
 
@@ -396,6 +400,9 @@ impl Engine {
                 skipped.push(tier);
                 continue;
             }
+            if fill && self.recovery.blocks(tier.layer, key) {
+                continue;
+            }
             let expected = match (fill, write.seen.of(i)) {
                 (false, _) => None,
                 (true, Seen::Unknown) => continue,
@@ -455,6 +462,9 @@ impl Engine {
             match result {
                 Ok(true) => {
                     accepted += 1;
+                    if !fill {
+                        self.recovery.settled(tier.layer, key);
+                    }
                     written.push((tier, bytes));
                 }
                 Ok(false) => superseded = true,
