@@ -429,3 +429,164 @@ async fn a_flush_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_me
     assert_eq!(l2.map(|l| (l.recovery_pending, l.recovered)), Some((0, 1)));
     Ok(())
 }
+
+/// A cache whose L4 is `store`, written behind (queue of `queue`), with L1 settings `l1`.
+async fn write_behind_over(
+    store: &TestStore,
+    queue: usize,
+    l1: &str,
+) -> vorte_cache::Result<Cache> {
+    let cfg = config(&format!(
+        "[cache.layers.l1]\n{l1}\n[cache.layers.l4]\nbackend = \"file\"\npath = \"unused\"\nwrite_policy = \"behind\"\nwrite_behind_queue = {queue}"
+    ));
+    Cache::builder(&cfg)
+        .store(Layer::L4, Arc::new(store.clone()))
+        .build()
+        .await
+}
+
+/// Waits until `store` holds something under `key` that `probe` reads as `want`.
+async fn until_l4_reads(store: &TestStore, key: &str, want: i64) -> vorte_cache::Result<()> {
+    let probe = process_l4(store).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe.get::<i64>(key).await? != Some(want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "L4 never read {want} under {key}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// A cache with L4 alone over `store`, written through: what any other process reads there.
+async fn process_l4(store: &TestStore) -> vorte_cache::Result<Cache> {
+    let cfg = config("[cache.layers.l1]\nenabled = false");
+    Cache::builder(&cfg)
+        .store(Layer::L4, Arc::new(store.clone()))
+        .build()
+        .await
+}
+
+/// Write-behind loses no write: more than 10,000 distinct keys written while a write of `k`
+/// waited in the queue collapsed the fence into a floor, and the writer silently dropped every
+/// queued write below it, so L4 kept `k`'s previous value (the review's reproduction). A queued
+/// write is now superseded only by a later write or a delete of its own key.
+#[tokio::test(flavor = "current_thread")]
+async fn write_behind_drops_no_write_when_many_keys_are_written() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let cache = write_behind_over(&store, 20_000, "max_size = 100").await?;
+    cache.set("k", &1i64).await?;
+    until_l4_reads(&store, "k", 1).await?;
+    // No await reaches the writer until all of these are queued (one thread).
+    cache.set("k", &2i64).await?;
+    for i in 0..10_001 {
+        cache.set(&format!("other:{i}"), &i).await?;
+    }
+    until_l4_reads(&store, "k", 2).await
+}
+
+/// `docs/guarantees.md#g1-read-your-writes` with a write-behind layer: a write still waiting for
+/// L4 is what a read finds there, not L4's older value, when L1 no longer has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_is_what_a_read_finds_below_l1() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let cache = write_behind_over(&store, 1_000, "ttl = 0.05").await?;
+    cache.set("k", &1i64).await?;
+    until_l4_reads(&store, "k", 1).await?;
+    // The writer has read what L4 holds and is about to replace it.
+    let held = store.pause(Op::CompareAndSet, "k");
+    cache.set("k", &2i64).await?;
+    held.reached().await;
+    // L1 forgets "k" (its TTL is 50 ms; L4's is the default 300 s).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let read = cache.get::<i64>("k").await;
+    held.release();
+    assert_eq!(
+        read?,
+        Some(2),
+        "a read found L4's older value under a queued write"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#g3-no-resurrection` for write-behind, across processes: a write queued in
+/// one process before another process deleted the key does not land after the delete. The writer
+/// wrote it unconditionally, and its check for deletes afterwards only knew of this process's own.
+/// It now leaves alone a layer that holds something newer than the write (a later write, or the
+/// tombstone of a later delete), by compare-and-set against what it looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_does_not_land_after_another_process_deletes_the_key()
+-> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let a = write_behind_over(&store, 1_000, "max_size = 100").await?;
+    let b = process_l4(&store).await?;
+    // A's writer is held at its first call for "k": its look at L4, or (a writer that does not
+    // look) its write.
+    let (look, write) = (store.pause(Op::Get, "k"), store.pause(Op::Put, "k"));
+    a.set("k", &1i64).await?;
+    tokio::select! {
+        () = look.reached() => {}
+        () = write.reached() => {}
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.delete("k").await?;
+    look.release();
+    write.release();
+    // The writer is done once an unrelated later write has landed (one queue, in order).
+    a.set("later", &0i64).await?;
+    until_l4_reads(&store, "later", 0).await?;
+    assert_eq!(
+        process_l4(&store).await?.get::<i64>("k").await?,
+        None,
+        "a write queued before another process's delete landed after it"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#g1-read-your-writes` through single-flight: a caller that starts after a
+/// `set` returned never receives the value of a load that began before it. It joined the older
+/// load (found by the history checker, `docs/history.md`). A set now detaches the key's loads in
+/// flight, as an invalidation does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_after_a_set_never_receives_a_load_that_began_before_it() -> vorte_cache::Result<()>
+{
+    let store = TestStore::new();
+    let cache = process(&store).await?;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set("k", || async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok::<_, std::io::Error>("old".to_owned())
+                })
+                .await
+        })
+    };
+    started_rx.await.expect("the loader starts");
+    // A set that L1 does not take (L2 alone), so the next caller misses L1.
+    cache.set("k", &"new").layer(Layer::L2).await?;
+    let after = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set("k", || async {
+                    Ok::<_, std::io::Error>("loaded".to_owned())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let _ = release_tx.send(());
+    assert_eq!(loading.await.expect("the first load")?, "old");
+    assert_eq!(
+        after.await.expect("the later call")?,
+        "new",
+        "a caller after the set received a load that began before it"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use super::Engine;
 use super::epoch::FlushEpoch;
 use crate::bus::{Notice, NoticeSink};
+use crate::clock::now_ms;
 use crate::codec::TagStamp;
 use crate::error::Result;
 use crate::fence::Fenced;
@@ -16,18 +17,25 @@ use crate::key::{self, FLUSH_EPOCH_TAG};
 use crate::store::{BoxFuture, TOMBSTONE_PREFIX};
 
 /// What `delete` leaves in stores that support it, instead of nothing: a new tombstone, unique to
-/// this delete ([`TOMBSTONE_PREFIX`] and 128 random bits). A load remembers what it saw in each
-/// shared layer when it began and fills by compare-and-set expecting exactly that, so a load
-/// that began before the delete (it saw the old value, nothing, or an older tombstone) fails, in
-/// any process, and cannot write the old value back (`docs/guarantees.md#g3-no-resurrection`),
-/// while a load that began after it (it saw this marker) is cached as usual. Never a valid
-/// envelope, so it reads as a miss, never as corrupt.
+/// this delete ([`TOMBSTONE_PREFIX`], the wall-clock time in ms and 128 random bits). A load
+/// remembers what it saw in each shared layer when it began and fills by compare-and-set expecting
+/// exactly that, so a load that began before the delete (it saw the old value, nothing, or an
+/// older tombstone) fails, in any process, and cannot write the old value back
+/// (`docs/guarantees.md#g3-no-resurrection`), while a load that began after it (it saw this marker)
+/// is cached as usual. The time lets a write-behind writer tell a later delete from an earlier
+/// one. Never a valid envelope, so it reads as a miss, never as corrupt.
 pub(crate) fn new_tombstone() -> Bytes {
-    let mut marker = Vec::with_capacity(TOMBSTONE_PREFIX.len() + 33);
-    marker.extend_from_slice(TOMBSTONE_PREFIX);
-    marker.push(b':');
-    marker.extend_from_slice(format!("{:032x}", rand::random::<u128>()).as_bytes());
-    Bytes::from(marker)
+    let marker = format!(":{:016x}:{:032x}", now_ms(), rand::random::<u128>());
+    let mut bytes = Vec::with_capacity(TOMBSTONE_PREFIX.len() + marker.len());
+    bytes.extend_from_slice(TOMBSTONE_PREFIX);
+    bytes.extend_from_slice(marker.as_bytes());
+    Bytes::from(bytes)
+}
+
+/// When a tombstone of [`new_tombstone`] was written (wall-clock ms); `None` for another kind.
+pub(crate) fn tombstone_time(tombstone: &[u8]) -> Option<u64> {
+    let hex = tombstone.strip_prefix(TOMBSTONE_PREFIX)?.get(1..17)?;
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
 /// How long a tombstone stays. A load slower than this expects a tombstone that is gone and fails
@@ -67,6 +75,9 @@ impl Engine {
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
             self.fence.record(key, Fenced::Deleted);
             self.flights.forget(key);
+            for behind in self.tiers.iter().filter_map(|t| t.behind.as_ref()) {
+                behind.withdraw(key);
+            }
             *existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
         }
         let deletes = self.tiers.iter().map(|tier| async move {
@@ -134,6 +145,7 @@ impl Engine {
     pub(crate) async fn flush(&self) -> Result<()> {
         self.fence.record_all();
         self.flights.forget_all();
+        self.withdraw_queued_writes();
         if let Some(l1) = &self.l1 {
             l1.clear();
         }
@@ -195,7 +207,17 @@ impl Engine {
                 self.tags.learn(&tag, version);
                 self.forget_tagged_loads(&tag);
             }
-            Notice::Flush => self.forget_local_state(),
+            Notice::Flush => {
+                self.withdraw_queued_writes();
+                self.forget_local_state();
+            }
+        }
+    }
+
+    /// Withdraws every write still waiting for a write-behind layer: a flush came after them.
+    fn withdraw_queued_writes(&self) {
+        for behind in self.tiers.iter().filter_map(|t| t.behind.as_ref()) {
+            behind.withdraw_all();
         }
     }
 

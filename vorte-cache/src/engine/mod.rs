@@ -59,7 +59,7 @@ struct Tier {
     /// This layer's own compression, else the cache's.
     compression: Compression,
     /// The queue of a write-behind layer.
-    behind: Option<tokio::sync::mpsc::Sender<background::QueuedWrite>>,
+    behind: Option<background::Behind>,
     /// How often to sweep expired objects, and how many at most, for stores that ask for it.
     sweep: Option<(Duration, usize)>,
 }

@@ -86,7 +86,13 @@ impl Engine {
             Counters::bump(&counters.misses);
             return TierRead::Miss(Seen::Unknown);
         }
-        let bytes = match tier.store.get(Slot::Entry(key)).await {
+        // A write still waiting for a write-behind layer is newer than what the layer holds.
+        let waiting = tier.behind.as_ref().and_then(|b| b.waiting(key));
+        let got = match waiting {
+            Some(bytes) => Ok(Some(bytes)),
+            None => tier.store.get(Slot::Entry(key)).await,
+        };
+        let bytes = match got {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 Counters::bump(&counters.misses);

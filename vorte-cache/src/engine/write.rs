@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::background::QueuedWrite;
 use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
 use super::{Engine, Tier};
 use crate::clock::now_ms;
@@ -186,6 +185,10 @@ impl Engine {
     /// after the sequence moved on, every later ticket is at least this write's and the per-key
     /// record (a lock, an allocated key, a map insert) is not needed. The sequence moves first:
     /// a leader that joins after the check (through the flights' lock) sees it.
+    ///
+    /// A load of `key` in flight began before this write: it is detached, so that a caller after
+    /// the write leads a load of its own rather than receive the older value
+    /// (`docs/guarantees.md#g1-read-your-writes`).
     fn record_set(&self, key: &str) {
         if self.tiers.is_empty() {
             self.fence.advance();
@@ -194,6 +197,7 @@ impl Engine {
             }
         }
         self.fence.record(key, Fenced::Set);
+        self.flights.forget(key);
     }
 
     /// Whether a write to `layers` may keep its value decoded, unencoded: L1 is the only layer
@@ -418,20 +422,13 @@ impl Engine {
                 serialization,
                 &payload,
             );
-            if let (Some(queue), false) = (&tier.behind, fill) {
-                let queued = QueuedWrite {
-                    key: key.to_owned(),
-                    bytes,
-                    ttl,
-                    ticket: self.fence.ticket(),
-                };
-                match queue.try_send(queued) {
-                    Ok(()) => accepted += 1,
-                    Err(_) => {
-                        Counters::bump(&self.counters.layer(tier.layer).write_behind_dropped);
-                        tracing::warn!(layer = %tier.layer, key, "write-behind queue full; write dropped for this layer");
-                        skipped.push(tier);
-                    }
+            if let (Some(behind), false) = (&tier.behind, fill) {
+                if behind.enqueue(key, bytes, ttl, now) {
+                    accepted += 1;
+                } else {
+                    Counters::bump(&self.counters.layer(tier.layer).write_behind_dropped);
+                    tracing::warn!(layer = %tier.layer, key, "write-behind queue full; write dropped for this layer");
+                    skipped.push(tier);
                 }
                 continue;
             }

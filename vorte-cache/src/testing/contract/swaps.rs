@@ -325,10 +325,11 @@ impl Ctx<'_> {
         // A load that began after the delete saw its tombstone, and replaces it; one that saw
         // it before a later delete's replaced it does not.
         let marker = Bytes::from_static(MARKER);
+        let loaded = value(&key, "later load");
         let later = self.ok(
             "compare_and_set",
             self.store
-                .compare_and_set(&key, Some(&marker), value(&key, "later load"), LONG)
+                .compare_and_set(&key, Some(&marker), loaded.clone(), LONG)
                 .await,
         )?;
         ensure!(
@@ -339,7 +340,7 @@ impl Ctx<'_> {
         self.expect(
             self.store,
             Slot::Entry(&key),
-            Some(&value(&key, "later load")),
+            Some(&loaded),
             "after a load replaced the tombstone",
         )
         .await?;
