@@ -199,3 +199,37 @@ pub trait Store: Send + Sync + Debug + 'static {
         Box::pin(async { Ok(None) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+
+    /// `docs/guarantees.md#f1-a-failing-layer-is-skipped`: one key's failure (its server is down)
+    /// does not stop the deletes of the keys after it; the first error comes back at the end.
+    #[tokio::test]
+    async fn delete_each_tries_every_key_and_returns_the_first_error() {
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let tried = Mutex::new(Vec::new());
+        let outcome = delete_each(&keys, |key| {
+            tried.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+            async move {
+                match key {
+                    "k3" | "k20" => Err(Error::new(ErrorKind::Backend, format!("{key}: down"))),
+                    _ => Ok(true),
+                }
+            }
+        })
+        .await;
+        let tried = tried.into_inner().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(tried, keys, "every key, in order");
+        let err = outcome.expect_err("two keys failed");
+        assert_eq!(err.message(), "k3: down");
+
+        let all = delete_each(&keys[..3], |key| async move { Ok(key == "k1") }).await;
+        assert_eq!(all.ok(), Some(vec![false, true, false]));
+    }
+}
