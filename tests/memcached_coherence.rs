@@ -29,7 +29,7 @@ async fn cache(servers: &[&Memcached], prefix: &str, l1: bool) -> Cache {
     };
     let toml = format!(
         "[cache]\nkey_prefix = {prefix:?}\n{l1}[cache.layers.l2]\nbackend = \"memcached\"\n\
-         urls = {urls:?}\ntimeout_ms = 300\n"
+         urls = {urls:?}\ntimeout_ms = 1000\n"
     );
     let config = Config::from_toml_str(&toml).expect("config").cache;
     let cache = Cache::from_config(&config).await.expect("cache");
