@@ -70,7 +70,7 @@ impl Breaker {
                 if self.open_until.load(Ordering::Acquire) != 0
                     && self.open_until.swap(0, Ordering::AcqRel) != 0
                 {
-                    tracing::info!(circuit = %what, "back; circuit closed");
+                    tracing::info!(circuit = %what, "a call succeeded; circuit closed");
                 }
             }
             Err(_) => {
