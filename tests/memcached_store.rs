@@ -20,6 +20,8 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 const LONG: Duration = Duration::from_secs(300);
 /// How old a cached generation may get before the store re-reads it (`GEN_REFRESH`, 1 s).
 const GEN_REFRESH: Duration = Duration::from_secs(1);
+/// How long an open circuit refuses calls before a probe (`store/circuit.rs`, `COOLDOWN_MS`).
+const CIRCUIT_COOLDOWN: Duration = Duration::from_millis(500);
 /// The most connections the store opens to one server (`MAX_CONNECTIONS`).
 const MAX_CONNECTIONS: u64 = 16;
 
@@ -217,6 +219,93 @@ async fn compare_and_set_semantics() {
     assert_eq!(s.get(Slot::Entry("c")).await.unwrap(), Some(b("200")));
 }
 
+/// A delete's marker is unique, and every marker begins with `vorte-tombstone`: tombstoning a
+/// tombstone, whichever delete left it, reports no entry (`Store::tombstone`).
+#[tokio::test]
+async fn tombstoning_a_tombstone_reports_no_entry() {
+    let server = Memcached::start();
+    let s = store(&[server.url()], "t4t:").await;
+    let first = b("vorte-tombstone:first");
+    let second = b("vorte-tombstone:second");
+    assert_eq!(
+        s.tombstone("k", first.clone(), LONG).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(first));
+    assert_eq!(
+        s.tombstone("k", second.clone(), LONG).await.unwrap(),
+        Some(false),
+        "another delete's tombstone is no entry"
+    );
+    assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(second));
+    s.put(Slot::Entry("k"), b("value"), LONG).await.unwrap();
+    assert_eq!(
+        s.tombstone("k", b("vorte-tombstone:third"), LONG)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    // A value that merely contains the prefix later on is an entry.
+    s.put(Slot::Entry("k"), b("x-vorte-tombstone"), LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.tombstone("k", b("vorte-tombstone:fourth"), LONG)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+}
+
+/// A fill expects the exact bytes its load saw (a tombstone, an expired entry): its
+/// compare-and-set swaps only while those bytes are there, and of two fills that saw them, one
+/// wins (`Store::compare_and_set`).
+#[tokio::test]
+async fn compare_and_set_expecting_a_tombstone_or_an_expired_entry() {
+    let server = Memcached::start();
+    let s = store(&[server.url()], "t4c:").await;
+    let tombstone = b("vorte-tombstone:1");
+    let expired = b("an envelope past its expiry");
+    for seen in [&tombstone, &expired] {
+        s.put(Slot::Entry("k"), seen.clone(), LONG).await.unwrap();
+        assert_eq!(
+            s.compare_and_set("k", Some(seen), b("fill"), LONG)
+                .await
+                .unwrap(),
+            Some(true)
+        );
+        assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("fill")));
+        // The bytes changed since the load: another delete's tombstone, or a set.
+        for meanwhile in [b("vorte-tombstone:2"), b("a newer value")] {
+            s.put(Slot::Entry("k"), seen.clone(), LONG).await.unwrap();
+            s.put(Slot::Entry("k"), meanwhile.clone(), LONG)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.compare_and_set("k", Some(seen), b("fill"), LONG)
+                    .await
+                    .unwrap(),
+                Some(false)
+            );
+            assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(meanwhile));
+        }
+        // Two fills that saw the same bytes: exactly one swaps.
+        s.put(Slot::Entry("k"), seen.clone(), LONG).await.unwrap();
+        let (one, two) = tokio::join!(
+            s.compare_and_set("k", Some(seen), b("one"), LONG),
+            s.compare_and_set("k", Some(seen), b("two"), LONG)
+        );
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert_eq!([one, two].iter().filter(|r| **r == Some(true)).count(), 1);
+        let won = if one == Some(true) {
+            b("one")
+        } else {
+            b("two")
+        };
+        assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(won));
+    }
+}
+
 #[tokio::test]
 async fn entries_expire() {
     let server = Memcached::start();
@@ -272,7 +361,9 @@ async fn dead_server_fails_fast_and_recovers() {
         assert!(s.clear().await.is_err());
     }
     server.restart();
-    // Back at once, on the same port (memcached forgot everything).
+    // The failures opened the server's circuit: it lets a probe through after its cooldown, and
+    // the server is back, on the same port (memcached forgot everything).
+    tokio::time::sleep(CIRCUIT_COOLDOWN + Duration::from_millis(100)).await;
     assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), None);
     s.put(Slot::Entry("k"), b("again"), LONG).await.unwrap();
     assert_eq!(s.get(Slot::Entry("k")).await.unwrap(), Some(b("again")));

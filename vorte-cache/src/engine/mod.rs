@@ -124,10 +124,10 @@ impl Engine {
                 }
                 Tier {
                     layer: spec.layer,
-                    store: Arc::new(crate::store::circuit::CircuitStore::new(
+                    store: crate::store::circuit::CircuitStore::guard(
                         spec.store,
                         spec.layer.name(),
-                    )),
+                    ),
                     ttl_cap: spec.ttl_cap,
                     max_value_bytes: spec.max_value_bytes.unwrap_or(max_value).min(max_value),
                     compression: spec.compression.unwrap_or(config.compression),

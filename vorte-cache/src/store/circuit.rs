@@ -3,8 +3,11 @@
 //! After [`THRESHOLD`] consecutive failures the circuit *opens*: calls fail at once, without
 //! touching the server, so a dead layer costs nothing but a skip. After [`COOLDOWN_MS`] one call
 //! is let through as a probe; if it succeeds the circuit closes and the layer is back, with no
-//! restart. A wrapper rather than code in each backend: every store gets the same behaviour.
+//! restart. A wrapper rather than code in each backend: every store gets the same behaviour,
+//! except a store that reaches several servers and keeps one [`Breaker`] per server (memcached),
+//! so that one dead server does not close the layer to the keys of the others.
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,27 +23,20 @@ pub(crate) const THRESHOLD: u32 = 5;
 /// How long an open circuit refuses calls before it lets a probe through.
 pub(crate) const COOLDOWN_MS: u64 = 500;
 
-/// See the module docs.
-#[derive(Debug)]
-pub(crate) struct CircuitStore {
-    inner: Arc<dyn Store>,
-    layer: &'static str,
+/// One circuit: counts consecutive failures, and refuses calls while open. [`CircuitStore`] keeps
+/// one per layer; a store that reaches several servers may keep one per server instead
+/// ([`Store::has_own_breakers`]).
+#[derive(Debug, Default)]
+pub(crate) struct Breaker {
     failures: AtomicU32,
     /// 0 when closed; otherwise when the next probe may go (clock milliseconds).
     open_until: AtomicU64,
 }
 
-impl CircuitStore {
-    pub(crate) fn new(inner: Arc<dyn Store>, layer: &'static str) -> Self {
-        CircuitStore {
-            inner,
-            layer,
-            failures: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-        }
-    }
-
-    fn admit(&self) -> Result<()> {
+impl Breaker {
+    /// Lets a call go when the circuit is closed, or as the probe of an open one; otherwise
+    /// fails at once, naming `what` the circuit guards.
+    pub(crate) fn admit(&self, what: &dyn Display) -> Result<()> {
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
             return Ok(());
@@ -62,28 +58,25 @@ impl CircuitStore {
         }
         Err(Error::new(
             ErrorKind::Backend,
-            format!(
-                "{} {}: circuit open after {THRESHOLD} consecutive failures",
-                self.layer,
-                self.inner.backend()
-            ),
+            format!("{what}: circuit open after {THRESHOLD} consecutive failures"),
         ))
     }
 
-    fn record<T>(&self, result: Result<T>) -> Result<T> {
+    /// Counts the outcome of an admitted call, opening or closing the circuit of `what`.
+    pub(crate) fn record<T>(&self, result: Result<T>, what: &dyn Display) -> Result<T> {
         match &result {
             Ok(_) => {
                 self.failures.store(0, Ordering::Release);
                 if self.open_until.load(Ordering::Acquire) != 0
                     && self.open_until.swap(0, Ordering::AcqRel) != 0
                 {
-                    tracing::info!(layer = self.layer, "layer is back; circuit closed");
+                    tracing::info!(circuit = %what, "a call succeeded; circuit closed");
                 }
             }
             Err(_) => {
                 let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
                 if n >= THRESHOLD && self.open_until.load(Ordering::Acquire) == 0 {
-                    tracing::warn!(layer = self.layer, failures = n, "circuit opened");
+                    tracing::warn!(circuit = %what, failures = n, "circuit opened");
                     self.open_until
                         .store(clock::precise_ms() + COOLDOWN_MS, Ordering::Release);
                 }
@@ -96,6 +89,38 @@ impl CircuitStore {
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
+    }
+}
+
+/// A store behind one circuit for its whole layer. See the module docs.
+#[derive(Debug)]
+pub(crate) struct CircuitStore {
+    inner: Arc<dyn Store>,
+    /// What the circuit guards, for messages: `l2 redis`.
+    name: String,
+    breaker: Breaker,
+}
+
+impl CircuitStore {
+    /// `store` behind a circuit of its own, unless it keeps its own circuits
+    /// ([`Store::has_own_breakers`]).
+    pub(crate) fn guard(store: Arc<dyn Store>, layer: &'static str) -> Arc<dyn Store> {
+        if store.has_own_breakers() {
+            return store;
+        }
+        Arc::new(CircuitStore {
+            name: format!("{layer} {}", store.backend()),
+            inner: store,
+            breaker: Breaker::default(),
+        })
+    }
+
+    fn admit(&self) -> Result<()> {
+        self.breaker.admit(&self.name)
+    }
+
+    fn record<T>(&self, result: Result<T>) -> Result<T> {
+        self.breaker.record(result, &self.name)
     }
 }
 
@@ -174,12 +199,16 @@ mod tests {
     #[tokio::test]
     async fn opens_after_repeated_failures_and_closes_when_the_layer_is_back() {
         let server = TestStore::new();
-        let store = CircuitStore::new(Arc::new(server.clone()), "l2");
+        let store = CircuitStore {
+            inner: Arc::new(server.clone()),
+            name: "l2 test".to_owned(),
+            breaker: Breaker::default(),
+        };
         server.set_unavailable(true);
         for _ in 0..THRESHOLD {
             assert!(store.get(Slot::Entry("k")).await.is_err());
         }
-        assert!(store.is_open());
+        assert!(store.breaker.is_open());
         let reached = server.calls(Op::Get, "k");
         for _ in 0..100 {
             assert!(store.get(Slot::Entry("k")).await.is_err());
@@ -196,7 +225,7 @@ mod tests {
             store.get(Slot::Entry("k")).await.is_ok(),
             "the probe goes through"
         );
-        assert!(!store.is_open());
+        assert!(!store.breaker.is_open());
         assert!(store.get(Slot::Entry("k")).await.is_ok());
     }
 }

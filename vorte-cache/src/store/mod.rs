@@ -28,6 +28,30 @@ pub(crate) mod read_batch;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
+/// Runs `delete` on every key, 16 at a time, and reports per key whether a real entry was there.
+/// A key that fails does not stop the others: every key is tried, then the first error is
+/// returned (what [`Store::delete_many`] promises).
+pub(crate) async fn delete_each<'a, F, Fut>(keys: &'a [&'a str], delete: F) -> Result<Vec<bool>>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let mut found = Vec::with_capacity(keys.len());
+    let mut first_error = None;
+    for chunk in keys.chunks(16) {
+        for result in futures_util::future::join_all(chunk.iter().map(|key| delete(key))).await {
+            match result {
+                Ok(existed) => found.push(existed),
+                Err(e) => {
+                    found.push(false);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(found), Err)
+}
+
 /// A boxed, `Send` future: what [`Store`] methods return, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -129,32 +153,32 @@ pub trait Store: Send + Sync + Debug + 'static {
     }
 
     /// Deletes the entries of `keys`, leaving `marker` as a tombstone where the store supports it
-    /// ([`Store::tombstone`]); reports, per key, whether a real entry was there. The default
-    /// handles the keys one by one, 16 at a time; stores with a bulk delete override it.
+    /// ([`Store::tombstone`]); reports, per key, whether a real entry was there. A key that fails
+    /// does not stop the others (its server may be the only one down): every key is tried, then
+    /// the first error is returned. The default handles the keys one by one, 16 at a time;
+    /// stores with a bulk delete override it.
     fn delete_many<'a>(
         &'a self,
         keys: &'a [&'a str],
         marker: Bytes,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(async move {
-            let mut found = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(16) {
-                let deletes = chunk.iter().map(|key| {
-                    let marker = marker.clone();
-                    async move {
-                        match self.tombstone(key, marker, ttl).await? {
-                            Some(existed) => Ok(existed),
-                            None => self.delete(Slot::Entry(key)).await,
-                        }
-                    }
-                });
-                for result in futures_util::future::join_all(deletes).await {
-                    found.push(result?);
+        Box::pin(delete_each(keys, move |key| {
+            let marker = marker.clone();
+            async move {
+                match self.tombstone(key, marker, ttl).await? {
+                    Some(existed) => Ok(existed),
+                    None => self.delete(Slot::Entry(key)).await,
                 }
             }
-            Ok(found)
-        })
+        }))
+    }
+
+    /// Whether the store keeps circuit breakers of its own, one per server
+    /// (`docs/guarantees.md#f2-circuit-breaker`): the cache then does not put the whole layer
+    /// behind one, which a single dead server would open for the keys of every other server.
+    fn has_own_breakers(&self) -> bool {
+        false
     }
 
     /// Forgets whatever the store caches about its server's contents, because another process
@@ -187,5 +211,39 @@ pub trait Store: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         let _ = (key, expected, new, ttl);
         Box::pin(async { Ok(None) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+
+    /// `docs/guarantees.md#f1-a-failing-layer-is-skipped`: one key's failure (its server is down)
+    /// does not stop the deletes of the keys after it; the first error comes back at the end.
+    #[tokio::test]
+    async fn delete_each_tries_every_key_and_returns_the_first_error() {
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let tried = Mutex::new(Vec::new());
+        let outcome = delete_each(&keys, |key| {
+            tried.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+            async move {
+                match key {
+                    "k3" | "k20" => Err(Error::new(ErrorKind::Backend, format!("{key}: down"))),
+                    _ => Ok(true),
+                }
+            }
+        })
+        .await;
+        let tried = tried.into_inner().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(tried, keys, "every key, in order");
+        let err = outcome.expect_err("two keys failed");
+        assert_eq!(err.message(), "k3: down");
+
+        let all = delete_each(&keys[..3], |key| async move { Ok(key == "k1") }).await;
+        assert_eq!(all.ok(), Some(vec![false, true, false]));
     }
 }

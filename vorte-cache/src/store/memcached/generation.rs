@@ -41,21 +41,29 @@ fn parse_counter(data: Option<&[u8]>) -> std::result::Result<u64, McError> {
 }
 
 impl MemcachedStore {
-    pub(super) fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    /// The store's clock: nanoseconds since its epoch, plus 1 (0 stands for "never").
+    pub(super) fn elapsed_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
 
-    /// Records a generation read (or bumped) at `at` (from [`Self::elapsed_ms`]).
+    /// Records a generation read (or bumped) by a request sent after `at` (from
+    /// [`Self::elapsed_ns`]).
     pub(super) fn remember(server: &Server, generation: u64, at: u64) {
         server.generation.store(generation, Ordering::Release);
         server.checked.store(at, Ordering::Release);
     }
 
-    pub(super) fn is_fresh(&self, server: &Server) -> Option<u64> {
-        let generation = server.generation.load(Ordering::Acquire);
+    /// The cached generation, if it is younger than [`GEN_REFRESH`] and was read after
+    /// `read_after` (0: whenever).
+    pub(super) fn is_fresh(&self, server: &Server, read_after: u64) -> Option<u64> {
+        // `checked` first: `remember` stores it after the generation, so a `checked` seen here
+        // comes with that generation or a later one, never an earlier one.
         let checked = server.checked.load(Ordering::Acquire);
-        let refresh = u64::try_from(GEN_REFRESH.as_millis()).unwrap_or(u64::MAX);
-        (generation != 0 && checked != 0 && self.elapsed_ms().saturating_sub(checked) < refresh)
+        let generation = server.generation.load(Ordering::Acquire);
+        let refresh = u64::try_from(GEN_REFRESH.as_nanos()).unwrap_or(u64::MAX);
+        (generation != 0
+            && checked > read_after
+            && self.elapsed_ns().saturating_sub(checked) < refresh)
             .then_some(generation)
     }
 
@@ -79,20 +87,29 @@ impl MemcachedStore {
         parse_counter(value.as_ref().and_then(|v| v.data.as_deref()))
     }
 
-    /// The server's current generation: cached, or re-read when older than [`GEN_REFRESH`].
+    /// The server's current generation: cached, or re-read when older than [`GEN_REFRESH`] or
+    /// read before `read_after`.
+    ///
+    /// An invalidation passes the time it began as `read_after`, so it acts in a generation read
+    /// after it began: one that every flush returned by then has moved past. Were it to act in
+    /// an older one, another process's flush up to [`GEN_REFRESH`] earlier would hide it, and
+    /// what was written after that flush would outlive it
+    /// (`docs/consistency.md#memcached-generations-and-servers`). The calls of one invalidation
+    /// share its `read_after`, so it costs one read per server, not one per key.
     pub(super) async fn generation(
         &self,
         server: &Server,
         client: &mut Client,
+        read_after: u64,
     ) -> std::result::Result<u64, McError> {
-        if let Some(generation) = self.is_fresh(server) {
+        if let Some(generation) = self.is_fresh(server, read_after) {
             return Ok(generation);
         }
         let _guard = server.gen_lock.lock().await;
-        if let Some(generation) = self.is_fresh(server) {
+        if let Some(generation) = self.is_fresh(server, read_after) {
             return Ok(generation);
         }
-        let at = self.elapsed_ms();
+        let at = self.elapsed_ns();
         let generation = self.bump(client, 0).await?;
         Self::remember(server, generation, at);
         Ok(generation)

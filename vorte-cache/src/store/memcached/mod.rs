@@ -6,7 +6,12 @@
 //! lists the same servers, in any order, picks the same server for a key, and removing a server
 //! moves only the keys that lived on it. A server that is down fails the calls for its keys
 //! (`Backend` or `Timeout`); its keys are not re-routed to another server, so a server that comes
-//! back never serves values that another server has meanwhile replaced.
+//! back never serves values that another server has meanwhile replaced. Each server has its own
+//! circuit breaker ([`Breaker`](super::circuit::Breaker),
+//! `docs/guarantees.md#f2-circuit-breaker`): after 5 consecutive failures the calls for its keys
+//! fail at once, and one is let through as a probe every 500 ms. The cache does not put the layer
+//! behind one more circuit ([`Store::has_own_breakers`]), so a dead server never stops the keys of
+//! the others, and a `delete_many` tries every key, whatever server failed.
 //!
 //! **Connections.** async-memcached has one connection per `Client` and no pool, so each server
 //! has a small bounded pool of its own ([`server`]): at most
@@ -46,6 +51,11 @@
 //! after it returned: the generation is re-read, lazily on a call, once it is older than that. An
 //! evicted generation record only causes misses.
 //!
+//! An invalidation (a tombstone, a delete, a tag record) does not wait for that: it acts in a
+//! generation read after it began, so it never lands in one another process has flushed, where
+//! it would hide nothing (`docs/consistency.md#memcached-generations-and-servers`). The keys of
+//! one `delete_many` share one such read per server.
+//!
 //! **TTL.** Memcached counts whole seconds: a TTL is rounded *up* (never shorter than asked, at
 //! least 1 s); a TTL over 30 days is sent as an absolute unix time, as the protocol requires; one
 //! beyond what memcached can represent (year 2038) is sent as "no expiry". The engine checks expiry
@@ -62,21 +72,27 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_memcached::{Client, MetaProtocol, Status};
 use bytes::Bytes;
 
-use self::names::{exptime, physical_name, unix_now};
+use self::call::{Done, Op};
 use self::ring::rendezvous;
 use self::server::Server;
-use super::{BoxFuture, Slot, Store, Usage};
+use super::{BoxFuture, Slot, Store, Usage, delete_each};
 use crate::config::MemcachedConfig;
 use crate::config::url::ServerUrl;
 use crate::error::{Error, ErrorKind, Result};
 
+mod call;
 mod generation;
 mod names;
 mod ring;
 mod server;
+
+/// Whether `value` is a tombstone: any delete's ([`crate::store::is_tombstone`]), or the one being
+/// written (a store's caller may choose a marker of its own).
+fn is_tombstone(value: &[u8], marker: &[u8]) -> bool {
+    crate::store::is_tombstone(value) || value == marker
+}
 
 /// Memcached's port when a URL has none.
 const DEFAULT_PORT: u16 = 11211;
@@ -107,43 +123,6 @@ impl std::fmt::Debug for MemcachedStore {
     }
 }
 
-/// What one call does on the server that owns its key.
-enum Op<'a> {
-    Get(Slot<'a>),
-    Put(Slot<'a>, &'a [u8], Duration),
-    Delete(Slot<'a>),
-    Cas {
-        key: &'a str,
-        expected: Option<&'a [u8]>,
-        new: &'a [u8],
-        ttl: Duration,
-    },
-    /// Increment the generation (one server's share of `clear`).
-    Bump,
-    /// Connect and load the generation only.
-    Warm,
-}
-
-/// What a call returned.
-enum Done {
-    Value(Option<Bytes>),
-    Unit,
-    Flag(bool),
-}
-
-/// A status that completes an operation normally (the connection stays usable).
-fn is_outcome(e: &McError) -> bool {
-    matches!(
-        e,
-        McError::Protocol(Status::NotStored | Status::Exists | Status::NotFound)
-    )
-}
-
-/// A failure of the connection itself, as when an idle connection's server has restarted.
-fn is_connection_error(e: &McError) -> bool {
-    matches!(e, McError::Io(_) | McError::ConnectionClosed)
-}
-
 impl MemcachedStore {
     /// Opens a store over the servers of `cfg`. Connections are made lazily: a server that is
     /// down makes the calls for its keys fail until it answers. Resolution has checked
@@ -170,7 +149,7 @@ impl MemcachedStore {
             if servers.iter().any(|s| s.label == label) {
                 continue;
             }
-            servers.push(Server::new(label));
+            servers.push(Server::new(layer, label));
         }
         let store = MemcachedStore {
             layer,
@@ -216,130 +195,26 @@ impl MemcachedStore {
         }
     }
 
-    /// Runs `op` on `client`, connected to `server`. Normal outcomes (miss, not stored, CAS
-    /// mismatch) are `Ok`; an `Err` means the connection must not be reused.
-    async fn run(
+    /// Writes `marker` over the entry of `key` in a generation read after `read_after`; reports
+    /// whether a real entry (not a tombstone) was there.
+    async fn tombstone_in_current(
         &self,
-        server: &Server,
-        client: &mut Client,
-        op: &Op<'_>,
-    ) -> std::result::Result<Done, McError> {
-        if let Op::Bump = op {
-            let _guard = server.gen_lock.lock().await;
-            let at = self.elapsed_ms();
-            let generation = self.bump(client, 1).await?;
-            Self::remember(server, generation, at);
-            return Ok(Done::Unit);
-        }
-        let generation = self.generation(server, client).await?;
-        let name = |slot: Slot<'_>| physical_name(&self.prefix, generation, slot);
-        let ttl_flag = |ttl: Duration| format!("T{}", exptime(ttl, unix_now()));
-        let outcome = match op {
-            Op::Warm | Op::Bump => return Ok(Done::Unit),
-            Op::Get(slot) => client
-                .meta_get(name(*slot), false, None, Some(&["v"]))
-                .await
-                .map(|v| Done::Value(v.map(|v| Bytes::from(v.data.unwrap_or_default())))),
-            Op::Put(slot, value, ttl) => {
-                let ttl = ttl_flag(*ttl);
-                client
-                    .meta_set(name(*slot), *value, false, None, Some(&[ttl.as_str()]))
-                    .await
-                    .map(|_| Done::Unit)
-            }
-            Op::Delete(slot) => client
-                .meta_delete(name(*slot), false, None, None)
-                .await
-                .map(|_| Done::Flag(true)),
-            Op::Cas {
-                key,
-                expected,
-                new,
-                ttl,
-            } => {
-                let name = name(Slot::Entry(key));
-                let ttl = ttl_flag(*ttl);
-                match expected {
-                    None => client
-                        .meta_set(&name, *new, false, None, Some(&[ttl.as_str(), "ME"]))
-                        .await
-                        .map(|_| Done::Flag(true)),
-                    Some(expected) => {
-                        let current = client
-                            .meta_get(&name, false, None, Some(&["v", "c"]))
-                            .await?;
-                        match current {
-                            Some(v)
-                                if v.data.as_deref().unwrap_or_default() == *expected
-                                    && v.cas.is_some() =>
-                            {
-                                let cas = format!("C{}", v.cas.unwrap_or_default());
-                                client
-                                    .meta_set(
-                                        &name,
-                                        *new,
-                                        false,
-                                        None,
-                                        Some(&[ttl.as_str(), cas.as_str()]),
-                                    )
-                                    .await
-                                    .map(|_| Done::Flag(true))
-                            }
-                            _ => Ok(Done::Flag(false)),
-                        }
-                    }
-                }
-            }
+        key: &str,
+        marker: &[u8],
+        ttl: Duration,
+        read_after: u64,
+    ) -> Result<bool> {
+        let op = Op::Tombstone {
+            key,
+            marker,
+            ttl,
+            read_after,
         };
-        match outcome {
-            Err(e) if is_outcome(&e) => Ok(Done::Flag(false)),
-            other => other,
-        }
-    }
-
-    /// Runs `op` with a pooled or new connection; retries once on a fresh connection when an
-    /// idle one turns out dead (its server restarted: the other idle ones are dropped too).
-    async fn attempt(&self, server: &Server, op: &Op<'_>) -> std::result::Result<Done, McError> {
-        // Held until the call ends, so at most MAX_CONNECTIONS calls (and connections) at once.
-        // The semaphore is never closed; if it were, the call would run unbounded, not fail.
-        let _slot = server.slots.acquire().await.ok();
-        let mut retried = false;
-        loop {
-            let (mut client, reused) = match server.take() {
-                Some(client) => (client, true),
-                None => (Client::new(&server.dsn).await?, false),
-            };
-            match self.run(server, &mut client, op).await {
-                Ok(done) => {
-                    server.give_back(client);
-                    return Ok(done);
-                }
-                Err(e) if reused && !retried && is_connection_error(&e) => {
-                    server.drop_idle();
-                    retried = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Runs `op` on server `index` under the layer's timeout, with a pooled or new connection.
-    async fn call(&self, what: &str, index: usize, op: Op<'_>) -> Result<Done> {
-        let server = &self.servers[index];
-        let attempt = self.attempt(server, &op);
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(e)) => Err(Error::new(
+        match self.call("tombstone", self.server_of(key), op).await? {
+            Done::Value(old) => Ok(old.is_some_and(|b| !is_tombstone(&b, marker))),
+            _ => Err(Error::new(
                 ErrorKind::Backend,
-                format!("{} memcached {what} on {}: {e}", self.layer, server.label),
-            )
-            .with_source(e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{} memcached {what} on {} took longer than {:?}",
-                    self.layer, server.label, self.timeout
-                ),
+                format!("{} memcached tombstone: not stored", self.layer),
             )),
         }
     }
@@ -372,10 +247,19 @@ impl Store for MemcachedStore {
 
     fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            match self
-                .call("set", self.slot_server(slot), Op::Put(slot, &value, ttl))
-                .await?
-            {
+            // A tag record is an invalidation (`invalidate_tag`): it must land in the current
+            // generation. An entry may go to one up to `GEN_REFRESH` old, like a read.
+            let read_after = match slot {
+                Slot::Tag(_) => self.elapsed_ns(),
+                Slot::Entry(_) => 0,
+            };
+            let op = Op::Put {
+                slot,
+                value: &value,
+                ttl,
+                read_after,
+            };
+            match self.call("set", self.slot_server(slot), op).await? {
                 Done::Flag(false) => Err(Error::new(
                     ErrorKind::Backend,
                     format!("{} memcached set: not stored", self.layer),
@@ -387,10 +271,11 @@ impl Store for MemcachedStore {
 
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            match self
-                .call("delete", self.slot_server(slot), Op::Delete(slot))
-                .await?
-            {
+            let op = Op::Delete {
+                slot,
+                read_after: self.elapsed_ns(),
+            };
+            match self.call("delete", self.slot_server(slot), op).await? {
                 Done::Flag(existed) => Ok(existed),
                 _ => Ok(true),
             }
@@ -425,7 +310,8 @@ impl Store for MemcachedStore {
     }
 
     /// Memcached has no atomic get-and-set: the read that reports existence and the write are two
-    /// calls. The tombstone itself is what `docs/guarantees.md#g3-no-resurrection` needs; only the returned flag can race.
+    /// requests. The tombstone itself is what `docs/guarantees.md#g3-no-resurrection` needs; only
+    /// the returned flag can race.
     fn tombstone<'a>(
         &'a self,
         key: &'a str,
@@ -433,10 +319,32 @@ impl Store for MemcachedStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         Box::pin(async move {
-            let old = self.get(Slot::Entry(key)).await?;
-            self.put(Slot::Entry(key), marker.clone(), ttl).await?;
-            Ok(Some(old.is_some_and(|b| !crate::store::is_tombstone(&b))))
+            self.tombstone_in_current(key, &marker, ttl, self.elapsed_ns())
+                .await
+                .map(Some)
         })
+    }
+
+    /// As the default, with one `read_after` for every key: one generation read per server.
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        let read_after = self.elapsed_ns();
+        Box::pin(delete_each(keys, move |key| {
+            let marker = marker.clone();
+            async move {
+                self.tombstone_in_current(key, &marker, ttl, read_after)
+                    .await
+            }
+        }))
+    }
+
+    /// One circuit per server (see the module docs).
+    fn has_own_breakers(&self) -> bool {
+        true
     }
 
     fn has_compare_and_set(&self) -> bool {
