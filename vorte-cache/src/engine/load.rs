@@ -190,7 +190,7 @@ impl Engine {
     }
 
     /// The body of every `#[cached]` function: never fails because of the cache. Without a valid
-    /// key it runs uncached.
+    /// key, or with a tag `get_or_set` would refuse (`key::validate_tags`), it runs uncached.
     pub(crate) async fn run_cached<O, F>(
         &self,
         callsite: &'static Callsite,
@@ -202,10 +202,13 @@ impl Engine {
         O: Output,
         F: Future<Output = O> + Send,
     {
-        let key = match key.and_then(|k| key::validate(&k, "key").map(|()| k)) {
+        let checked = key
+            .and_then(|k| key::validate(&k, "key").map(|()| k))
+            .and_then(|k| key::validate_tags(&tags).map(|()| k));
+        let key = match checked {
             Ok(k) => k,
             Err(e) => {
-                tracing::warn!(function = callsite.path, error = %e, "no cache key; running uncached");
+                tracing::warn!(function = callsite.path, error = %e, "no valid cache key and tags; running uncached");
                 return body.await;
             }
         };
