@@ -15,7 +15,8 @@ use super::raw::{
 use super::url::ServerUrl;
 use super::{
     BusConfig, CacheConfig, Config, DEFAULT_BUS_RETENTION, DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE,
-    DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig, LayersConfig, Sweep, WritePolicy,
+    DEFAULT_LOAD_WAIT_TIMEOUT, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig,
+    LayersConfig, Sweep, WritePolicy,
 };
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
@@ -101,6 +102,9 @@ fn resolve_cache(raw: RawCacheConfig, path: &str) -> Result<CacheConfig> {
         serialization: raw.serialization.unwrap_or_default(),
         compression,
         max_value_bytes: raw.max_value_bytes.map_or(DEFAULT_MAX_VALUE_BYTES, |v| v.0),
+        load_wait_timeout: raw
+            .load_wait_timeout
+            .map_or(DEFAULT_LOAD_WAIT_TIMEOUT, |s| s.0),
         layers,
         bus,
     })

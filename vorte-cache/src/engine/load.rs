@@ -112,12 +112,25 @@ impl Engine {
                     return Ok(output);
                 }
                 Role::Waiter(waiter) => {
-                    if let Some(v) = waiter
-                        .wait()
-                        .await
-                        .and_then(|s| s.downcast_ref::<L::Stored>().cloned())
-                    {
-                        return Ok(L::from_stored(v));
+                    use crate::flight::Waited;
+                    match waiter.wait(key, self.config.load_wait_timeout).await {
+                        Waited::Value(shared) => {
+                            if let Some(v) = shared.downcast_ref::<L::Stored>().cloned() {
+                                return Ok(L::from_stored(v));
+                            }
+                        }
+                        Waited::Retry => {}
+                        // The flight is detached: going round again leads a load (or joins the
+                        // one that another caller who gave up leads).
+                        Waited::GaveUp => {
+                            crate::stats::Counters::bump(&self.counters.load_wait_timeouts);
+                            tracing::warn!(
+                                key,
+                                load_wait_timeout = ?self.config.load_wait_timeout,
+                                "a load of this key ran past load_wait_timeout; this caller stopped \
+                                 waiting for it and loads the value itself"
+                            );
+                        }
                     }
                 }
             }

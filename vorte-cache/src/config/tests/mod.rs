@@ -64,6 +64,7 @@ fn defaults() {
     assert_eq!(c.layers.l1.max_size, 10_000);
     assert_eq!(c.layers.l1.ttl, Some(Duration::from_secs(300)));
     assert_eq!(c.l1_ttl(), Duration::from_secs(300));
+    assert_eq!(c.load_wait_timeout, Duration::from_secs(30));
     assert!(c.layers.l2.is_none() && c.layers.l3.is_none() && c.layers.l4.is_none());
 }
 
@@ -123,6 +124,14 @@ fn durations_accept_integers_and_floats() {
         .unwrap()
         .cache;
     assert_eq!(c.default_ttl, Duration::from_millis(2));
+    let c = Config::from_toml_str("[cache]\nload_wait_timeout = 0.5")
+        .unwrap()
+        .cache;
+    assert_eq!(c.load_wait_timeout, Duration::from_millis(500));
+    assert_err(
+        "[cache]\nload_wait_timeout = 0",
+        "cache.load_wait_timeout: must be greater than 0",
+    );
 }
 
 #[test]
