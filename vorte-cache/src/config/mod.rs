@@ -95,6 +95,8 @@ pub struct CacheConfig {
     pub default_ttl: Duration,
     /// `key_prefix`: the start of every physical key in every layer. `flush`, `keys` and `stats`
     /// only see keys under it. Non-empty, at most 64 bytes, no whitespace or control characters.
+    /// It ends with its only `:`, which is added when missing (`"app"` resolves to `"app:"`; `"app:v2:"`
+    /// is refused, `"app-v2:"` is not), so that no cache's names start with another's prefix.
     /// Default `"vorte:"`.
     pub key_prefix: String,
     /// `serialization`: how values are encoded. Default [`Serialization::Msgpack`].

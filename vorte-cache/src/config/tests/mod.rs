@@ -323,5 +323,37 @@ fn key_prefix_rules() {
     );
     let ok = "x".repeat(64);
     let c = Config::from_toml_str(&format!("[cache]\nkey_prefix = \"{ok}\"")).unwrap();
-    assert_eq!(c.cache.key_prefix, ok);
+    assert_eq!(
+        c.cache.key_prefix,
+        format!("{ok}:"),
+        "a prefix gets the ':' that ends it"
+    );
+}
+
+/// No prefix's names start with another's (`docs/guarantees.md#g6-prefix-isolation`): a prefix
+/// ends with its only ':', added when it is missing.
+#[test]
+fn key_prefixes_end_with_their_only_colon() {
+    let prefix = |p: &str| {
+        Config::from_toml_str(&format!("[cache]\nkey_prefix = {p:?}"))
+            .unwrap()
+            .cache
+            .key_prefix
+    };
+    assert_eq!(prefix("a"), "a:");
+    assert_eq!(prefix("ab"), "ab:");
+    assert_eq!(prefix("ae:"), "ae:");
+    assert_eq!(prefix("vorte:"), "vorte:");
+    assert_eq!(prefix("app-v2/"), "app-v2/:");
+    assert_err(
+        "[cache]\nkey_prefix = \"app:v2:\"",
+        "cache.key_prefix: \"app:v2:\" holds ':' before its end",
+    );
+    assert_err("[cache]\nkey_prefix = \"a::\"", "cache.key_prefix:");
+    // Resolving again (as environment overrides do) keeps it.
+    let c = Config::from_toml_str("[cache]\nkey_prefix = \"a\"")
+        .unwrap()
+        .with_env_overrides_from([("VORTE__CACHE__DEFAULT_TTL".to_owned(), "9".to_owned())])
+        .unwrap();
+    assert_eq!(c.cache.key_prefix, "a:");
 }
