@@ -380,6 +380,40 @@ async fn a_cache_failure_never_fails_the_call() {
     assert_eq!(calls(&LONG_KEY_CALLS), 2);
 }
 
+static BAD_TAG_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, key = "bad-tag:{id}", tags = ["{tag}"])]
+async fn with_rendered_tag(id: u64, tag: String) -> u64 {
+    BAD_TAG_CALLS.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+/// Tags are checked as `get_or_set` checks them (`docs/guarantees.md#m1-cached-never-fails-because-of-the-cache`):
+/// with a tag that is empty, too long (over 65,535 bytes it would not even fit the entry's
+/// format) or holds a NUL, the body runs uncached, every time, and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_fn_with_invalid_tags_runs_uncached() -> vorte_cache::Result<()> {
+    let bad = [String::new(), "x".repeat(70_000), "a\0b".to_owned()];
+    for (id, tag) in (1..).zip(bad) {
+        let before = calls(&BAD_TAG_CALLS);
+        assert_eq!(with_rendered_tag(id, tag.clone()).await, id);
+        assert_eq!(with_rendered_tag(id, tag.clone()).await, id);
+        assert_eq!(
+            calls(&BAD_TAG_CALLS) - before,
+            2,
+            "tag of {} bytes",
+            tag.len()
+        );
+        let key = format!("bad-tag:{id}");
+        assert_eq!(Cache::global().get::<u64>(&key).await?, None);
+    }
+    // A valid tag is cached as usual.
+    assert_eq!(with_rendered_tag(9, "fine".to_owned()).await, 9);
+    assert_eq!(with_rendered_tag(9, "fine".to_owned()).await, 9);
+    assert_eq!(calls(&BAD_TAG_CALLS), 7);
+    Ok(())
+}
+
 // ===== methods =====
 
 struct UserRepo {

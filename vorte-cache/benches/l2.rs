@@ -109,7 +109,7 @@ async fn l2_cache_with(server: &RedisServer, name: &str, l1: bool, l2_extra: &st
         r#"
 [cache]
 default_ttl = 3600
-key_prefix = "bench-l2:{pid}:{name}:"
+key_prefix = "bench-l2-{pid}-{name}:"
 [cache.layers.l1]
 enabled = {l1}
 [cache.layers.l2]

@@ -11,11 +11,17 @@
 //! the callers already waiting on it (they began before the invalidation), but a caller that
 //! comes after finds no flight and leads a load of its own, so it never receives a value loaded
 //! before it began (`docs/guarantees.md#g3-no-resurrection`).
+//!
+//! A waiter waits at most its patience (`load_wait_timeout`): past it, it detaches the flight as an
+//! invalidation would and goes round again, so a hung leader blocks its waiters for a bounded time
+//! (`docs/guarantees.md#f6-a-hung-load-blocks-its-waiters-for-a-bounded-time`). The callers that
+//! give up on one flight share the next one.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -47,7 +53,7 @@ impl std::fmt::Debug for Flights {
 /// What a caller is in a flight.
 pub(crate) enum Role<'a> {
     Leader(Leader<'a>),
-    Waiter(Waiter),
+    Waiter(Waiter<'a>),
 }
 
 /// The caller that runs the load. Dropping it without [`Leader::finish`] counts as a failure.
@@ -59,8 +65,20 @@ pub(crate) struct Leader<'a> {
 }
 
 /// A caller waiting on another's load.
-pub(crate) struct Waiter {
+pub(crate) struct Waiter<'a> {
+    flights: &'a Flights,
     flight: Arc<Flight>,
+}
+
+/// How a wait on another caller's load ended.
+pub(crate) enum Waited {
+    /// The leader's value.
+    Value(Shared),
+    /// The leader failed, kept nothing, or was dropped: go round again.
+    Retry,
+    /// The leader took longer than the waiter's patience. Its flight is detached, so going round
+    /// again leads a load of one's own, or joins the one another caller that gave up leads.
+    GaveUp,
 }
 
 impl Flights {
@@ -84,6 +102,7 @@ impl Flights {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = map.get(key) {
             return Role::Waiter(Waiter {
+                flights: self,
                 flight: flight.clone(),
             });
         }
@@ -103,6 +122,15 @@ impl Flights {
 }
 
 impl Flights {
+    /// Detaches `flight` if it is still the flight of `key` (a later one may have replaced it).
+    fn detach_if_current(&self, key: &str, flight: &Arc<Flight>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            map.remove(key);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// Detaches the flight of `key`: later callers start a load of their own.
     pub(crate) fn forget(&self, key: &str) {
         if self.active.load(Ordering::SeqCst) == 0 {
@@ -152,16 +180,7 @@ impl Leader<'_> {
 
     fn publish(&mut self, value: Option<Shared>) {
         self.finished = true;
-        {
-            let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map
-                .get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                map.remove(&self.key);
-                self.flights.active.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        self.flights.detach_if_current(&self.key, &self.flight);
         *self
             .flight
             .outcome
@@ -179,17 +198,28 @@ impl Drop for Leader<'_> {
     }
 }
 
-impl Waiter {
-    /// Waits for the leader; the shared value, or `None` when the caller should retry.
-    pub(crate) async fn wait(self) -> Option<Shared> {
+impl Waiter<'_> {
+    /// Waits for the leader of `key`'s flight, at most `patience`.
+    pub(crate) async fn wait(self, key: &str, patience: Duration) -> Waited {
         let notified = self.flight.done.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(outcome) = self.outcome() {
-            return outcome;
+            return Self::waited(outcome);
         }
-        notified.await;
-        self.outcome().flatten()
+        if tokio::time::timeout(patience, notified).await.is_ok() {
+            return Self::waited(self.outcome().flatten());
+        }
+        // The leader may have finished as the time ran out: its value is as good as any.
+        if let Some(outcome) = self.outcome() {
+            return Self::waited(outcome);
+        }
+        self.flights.detach_if_current(key, &self.flight);
+        Waited::GaveUp
+    }
+
+    fn waited(outcome: Option<Shared>) -> Waited {
+        outcome.map_or(Waited::Retry, Waited::Value)
     }
 
     fn outcome(&self) -> Option<Option<Shared>> {

@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     /// Shared with the layers' background tasks (write-behind).
     pub(crate) layers: [std::sync::Arc<LayerCounters>; 4],
     pub(crate) misses: AtomicU64,
+    pub(crate) load_wait_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -94,6 +95,9 @@ pub struct CacheStats {
     pub l4_hits: u64,
     /// Reads that found nothing live in any layer.
     pub misses: u64,
+    /// Callers that waited on another caller's load of their key longer than `load_wait_timeout`
+    /// and then loaded the value themselves: a count of loads that hung or ran that long.
+    pub load_wait_timeouts: u64,
     /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns). It
     /// lists every layer, so it costs a listing of each store.
     pub total_keys: u64,

@@ -14,7 +14,9 @@
 //! Records live in the *authority*: the most shared layer below L1 (L3, else L2, else L4), or in
 //! process memory when L1 is the only layer. Each process memoises the versions it has seen;
 //! [`TagIndex::epoch`] moves whenever a memoised version changes, so an L1 hit on a tagged entry
-//! re-checks its stamps only after some tag changed.
+//! re-checks its stamps only after some tag changed. A memoised version never goes back in time:
+//! a read of the authority that was in flight when the tag moved does not memoise what it saw,
+//! and another process's notice makes the next use re-read the authority (see [`TagIndex`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,17 +37,46 @@ const MEMO_LIMIT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Memo {
-    version: u64,
+    /// `None`: the tag moved elsewhere (a notice, or a race with one); the next use fetches it.
+    version: Option<u64>,
     fetched: Instant,
+    /// The epoch at which an invalidation, here or in another process, last moved the tag.
+    moved_at: u64,
+}
+
+/// The memoised versions, and when they were last all dropped.
+#[derive(Debug, Default)]
+struct MemoTable {
+    tags: HashMap<Arc<str>, Memo>,
+    /// The epoch of the last [`TagIndex::forget_all`] or size-bound clear: it also erased the
+    /// `moved_at` of every tag.
+    cleared_at: u64,
+}
+
+impl MemoTable {
+    /// Whether `tag` may have moved since `began` (an epoch): then what a fetch or a write that
+    /// began before it learned may be older than what the memo knows.
+    fn moved_since(&self, tag: &str, began: u64) -> bool {
+        self.cleared_at > began || self.tags.get(tag).is_some_and(|m| m.moved_at > began)
+    }
 }
 
 /// The tag versions of one cache.
+///
+/// A memoised version never goes back in time (`docs/guarantees.md#g2-invalidation`). Each
+/// invalidation stamps its tag with the epoch it moved at; a fetch from the authority or a
+/// local write that began before the tag last moved does not memoise what it saw, since it may
+/// predate the move. A notice from another process drops the tag rather than trusting the
+/// version it carries: two processes that invalidate one tag may publish in the opposite order
+/// of their writes, and only the authority knows which version is current.
 #[derive(Debug)]
 pub(crate) struct TagIndex {
     authority: Option<Arc<dyn Store>>,
-    memo: RwLock<HashMap<Arc<str>, Memo>>,
+    memo: RwLock<MemoTable>,
     /// Without cross-process notifications, a memoised version is refetched after this long.
     memo_ttl: Duration,
+    /// Moves whenever the memo changes; also the clock of [`Memo::moved_at`]. Changed under the
+    /// memo's write lock.
     epoch: AtomicU64,
 }
 
@@ -58,7 +89,7 @@ impl TagIndex {
     pub(crate) fn new(authority: Option<Arc<dyn Store>>, memo_ttl: Duration) -> Self {
         TagIndex {
             authority,
-            memo: RwLock::new(HashMap::new()),
+            memo: RwLock::new(MemoTable::default()),
             memo_ttl,
             epoch: AtomicU64::new(1),
         }
@@ -70,37 +101,75 @@ impl TagIndex {
         self.epoch.load(Ordering::Acquire)
     }
 
+    fn memo_read(&self) -> std::sync::RwLockReadGuard<'_, MemoTable> {
+        self.memo.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn memo_write(&self) -> std::sync::RwLockWriteGuard<'_, MemoTable> {
+        self.memo.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the epoch (under the memo's write lock) and returns its new value.
+    fn advance(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     fn memo_get(&self, tag: &str) -> Option<u64> {
-        let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
-        let m = memo.get(tag)?;
+        let memo = self.memo_read();
+        let m = memo.tags.get(tag)?;
         // With an authority, another process may have moved the version: refetch after memo_ttl.
         if self.authority.is_some() && m.fetched.elapsed() > self.memo_ttl {
             return None;
         }
-        Some(m.version)
+        m.version
     }
 
-    fn memo_set(&self, tag: &str, version: u64) {
-        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-        if memo.len() >= MEMO_LIMIT && !memo.contains_key(tag) {
-            memo.clear();
+    /// Writes the memo of `tag`, keeping its `moved_at`; the epoch moves if the version changed.
+    fn memo_put(&self, memo: &mut MemoTable, tag: &str, version: Option<u64>, moved_at: u64) {
+        if memo.tags.len() >= MEMO_LIMIT && !memo.tags.contains_key(tag) {
+            memo.tags.clear();
+            memo.cleared_at = self.advance();
         }
-        let previous = memo.insert(
+        let previous = memo.tags.insert(
             Arc::from(tag),
             Memo {
                 version,
                 fetched: Instant::now(),
+                moved_at,
             },
         );
-        if previous.map(|m| m.version) != Some(version) {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        if previous.and_then(|m| m.version) != version {
+            self.advance();
         }
+    }
+
+    /// Memoises `version`, fetched from the authority by a fetch that began at epoch `began`,
+    /// unless the tag moved meanwhile: the invalidation or notice that moved it knows better.
+    fn memo_fetched(&self, tag: &str, version: u64, began: u64) {
+        let mut memo = self.memo_write();
+        if memo.moved_since(tag, began) {
+            return;
+        }
+        let moved_at = memo.tags.get(tag).map_or(0, |m| m.moved_at);
+        self.memo_put(&mut memo, tag, Some(version), moved_at);
+    }
+
+    /// Records that `tag` moved, to `version` when this process wrote it, or to "fetch it again"
+    /// (`None`). A version written by a call that began at epoch `began` is not kept if the tag
+    /// moved again since: a notice, or another invalidation here, may come from a write that
+    /// landed after this one, and only the authority knows which is current.
+    fn memo_moved(&self, tag: &str, version: Option<u64>, began: u64) {
+        let mut memo = self.memo_write();
+        let version = version.filter(|_| !memo.moved_since(tag, began));
+        let moved_at = self.advance();
+        self.memo_put(&mut memo, tag, version, moved_at);
     }
 
     /// Forgets every memoised version (after a flush, or when notifications may have been lost).
     pub(crate) fn forget_all(&self) {
-        self.memo.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut memo = self.memo_write();
+        memo.tags.clear();
+        memo.cleared_at = self.advance();
     }
 
     /// The current version of `tag`, creating a record when there is none.
@@ -108,20 +177,34 @@ impl TagIndex {
         if let Some(v) = self.memo_get(tag) {
             return Ok(v);
         }
-        let version = match &self.authority {
-            None => fresh_version(),
-            Some(store) => match store.get(Slot::Tag(tag)).await? {
-                Some(bytes) if bytes.len() == 8 => {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(&bytes);
-                    u64::from_be_bytes(a)
-                }
-                // Missing or unreadable: a new version, which invalidates whatever was stamped.
-                _ => Self::write_record(store.as_ref(), tag).await?,
-            },
+        let Some(store) = &self.authority else {
+            return Ok(self.memo_create(tag));
         };
-        self.memo_set(tag, version);
+        // Before the read: a move after this makes what the read returns possibly older.
+        let began = self.epoch();
+        let version = match store.get(Slot::Tag(tag)).await? {
+            Some(bytes) if bytes.len() == 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&bytes);
+                u64::from_be_bytes(a)
+            }
+            // Missing or unreadable: a new version, which invalidates whatever was stamped.
+            _ => Self::write_record(store.as_ref(), tag).await?,
+        };
+        self.memo_fetched(tag, version, began);
         Ok(version)
+    }
+
+    /// Without an authority the memo is the record: a tag's first use creates its version, once.
+    fn memo_create(&self, tag: &str) -> u64 {
+        let mut memo = self.memo_write();
+        if let Some(v) = memo.tags.get(tag).and_then(|m| m.version) {
+            return v;
+        }
+        let version = fresh_version();
+        let moved_at = memo.tags.get(tag).map_or(0, |m| m.moved_at);
+        self.memo_put(&mut memo, tag, Some(version), moved_at);
+        version
     }
 
     /// Stamps for `tags`, as of now.
@@ -168,16 +251,22 @@ impl TagIndex {
     /// Invalidates every entry stamped with `tag`: one write to the authority. Returns the new
     /// version, for the other processes.
     pub(crate) async fn invalidate(&self, tag: &str) -> Result<u64> {
+        let began = self.epoch();
         let v = match &self.authority {
             Some(store) => Self::write_record(store.as_ref(), tag).await?,
             None => fresh_version(),
         };
-        self.memo_set(tag, v);
+        self.memo_moved(tag, Some(v), began);
         Ok(v)
     }
 
-    /// Takes another process's new version of `tag`.
-    pub(crate) fn learn(&self, tag: &str, version: u64) {
-        self.memo_set(tag, version);
+    /// Another process moved `tag` (its notice carried `_version`): the memo drops the tag and
+    /// the next use fetches it from the authority. The carried version is not trusted: notices
+    /// of two invalidations may arrive in the opposite order of their writes.
+    pub(crate) fn learn(&self, tag: &str, _version: u64) {
+        self.memo_moved(tag, None, self.epoch());
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -215,6 +215,7 @@ fn to_raw(config: &Config) -> RawConfig {
             serialization: Some(c.serialization),
             compression: Some(compression_to_raw(c.compression)),
             max_value_bytes: Some(Positive(c.max_value_bytes)),
+            load_wait_timeout: Some(Seconds(c.load_wait_timeout)),
             layers: Some(RawLayers {
                 l1: Some(RawL1 {
                     enabled: Some(l1.enabled),

@@ -20,6 +20,7 @@
 //! serialization = "msgpack"          # or "json"
 //! compression = "lz4"                # or { algorithm = "lz4", threshold = 1024 }; default "none"
 //! max_value_bytes = 16777216
+//! load_wait_timeout = 30             # seconds a caller waits on another's load of the same key
 //!
 //! [cache.layers.l1]
 //! max_size = 1000
@@ -60,6 +61,8 @@ pub use crate::codec::{Compression, Serialization};
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The default of [`CacheConfig::key_prefix`].
 const DEFAULT_KEY_PREFIX: &str = "vorte:";
+/// The default of [`CacheConfig::load_wait_timeout`]: 30 s.
+const DEFAULT_LOAD_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default of [`CacheConfig::max_value_bytes`]: 16 MiB.
 pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// The default of [`L1Config::max_size`].
@@ -92,6 +95,8 @@ pub struct CacheConfig {
     pub default_ttl: Duration,
     /// `key_prefix`: the start of every physical key in every layer. `flush`, `keys` and `stats`
     /// only see keys under it. Non-empty, at most 64 bytes, no whitespace or control characters.
+    /// It ends with its only `:`, which is added when missing (`"app"` resolves to `"app:"`; `"app:v2:"`
+    /// is refused, `"app-v2:"` is not), so that no cache's names start with another's prefix.
     /// Default `"vorte:"`.
     pub key_prefix: String,
     /// `serialization`: how values are encoded. Default [`Serialization::Msgpack`].
@@ -101,6 +106,13 @@ pub struct CacheConfig {
     /// `max_value_bytes`: the largest encoded value any layer accepts, unless a layer sets its own
     /// limit. Default 16 MiB; must be > 0.
     pub max_value_bytes: usize,
+    /// `load_wait_timeout`: how long a caller that missed waits for another caller's load of the
+    /// same key (single flight) before it stops waiting and loads the value itself, so that a
+    /// hung loader does not block every caller of its key. Each such give-up is counted
+    /// ([`CacheStats::load_wait_timeouts`](crate::CacheStats::load_wait_timeouts)) and logged.
+    /// Seconds in the config, integer or float, with millisecond resolution; must be > 0.
+    /// Default 30 s.
+    pub load_wait_timeout: Duration,
     /// `[cache.layers]`: the four layers.
     pub layers: LayersConfig,
     /// `[cache.bus]`: a dedicated Redis for cross-process invalidation and `emit`. `None` means the
@@ -248,6 +260,7 @@ impl Default for CacheConfig {
             serialization: Serialization::default(),
             compression: Compression::default(),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            load_wait_timeout: DEFAULT_LOAD_WAIT_TIMEOUT,
             layers: LayersConfig {
                 l1: L1Config {
                     ttl: Some(DEFAULT_TTL),

@@ -41,6 +41,8 @@ pub(super) struct RawCacheConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) max_value_bytes: Option<Positive<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) load_wait_timeout: Option<Seconds>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) layers: Option<RawLayers>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) bus: Option<RawBus>,

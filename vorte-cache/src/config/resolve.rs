@@ -15,13 +15,16 @@ use super::raw::{
 use super::url::ServerUrl;
 use super::{
     BusConfig, CacheConfig, Config, DEFAULT_BUS_RETENTION, DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE,
-    DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig, LayersConfig, Sweep, WritePolicy,
+    DEFAULT_LOAD_WAIT_TIMEOUT, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig,
+    LayersConfig, Sweep, WritePolicy,
 };
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The longest accepted [`CacheConfig::key_prefix`], in bytes.
+/// The longest accepted [`CacheConfig::key_prefix`], in bytes, as written.
 const MAX_KEY_PREFIX_LEN: usize = 64;
+/// What ends every key prefix, and appears nowhere else in it.
+const KEY_PREFIX_END: char = ':';
 /// The default compression threshold, in bytes.
 const DEFAULT_COMPRESSION_THRESHOLD: usize = 1024;
 /// The default of [`WritePolicy::Behind`]'s `queue`.
@@ -77,6 +80,7 @@ fn resolve_cache(raw: RawCacheConfig, path: &str) -> Result<CacheConfig> {
         .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
     let key_prefix_path = join(path, "key_prefix");
     check_key_prefix(&key_prefix, &key_prefix_path)?;
+    let key_prefix = ended_key_prefix(key_prefix);
     let compression = match raw.compression {
         None => Compression::None,
         Some(c) => resolve_compression(c, &join(path, "compression"))?,
@@ -101,6 +105,9 @@ fn resolve_cache(raw: RawCacheConfig, path: &str) -> Result<CacheConfig> {
         serialization: raw.serialization.unwrap_or_default(),
         compression,
         max_value_bytes: raw.max_value_bytes.map_or(DEFAULT_MAX_VALUE_BYTES, |v| v.0),
+        load_wait_timeout: raw
+            .load_wait_timeout
+            .map_or(DEFAULT_LOAD_WAIT_TIMEOUT, |s| s.0),
         layers,
         bus,
     })
@@ -125,7 +132,32 @@ fn check_key_prefix(prefix: &str, path: &str) -> Result<()> {
             format!("{prefix:?} holds {c:?}; whitespace and control characters are not allowed"),
         ));
     }
+    if prefix
+        .strip_suffix(KEY_PREFIX_END)
+        .unwrap_or(prefix)
+        .contains(KEY_PREFIX_END)
+    {
+        return Err(config_error(
+            path,
+            format!(
+                "{prefix:?} holds {KEY_PREFIX_END:?} before its end; {KEY_PREFIX_END:?} may only \
+                 end a prefix, so that no prefix is the start of another's names (write \
+                 \"app-v2:\" rather than \"app:v2:\")"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// `prefix`, ended by [`KEY_PREFIX_END`] if it was not: the names a cache builds are its prefix,
+/// its only `:`, then the rest, so no cache's names start with another's prefix
+/// (`docs/guarantees.md#g6-prefix-isolation`). Without the end, `a` named an entry `ae:k`,
+/// which the cache under `ae:` flushed and listed as its own.
+fn ended_key_prefix(mut prefix: String) -> String {
+    if !prefix.ends_with(KEY_PREFIX_END) {
+        prefix.push(KEY_PREFIX_END);
+    }
+    prefix
 }
 
 fn resolve_compression(raw: RawCompression, path: &str) -> Result<Compression> {

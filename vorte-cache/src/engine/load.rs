@@ -120,12 +120,25 @@ impl Engine {
                     return Ok(output);
                 }
                 Role::Waiter(waiter) => {
-                    if let Some(v) = waiter
-                        .wait()
-                        .await
-                        .and_then(|s| s.downcast_ref::<L::Stored>().cloned())
-                    {
-                        return Ok(L::from_stored(v));
+                    use crate::flight::Waited;
+                    match waiter.wait(key, self.config.load_wait_timeout).await {
+                        Waited::Value(shared) => {
+                            if let Some(v) = shared.downcast_ref::<L::Stored>().cloned() {
+                                return Ok(L::from_stored(v));
+                            }
+                        }
+                        Waited::Retry => {}
+                        // The flight is detached: going round again leads a load (or joins the
+                        // one that another caller who gave up leads).
+                        Waited::GaveUp => {
+                            crate::stats::Counters::bump(&self.counters.load_wait_timeouts);
+                            tracing::warn!(
+                                key,
+                                load_wait_timeout = ?self.config.load_wait_timeout,
+                                "a load of this key ran past load_wait_timeout; this caller stopped \
+                                 waiting for it and loads the value itself"
+                            );
+                        }
                     }
                 }
             }
@@ -198,7 +211,7 @@ impl Engine {
     }
 
     /// The body of every `#[cached]` function: never fails because of the cache. Without a valid
-    /// key it runs uncached.
+    /// key, or with a tag `get_or_set` would refuse (`key::validate_tags`), it runs uncached.
     pub(crate) async fn run_cached<O, F>(
         &self,
         callsite: &'static Callsite,
@@ -210,10 +223,13 @@ impl Engine {
         O: Output,
         F: Future<Output = O> + Send,
     {
-        let key = match key.and_then(|k| key::validate(&k, "key").map(|()| k)) {
+        let checked = key
+            .and_then(|k| key::validate(&k, "key").map(|()| k))
+            .and_then(|k| key::validate_tags(&tags).map(|()| k));
+        let key = match checked {
             Ok(k) => k,
             Err(e) => {
-                tracing::warn!(function = callsite.path, error = %e, "no cache key; running uncached");
+                tracing::warn!(function = callsite.path, error = %e, "no valid cache key and tags; running uncached");
                 return body.await;
             }
         };

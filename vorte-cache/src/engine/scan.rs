@@ -92,6 +92,7 @@ impl Engine {
             l3_hits: hits(Layer::L3),
             l4_hits: hits(Layer::L4),
             misses: self.counters.misses.load(Ordering::Relaxed),
+            load_wait_timeouts: self.counters.load_wait_timeouts.load(Ordering::Relaxed),
             total_keys: self.keys("*").await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
             layers,

@@ -11,8 +11,9 @@ use crate::store::Store;
 ///
 /// This is what the cache does for each configured layer below L1; it is public so that a
 /// store can be exercised on its own (the store contract suite does). The store trusts what
-/// resolution checks: `cfg` as the loaders build it, and a `key_prefix` that `[cache] key_prefix`
-/// would accept with this backend (a memcached prefix, for one, is printable ASCII).
+/// resolution checks: `cfg` as the loaders build it, and a `key_prefix` as `[cache] key_prefix`
+/// resolves with this backend: ending with its only `:`, so that no two prefixes' names overlap,
+/// and for memcached printable ASCII.
 ///
 /// # Errors
 ///

@@ -139,6 +139,7 @@ key_prefix = "app:"
 serialization = "json"
 compression = { algorithm = "lz4", threshold = 7 }
 max_value_bytes = 99
+load_wait_timeout = 2.5
 [cache.layers.l1]
 max_size = 3
 max_bytes = 4000

@@ -64,6 +64,7 @@ fn defaults() {
     assert_eq!(c.layers.l1.max_size, 10_000);
     assert_eq!(c.layers.l1.ttl, Some(Duration::from_secs(300)));
     assert_eq!(c.l1_ttl(), Duration::from_secs(300));
+    assert_eq!(c.load_wait_timeout, Duration::from_secs(30));
     assert!(c.layers.l2.is_none() && c.layers.l3.is_none() && c.layers.l4.is_none());
 }
 
@@ -123,6 +124,14 @@ fn durations_accept_integers_and_floats() {
         .unwrap()
         .cache;
     assert_eq!(c.default_ttl, Duration::from_millis(2));
+    let c = Config::from_toml_str("[cache]\nload_wait_timeout = 0.5")
+        .unwrap()
+        .cache;
+    assert_eq!(c.load_wait_timeout, Duration::from_millis(500));
+    assert_err(
+        "[cache]\nload_wait_timeout = 0",
+        "cache.load_wait_timeout: must be greater than 0",
+    );
 }
 
 #[test]
@@ -314,5 +323,37 @@ fn key_prefix_rules() {
     );
     let ok = "x".repeat(64);
     let c = Config::from_toml_str(&format!("[cache]\nkey_prefix = \"{ok}\"")).unwrap();
-    assert_eq!(c.cache.key_prefix, ok);
+    assert_eq!(
+        c.cache.key_prefix,
+        format!("{ok}:"),
+        "a prefix gets the ':' that ends it"
+    );
+}
+
+/// No prefix's names start with another's (`docs/guarantees.md#g6-prefix-isolation`): a prefix
+/// ends with its only ':', added when it is missing.
+#[test]
+fn key_prefixes_end_with_their_only_colon() {
+    let prefix = |p: &str| {
+        Config::from_toml_str(&format!("[cache]\nkey_prefix = {p:?}"))
+            .unwrap()
+            .cache
+            .key_prefix
+    };
+    assert_eq!(prefix("a"), "a:");
+    assert_eq!(prefix("ab"), "ab:");
+    assert_eq!(prefix("ae:"), "ae:");
+    assert_eq!(prefix("vorte:"), "vorte:");
+    assert_eq!(prefix("app-v2/"), "app-v2/:");
+    assert_err(
+        "[cache]\nkey_prefix = \"app:v2:\"",
+        "cache.key_prefix: \"app:v2:\" holds ':' before its end",
+    );
+    assert_err("[cache]\nkey_prefix = \"a::\"", "cache.key_prefix:");
+    // Resolving again (as environment overrides do) keeps it.
+    let c = Config::from_toml_str("[cache]\nkey_prefix = \"a\"")
+        .unwrap()
+        .with_env_overrides_from([("VORTE__CACHE__DEFAULT_TTL".to_owned(), "9".to_owned())])
+        .unwrap();
+    assert_eq!(c.cache.key_prefix, "a:");
 }
