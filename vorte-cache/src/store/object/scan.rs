@@ -6,7 +6,7 @@
 //! `clear` tries every chunk before it reports the first failure).
 //!
 //! Tombstones are not entries: `list` and `usage` leave them out. Telling one apart needs its
-//! first bytes (`tombstone.rs`), read only for objects small enough to be one.
+//! first bytes (`tombstone.rs`), read only for objects of exactly a tombstone's size.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -83,7 +83,7 @@ impl ObjectStorage {
             .map(|meta| {
                 let (base, hashed_base) = (&base, &hashed_base);
                 async move {
-                    let maybe_tombstone = meta.size > 0 && meta.size <= tombstone::LARGEST;
+                    let maybe_tombstone = meta.size == tombstone::STORED_LEN;
                     let key = match decode_location(base, &meta.location) {
                         Some(key) if keys.is_some_and(|p| !key.starts_with(p)) => {
                             return Ok(None);
@@ -102,7 +102,7 @@ impl ObjectStorage {
                     else {
                         return Ok(None);
                     };
-                    if maybe_tombstone && tombstone::is_tombstone(&bytes) {
+                    if maybe_tombstone && tombstone::begins_as_tombstone(&bytes) {
                         return Ok(None);
                     }
                     let key = match (key, whole) {
