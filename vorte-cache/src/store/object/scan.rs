@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
@@ -32,11 +33,23 @@ struct Found {
 impl ObjectStorage {
     /// Every object under `prefix`; each page of the listing within the layer's timeout.
     pub(super) async fn listed(&self, what: &str, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        let mut listing = self.store.list(Some(prefix));
+        self.collect(what, self.store.list(Some(prefix)), usize::MAX)
+            .await
+    }
+
+    /// The first `most` objects of `listing`, waiting for each (so for each page the store
+    /// fetches) within the layer's timeout.
+    pub(super) async fn collect(
+        &self,
+        what: &str,
+        mut listing: BoxStream<'static, object_store::Result<ObjectMeta>>,
+        most: usize,
+    ) -> Result<Vec<ObjectMeta>> {
         let mut metas = Vec::new();
-        while let Some(meta) = self
-            .bounded(what, async { listing.next().await.transpose() })
-            .await?
+        while metas.len() < most
+            && let Some(meta) = self
+                .bounded(what, async { listing.next().await.transpose() })
+                .await?
         {
             metas.push(meta);
         }

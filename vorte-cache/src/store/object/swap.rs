@@ -25,6 +25,9 @@ use crate::store::Slot;
 /// timeout on its own, so a large delete never runs out of time as a whole.
 const DELETE_CONCURRENCY: usize = 16;
 
+/// How many keys of a `delete_many` are in hand at once.
+const DELETE_CHUNK: usize = 1_024;
+
 /// How many times a tombstone retries its conditional write when other writers keep changing the
 /// object; then it overwrites (it must land, and only its "existed" answer is then a guess).
 const TOMBSTONE_ATTEMPTS: usize = 8;
@@ -193,19 +196,25 @@ impl ObjectStorage {
         marker: &Bytes,
         ttl: Duration,
     ) -> Result<Vec<bool>> {
-        // Built up front, not in a stream's closure: a closure there makes the boxed future's
-        // `Send` proof ask for a lifetime-generic closure, which rustc cannot see it is.
-        let deletes: Vec<_> = keys.iter().map(|key| self.bury(key, marker, ttl)).collect();
-        let results: Vec<Result<bool>> = futures_util::stream::iter(deletes)
-            .buffered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
         let mut found = Vec::with_capacity(keys.len());
         let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(existed) => found.push(existed),
-                Err(e) => errors.push(e),
+        // A chunk's futures are built up front (so a huge delete holds only one chunk's), not in a
+        // stream's closure: a closure there makes the boxed future's `Send` proof ask for a
+        // lifetime-generic closure, which rustc cannot see it is.
+        for chunk in keys.chunks(DELETE_CHUNK) {
+            let deletes: Vec<_> = chunk
+                .iter()
+                .map(|key| self.bury(key, marker, ttl))
+                .collect();
+            let results: Vec<Result<bool>> = futures_util::stream::iter(deletes)
+                .buffered(DELETE_CONCURRENCY)
+                .collect()
+                .await;
+            for result in results {
+                match result {
+                    Ok(existed) => found.push(existed),
+                    Err(e) => errors.push(e),
+                }
             }
         }
         first_failure(errors, keys.len())?;

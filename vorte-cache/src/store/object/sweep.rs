@@ -1,6 +1,6 @@
 //! The background sweeper: bounded passes that delete expired objects nobody reads.
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -28,9 +28,7 @@ impl ObjectStorage {
             Some(offset) => self.store.list_with_offset(Some(&base), offset),
             None => self.store.list(Some(&base)),
         };
-        let metas: Vec<_> = self
-            .bounded("sweep", listing.take(batch).try_collect::<Vec<_>>())
-            .await?;
+        let metas = self.collect("sweep", listing, batch).await?;
         // The next pass continues after this one, or starts over once the end is reached.
         *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if metas.len() < batch {
             None
