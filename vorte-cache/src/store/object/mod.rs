@@ -11,6 +11,12 @@
 //! Expiry lives in the envelope (local files have no metadata); the engine checks it on every read
 //! and removes what has expired, and [`sweep`](Store::sweep) removes expired objects nobody reads
 //! (`sweep.rs`). The builders of each backend are in `open.rs`.
+//!
+//! A delete leaves a tombstone object (`tombstone.rs`), and compare-and-set holds across
+//! processes (`swap.rs`: conditional puts, or on `file` a per-name lock, `lock.rs`), so a load
+//! that began before another process's delete cannot write back (docs/consistency.md#l4-object-storage).
+//! `list`, `usage` and `clear` bound each step by the layer's timeout, not the whole pass
+//! (`scan.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
