@@ -589,13 +589,25 @@ async fn flush_and_delete_many_touch_only_the_prefix() {
             .expect("delete_many"),
         2
     );
+    // A delete leaves a tombstone object in place of each key (docs/consistency.md#l4-object-storage):
+    // nothing goes, one name (the missing key's tombstone) comes, and only the cache's own keys
+    // read as deleted.
     let after = list_all(&raw).await;
     let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+    let came: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(gone, Vec::<&String>::new(), "delete_many removed names");
     assert_eq!(
-        gone,
-        vec![&format!("{enc}/e/a"), &format!("{enc}/e/b")],
-        "delete_many removed exactly the two entries"
+        came,
+        vec![&format!("{enc}/e/zz")],
+        "delete_many wrote outside its keys"
     );
+    for key in ["a", "b"] {
+        assert_eq!(cache.get::<String>(key).await.expect("get"), None);
+        assert_eq!(
+            neighbour.get::<String>(key).await.expect("get").as_deref(),
+            Some(key)
+        );
+    }
 
     cache.flush().await.expect("flush");
     let after = list_all(&raw).await;

@@ -74,12 +74,11 @@ fn assert_broken(backend: &str, outcome: Result<(), contract::Violations>, known
 /// for an expected absence: `Rule::CompareAndSetEmptyValue` caught it.)
 const REDIS_KNOWN: &[Rule] = &[];
 
-/// What the object stores (file, s3) can do: no compare-and-set, no tombstones, no native
-/// expiry (the sweeper removes expired objects).
+/// What the object stores (file, s3) can do: compare-and-set (under a lock on `file`, by
+/// conditional puts on S3) and tombstones, but no native expiry (the sweeper removes expired
+/// objects and tombstones).
 fn object_store() -> Capabilities {
     let mut caps = Capabilities::full();
-    caps.compare_and_set = false;
-    caps.tombstones = false;
     caps.native_expiry = false;
     caps
 }

@@ -11,23 +11,34 @@
 //! Expiry lives in the envelope (local files have no metadata); the engine checks it on every read
 //! and removes what has expired, and [`sweep`](Store::sweep) removes expired objects nobody reads
 //! (`sweep.rs`). The builders of each backend are in `open.rs`.
+//!
+//! A delete leaves a tombstone object (`tombstone.rs`), and compare-and-set holds across
+//! processes (`swap.rs`: conditional puts, or on `file` a per-name lock, `lock.rs`), so a load
+//! that began before another process's delete cannot write back (docs/consistency.md#l4-object-storage).
+//! `list`, `usage` and `clear` bound each step by the layer's timeout, not the whole pass
+//! (`scan.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
-use self::names::{decode_location, encode_name};
+use self::names::encode_name;
 use super::{BoxFuture, Slot, Store, Usage};
 use crate::error::{Error, ErrorKind, Result};
 
+#[cfg(test)]
+mod bounds_tests;
+mod lock;
 mod names;
 mod open;
+mod scan;
+mod swap;
 mod sweep;
+mod tombstone;
 
 /// Encoded names longer than this are stored under their hash (see `ObjectStorage::path`).
 const HASHED_PAST: usize = 600;
@@ -46,6 +57,8 @@ pub(crate) struct ObjectStorage {
     location: String,
     /// Where the next sweep pass starts listing; `None`: from the beginning.
     sweep_from: std::sync::Mutex<Option<Path>>,
+    /// The per-name write locks of the `file` backend (`lock.rs`); `None` elsewhere.
+    locks: Option<lock::FileLocks>,
 }
 
 impl ObjectStorage {
@@ -56,6 +69,7 @@ impl ObjectStorage {
         prefix: Option<&str>,
         key_prefix: &str,
         timeout: Duration,
+        locks: Option<lock::FileLocks>,
     ) -> Self {
         let root = prefix
             .unwrap_or("")
@@ -70,6 +84,7 @@ impl ObjectStorage {
             backend,
             location,
             sweep_from: std::sync::Mutex::new(None),
+            locks,
         }
     }
 
@@ -112,28 +127,6 @@ impl ObjectStorage {
         self.root.clone().join("x")
     }
 
-    /// Every entry object: plain names under `e/`, hashed ones under `x/`.
-    async fn entry_objects(&self, what: &str) -> Result<Vec<object_store::ObjectMeta>> {
-        let mut metas: Vec<_> = self
-            .bounded(
-                what,
-                self.store
-                    .list(Some(&self.entries_root()))
-                    .try_collect::<Vec<_>>(),
-            )
-            .await?;
-        metas.extend(
-            self.bounded(
-                what,
-                self.store
-                    .list(Some(&self.hashed_entries_root()))
-                    .try_collect::<Vec<_>>(),
-            )
-            .await?,
-        );
-        Ok(metas)
-    }
-
     /// Runs one object_store call within the layer's `timeout_ms`, and maps its error.
     async fn bounded<T>(
         &self,
@@ -142,11 +135,7 @@ impl ObjectStorage {
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Error::new(
-                ErrorKind::Backend,
-                format!("l4 {} {what} in {}: {e}", self.backend, self.location),
-            )
-            .with_source(e)),
+            Ok(Err(e)) => Err(self.failed(what, e)),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
@@ -156,59 +145,18 @@ impl ObjectStorage {
             )),
         }
     }
+
+    /// An object_store error of `what`, as ours.
+    fn failed(&self, what: &str, e: object_store::Error) -> Error {
+        Error::new(
+            ErrorKind::Backend,
+            format!("l4 {} {what} in {}: {e}", self.backend, self.location),
+        )
+        .with_source(e)
+    }
 }
 
 impl Store for ObjectStorage {
-    /// One bulk delete (`delete_stream`: S3 `DeleteObjects` in chunks of 1,000) after asking which
-    /// of the keys exist.
-    fn delete_many<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        _marker: Bytes,
-        _ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(async move {
-            let paths: Vec<Path> = keys.iter().map(|k| self.path(Slot::Entry(k))).collect();
-            let found: Vec<bool> = self
-                .bounded(
-                    "delete",
-                    futures_util::stream::iter(paths.clone())
-                        .map(|path| async move {
-                            match self.store.head(&path).await {
-                                Ok(_) => Ok(true),
-                                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                                Err(e) => Err(e),
-                            }
-                        })
-                        .buffered(16)
-                        .try_collect::<Vec<_>>(),
-                )
-                .await?;
-            let existing: Vec<_> = paths
-                .into_iter()
-                .zip(&found)
-                .filter(|(_, f)| **f)
-                .map(|(p, _)| Ok(p))
-                .collect();
-            let deleted = self
-                .store
-                .delete_stream(futures_util::stream::iter(existing).boxed())
-                .filter_map(|r| async move {
-                    match r {
-                        Err(object_store::Error::NotFound { .. }) => None,
-                        other => Some(other),
-                    }
-                })
-                .try_collect::<Vec<_>>();
-            self.bounded("delete", deleted).await?;
-            Ok(found)
-        })
-    }
-
-    fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(self.sweep_pass(batch))
-    }
-
     fn backend(&self) -> &'static str {
         self.backend
     }
@@ -223,7 +171,11 @@ impl Store for ObjectStorage {
                     Err(e) => Err(e),
                 }
             };
-            self.bounded("get", read).await
+            let stored = self.bounded("get", read).await?;
+            Ok(match slot {
+                Slot::Entry(_) => stored.map(tombstone::logical),
+                Slot::Tag(_) => stored,
+            })
         })
     }
 
@@ -233,93 +185,76 @@ impl Store for ObjectStorage {
         value: Bytes,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let path = self.path(slot);
-            self.bounded("put", self.store.put(&path, PutPayload::from(value)))
-                .await
-                .map(drop)
-        })
+        Box::pin(self.write(slot, value))
     }
 
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let path = self.path(slot);
-            // LocalFileSystem reports a missing file as NotFound; S3 and others succeed silently,
-            // so they are asked first whether the object is there (for the answer only: the
-            // delete is sent either way).
-            let delete = async {
-                let existed = if self.backend == "file" {
-                    None
-                } else {
-                    match self.store.head(&path).await {
-                        Ok(_) => Some(true),
-                        Err(object_store::Error::NotFound { .. }) => Some(false),
-                        Err(e) => return Err(e),
-                    }
-                };
-                match self.store.delete(&path).await {
-                    Ok(()) => Ok(existed.unwrap_or(true)),
-                    Err(object_store::Error::NotFound { .. }) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            };
-            self.bounded("delete", delete).await
-        })
+        Box::pin(self.remove(slot))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move {
-            let base = self.entries_root();
-            let hashed_base = self.hashed_entries_root();
-            let metas = self.entry_objects("list").await?;
-            let mut keys = Vec::with_capacity(metas.len());
-            for meta in metas {
-                if let Some(key) = decode_location(&base, &meta.location) {
-                    keys.push(key);
-                } else if meta.location.prefix_match(&hashed_base).is_some() {
-                    // A hashed name: the key is in the envelope.
-                    let read = async {
-                        match self.store.get(&meta.location).await {
-                            Ok(r) => r.bytes().await.map(Some),
-                            Err(object_store::Error::NotFound { .. }) => Ok(None),
-                            Err(e) => Err(e),
-                        }
-                    };
-                    if let Some(bytes) = self.bounded("list", read).await?
-                        && let Ok(env) = crate::codec::Envelope::decode(&bytes, usize::MAX)
-                    {
-                        keys.push(env.key);
-                    }
-                }
-            }
-            keys.retain(|k| k.starts_with(prefix));
-            Ok(keys)
-        })
+        Box::pin(self.list_keys(prefix))
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move {
-            let locations = self
-                .store
-                .list(Some(&self.root))
-                .map_ok(|m| m.location)
-                .boxed();
-            let deleted = self.store.delete_stream(locations);
-            let removed: Vec<Path> = self
-                .bounded("flush", deleted.try_collect::<Vec<_>>())
-                .await?;
-            Ok(removed.len() as u64)
-        })
+        Box::pin(self.clear_all())
     }
 
     fn usage(&self) -> BoxFuture<'_, Result<Usage>> {
-        Box::pin(async move {
-            let metas = self.entry_objects("usage").await?;
-            Ok(Usage {
-                keys: metas.len() as u64,
-                bytes: metas.iter().map(|m| m.size).sum(),
-            })
-        })
+        Box::pin(self.count())
+    }
+
+    /// A tombstone object (`tombstone.rs`): `get` returns the marker; the sweeper removes it once
+    /// `ttl` has passed; `list` and `usage` leave it out.
+    fn tombstone<'a>(
+        &'a self,
+        key: &'a str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move { self.bury(key, &marker, ttl).await.map(Some) })
+    }
+
+    /// A tombstone per key, each within the layer's timeout (not one timeout for them all).
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        marker: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move { self.bury_all(keys, &marker, ttl).await })
+    }
+
+    fn sweep(&self, batch: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.sweep_pass(batch))
+    }
+
+    fn has_compare_and_set(&self) -> bool {
+        self.swaps()
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a Bytes>,
+        new: Bytes,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(self.swap(key, expected, new))
+    }
+}
+
+/// `Ok` when `errors` is empty; otherwise the first of them, saying how many of `total` calls
+/// (all of which were tried) failed.
+fn first_failure(errors: Vec<Error>, total: usize) -> Result<()> {
+    let failed = errors.len();
+    match errors.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err(Error::new(
+            first.kind(),
+            format!("{failed} of {total} failed; the first: {first}"),
+        )
+        .with_source(first)),
     }
 }
 

@@ -48,7 +48,10 @@ impl ObjectStorage {
             BackendConfig::S3(s3) => {
                 // `from_env` reads AWS_REGION, AWS_ENDPOINT and the credentials; the layer's own
                 // keys override them when set.
+                // Conditional puts (`If-None-Match`, `If-Match`) carry compare-and-set
+                // (`swap.rs`): always on, whatever the environment says.
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
                     .with_bucket_name(&s3.bucket)
                     .with_allow_http(s3.allow_http)
                     .with_retry(retry(timeout))
@@ -74,6 +77,7 @@ impl ObjectStorage {
                     prefix,
                     key_prefix,
                     timeout,
+                    None,
                 ))
             }
             #[cfg(feature = "gcs")]
@@ -91,6 +95,7 @@ impl ObjectStorage {
                     prefix,
                     key_prefix,
                     timeout,
+                    None,
                 ))
             }
             #[cfg(feature = "azure")]
@@ -112,6 +117,7 @@ impl ObjectStorage {
                     prefix,
                     key_prefix,
                     timeout,
+                    None,
                 ))
             }
             #[cfg(feature = "http")]
@@ -129,6 +135,7 @@ impl ObjectStorage {
                     prefix,
                     key_prefix,
                     timeout,
+                    None,
                 ))
             }
             other => Err(config_error(
@@ -165,6 +172,16 @@ impl ObjectStorage {
                 .with_source(e)
             })?
             .with_automatic_cleanup(true);
+        let locks = super::lock::FileLocks::new(&dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "cache.layers.l4.path: cannot create the lock directory in {}: {e}",
+                    dir.display()
+                ),
+            )
+            .with_source(e)
+        })?;
         Ok(Self::new(
             Arc::new(store),
             "file",
@@ -172,6 +189,7 @@ impl ObjectStorage {
             prefix,
             key_prefix,
             timeout,
+            Some(locks),
         ))
     }
 }

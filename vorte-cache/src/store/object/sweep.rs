@@ -1,7 +1,8 @@
 //! The background sweeper: bounded passes that delete expired objects nobody reads.
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
+use object_store::path::Path;
 
 use super::ObjectStorage;
 use crate::error::Result;
@@ -27,9 +28,7 @@ impl ObjectStorage {
             Some(offset) => self.store.list_with_offset(Some(&base), offset),
             None => self.store.list(Some(&base)),
         };
-        let metas: Vec<_> = self
-            .bounded("sweep", listing.take(batch).try_collect::<Vec<_>>())
-            .await?;
+        let metas = self.collect("sweep", listing, batch).await?;
         // The next pass continues after this one, or starts over once the end is reached.
         *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if metas.len() < batch {
             None
@@ -39,26 +38,59 @@ impl ObjectStorage {
         let now = crate::clock::now_ms();
         let expired = futures_util::stream::iter(metas)
             .map(|meta| async move {
-                let head = self.store.get_range(&meta.location, EXPIRY_AT).await.ok()?;
-                let bytes: [u8; 8] = head.as_ref().try_into().ok()?;
-                (u64::from_be_bytes(bytes) <= now).then_some(meta.location)
+                self.expired(&meta.location, now)
+                    .await
+                    .then_some(meta.location)
             })
             .buffer_unordered(8)
             .filter_map(|expired| async move { expired })
             .collect::<Vec<_>>()
             .await;
-        // One bulk delete (S3 `DeleteObjects`, up to 1,000 per request), not one call per object.
-        let deleted = self
-            .store
-            .delete_stream(futures_util::stream::iter(expired.into_iter().map(Ok)).boxed())
-            .filter_map(|r| async move {
-                match r {
-                    Err(object_store::Error::NotFound { .. }) => None,
-                    other => Some(other),
+        if self.locks.is_some() {
+            return self.remove_if_still_expired(expired, now).await;
+        }
+        // One bulk delete, not one call per object. Between the read and the delete
+        // another process may have replaced the object (with a new tombstone, say): object_store
+        // has no conditional delete, so it goes too (docs/consistency.md#l4-object-storage).
+        let total = expired.len();
+        let (removed, errors) = self.delete_bulk("sweep", expired).await?;
+        super::first_failure(errors, total)?;
+        Ok(removed)
+    }
+
+    /// Whether the object at `location` carries an expiry (an envelope's or a tombstone's) at or
+    /// before `now`; `false` when it cannot be read in time or has none.
+    async fn expired(&self, location: &Path, now: u64) -> bool {
+        let read = tokio::time::timeout(self.timeout, self.store.get_range(location, EXPIRY_AT));
+        let Ok(Ok(head)) = read.await else {
+            return false;
+        };
+        let Ok(bytes) = <[u8; 8]>::try_from(head.as_ref()) else {
+            return false;
+        };
+        u64::from_be_bytes(bytes) <= now
+    }
+
+    /// On `file`: removes each object under its name's lock, after reading its expiry again, so
+    /// a tombstone or entry written since the first read stays.
+    async fn remove_if_still_expired(&self, expired: Vec<Path>, now: u64) -> Result<u64> {
+        let mut removed = 0;
+        for location in expired {
+            let remove = async {
+                let _held = self.lock(&location).await?;
+                if !self.expired(&location, now).await {
+                    return Ok(false);
                 }
-            })
-            .try_collect::<Vec<_>>();
-        let removed = self.bounded("sweep", deleted).await?.len() as u64;
+                match self.store.delete(&location).await {
+                    Ok(()) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            if self.bounded("sweep", remove).await? {
+                removed += 1;
+            }
+        }
         Ok(removed)
     }
 }
@@ -112,5 +144,25 @@ mod tests {
         let mut left = store.list("").await.expect("list");
         left.sort();
         assert_eq!(left, ["k0", "k10", "k15", "k20", "k5"]);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_removes_tombstones_once_their_ttl_passed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStorage::open_file(dir.path().into(), None, "p:", Duration::from_secs(5))
+            .expect("open");
+        let marker = Bytes::from_static(b"vorte-tombstone:1");
+        for (key, ttl) in [("gone", Duration::ZERO), ("kept", Duration::from_secs(600))] {
+            store
+                .tombstone(key, marker.clone(), ttl)
+                .await
+                .expect("tombstone");
+        }
+        assert_eq!(store.sweep(100).await.expect("sweep"), 1);
+        assert_eq!(store.get(Slot::Entry("gone")).await.expect("get"), None);
+        assert_eq!(
+            store.get(Slot::Entry("kept")).await.expect("get"),
+            Some(marker)
+        );
     }
 }

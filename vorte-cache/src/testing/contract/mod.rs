@@ -109,6 +109,10 @@ pub enum Rule {
     /// tombstone replaces it (a load that began after the delete is cached), but not a later
     /// delete's.
     CompareAndSetOnTombstone,
+    /// A compare-and-set that expects the exact bytes of a tombstone swaps while that tombstone is
+    /// there, and fails once another delete's tombstone replaced it (a load that saw one delete
+    /// cannot write over a later one).
+    CompareAndSetExpectsTombstone,
     /// A compare-and-set that expects an empty value is not one that expects no entry: it fails
     /// on a missing entry, and one that expects no entry fails on an empty value.
     CompareAndSetEmptyValue,
@@ -135,7 +139,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order [`check`] runs them.
-    pub const ALL: [Rule; 19] = [
+    pub const ALL: [Rule; 20] = [
         Rule::GetMissing,
         Rule::PutReplaces,
         Rule::DeleteReports,
@@ -147,6 +151,7 @@ impl Rule {
         Rule::Tombstone,
         Rule::CompareAndSet,
         Rule::CompareAndSetOnTombstone,
+        Rule::CompareAndSetExpectsTombstone,
         Rule::CompareAndSetEmptyValue,
         Rule::CompareAndSetIsAtomic,
         Rule::PrefixIsolation,
@@ -171,6 +176,7 @@ impl Rule {
             Rule::Tombstone => "tombstone",
             Rule::CompareAndSet => "compare-and-set",
             Rule::CompareAndSetOnTombstone => "compare-and-set-on-tombstone",
+            Rule::CompareAndSetExpectsTombstone => "compare-and-set-expects-tombstone",
             Rule::CompareAndSetEmptyValue => "compare-and-set-empty-value",
             Rule::CompareAndSetIsAtomic => "compare-and-set-is-atomic",
             Rule::PrefixIsolation => "prefix-isolation",
@@ -280,6 +286,7 @@ pub async fn check_rule(
         Rule::Tombstone => c.tombstone().await,
         Rule::CompareAndSet => c.compare_and_set().await,
         Rule::CompareAndSetOnTombstone => c.compare_and_set_on_tombstone().await,
+        Rule::CompareAndSetExpectsTombstone => c.compare_and_set_expects_tombstone().await,
         Rule::CompareAndSetEmptyValue => c.compare_and_set_empty_value().await,
         Rule::CompareAndSetIsAtomic => c.compare_and_set_is_atomic().await,
         Rule::PrefixIsolation => c.prefix_isolation().await,

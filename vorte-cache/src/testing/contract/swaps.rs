@@ -368,6 +368,66 @@ impl Ctx<'_> {
         self.clear_both().await
     }
 
+    pub(super) async fn compare_and_set_expects_tombstone(&self) -> Result<(), Violation> {
+        if !(self.caps.compare_and_set && self.caps.tombstones) {
+            return Ok(());
+        }
+        let key = self.key("k");
+        let (first, second) = (
+            Bytes::from_static(b"contract-tombstone-1"),
+            Bytes::from_static(b"contract-tombstone-2"),
+        );
+        self.put(self.store, Slot::Entry(&key), value(&key, "old"), LONG)
+            .await?;
+        self.ok(
+            "tombstone",
+            self.store.tombstone(&key, first.clone(), LONG).await,
+        )?;
+        let fill = value(&key, "fill");
+        let swapped = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, Some(&first), fill.clone(), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            swapped == Some(true),
+            "expecting the tombstone that is there answered {swapped:?}"
+        );
+        self.expect(self.store, Slot::Entry(&key), Some(&fill), "after the swap")
+            .await?;
+        // Two more deletes, the second from the twin (another process): the slot now holds a
+        // tombstone other than the one a load saw.
+        self.ok(
+            "tombstone",
+            self.store.tombstone(&key, first.clone(), LONG).await,
+        )?;
+        self.ok(
+            "tombstone (twin)",
+            self.twin.tombstone(&key, second.clone(), LONG).await,
+        )?;
+        let stale = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, Some(&first), value(&key, "stale"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            stale == Some(false),
+            "expecting a tombstone that another one replaced answered {stale:?}"
+        );
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&second),
+            "after the refused swap",
+        )
+        .await?;
+        self.clear_both().await
+    }
+
     pub(super) async fn compare_and_set_is_atomic(&self) -> Result<(), Violation> {
         if !self.caps.compare_and_set {
             return Ok(());
