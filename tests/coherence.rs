@@ -100,3 +100,332 @@ async fn a_set_that_skips_a_layer_removes_its_older_value() -> vorte_cache::Resu
     );
     Ok(())
 }
+
+/// Two caches over one `TestStore` in L2: two processes sharing a Redis, without a bus.
+async fn two_processes(store: &TestStore) -> vorte_cache::Result<(Cache, Cache)> {
+    Ok((process(store).await?, process(store).await?))
+}
+
+/// One cache with L1 and the given stores: one process of several over the same stores.
+async fn open_over(stores: [(Layer, TestStore); 2]) -> vorte_cache::Result<Cache> {
+    let cfg = config("[cache.layers.l1]\nmax_size = 100");
+    let mut builder = Cache::builder(&cfg);
+    for (layer, store) in stores {
+        builder = builder.store(layer, Arc::new(store));
+    }
+    builder.build().await
+}
+
+/// One cache with L1 and `store` in L2.
+async fn process(store: &TestStore) -> vorte_cache::Result<Cache> {
+    Cache::builder(&config("[cache.layers.l1]\nmax_size = 100"))
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await
+}
+
+/// `docs/guarantees.md#g3-no-resurrection` refuses only the loads that began before a delete.
+/// The fourth reproduction: after `delete(k)`, every load for the tombstone's 60 s failed
+/// its compare-and-set (it expected an empty slot and found the tombstone), so nothing was cached,
+/// not even in L1, and the loader ran on every call. A load now expects exactly what it saw in
+/// the shared layers when it began (the delete's tombstone): it is cached as usual, in every
+/// layer, while a load that began before the delete still cannot write back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_began_after_a_delete_is_cached() -> vorte_cache::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = TestStore::new();
+    let (a, b) = two_processes(&store).await?;
+    a.set("k", &"v0").await?;
+    a.delete("k").await?;
+    let runs = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let v: String = a
+            .get_or_set("k", || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>("v1".to_owned())
+            })
+            .await?;
+        assert_eq!(v, "v1");
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the loader ran on every call after the delete: nothing was cached"
+    );
+    assert_eq!(
+        b.get::<String>("k").await?.as_deref(),
+        Some("v1"),
+        "the load after the delete did not reach the shared layer"
+    );
+
+    // A load that began before another process's delete still cannot write back.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.get_or_set("j", || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, std::io::Error>("old".to_owned())
+            })
+            .await
+        })
+    };
+    started_rx.await.expect("the loader starts");
+    b.delete("j").await?;
+    let _ = release_tx.send(());
+    let loaded: String = loading.await.expect("the load task")?;
+    assert_eq!(loaded, "old", "its own caller gets what it loaded");
+    assert_eq!(
+        process(&store).await?.get::<String>("j").await?,
+        None,
+        "a load that began before the delete wrote its value back"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#g2-invalidation` across processes: a `set` from another process that lands
+/// while this process's own slower `set` of the key is between its layers is not lost in this
+/// process's L1. A's set had put L2 and was waiting on L4; B's set put L2 after it and announced
+/// itself; A applied the notice (nothing in L1 yet), then inserted its own older value into L1
+/// and served it for the L1 TTL while every other process read B's. A set's L1 insert is now
+/// refused when another process's notice of the key arrived after the set recorded itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_set_from_another_process_is_not_lost_in_l1() -> vorte_cache::Result<()> {
+    let redis = vorte_cache_tests::servers::RedisServer::start();
+    let (l2, l4) = (TestStore::new(), TestStore::new());
+    let toml = format!(
+        "[cache]\nkey_prefix = \"xset\"\n[cache.layers.l1]\nmax_size = 100\n[cache.bus]\nurl = {:?}",
+        redis.url()
+    );
+    let cfg = config(&toml);
+    let open = || {
+        Cache::builder(&cfg)
+            .store(Layer::L2, Arc::new(l2.clone()))
+            .store(Layer::L4, Arc::new(l4.clone()))
+            .build()
+    };
+    let (a, b) = (open().await?, open().await?);
+    // A probe key in A's L1 that B then deletes: once A no longer has it, A has applied every
+    // notice B sent before the delete.
+    a.set("probe", &0).await?;
+    // A's set: L2 written, its L4 put held.
+    let held = l4.pause(Op::Put, "k");
+    let setting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.set("k", &"from a").await })
+    };
+    held.reached().await;
+    b.set("k", &"from b").await?;
+    b.delete("probe").await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.get::<i32>("probe").await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never received B's notices"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    held.release();
+    setting.await.expect("A's set task")?;
+    let shared = b.get::<String>("k").await?;
+    assert_eq!(
+        shared.as_deref(),
+        Some("from b"),
+        "L2 holds B's later write"
+    );
+    assert_eq!(
+        a.get::<String>("k").await?,
+        shared,
+        "A's L1 kept its own older value over B's later set"
+    );
+    Ok(())
+}
+
+/// `docs/consistency.md#cleanup-never-removes-a-newer-write`: a read that finds a useless entry
+/// (corrupt here; expired or invalidated alike) no longer removes it unconditionally. It removed
+/// whatever was there by then: here the tombstone another process's delete wrote meanwhile, after
+/// which a load that began before that delete could write its old value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cleaning_up_does_not_remove_a_later_tombstone() -> vorte_cache::Result<()> {
+    use vorte_cache::store::{Slot, Store};
+    use vorte_cache::testing::Call;
+    let store = TestStore::new();
+    let (a, b) = two_processes(&store).await?;
+    store
+        .put(
+            Slot::Entry("k"),
+            bytes::Bytes::from_static(b"not an envelope"),
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+    // A has read the corrupt bytes and not yet acted on them.
+    let read = store.pause_call(Call::new(Op::Get, "k").after_effect());
+    let reading = {
+        let a = a.clone();
+        tokio::spawn(async move { a.get::<String>("k").await })
+    };
+    read.reached().await;
+    b.delete("k").await?;
+    read.release();
+    assert_eq!(reading.await.expect("the read task")?, None);
+    let left = store.get(Slot::Entry("k")).await?;
+    assert!(
+        left.as_deref()
+            .is_some_and(vorte_cache::store::is_tombstone),
+        "the read's clean-up removed the delete's tombstone: {left:?}"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#g5-exact-counters` for reads: after concurrent increments from two
+/// processes, no layer keeps an older count in front of the authority. The authority (L3 here)
+/// decides each increment by compare-and-set, but each process then copied its result into L2 with
+/// a plain put, in no order: A's copy of 1, held, landed after B's copy of 2. Copies below L1 are
+/// now invalidated (a new tombstone), so reads fall through to the authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_copies_never_hold_an_older_count() -> vorte_cache::Result<()> {
+    let (l2, l3) = (TestStore::new(), TestStore::new());
+    let open = || open_over([(Layer::L2, l2.clone()), (Layer::L3, l3.clone())]);
+    let (a, b) = (open().await?, open().await?);
+    // A's copy of its result into L2, held before it is written.
+    let held = l2.pause(Op::Put, "c");
+    let mut incrementing = {
+        let a = a.clone();
+        tokio::spawn(async move { a.increment("c", 1).await })
+    };
+    tokio::select! {
+        () = held.reached() => {}
+        done = &mut incrementing => {
+            // No plain copy below L1: nothing to hold.
+            assert_eq!(done.expect("A's increment task")?, 1);
+        }
+    }
+    assert_eq!(b.increment("c", 1).await?, 2);
+    held.release();
+    if !incrementing.is_finished() {
+        assert_eq!(incrementing.await.expect("A's increment task")?, 1);
+    }
+    assert_eq!(
+        open().await?.get::<i64>("c").await?,
+        Some(2),
+        "a later reader got an older count"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#g3-no-resurrection` across a `flush`: a back-fill (or a load) in another
+/// process that began before the flush cannot re-fill the shared layers it cleared. Flush left no
+/// tombstone, and B's compare-and-set expecting the empty L2 it had seen succeeded on the slot the
+/// flush had just emptied, so every process read the pre-flush value from L2 afterwards. Entries
+/// below L1 now carry the cache's flush epoch, checked like a tag, and `flush` moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_began_before_a_flush_does_not_survive_it() -> vorte_cache::Result<()> {
+    let (l2, l4) = (TestStore::new(), TestStore::new());
+    let open = || open_over([(Layer::L2, l2.clone()), (Layer::L4, l4.clone())]);
+    let (a, b) = (open().await?, open().await?);
+    a.set("k", &"old").await?;
+    // L2 evicted it (memory pressure); L4 still has it.
+    {
+        use vorte_cache::store::{Slot, Store};
+        l2.delete(Slot::Entry("k")).await?;
+    }
+    // B found "k" in L4 and is about to back-fill L2, which it saw empty.
+    let held = l2.pause(Op::CompareAndSet, "k");
+    let reading = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get::<String>("k").await })
+    };
+    held.reached().await;
+    a.flush().await?;
+    held.release();
+    assert_eq!(
+        reading.await.expect("B's read")?.as_deref(),
+        Some("old"),
+        "B's read began before the flush"
+    );
+    assert_eq!(
+        open().await?.get::<String>("k").await?,
+        None,
+        "a back-fill that began before the flush re-filled L2 after it"
+    );
+    Ok(())
+}
+
+/// `docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`: a delete that fails on
+/// one layer still returns `Ok` (the others took it), but that layer no longer serves the deleted
+/// value: the key is not read there until a retry in the background has delivered the delete,
+/// and the retry does deliver it (the layer's stats count both). Before, the delete was logged and
+/// forgotten, and the very next `get` in the deleting process read the value back from L2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_meanwhile()
+-> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let (a, b) = two_processes(&store).await?;
+    a.set("k", &"old").await?;
+    store.fail(
+        Op::DeleteMany,
+        "k",
+        vorte_cache::Error::backend("out of memory"),
+    );
+    assert!(a.delete("k").await?, "L1 held the key");
+    assert_eq!(
+        a.get::<String>("k").await?,
+        None,
+        "the deleting process read the deleted value back from the layer that missed the delete"
+    );
+    let pending = |s: &vorte_cache::CacheStats| {
+        s.layers
+            .iter()
+            .find(|l| l.layer == Layer::L2)
+            .map(|l| (l.recovery_pending, l.recovered))
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.get::<String>("k").await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delete never reached L2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pending(&a.stats().await?), Some((0, 1)));
+    Ok(())
+}
+
+/// The same for a `flush` that failed on a layer: the call reports the error, the layer is not
+/// read at all until a retried clear has emptied it, and the retry does empty it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_meanwhile()
+-> vorte_cache::Result<()> {
+    use vorte_cache::store::{Slot, Store};
+    let store = TestStore::new();
+    let (a, _) = two_processes(&store).await?;
+    a.set("k", &"old").await?;
+    store.fail(Op::Clear, "", vorte_cache::Error::backend("unreachable"));
+    assert!(
+        a.flush().await.is_err(),
+        "a flush that missed a layer says so"
+    );
+    assert_eq!(
+        a.get::<String>("k").await?,
+        None,
+        "the layer that missed the flush was read"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.get(Slot::Entry("k")).await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flush never reached L2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let l2 = a
+        .stats()
+        .await?
+        .layers
+        .into_iter()
+        .find(|l| l.layer == Layer::L2);
+    assert_eq!(l2.map(|l| (l.recovery_pending, l.recovered)), Some((0, 1)));
+    Ok(())
+}

@@ -341,7 +341,11 @@ async fn hostile_keys_round_trip_and_stay_inside_the_prefix() {
     // Real S3, GCS and Azure refuse names over 1,024 bytes (moto does not): long names are hashed.
     assert!(longest <= 1024, "longest object name: {longest} bytes");
     writer.flush().await.expect("flush");
-    assert!(list_all(&raw).await.is_empty());
+    // Nothing is left but the flush epoch's record (docs/consistency.md#flush-moves-an-epoch).
+    assert_eq!(
+        list_all(&raw).await,
+        vec![format!("{root}t/vorte-cache=3Aflush-epoch")]
+    );
 }
 
 // ----- 3. moto killed under load ---------------------------------------------------------------
@@ -595,8 +599,13 @@ async fn flush_and_delete_many_touch_only_the_prefix() {
 
     cache.flush().await.expect("flush");
     let after = list_all(&raw).await;
+    // Nothing of the cache is left but the flush epoch's record
+    // (docs/consistency.md#flush-moves-an-epoch).
+    let epoch = format!("{enc}/t/vorte-cache=3Aflush-epoch");
     assert!(
-        after.iter().all(|n| !n.starts_with(&format!("{enc}/"))),
+        after
+            .iter()
+            .all(|n| !n.starts_with(&format!("{enc}/")) || *n == epoch),
         "{after:#?}"
     );
     for name in &foreign {

@@ -39,7 +39,12 @@ pub(crate) fn validate(key: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks the tags of one entry: at most [`MAX_TAGS`], each a valid key.
+/// The tag whose version is the cache's flush epoch: every entry below L1 carries it, and `flush`
+/// moves it on, so an entry written by a fill that began before a flush is invalid after it in
+/// every process (`docs/consistency.md#flush-moves-an-epoch`). Reserved: not a user tag.
+pub(crate) const FLUSH_EPOCH_TAG: &str = "vorte-cache:flush-epoch";
+
+/// Checks the tags of one entry: at most [`MAX_TAGS`], each a valid key, none reserved.
 pub(crate) fn validate_tags(tags: &[String]) -> Result<()> {
     if tags.len() > MAX_TAGS {
         return Err(Error::new(
@@ -47,7 +52,15 @@ pub(crate) fn validate_tags(tags: &[String]) -> Result<()> {
             format!("{} tags given; the limit is {MAX_TAGS}", tags.len()),
         ));
     }
-    tags.iter().try_for_each(|t| validate(t, "tag"))
+    tags.iter().try_for_each(|t| {
+        if t == FLUSH_EPOCH_TAG {
+            return Err(Error::new(
+                ErrorKind::InvalidKey,
+                format!("the tag `{t}` is reserved for the cache's flush epoch"),
+            ));
+        }
+        validate(t, "tag")
+    })
 }
 
 /// See [`crate::__private::default_key`].

@@ -67,8 +67,4 @@ impl LayerSet {
     pub(crate) fn insert(&mut self, layer: Layer) {
         self.0 |= 1 << layer.index();
     }
-
-    pub(crate) fn remove(&mut self, layer: Layer) {
-        self.0 &= !(1 << layer.index());
-    }
 }

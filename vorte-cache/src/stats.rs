@@ -14,6 +14,9 @@ pub(crate) struct LayerCounters {
     pub(crate) too_large: AtomicU64,
     pub(crate) write_behind_dropped: AtomicU64,
     pub(crate) swept: AtomicU64,
+    /// Keys whose invalidation this layer still owes (1 for a whole owed flush): a gauge.
+    pub(crate) recovery_pending: AtomicU64,
+    pub(crate) recovered: AtomicU64,
 }
 
 /// Counters of one cache.
@@ -62,6 +65,12 @@ pub struct LayerStats {
     pub write_behind_dropped: u64,
     /// Expired objects the background sweeper deleted (`sweep_interval`).
     pub swept: u64,
+    /// Invalidations this layer missed (it failed or was away) and that are still being retried:
+    /// keys whose delete is owed, or 1 for an owed flush. Meanwhile those keys (or the whole
+    /// layer) are not read there (`docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`).
+    pub recovery_pending: u64,
+    /// Owed invalidations that a retry delivered.
+    pub recovered: u64,
     /// Entries the layer holds under the prefix at the time of the snapshot. For L1, live entries;
     /// for other layers, stored entries, including expired ones not yet reclaimed.
     pub keys: u64,

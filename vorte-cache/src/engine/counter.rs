@@ -3,12 +3,13 @@
 
 use bytes::Bytes;
 
+use super::epoch::FlushEpoch;
 use super::{Engine, Expiry, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key;
-use crate::layer::LayerSet;
+use crate::layer::{Layer, LayerSet};
 use crate::store::Slot;
 
 impl Engine {
@@ -26,9 +27,14 @@ impl Engine {
         let (current, expires_at_ms, stamps) = match self.find(key).await {
             Some((_, env)) => {
                 let n = Self::counter_value(key, &env)?;
-                (n, Some(env.expires_at_ms), env.tags.into_boxed_slice())
+                // New truth: its tags as they were, under the current flush epoch (a copy from
+                // L1 has none).
+                let (_, tags) = FlushEpoch::split(&env.tags);
+                let epoch = self.flush_epoch.current().await.unwrap_or(0);
+                let stamps = FlushEpoch::stamp(tags.into(), epoch);
+                (n, Some(env.expires_at_ms), stamps)
             }
-            None => (0, None, Box::default()),
+            None => (0, None, self.stamps_for(&[]).await?),
         };
         let next = Self::add(key, current, delta)?;
         let serialization = self.config.serialization;
@@ -75,7 +81,7 @@ impl Engine {
                 .map(|b| Envelope::decode(b, self.config.max_value_bytes))
             {
                 Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {
-                    if env.tags.is_empty() || self.tags.check(&env.tags).await? {
+                    if self.stamps_valid(&env.tags).await? {
                         Some(env)
                     } else {
                         None
@@ -92,7 +98,7 @@ impl Engine {
                 None => (
                     0,
                     now.saturating_add(self.config.default_ttl.as_millis() as u64),
-                    Vec::new(),
+                    self.stamps_for(&[]).await?.into_vec(),
                 ),
             };
             let next = Self::add(key, current, delta)?;
@@ -115,18 +121,30 @@ impl Engine {
                 None => return Ok(None),
                 Some(false) => continue,
                 Some(true) => {
-                    // The other layers follow the authority; a failure there is only a skip.
-                    let mut others = LayerSet::ALL;
-                    others.remove(authority.layer);
-                    let mut write =
-                        Write::set(Expiry::At(expires_at_ms), others, tags.into_boxed_slice());
+                    // Only L1 keeps a copy. Copies in the other shared layers, written by several
+                    // processes in no order, could hold an older count in front of the
+                    // authority: they get a new tombstone instead (a set that skips a layer),
+                    // and reads fall through to the authority and fill them by compare-and-set.
+                    let mut write = Write::set(
+                        Expiry::At(expires_at_ms),
+                        LayerSet::of(&[Layer::L1]),
+                        tags.into_boxed_slice(),
+                    );
                     write.already_written.insert(authority.layer);
-                    if self.selected(others).is_ok()
-                        && let Err(e) = self
+                    if self.l1.is_some() {
+                        if let Err(e) = self
                             .write(key, payload, serialization, write, Some(Box::new(next)))
                             .await
-                    {
-                        tracing::debug!(key, error = %e, "counter copy not written");
+                        {
+                            tracing::debug!(key, error = %e, "counter copy not written");
+                        }
+                    } else {
+                        for tier in &self.tiers {
+                            if tier.layer != authority.layer {
+                                self.invalidate_quietly(tier, key).await;
+                            }
+                        }
+                        self.announce_key(key).await;
                     }
                     return Ok(Some(next));
                 }

@@ -7,20 +7,32 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::Engine;
+use super::epoch::FlushEpoch;
 use crate::bus::{Notice, NoticeSink};
+use crate::codec::TagStamp;
 use crate::error::Result;
 use crate::fence::Fenced;
-use crate::key;
-use crate::store::BoxFuture;
+use crate::key::{self, FLUSH_EPOCH_TAG};
+use crate::store::{BoxFuture, TOMBSTONE_PREFIX};
 
-/// What `delete` leaves in stores that support it, instead of nothing: a load that began before
-/// the delete, in any process, then fails its compare-and-set and cannot write the old value back
-/// (`docs/guarantees.md#g3-no-resurrection`). Never a valid envelope (no `vc` magic), so it reads as a miss,
-/// never as corrupt.
-pub(crate) const TOMBSTONE: &[u8] = b"vorte-tombstone";
+/// What `delete` leaves in stores that support it, instead of nothing: a new tombstone, unique to
+/// this delete ([`TOMBSTONE_PREFIX`] and 128 random bits). A load remembers what it saw in each
+/// shared layer when it began and fills by compare-and-set expecting exactly that, so a load
+/// that began before the delete (it saw the old value, nothing, or an older tombstone) fails, in
+/// any process, and cannot write the old value back (`docs/guarantees.md#g3-no-resurrection`),
+/// while a load that began after it (it saw this marker) is cached as usual. Never a valid
+/// envelope, so it reads as a miss, never as corrupt.
+pub(crate) fn new_tombstone() -> Bytes {
+    let mut marker = Vec::with_capacity(TOMBSTONE_PREFIX.len() + 33);
+    marker.extend_from_slice(TOMBSTONE_PREFIX);
+    marker.push(b':');
+    marker.extend_from_slice(format!("{:032x}", rand::random::<u128>()).as_bytes());
+    Bytes::from(marker)
+}
 
-/// How long a tombstone stays: a load slower than this after a delete could still write back.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// How long a tombstone stays. A load slower than this expects a tombstone that is gone and fails
+/// its compare-and-set: it is not cached, never written back.
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Tells the other processes, when there is a bus; a failure is logged, never returned.
@@ -61,7 +73,7 @@ impl Engine {
             (
                 tier,
                 tier.store
-                    .delete_many(keys, Bytes::from_static(TOMBSTONE), TOMBSTONE_TTL)
+                    .delete_many(keys, new_tombstone(), TOMBSTONE_TTL)
                     .await,
             )
         });
@@ -71,13 +83,20 @@ impl Engine {
                     for (e, f) in existed.iter_mut().zip(found) {
                         *e |= f;
                     }
+                    for key in keys {
+                        self.recovery.settled(tier.layer, key);
+                    }
                 }
-                Err(e) => self.skip(
-                    tier.layer,
-                    "delete",
-                    keys.first().copied().unwrap_or(""),
-                    &e,
-                ),
+                Err(e) => {
+                    self.skip(
+                        tier.layer,
+                        "delete",
+                        keys.first().copied().unwrap_or(""),
+                        &e,
+                    );
+                    // Retried until it lands; meanwhile these keys are not read there.
+                    self.recovery.owe_delete(tier.layer, keys);
+                }
             }
         }
         // A read that ran while the layers below were changing took its ticket after the first
@@ -126,10 +145,24 @@ impl Engine {
         for (tier, result) in join_all(clears).await {
             if let Err(e) = result {
                 self.skip(tier.layer, "flush", "*", &e);
+                // Retried until it lands; meanwhile the layer is not read.
+                self.recovery.owe_clear(tier.layer);
                 first_error.get_or_insert(e);
             }
         }
         if !self.tiers.is_empty() {
+            // A fill in any process that began before this flush carries the old epoch: from now
+            // on it is invalid wherever it lands, even in a slot the clears emptied. (After the
+            // clears, which remove the epoch's record with every other.)
+            if let Err(e) = self.flush_epoch.advance().await {
+                self.skip(
+                    self.tiers[self.authority.unwrap_or(0)].layer,
+                    "flush",
+                    "*",
+                    &e,
+                );
+                first_error.get_or_insert(e);
+            }
             // As in `delete_many`: a read during the clears may have filled L1 from a layer not
             // yet cleared.
             self.fence.record_all();
@@ -174,6 +207,7 @@ impl Engine {
             l1.clear();
         }
         self.tags.forget_all();
+        self.flush_epoch.forget();
         for tier in &self.tiers {
             tier.store.forget_cached_state();
         }
@@ -181,6 +215,34 @@ impl Engine {
 }
 
 impl Engine {
+    /// The stamps of a write of `tags`: theirs and, when there are layers below L1, the flush
+    /// epoch as of now (`engine/epoch.rs`). An epoch that cannot be read (its authority is down)
+    /// is left out, and the write goes on: the entry is then as safe against a concurrent flush as
+    /// one written before the first flush.
+    pub(super) async fn stamps_for(&self, tags: &[String]) -> Result<Box<[TagStamp]>> {
+        let stamps = self.tags.stamps(tags).await?;
+        match self.flush_epoch.current().await {
+            Ok(epoch) => Ok(FlushEpoch::stamp(stamps, epoch)),
+            Err(e) => {
+                tracing::warn!(error = %e, "flush epoch unavailable; entry written without it");
+                Ok(stamps)
+            }
+        }
+    }
+
+    /// The stamps an L1 entry keeps: L1 is cleared by a flush in this process and by its notice,
+    /// so it leaves out the flush epoch (and an untagged entry stays on the fastest hit path).
+    pub(super) fn l1_stamps(stamps: &[TagStamp]) -> Box<[TagStamp]> {
+        if stamps.iter().all(|s| &*s.name != FLUSH_EPOCH_TAG) {
+            return stamps.into();
+        }
+        stamps
+            .iter()
+            .filter(|s| &*s.name != FLUSH_EPOCH_TAG)
+            .cloned()
+            .collect()
+    }
+
     /// Detaches the loads in flight whose value carries `tag`, and fences their keys: their
     /// stamps predate the new version, so neither their waiters-to-come nor their write may
     /// stand (a write after the tag moved would otherwise pass the fence and hide a later `set`).

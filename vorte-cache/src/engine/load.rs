@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Engine, Expiry, Write};
+use super::{Engine, Expiry, Fill, SeenSlots, Write};
 use crate::cached::{Callsite, Output};
 use crate::codec::{self, TagStamp};
 use crate::error::{Error, ErrorKind, Result};
@@ -75,17 +75,25 @@ impl Engine {
                 Role::Leader(leader) => {
                     // Every layer now, once for all the waiters: the value may be below L1, or
                     // a previous leader may have stored it between our miss and our joining.
-                    match self.read_through::<L::Stored>(key).await {
-                        Ok(Some(v)) => {
+                    // What the layers hold now is what the fill will expect to replace: a delete
+                    // after this read leaves a new tombstone, in any process, and refuses it.
+                    let seen = match self.read_through_seeing::<L::Stored>(key).await {
+                        Ok((Some(v), _)) => {
                             leader.finish(Some(Arc::new(v.clone())));
                             return Ok(L::from_stored(v));
                         }
-                        Ok(None) => {}
-                        Err(e) => Self::fail::<L>(key, e)?,
-                    }
+                        Ok((None, seen)) => seen,
+                        Err(e) => {
+                            Self::fail::<L>(key, e)?;
+                            SeenSlots::default()
+                        }
+                    };
                     // Taken before the load begins: an invalidation after this drops its value.
-                    let ticket = self.fence.ticket();
-                    let stamps = match self.tags.stamps(tags).await {
+                    let fill = Fill {
+                        ticket: self.fence.ticket(),
+                        seen,
+                    };
+                    let stamps = match self.stamps_for(tags).await {
                         Ok(stamps) => Some(stamps),
                         Err(e) => {
                             Self::fail::<L>(key, e)?;
@@ -98,7 +106,7 @@ impl Engine {
                             // Boxed: the write path's future is several kilobytes, and inline it
                             // would make every call's future that large.
                             let stored_ok = Box::pin(
-                                self.store_loaded(key, &stored, ttl, layers, stamps, ticket),
+                                self.store_loaded(key, &stored, ttl, layers, stamps, fill),
                             )
                             .await;
                             if let Err(e) = stored_ok {
@@ -135,7 +143,7 @@ impl Engine {
         }
     }
 
-    /// Writes a loaded value as a fill under `ticket`.
+    /// Writes a loaded value as a fill with `fill`'s credentials.
     async fn store_loaded<T>(
         &self,
         key: &str,
@@ -143,12 +151,12 @@ impl Engine {
         ttl: Option<Duration>,
         layers: LayerSet,
         stamps: Box<[TagStamp]>,
-        ticket: u64,
+        fill: Fill,
     ) -> Result<()>
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
-        let write = Write::fill(ticket, Expiry::Ttl(ttl), layers, stamps);
+        let write = Write::fill(fill, Expiry::Ttl(ttl), layers, stamps);
         if self.writes_decoded(layers) {
             // L1 alone: kept decoded, encoded only if its bytes are asked for.
             let value = Box::new(value.clone());

@@ -21,9 +21,11 @@
 
 mod background;
 mod counter;
+mod epoch;
 mod invalidate;
 mod load;
 mod read;
+mod recovery;
 mod scan;
 mod write;
 
@@ -45,7 +47,7 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::tags::TagIndex;
 
-pub(crate) use write::{Expiry, Write, WriteOptions};
+pub(crate) use write::{Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
 
 /// A layer below L1, as the engine uses it.
 #[derive(Debug)]
@@ -87,6 +89,10 @@ pub(crate) struct Engine {
     authority: Option<usize>,
     enabled: LayerSet,
     tags: TagIndex,
+    /// Invalidations that did not reach a layer, retried until they do (`recovery.rs`).
+    recovery: recovery::Recovery,
+    /// The flush epoch every entry below L1 carries (`epoch.rs`).
+    flush_epoch: epoch::FlushEpoch,
     flights: Flights,
     fence: Arc<Fence>,
     counters: Counters,
@@ -160,16 +166,31 @@ impl Engine {
         let l1_keeps_decoded = l1.as_ref().is_some_and(|l1| !l1.weighs_bytes())
             && layers.l1.max_value_bytes.is_none()
             && config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES;
+        let counters = Counters::default();
+        let recovery = recovery::Recovery::new(
+            tiers
+                .iter()
+                .map(|t| {
+                    (
+                        t.layer,
+                        t.store.clone(),
+                        counters.layers[t.layer.index()].clone(),
+                    )
+                })
+                .collect(),
+        );
         let mut engine = Engine {
+            recovery,
             config: config.clone(),
             l1,
             tiers,
             enabled,
-            tags: TagIndex::new(authority_store, memo_ttl),
+            tags: TagIndex::new(authority_store.clone(), memo_ttl),
+            flush_epoch: epoch::FlushEpoch::new(authority_store, memo_ttl),
             authority,
             flights: Flights::default(),
             fence: Arc::default(),
-            counters: Counters::default(),
+            counters,
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             publisher,
             l1_keeps_decoded,

@@ -7,16 +7,26 @@ use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
 
-use super::invalidate::TOMBSTONE;
-use super::{Engine, Expiry, Tier, Write};
+use bytes::Bytes;
+
+use super::epoch::FlushEpoch;
+use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
 use crate::clock::now_ms;
-use crate::codec::{self, Corrupt, Envelope};
+use crate::codec::{self, Corrupt, Envelope, TagStamp};
 use crate::error::Result;
 use crate::key;
 use crate::l1::L1Entry;
 use crate::layer::{Layer, LayerSet};
 use crate::stats::Counters;
-use crate::store::Slot;
+use crate::store::{Slot, is_tombstone};
+
+/// What one layer's read found.
+pub(super) enum TierRead {
+    /// A live, valid entry.
+    Hit(Envelope),
+    /// No usable entry, and what the slot held.
+    Miss(Seen),
+}
 
 impl Engine {
     /// Whether an L1 entry's tags are all current.
@@ -62,23 +72,34 @@ impl Engine {
         Some(entry)
     }
 
-    /// Reads `key` from one layer below L1: a live, valid envelope, or `None` (counted).
-    pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> Option<Envelope> {
+    /// Reads `key` from one layer below L1: a live, valid envelope (a hit), or a miss (counted)
+    /// with what the slot held, for a later fill to expect.
+    ///
+    /// An expired, invalidated or corrupt entry is left where it is in a store with
+    /// compare-and-set (native expiry reclaims it, and a fill replaces it by compare-and-set
+    /// expecting exactly these bytes): removing it unconditionally could remove a tombstone a
+    /// delete wrote meanwhile (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
+    pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> TierRead {
         let counters = self.counters.layer(tier.layer);
+        if self.recovery.blocks(tier.layer, key) {
+            // This layer missed an invalidation of the key: whatever it holds may be stale.
+            Counters::bump(&counters.misses);
+            return TierRead::Miss(Seen::Unknown);
+        }
         let bytes = match tier.store.get(Slot::Entry(key)).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 Counters::bump(&counters.misses);
-                return None;
+                return TierRead::Miss(Seen::Nothing);
             }
             Err(e) => {
                 self.skip(tier.layer, "read", key, &e);
-                return None;
+                return TierRead::Miss(Seen::Unknown);
             }
         };
-        if bytes.as_ref() == TOMBSTONE {
+        if is_tombstone(&bytes) {
             Counters::bump(&counters.misses);
-            return None;
+            return TierRead::Miss(Seen::Bytes(bytes));
         }
         let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
             Ok(env) if env.key == key => env,
@@ -86,31 +107,54 @@ impl Engine {
                 // Another build wrote what this one cannot read: a miss here, kept for them.
                 Counters::bump(&counters.misses);
                 tracing::debug!(layer = %tier.layer, key, reason = e.0, "entry unreadable by this build; left in place");
-                return None;
+                return TierRead::Miss(Seen::Unknown);
             }
             Ok(_) | Err(_) => {
                 Counters::bump(&counters.corrupt);
-                tracing::warn!(layer = %tier.layer, key, "corrupt entry removed");
-                self.remove_quietly(tier, key).await;
-                return None;
+                tracing::warn!(layer = %tier.layer, key, "corrupt entry; a miss");
+                return TierRead::Miss(self.clean_up(tier, key, bytes).await);
             }
         };
-        let live = env.expires_at_ms > now_ms();
-        let valid = live
-            && (env.tags.is_empty()
-                || match self.tags.check(&env.tags).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
-                        return None;
-                    }
-                });
+        let valid = env.expires_at_ms > now_ms()
+            && match self.stamps_valid(&env.tags).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
+                    return TierRead::Miss(Seen::Unknown);
+                }
+            };
         if !valid {
             Counters::bump(&counters.misses);
-            self.remove_quietly(tier, key).await;
-            return None;
+            return TierRead::Miss(self.clean_up(tier, key, bytes).await);
         }
-        Some(env)
+        TierRead::Hit(env)
+    }
+
+    /// Whether the stamps of an entry below L1 are current: its flush epoch is not older than the
+    /// cache's, and its tags' versions are the current ones. An unreadable epoch (its authority is
+    /// down) passes: a failing layer costs the flush's protection for that while, not every read.
+    pub(super) async fn stamps_valid(&self, stamps: &[TagStamp]) -> Result<bool> {
+        let (epoch, tags) = FlushEpoch::split(stamps);
+        match self.flush_epoch.current().await {
+            Ok(current) if epoch < current => return Ok(false),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "flush epoch unavailable; not checked"),
+        }
+        if tags.is_empty() {
+            return Ok(true);
+        }
+        self.tags.check(tags).await
+    }
+
+    /// What to do with an entry that is no use (expired, invalidated, corrupt): left for a fill's
+    /// compare-and-set to replace where the store has one; otherwise removed (the fill is then a
+    /// plain put, after the layers with compare-and-set took it).
+    async fn clean_up(&self, tier: &Tier, key: &str, bytes: Bytes) -> Seen {
+        if tier.store.has_compare_and_set() {
+            return Seen::Bytes(bytes);
+        }
+        self.remove_quietly(tier, key).await;
+        Seen::Nothing
     }
 
     /// Whether an entry that does not decode is removed (corrupt) or left for the builds that
@@ -189,33 +233,52 @@ impl Engine {
         self.read_through(key).await
     }
 
-    /// [`Engine::get`] for a key its caller has validated (a load validates it once, up front).
-    pub(super) async fn read_through<T>(&self, key: &str) -> Result<Option<T>>
+    /// [`Engine::get`] for a key its caller has validated.
+    async fn read_through<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Ok(self.read_through_seeing(key).await?.0)
+    }
+
+    /// Reads `key` through every layer, back-filling the layers above a hit; on a miss, also what
+    /// each layer's slot held, which a load's fill then expects to find unchanged. (A load
+    /// validates its key once, up front.)
+    pub(super) async fn read_through_seeing<T>(&self, key: &str) -> Result<(Option<T>, SeenSlots)>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         if let Some(entry) = self.l1_entry(key).await {
             let v = entry.value::<T>(key)?;
             Counters::bump(&self.counters.layer(Layer::L1).hits);
-            return Ok(Some(v));
+            return Ok((Some(v), SeenSlots::default()));
         }
         let ticket = self.fence.ticket();
+        let mut seen = SeenSlots::default();
         for (i, tier) in self.tiers.iter().enumerate() {
-            if let Some(env) = self.read_tier(tier, key).await {
-                let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
-                Counters::bump(&self.counters.layer(tier.layer).hits);
-                // Only when some layer above it is enabled (with L1 off and a hit in the first
-                // remote layer there is nothing to fill).
-                if self.l1.is_some() || i > 0 {
-                    // Boxed: the write path's future is several kilobytes, and inline it would
-                    // make every read's future that large, allocated and moved on every call.
-                    Box::pin(self.backfill(key, &env, i, ticket, Box::new(v.clone()))).await;
+            match self.read_tier(tier, key).await {
+                TierRead::Hit(env) => {
+                    let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
+                    Counters::bump(&self.counters.layer(tier.layer).hits);
+                    // Only when some layer above it is enabled (with L1 off and a hit in the
+                    // first remote layer there is nothing to fill).
+                    if self.l1.is_some() || i > 0 {
+                        let fill = Fill {
+                            ticket,
+                            seen: std::mem::take(&mut seen),
+                        };
+                        // Boxed: the write path's future is several kilobytes, and inline it
+                        // would make every read's future that large, allocated and moved on
+                        // every call.
+                        Box::pin(self.backfill(key, &env, i, fill, Box::new(v.clone()))).await;
+                    }
+                    return Ok((Some(v), SeenSlots::default()));
                 }
-                return Ok(Some(v));
+                TierRead::Miss(what) => seen.push(what),
             }
         }
         Counters::bump(&self.counters.misses);
-        Ok(None)
+        Ok((None, seen))
     }
 
     /// The first live, valid entry of `key`, without decoding or back-filling.
@@ -247,7 +310,7 @@ impl Engine {
             }
         }
         for tier in &self.tiers {
-            if let Some(env) = self.read_tier(tier, key).await {
+            if let TierRead::Hit(env) = self.read_tier(tier, key).await {
                 return Some((tier.layer, env));
             }
         }
@@ -265,7 +328,7 @@ impl Engine {
         key: &str,
         env: &Envelope,
         found: usize,
-        ticket: u64,
+        fill: Fill,
         decoded: Box<dyn Any + Send + Sync>,
     ) {
         let mut targets = LayerSet::default();
@@ -276,7 +339,7 @@ impl Engine {
             targets.insert(tier.layer);
         }
         let write = Write::fill(
-            ticket,
+            fill,
             Expiry::At(env.expires_at_ms),
             targets,
             env.tags.clone().into_boxed_slice(),

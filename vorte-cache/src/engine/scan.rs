@@ -69,6 +69,8 @@ impl Engine {
                 too_large: c.too_large.load(Ordering::Relaxed),
                 write_behind_dropped: c.write_behind_dropped.load(Ordering::Relaxed),
                 swept: c.swept.load(Ordering::Relaxed),
+                recovery_pending: c.recovery_pending.load(Ordering::Relaxed),
+                recovered: c.recovered.load(Ordering::Relaxed),
                 keys,
                 bytes,
             }

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::background::QueuedWrite;
+use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
 use super::{Engine, Tier};
 use crate::clock::now_ms;
 use crate::codec::{self, Envelope, TagStamp};
@@ -35,6 +36,44 @@ pub(crate) enum WriteKind {
     Fill { ticket: u64 },
 }
 
+/// What a read found in one layer's slot of a key: what a fill of that key expects to find there
+/// still, by compare-and-set. Anything else there now (a newer value, the tombstone of a later
+/// delete, from any process) means the fill's value is old.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Seen {
+    /// No entry.
+    Nothing,
+    /// These bytes: a tombstone, or an entry no use to the read (expired, invalidated, corrupt).
+    Bytes(Bytes),
+    /// The read failed or left the entry to another build: a fill does not write this layer.
+    #[default]
+    Unknown,
+}
+
+/// What a read found in the slots of the layers below L1, in their order; a layer past the end
+/// was not read.
+#[derive(Debug, Default)]
+pub(crate) struct SeenSlots(Vec<Seen>);
+
+impl SeenSlots {
+    pub(super) fn push(&mut self, seen: Seen) {
+        self.0.push(seen);
+    }
+
+    fn of(&self, tier: usize) -> &Seen {
+        static UNKNOWN: Seen = Seen::Unknown;
+        self.0.get(tier).unwrap_or(&UNKNOWN)
+    }
+}
+
+/// A copy's credentials: the fence ticket taken before its read or load began, and what that
+/// read found in each layer below L1.
+#[derive(Debug, Default)]
+pub(crate) struct Fill {
+    pub(crate) ticket: u64,
+    pub(crate) seen: SeenSlots,
+}
+
 /// When a written entry expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expiry {
@@ -54,6 +93,8 @@ pub(crate) struct Write {
     /// Layers outside `layers` that already hold this value (a counter's authority), which a
     /// `Set` therefore does not clean.
     pub(crate) already_written: LayerSet,
+    /// For a fill: what its read found in each layer below L1.
+    seen: SeenSlots,
 }
 
 impl Write {
@@ -65,22 +106,26 @@ impl Write {
             layers,
             stamps,
             already_written: LayerSet::default(),
+            seen: SeenSlots::default(),
         }
     }
 
-    /// A copy read or loaded after `ticket` was taken.
+    /// A copy read or loaded with `fill`'s credentials.
     pub(crate) fn fill(
-        ticket: u64,
+        fill: Fill,
         expiry: Expiry,
         layers: LayerSet,
         stamps: Box<[TagStamp]>,
     ) -> Write {
         Write {
-            kind: WriteKind::Fill { ticket },
+            kind: WriteKind::Fill {
+                ticket: fill.ticket,
+            },
             expiry,
             layers,
             stamps,
             already_written: LayerSet::default(),
+            seen: fill.seen,
         }
     }
 }
@@ -109,7 +154,7 @@ impl Engine {
             .and_then(|()| codec::serialize(serialization, value));
         async move {
             let payload = Bytes::from(prepared?);
-            let stamps = self.tags.stamps(&options.tags).await?;
+            let stamps = self.stamps_for(&options.tags).await?;
             let write = Write::set(
                 Expiry::Ttl(options.ttl),
                 options.layers.unwrap_or(LayerSet::ALL),
@@ -181,7 +226,7 @@ impl Engine {
         let entry = L1Entry::decoded(
             Self::capped(expires_at_ms, l1.ttl_cap, now),
             now,
-            write.stamps,
+            Self::l1_stamps(&write.stamps),
             self.config.serialization,
             value,
             encoder,
@@ -211,8 +256,46 @@ impl Engine {
         }
     }
 
+    /// Takes back the copies a fill wrote, each only if it is still there: replaced by a new
+    /// tombstone where the store has compare-and-set (a newer value written meanwhile stays, and a
+    /// load that began before this one still cannot fill), else deleted.
+    async fn take_back(&self, key: &str, written: &[(&Tier, Bytes)]) {
+        for (tier, bytes) in written {
+            if !tier.store.has_compare_and_set() {
+                self.remove_quietly(tier, key).await;
+                continue;
+            }
+            if let Err(e) = tier
+                .store
+                .compare_and_set(key, Some(bytes), new_tombstone(), TOMBSTONE_TTL)
+                .await
+            {
+                self.skip(tier.layer, "delete", key, &e);
+                self.recovery.owe_delete(tier.layer, &[key]);
+            }
+        }
+    }
+
+    /// Removes the older value of `key` from a layer a set did not reach, leaving a new tombstone
+    /// where the store supports it, so that a load that began before this set cannot fill the
+    /// slot either.
+    pub(super) async fn invalidate_quietly(&self, tier: &Tier, key: &str) {
+        match tier
+            .store
+            .tombstone(key, new_tombstone(), TOMBSTONE_TTL)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => self.remove_quietly(tier, key).await,
+            Err(e) => {
+                self.skip(tier.layer, "delete", key, &e);
+                self.recovery.owe_delete(tier.layer, &[key]);
+            }
+        }
+    }
+
     /// Tells the other processes that `key` was written.
-    async fn announce_key(&self, key: &str) {
+    pub(super) async fn announce_key(&self, key: &str) {
         self.announce(|| crate::bus::Notice::Keys {
             keys: vec![key.to_owned()],
         })
@@ -295,10 +378,17 @@ impl Engine {
         let mut accepted = 0usize;
         let mut first_error = None;
 
+        // A set's L1 copy goes in only if no other process's write of the key arrived (as a
+        // notice) after this one's record: theirs may be the newer one in the shared layers.
+        let own_ticket = self.fence.ticket();
+
+        // A fill writes the layers with compare-and-set first; the others only once those took
+        // it, since they cannot tell a newer value or a tombstone from an empty slot.
         let mut puts = Vec::with_capacity(self.tiers.len());
+        let mut plain_after = Vec::new();
         // The layers a `set` leaves out: their older value must go (read-your-writes).
         let mut skipped: Vec<&Tier> = Vec::new();
-        for tier in &self.tiers {
+        for (i, tier) in self.tiers.iter().enumerate() {
             if !selected.contains(tier.layer) {
                 if !write.already_written.contains(tier.layer) {
                     skipped.push(tier);
@@ -310,6 +400,15 @@ impl Engine {
                 skipped.push(tier);
                 continue;
             }
+            if fill && self.recovery.blocks(tier.layer, key) {
+                continue;
+            }
+            let expected = match (fill, write.seen.of(i)) {
+                (false, _) => None,
+                (true, Seen::Unknown) => continue,
+                (true, Seen::Nothing) => None,
+                (true, Seen::Bytes(seen)) => Some(seen),
+            };
             let (bytes, ttl) = Self::encode_for(
                 tier,
                 key,
@@ -336,39 +435,37 @@ impl Engine {
                 }
                 continue;
             }
+            if fill && !tier.store.has_compare_and_set() {
+                plain_after.push((tier, bytes, ttl));
+                continue;
+            }
             puts.push(async move {
-                // A fill only fills an empty slot: if anything is there now (a newer value, or
-                // the tombstone of a delete from any process), it stands down.
+                // A fill replaces only what its read saw: anything else there now (a newer
+                // value, the tombstone of a later delete from any process) wins.
                 let result = if fill {
-                    match tier
-                        .store
-                        .compare_and_set(key, None, bytes.clone(), ttl)
+                    tier.store
+                        .compare_and_set(key, expected, bytes.clone(), ttl)
                         .await
-                    {
-                        Ok(Some(stored)) => Ok(stored),
-                        Ok(None) => tier
-                            .store
-                            .put(Slot::Entry(key), bytes, ttl)
-                            .await
-                            .map(|()| true),
-                        Err(e) => Err(e),
-                    }
+                        .map(|swapped| swapped.unwrap_or(false))
                 } else {
                     tier.store
-                        .put(Slot::Entry(key), bytes, ttl)
+                        .put(Slot::Entry(key), bytes.clone(), ttl)
                         .await
                         .map(|()| true)
                 };
-                (tier, result)
+                (tier, bytes, result)
             });
         }
         let mut written = Vec::new();
         let mut superseded = false;
-        for (tier, result) in join_all(puts).await {
+        for (tier, bytes, result) in join_all(puts).await {
             match result {
                 Ok(true) => {
                     accepted += 1;
-                    written.push(tier);
+                    if !fill {
+                        self.recovery.settled(tier.layer, key);
+                    }
+                    written.push((tier, bytes));
                 }
                 Ok(false) => superseded = true,
                 Err(e) => {
@@ -381,10 +478,26 @@ impl Engine {
         if superseded {
             // Another process deleted or rewrote the key since this load began: its value is
             // old. Nothing of it may stay, here or in L1.
-            for tier in written {
-                self.remove_quietly(tier, key).await;
-            }
+            self.take_back(key, &written).await;
             return Ok(());
+        }
+        let plain = plain_after
+            .into_iter()
+            .map(|(tier, bytes, ttl)| async move {
+                let result = tier.store.put(Slot::Entry(key), bytes.clone(), ttl).await;
+                (tier, bytes, result)
+            });
+        for (tier, bytes, result) in join_all(plain).await {
+            match result {
+                Ok(()) => {
+                    accepted += 1;
+                    written.push((tier, bytes));
+                }
+                Err(e) => {
+                    self.skip(tier.layer, "write", key, &e);
+                    first_error.get_or_insert(e);
+                }
+            }
         }
 
         if let (Some(l1), true) = (&self.l1, selected.contains(Layer::L1)) {
@@ -394,7 +507,7 @@ impl Engine {
                 let mut entry = L1Entry::new(
                     Self::capped(expires_at_ms, l1.ttl_cap, now),
                     now,
-                    write.stamps.clone(),
+                    Self::l1_stamps(&write.stamps),
                     serialization,
                     payload.clone(),
                 );
@@ -402,11 +515,15 @@ impl Engine {
                     entry = entry.with_decoded_any(decoded);
                 }
                 accepted += 1;
-                if self.insert_l1(key, entry, write.kind) == Some(Fenced::Deleted) {
-                    // Deleted while the copies below were written: take them back.
-                    for tier in written {
-                        self.remove_quietly(tier, key).await;
+                let l1_kind = match write.kind {
+                    WriteKind::Set if !self.tiers.is_empty() => {
+                        WriteKind::Fill { ticket: own_ticket }
                     }
+                    kind => kind,
+                };
+                if self.insert_l1(key, entry, l1_kind) == Some(Fenced::Deleted) && fill {
+                    // Deleted while the copies below were written: take them back.
+                    self.take_back(key, &written).await;
                 }
             }
         }
@@ -415,7 +532,7 @@ impl Engine {
             // in a layer it did not reach, where a later read would find it first. (A write no
             // layer took fails and changes nothing.)
             for tier in skipped {
-                self.remove_quietly(tier, key).await;
+                self.invalidate_quietly(tier, key).await;
             }
             if let Some(l1) = &self.l1
                 && (!selected.contains(Layer::L1) || payload.len() > l1.max_value_bytes)

@@ -42,6 +42,17 @@ pub enum Slot<'a> {
     Tag(&'a str),
 }
 
+/// The bytes every tombstone begins with. The cache writes a new, unique tombstone on each delete
+/// (this prefix and a random suffix), so that a load which saw one tombstone cannot mistake a later
+/// delete's for it; a store treats any value that begins with these bytes as a tombstone
+/// ([`Store::tombstone`]). No envelope begins with them, so a tombstone always reads as a miss.
+pub const TOMBSTONE_PREFIX: &[u8] = b"vorte-tombstone";
+
+/// Whether a stored value is a tombstone ([`TOMBSTONE_PREFIX`]).
+pub fn is_tombstone(value: &[u8]) -> bool {
+    value.starts_with(TOMBSTONE_PREFIX)
+}
+
 /// Keys and bytes a store holds under its prefix.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -70,8 +81,9 @@ pub struct Usage {
 /// - `get` may return an expired entry, unchanged: the cache checks expiry from the envelope. A
 ///   store without native expiry removes expired entries in [`Store::sweep`];
 /// - where a store has them, tombstones and compare-and-set are atomic and behave as
-///   [`Store::tombstone`] and [`Store::compare_and_set`] say, and a compare-and-set that expects
-///   no entry fails on a tombstone.
+///   [`Store::tombstone`] and [`Store::compare_and_set`] say: a compare-and-set that expects no
+///   entry fails on a tombstone, and one that expects a tombstone (or any exact bytes) succeeds
+///   only while those very bytes are there.
 ///
 /// The entry values the cache writes are envelopes that carry the logical key and the expiry
 /// (big-endian milliseconds at bytes 8..16); a store may read them, as the object stores do to
@@ -103,7 +115,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     ///
     /// A tombstone makes the compare-and-set of a load that began before the delete fail, in
     /// every process, so the load cannot write the old value back (no resurrection,
-    /// `docs/consistency.md`). Tombstoning a tombstone or a missing entry reports `false`.
+    /// `docs/consistency.md`), while a load that began after it, having seen this very marker,
+    /// replaces it. Tombstoning a tombstone (any value for which [`is_tombstone`] holds) or a
+    /// missing entry reports `false`.
     fn tombstone<'a>(
         &'a self,
         key: &'a str,

@@ -196,7 +196,9 @@ impl TestStore {
     fn tombstone_now(&self, key: &str, marker: Bytes, ttl: Duration) -> bool {
         let mut names = self.names();
         let name = self.name(Slot::Entry(key));
-        let existed = names.get(&name).is_some_and(|old| old.value != marker);
+        let existed = names
+            .get(&name)
+            .is_some_and(|old| !crate::store::is_tombstone(&old.value));
         Self::store(&mut names, name, marker, ttl);
         existed
     }

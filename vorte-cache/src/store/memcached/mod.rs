@@ -435,7 +435,7 @@ impl Store for MemcachedStore {
         Box::pin(async move {
             let old = self.get(Slot::Entry(key)).await?;
             self.put(Slot::Entry(key), marker.clone(), ttl).await?;
-            Ok(Some(old.is_some_and(|b| b != marker)))
+            Ok(Some(old.is_some_and(|b| !crate::store::is_tombstone(&b))))
         })
     }
 

@@ -59,12 +59,12 @@ end
 return 0
 "#;
 
-/// Replaces `KEYS[1]` with the tombstone `ARGV[1]` for `ARGV[2]` ms; 1 when a real entry was
-/// there.
+/// Replaces `KEYS[1]` with the tombstone `ARGV[1]` for `ARGV[2]` ms; 1 when a real entry (not
+/// absent, not a tombstone: a value that begins with `ARGV[3]`, the tombstone prefix) was there.
 const TOMBSTONE_SCRIPT: &str = r#"
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if old == false or old == ARGV[1] then
+if old == false or string.sub(old, 1, #ARGV[3]) == ARGV[3] then
   return 0
 end
 return 1
@@ -514,8 +514,15 @@ impl Store for RedisStore {
             let existed: i64 = self
                 .mapped(
                     "delete",
-                    self.client()
-                        .eval(TOMBSTONE_SCRIPT, vec![name], vec![marker, ttl]),
+                    self.client().eval(
+                        TOMBSTONE_SCRIPT,
+                        vec![name],
+                        vec![
+                            marker,
+                            ttl,
+                            Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
+                        ],
+                    ),
                 )
                 .await?;
             Ok(Some(existed == 1))

@@ -15,8 +15,12 @@ use crate::store::{Slot, Store};
 /// A TTL long enough to outlast the suite.
 pub(super) const LONG: Duration = Duration::from_secs(600);
 
-/// The marker `delete_many` and `tombstone` are given (the cache's own is another string).
-pub(super) const MARKER: &[u8] = b"contract-tombstone";
+/// The marker `delete_many` and `tombstone` are given: like the cache's, it begins with
+/// [`TOMBSTONE_PREFIX`](crate::store::TOMBSTONE_PREFIX), and [`LATER_MARKER`] is another delete's.
+pub(super) const MARKER: &[u8] = b"vorte-tombstone:contract-1";
+
+/// The tombstone of a later delete of the same key.
+pub(super) const LATER_MARKER: &[u8] = b"vorte-tombstone:contract-2";
 
 /// An envelope as the cache writes it: `key`, `payload`, expiring at `expires_at_ms`.
 pub(super) fn envelope_at(key: &str, payload: &[u8], expires_at_ms: u64) -> Bytes {

@@ -97,14 +97,17 @@ pub enum Rule {
     /// `delete_many` reports per key whether a real entry was there, handles any number of keys,
     /// and leaves the marker only where the store has tombstones.
     DeleteMany,
-    /// `tombstone` replaces an entry with the marker and reports whether a real entry was there,
+    /// `tombstone` replaces an entry with the marker and reports whether a real entry was there
+    /// (a value beginning with [`TOMBSTONE_PREFIX`](crate::store::TOMBSTONE_PREFIX) is not one),
     /// or answers `Ok(None)` when the store has no tombstones.
     Tombstone,
     /// `compare_and_set` swaps only when the entry holds exactly `expected` (`None`: no entry),
     /// and answers `Ok(None)` without writing when the store has none.
     CompareAndSet,
     /// A compare-and-set that expects no entry fails on a tombstone (docs/consistency.md: a load
-    /// that began before a delete cannot write the old value back).
+    /// that began before a delete cannot write the old value back); one that expects a delete's
+    /// tombstone replaces it (a load that began after the delete is cached), but not a later
+    /// delete's.
     CompareAndSetOnTombstone,
     /// A compare-and-set that expects an empty value is not one that expects no entry: it fails
     /// on a missing entry, and one that expects no entry fails on an empty value.

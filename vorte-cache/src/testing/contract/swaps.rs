@@ -57,7 +57,9 @@ impl Ctx<'_> {
         }
         let again = self.ok(
             "a second delete_many",
-            self.store.delete_many(&refs, marker.clone(), LONG).await,
+            self.store
+                .delete_many(&refs, Bytes::from_static(LATER_MARKER), LONG)
+                .await,
         )?;
         ensure!(
             self,
@@ -106,7 +108,9 @@ impl Ctx<'_> {
         .await?;
         let second = self.ok(
             "a second tombstone",
-            self.store.tombstone(&key, marker.clone(), LONG).await,
+            self.store
+                .tombstone(&key, Bytes::from_static(LATER_MARKER), LONG)
+                .await,
         )?;
         ensure!(
             self,
@@ -318,6 +322,48 @@ impl Ctx<'_> {
             "after the refused load",
         )
         .await?;
+        // A load that began after the delete saw its tombstone, and replaces it; one that saw
+        // it before a later delete's replaced it does not.
+        let marker = Bytes::from_static(MARKER);
+        let later = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, Some(&marker), value(&key, "later load"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            later == Some(true),
+            "a compare-and-set expecting the tombstone there answered {later:?}"
+        );
+        self.expect(
+            self.store,
+            Slot::Entry(&key),
+            Some(&value(&key, "later load")),
+            "after a load replaced the tombstone",
+        )
+        .await?;
+        self.ok(
+            "tombstone",
+            self.store.tombstone(&key, marker.clone(), LONG).await,
+        )?;
+        self.ok(
+            "a later tombstone",
+            self.store
+                .tombstone(&key, Bytes::from_static(LATER_MARKER), LONG)
+                .await,
+        )?;
+        let stale = self.ok(
+            "compare_and_set",
+            self.store
+                .compare_and_set(&key, Some(&marker), value(&key, "stale load"), LONG)
+                .await,
+        )?;
+        ensure!(
+            self,
+            stale == Some(false),
+            "a compare-and-set expecting an earlier delete's tombstone answered {stale:?} over a later one's"
+        );
         self.clear_both().await
     }
 

@@ -1,0 +1,271 @@
+//! The recovery queue: invalidations that did not reach a layer, retried until they do
+//! (`docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`).
+//!
+//! A `delete` that fails on one layer still returns `Ok` when the others took it, but that layer
+//! keeps the old value. Until a retry has delivered the delete there, the key is *blocked* on
+//! that layer: reads skip it (a miss, never the deleted value) and fills do not write it. A `set`
+//! that reaches the layer replaces the old value and unblocks the key. A `flush` that failed on a
+//! layer blocks the whole layer until a retry of its clear succeeds. Too many blocked keys on one
+//! layer (it has been away long) turn into the same: the layer is cleared when it is back.
+//!
+//! One background task per cache retries, with a backoff from 100 ms to 10 s, and ends with the
+//! cache. It starts with the first blocked key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::layer::Layer;
+use crate::stats::LayerCounters;
+use crate::store::Store;
+
+use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
+
+/// Blocked keys per layer beyond which the layer is cleared instead (its keys are then unknown).
+const MAX_BLOCKED: usize = 100_000;
+/// Keys per retried `delete_many`.
+const RETRY_CHUNK: usize = 500;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What one layer still owes.
+#[derive(Debug, Default)]
+struct Owed {
+    /// Keys whose delete did not reach the layer, each with the number of its latest block (a
+    /// retry unblocks a key only if nobody blocked it again meanwhile).
+    keys: HashMap<String, u64>,
+    next: u64,
+    /// A flush did not reach the layer: everything in it is suspect until a clear succeeds.
+    everything: bool,
+}
+
+#[derive(Debug)]
+struct Layered {
+    layer: Layer,
+    store: Arc<dyn Store>,
+    counters: Arc<LayerCounters>,
+    owed: Mutex<Owed>,
+    /// Keys blocked, or `usize::MAX` when everything is: read without the lock on every read.
+    blocked: AtomicUsize,
+}
+
+impl Layered {
+    fn owed(&self) -> std::sync::MutexGuard<'_, Owed> {
+        self.owed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the size of the queue after a change (under the lock).
+    fn publish(&self, owed: &Owed) {
+        let n = if owed.everything {
+            usize::MAX
+        } else {
+            owed.keys.len()
+        };
+        self.blocked.store(n, Ordering::Release);
+        let gauge = if owed.everything { 1 } else { owed.keys.len() };
+        self.counters
+            .recovery_pending
+            .store(gauge as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    layers: Vec<Layered>,
+    wake: Arc<tokio::sync::Notify>,
+    started: AtomicBool,
+}
+
+/// See the module docs. Owned by the engine; its task holds only a weak reference.
+#[derive(Debug)]
+pub(super) struct Recovery {
+    shared: Arc<Shared>,
+}
+
+impl Recovery {
+    pub(super) fn new(layers: Vec<(Layer, Arc<dyn Store>, Arc<LayerCounters>)>) -> Self {
+        let layers = layers
+            .into_iter()
+            .map(|(layer, store, counters)| Layered {
+                layer,
+                store,
+                counters,
+                owed: Mutex::default(),
+                blocked: AtomicUsize::new(0),
+            })
+            .collect();
+        Recovery {
+            shared: Arc::new(Shared {
+                layers,
+                wake: Arc::new(tokio::sync::Notify::new()),
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn layer(&self, layer: Layer) -> Option<&Layered> {
+        self.shared.layers.iter().find(|l| l.layer == layer)
+    }
+
+    /// Whether `key` may not be read from or filled into `layer` now.
+    #[inline]
+    pub(super) fn blocks(&self, layer: Layer, key: &str) -> bool {
+        let Some(l) = self.layer(layer) else {
+            return false;
+        };
+        match l.blocked.load(Ordering::Acquire) {
+            0 => false,
+            usize::MAX => true,
+            _ => l.owed().keys.contains_key(key),
+        }
+    }
+
+    /// Queues the delete of `keys` on `layer`, which failed.
+    pub(super) fn owe_delete(&self, layer: Layer, keys: &[&str]) {
+        let Some(l) = self.layer(layer) else {
+            return;
+        };
+        {
+            let mut owed = l.owed();
+            if owed.keys.len() + keys.len() > MAX_BLOCKED {
+                tracing::warn!(layer = %layer, "too many invalidations owed to this layer; it will be cleared when it is back");
+                owed.keys.clear();
+                owed.everything = true;
+            } else if !owed.everything {
+                for key in keys {
+                    owed.next += 1;
+                    let n = owed.next;
+                    owed.keys.insert((*key).to_owned(), n);
+                }
+            }
+            l.publish(&owed);
+        }
+        self.start();
+    }
+
+    /// Queues the clear of `layer`, which failed.
+    pub(super) fn owe_clear(&self, layer: Layer) {
+        let Some(l) = self.layer(layer) else {
+            return;
+        };
+        {
+            let mut owed = l.owed();
+            owed.keys.clear();
+            owed.everything = true;
+            l.publish(&owed);
+        }
+        self.start();
+    }
+
+    /// `key` reached `layer` anew (a set, or a delete that succeeded): nothing is owed for it.
+    pub(super) fn settled(&self, layer: Layer, key: &str) {
+        let Some(l) = self.layer(layer) else {
+            return;
+        };
+        if l.blocked.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut owed = l.owed();
+        if !owed.everything && owed.keys.remove(key).is_some() {
+            l.publish(&owed);
+        }
+    }
+
+    /// Starts the retrying task once, in the runtime of the call that needed it.
+    fn start(&self) {
+        if self.shared.started.swap(true, Ordering::AcqRel) {
+            self.shared.wake.notify_one();
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.shared.started.store(false, Ordering::Release);
+            return;
+        };
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(retry_until_settled(shared, self.shared.wake.clone()));
+    }
+}
+
+/// The retrying task: each round retries what every layer owes; it backs off while something
+/// stays owed, sleeps until woken when nothing is, and ends when the cache is gone.
+async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let mut still_owed = false;
+        for l in &strong.layers {
+            still_owed |= !retry(l).await;
+        }
+        if still_owed {
+            drop(strong);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        backoff = FIRST_BACKOFF;
+        drop(strong);
+        // Wakes for new debts; checks now and then that the cache still exists.
+        let _ = tokio::time::timeout(MAX_BACKOFF, wake.notified()).await;
+    }
+}
+
+/// Retries what `l` owes; `true` when it owes nothing any more.
+async fn retry(l: &Layered) -> bool {
+    let (everything, batch): (bool, Vec<(String, u64)>) = {
+        let owed = l.owed();
+        (
+            owed.everything,
+            owed.keys
+                .iter()
+                .take(RETRY_CHUNK)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
+        )
+    };
+    if everything {
+        return match l.store.clear().await {
+            Ok(_) => {
+                let mut owed = l.owed();
+                owed.everything = false;
+                l.publish(&owed);
+                l.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(layer = %l.layer, "owed flush delivered");
+                owed.keys.is_empty()
+            }
+            Err(e) => {
+                tracing::debug!(layer = %l.layer, error = %e, "owed flush not delivered yet");
+                false
+            }
+        };
+    }
+    if batch.is_empty() {
+        return true;
+    }
+    let keys: Vec<&str> = batch.iter().map(|(k, _)| k.as_str()).collect();
+    match l
+        .store
+        .delete_many(&keys, new_tombstone(), TOMBSTONE_TTL)
+        .await
+    {
+        Ok(_) => {
+            let mut owed = l.owed();
+            let mut delivered = 0u64;
+            for (key, n) in &batch {
+                if owed.keys.get(key) == Some(n) {
+                    owed.keys.remove(key);
+                    delivered += 1;
+                }
+            }
+            l.publish(&owed);
+            l.counters.recovered.fetch_add(delivered, Ordering::Relaxed);
+            owed.keys.is_empty() && !owed.everything
+        }
+        Err(e) => {
+            tracing::debug!(layer = %l.layer, error = %e, keys = keys.len(), "owed deletes not delivered yet");
+            false
+        }
+    }
+}
