@@ -140,6 +140,11 @@ fn command_error(
     }
 }
 
+/// Whether Redis refused a command because it is at `maxmemory` with `noeviction` (`-OOM ...`).
+fn is_out_of_memory(e: &fred::error::Error) -> bool {
+    e.details().contains("OOM command not allowed")
+}
+
 /// The batched read: one `MGET` on a single server; on a cluster, one `MGET` per hash slot
 /// (a multi-key command may not cross slots), sent concurrently.
 fn multi_get(
@@ -362,6 +367,23 @@ impl RedisStore {
         }
     }
 
+    /// The delete of a Redis at `maxmemory` with `noeviction`, which refuses the tombstone (a
+    /// `SET`) but allows `UNLINK`: the entry goes, with no tombstone to hold off a load that
+    /// began before (its fill is a `SET` too, refused while the server stays full)
+    /// (`docs/consistency.md#redis-at-maxmemory-with-noeviction`).
+    async fn delete_when_full(&self, key: &str, name: &str) -> Result<Option<bool>> {
+        tracing::warn!(
+            layer = self.layer,
+            key,
+            "{} is full (maxmemory, noeviction): tombstone refused, entry unlinked instead",
+            self.backend
+        );
+        let removed: i64 = self
+            .mapped("delete", async move { self.client().unlink(name).await })
+            .await?;
+        Ok(Some(removed > 0))
+    }
+
     async fn cas(
         &self,
         key: &str,
@@ -511,20 +533,28 @@ impl Store for RedisStore {
         Box::pin(async move {
             let name = self.name(Slot::Entry(key));
             let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
-            let existed: i64 = self
-                .mapped(
-                    "delete",
-                    self.client().eval(
-                        TOMBSTONE_SCRIPT,
-                        vec![name],
-                        vec![
-                            marker,
-                            ttl,
-                            Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
-                        ],
-                    ),
-                )
-                .await?;
+            let args = vec![
+                marker,
+                ttl,
+                Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
+            ];
+            let existed: i64 = match self
+                .client()
+                .eval(TOMBSTONE_SCRIPT, vec![name.as_str()], args)
+                .await
+            {
+                Ok(existed) => existed,
+                Err(e) if is_out_of_memory(&e) => return self.delete_when_full(key, &name).await,
+                Err(e) => {
+                    return Err(command_error(
+                        self.layer,
+                        self.backend,
+                        self.timeout,
+                        "delete",
+                        &e,
+                    ));
+                }
+            };
             Ok(Some(existed == 1))
         })
     }
