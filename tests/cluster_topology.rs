@@ -203,3 +203,43 @@ async fn a_failover_under_traffic_loses_no_set_and_no_key() {
     keys_are_complete(&cache, "after the failover").await;
     flush_is_complete_or_fails(&cache, &cluster, &prefix).await;
 }
+
+/// Concurrent reads (coalesced into `MGET`s) while slots move: each follows `ASK` or `MOVED`
+/// and finds its key; none is turned into a miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_resharding_find_every_key() {
+    let cluster = RedisCluster::start(3, 1);
+    let prefix = unique_prefix();
+    let cache = Arc::new(l3_only(&cluster, &prefix).await);
+    write_all(&cache, 0, "before resharding").await;
+    let primaries = cluster.primaries();
+    let mut reshard = cluster.begin_reshard(primaries[0], primaries[1], 3000);
+    let mut rounds = 0;
+    while reshard.is_running() {
+        rounds += 1;
+        let readers = (0..8).map(|r| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                let mut missed = Vec::new();
+                for i in (r..KEYS).step_by(8) {
+                    if cache.get::<String>(&key(i)).await.ok().flatten().is_none() {
+                        missed.push(key(i));
+                    }
+                }
+                missed
+            })
+        });
+        let mut missed = Vec::new();
+        for reader in futures_util::future::join_all(readers).await {
+            missed.extend(reader.expect("a reader panicked"));
+        }
+        assert!(
+            missed.is_empty(),
+            "round {rounds}: {} of {KEYS} reads missed while slots moved: {:?}",
+            missed.len(),
+            &missed[..missed.len().min(10)]
+        );
+    }
+    reshard.finish();
+    assert!(rounds > 0, "the resharding ended before any read ran");
+}
