@@ -20,7 +20,8 @@
 //! On a cluster, fred follows `MOVED` (re-reading the topology) and `ASK` up to [`REDIRECTIONS`]
 //! times per command. Every command is `fail_fast`: one whose connection closes while it is in
 //! flight fails rather than being written again, since it may have run (a compare-and-set run
-//! twice counts an increment twice). A redirected command has not run, so following it is safe
+//! twice counts an increment twice). A redirected command has not run, so following it is safe,
+//! and so is sending it again when the redirections ran out ([`redirect`])
 //! (`docs/consistency.md#redis-cluster-topology-changes`).
 
 use std::time::Duration;
@@ -38,6 +39,7 @@ use futures_util::{Stream, TryStreamExt};
 
 mod conn;
 mod listing;
+mod redirect;
 
 pub(crate) use self::conn::{RedisTarget, fred_config};
 use super::read_batch::{MultiGet, ReadBatch};
@@ -182,7 +184,11 @@ fn multi_get(
                 let group: Vec<String> = positions.iter().map(|&i| keys[i].clone()).collect();
                 let client = pool.next().with_options(&options);
                 async move {
-                    let values = client.mget::<Vec<Option<Bytes>>, _>(group).await?;
+                    let (client, group) = (&client, &group);
+                    let values = redirect::follow(left, || async move {
+                        client.mget::<Vec<Option<Bytes>>, _>(group.clone()).await
+                    })
+                    .await?;
                     if values.len() != positions.len() {
                         return Err(fred::error::Error::new(
                             fred::error::ErrorKind::Protocol,
@@ -304,14 +310,15 @@ impl RedisStore {
         }
     }
 
-    /// Maps fred's result. The bound on time is fred's own per-command timeout (set from the
-    /// layer's `timeout_ms` when the client is built): no extra timer per call on the hot path.
-    async fn mapped<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
-    ) -> Result<T> {
-        fut.await
+    /// Runs `call` (again while its redirections run out, see [`redirect`]) and maps fred's
+    /// result. The bound on time is fred's own per-command timeout (set from the layer's
+    /// `timeout_ms` when the client is built): no extra timer per call on the hot path.
+    async fn mapped<T, Fut>(&self, what: &str, call: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        redirect::follow(self.timeout, call)
+            .await
             .map_err(|e| command_error(self.layer, self.backend, self.timeout, what, &e))
     }
 
@@ -379,7 +386,7 @@ impl RedisStore {
             self.backend
         );
         let removed: i64 = self
-            .mapped("delete", async move { self.client().unlink(name).await })
+            .mapped("delete", || async move { self.client().unlink(name).await })
             .await?;
         Ok(Some(removed > 0))
     }
@@ -396,15 +403,14 @@ impl RedisStore {
         let present = Bytes::from_static(if expected.is_some() { b"1" } else { b"0" });
         let expected = expected.cloned().unwrap_or_default();
         let ttl = ttl.as_millis().max(1).to_string();
+        let args = vec![present, expected, new, Bytes::from(ttl)];
+        let (name, args) = (name.as_str(), &args);
         let swapped: i64 = self
-            .mapped(
-                "compare-and-set",
-                self.client().eval(
-                    CAS_SCRIPT,
-                    vec![name],
-                    vec![present, expected, new, Bytes::from(ttl)],
-                ),
-            )
+            .mapped("compare-and-set", || async move {
+                self.client()
+                    .eval(CAS_SCRIPT, vec![name], args.clone())
+                    .await
+            })
             .await?;
         Ok(swapped == 1)
     }
@@ -420,11 +426,16 @@ impl Store for RedisStore {
             let name = self.name(slot);
             if let Slot::Tag(_) = slot {
                 // Tag records are read rarely (their versions are memoised): no batching.
-                return self.mapped("get", self.client().get(name)).await;
+                let name = name.as_str();
+                return self
+                    .mapped("get", || async move { self.client().get(name).await })
+                    .await;
             }
             self.reads
-                .get(name, |name| {
-                    self.mapped("get", async move { self.client().get(name).await })
+                .get(name, |name| async move {
+                    let name = name.as_str();
+                    self.mapped("get", || async move { self.client().get(name).await })
+                        .await
                 })
                 .await
         })
@@ -433,12 +444,14 @@ impl Store for RedisStore {
     fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let name = self.name(slot);
-            let px = Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64);
-            self.mapped(
-                "set",
+            let px = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+            let (name, value) = (name.as_str(), &value);
+            self.mapped("set", || async move {
+                let px = Expiration::PX(px);
                 self.client()
-                    .set::<(), _, _>(name, value, Some(px), None, false),
-            )
+                    .set::<(), _, _>(name, value.clone(), Some(px), None, false)
+                    .await
+            })
             .await
         })
     }
@@ -446,7 +459,10 @@ impl Store for RedisStore {
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let name = self.name(slot);
-            let n: i64 = self.mapped("delete", self.client().unlink(name)).await?;
+            let name = name.as_str();
+            let n: i64 = self
+                .mapped("delete", || async move { self.client().unlink(name).await })
+                .await?;
             Ok(n > 0)
         })
     }
@@ -473,8 +489,9 @@ impl Store for RedisStore {
                 let unlinks: Vec<_> = names
                     .iter()
                     .map(|n| {
-                        self.mapped("flush", async move {
-                            self.client().unlink::<i64, _>(n.as_str()).await
+                        let n = n.as_str();
+                        self.mapped("flush", move || async move {
+                            self.client().unlink::<i64, _>(n).await
                         })
                     })
                     .collect();
@@ -494,8 +511,9 @@ impl Store for RedisStore {
             let lengths: Vec<_> = names
                 .iter()
                 .map(|n| {
-                    self.mapped("usage", async move {
-                        self.client().strlen::<u64, _>(n.as_str()).await
+                    let n = n.as_str();
+                    self.mapped("usage", move || async move {
+                        self.client().strlen::<u64, _>(n).await
                     })
                 })
                 .collect();
@@ -538,11 +556,13 @@ impl Store for RedisStore {
                 ttl,
                 Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
             ];
-            let existed: i64 = match self
-                .client()
-                .eval(TOMBSTONE_SCRIPT, vec![name.as_str()], args)
-                .await
-            {
+            let (key_name, args) = (name.as_str(), &args);
+            let tombstone = || async move {
+                self.client()
+                    .eval(TOMBSTONE_SCRIPT, vec![key_name], args.clone())
+                    .await
+            };
+            let existed: i64 = match redirect::follow(self.timeout, tombstone).await {
                 Ok(existed) => existed,
                 Err(e) if is_out_of_memory(&e) => return self.delete_when_full(key, &name).await,
                 Err(e) => {
