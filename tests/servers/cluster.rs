@@ -32,8 +32,37 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts `masters` (at least 3) primaries with `replicas_per_master` replicas each, creates
     /// the cluster, and waits until every node reports `cluster_state:ok` with all 16384 slots
-    /// assigned and every replica's link to its primary is up.
+    /// assigned and every replica's link to its primary is up ([`RedisCluster::wait_ok`]).
     pub fn start(masters: usize, replicas_per_master: usize) -> Self {
+        let cluster = Self::create(masters, replicas_per_master);
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Like [`RedisCluster::start`], but returns as soon as every node answers
+    /// `cluster_state:ok`: what an operator sees right after `redis-cli --cluster create`, while
+    /// the nodes' views of each other (addresses, replicas, links) may still be settling.
+    pub fn start_fresh(masters: usize, replicas_per_master: usize) -> Self {
+        let cluster = Self::create(masters, replicas_per_master);
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        for node in &cluster.nodes {
+            while !node
+                .cmd(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok\r\n")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} not cluster_state:ok after {CLUSTER_TIMEOUT:?}",
+                    node.port()
+                );
+                std::thread::sleep(POLL);
+            }
+        }
+        cluster
+    }
+
+    /// Starts the nodes and runs `redis-cli --cluster create`; waits for nothing more.
+    fn create(masters: usize, replicas_per_master: usize) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
@@ -72,7 +101,6 @@ impl RedisCluster {
             "redis-cli --cluster create failed (ports {:?}):\n{output}",
             cluster.ports()
         );
-        cluster.wait_ok();
         cluster
     }
 
@@ -218,6 +246,110 @@ impl RedisCluster {
             .find(|n| n.is_running())
             .expect("no running cluster node");
         primaries_in(&node.cmd(&["CLUSTER", "NODES"]))
+    }
+
+    /// The ports of the running replicas (`role:slave`), sorted.
+    pub fn replicas(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running() && n.cmd(&["INFO", "replication"]).contains("role:slave"))
+            .map(RedisServer::port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// The cluster id of the node on `port` (`CLUSTER MYID`).
+    pub fn node_id(&self, port: u16) -> String {
+        let reply = self.node_on(port).cmd(&["CLUSTER", "MYID"]);
+        // A bulk string: `$40\r\n<id>\r\n`.
+        reply
+            .lines()
+            .nth(1)
+            .unwrap_or_else(|| panic!("CLUSTER MYID on {port}: {reply}"))
+            .to_owned()
+    }
+
+    /// Starts `redis-cli --cluster reshard`, moving `slots` hash slots from the primary on `from`
+    /// to the primary on `to`: each slot goes MIGRATING/IMPORTING, its keys move with `MIGRATE`
+    /// (clients get `ASK` meanwhile), then ownership changes (clients get `MOVED`). It runs beside
+    /// the test; [`Reshard::finish`] waits for it.
+    pub fn begin_reshard(&self, from: u16, to: u16, slots: usize) -> Reshard {
+        let cli = require_binary("redis-cli", "`apt-get install redis-tools`");
+        let out_file = self.node_on(from).dir().join(format!("reshard-{to}.out"));
+        let out = std::fs::File::create(&out_file).expect("create the reshard output file");
+        let err = out.try_clone().expect("clone the output file handle");
+        let child = std::process::Command::new(cli)
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn redis-cli --cluster reshard");
+        Reshard { child, out_file }
+    }
+
+    /// `CLUSTER FAILOVER` on the replica on `port`: a coordinated failover (its primary stops
+    /// writes until the replica caught up, then the replica takes the slots and the old primary
+    /// answers `MOVED`). Returns once the command is accepted; [`RedisCluster::wait_ok`] and
+    /// [`RedisCluster::primaries`] show when it is done.
+    pub fn failover(&self, port: u16) {
+        let reply = self.node_on(port).cmd(&["CLUSTER", "FAILOVER"]);
+        assert_eq!(reply, "+OK\r\n", "CLUSTER FAILOVER on {port}");
+    }
+
+    fn node_on(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+    }
+}
+
+/// A `redis-cli --cluster reshard` running beside the test ([`RedisCluster::begin_reshard`]).
+/// Dropping it unfinished kills it.
+#[derive(Debug)]
+pub struct Reshard {
+    child: std::process::Child,
+    out_file: std::path::PathBuf,
+}
+
+impl Reshard {
+    /// Whether it is still moving slots.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for it (at most [`CLUSTER_TIMEOUT`]); panics with its output unless it succeeded.
+    pub fn finish(mut self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll redis-cli") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(POLL);
+        };
+        let output = std::fs::read_to_string(&self.out_file).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "redis-cli --cluster reshard failed ({status:?}):\n{output}"
+        );
+    }
+}
+
+impl Drop for Reshard {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

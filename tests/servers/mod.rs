@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-pub use cluster::RedisCluster;
+pub use cluster::{RedisCluster, Reshard};
 pub use memcached::{Memcached, memcached_cmd};
 pub use moto::{MotoServer, http_request};
 pub use redis::{RedisServer, redis_cli, redis_cmd, try_redis_cmd};

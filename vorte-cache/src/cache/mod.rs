@@ -169,7 +169,9 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// `InvalidGlob` for a malformed pattern (an unclosed `[`, a trailing `\`).
+    /// `InvalidGlob` for a malformed pattern (an unclosed `[`, a trailing `\`); the error of a
+    /// layer that could not list its keys, rather than an answer without them
+    /// (`docs/consistency.md#redis-cluster-topology-changes`).
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
         self.engine.keys(pattern).await
     }

@@ -19,7 +19,14 @@ impl Engine {
         self.find(key).await.is_some()
     }
 
+    /// `keys`: a layer that cannot list fails the call, since the answer would silently lack its
+    /// keys (`docs/consistency.md#redis-cluster-topology-changes`).
     pub(crate) async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
+        self.live_keys(pattern, true).await
+    }
+
+    /// The live keys matching `pattern`; with `complete`, an error when a layer cannot list.
+    async fn live_keys(&self, pattern: &str, complete: bool) -> Result<Vec<String>> {
         let glob = Glob::new(pattern)?;
         let mut candidates = BTreeSet::new();
         if let Some(l1) = &self.l1 {
@@ -33,7 +40,12 @@ impl Engine {
         for tier in &self.tiers {
             match tier.store.list(glob.literal_prefix()).await {
                 Ok(keys) => candidates.extend(keys.into_iter().filter(|k| glob.matches(k))),
-                Err(e) => self.skip(tier.layer, "list", pattern, &e),
+                Err(e) => {
+                    self.skip(tier.layer, "list", pattern, &e);
+                    if complete {
+                        return Err(e);
+                    }
+                }
             }
         }
         let live: Vec<Option<String>> = futures_util::stream::iter(candidates)
@@ -93,7 +105,8 @@ impl Engine {
             l4_hits: hits(Layer::L4),
             misses: self.counters.misses.load(Ordering::Relaxed),
             load_wait_timeouts: self.counters.load_wait_timeouts.load(Ordering::Relaxed),
-            total_keys: self.keys("*").await?.len() as u64,
+            // A layer that cannot list is already counted as an error above; stats still answer.
+            total_keys: self.live_keys("*", false).await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
             layers,
         })

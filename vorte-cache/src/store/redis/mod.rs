@@ -2,8 +2,9 @@
 //!
 //! Physical names: `<key_prefix>e:<key>` for entries and `<key_prefix>t:<tag>` for tag records, so
 //! every key this store touches starts with `key_prefix` (`docs/guarantees.md#g6-prefix-isolation`). Listing and flushing use
-//! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster) and `UNLINK` one key at a time,
-//! so no cross-slot multi-key command is sent, and `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
+//! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster, checked complete by
+//! [`listing`]) and `UNLINK` one key at a time, so no cross-slot multi-key command is sent, and
+//! `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
 //!
 //! The client is a fred `Pool` of `pool_size` clients (default 2), always with a reconnect policy
 //! and a command timeout: with fred's defaults (no policy, no timeout) a command hangs forever when
@@ -15,20 +16,30 @@
 //!
 //! Concurrent entry reads coalesce into `MGET`s ([`super::read_batch`]); on a cluster, one per
 //! hash slot, so that no multi-key command crosses slots there either.
+//!
+//! On a cluster, fred follows `MOVED` (re-reading the topology) and `ASK` up to [`REDIRECTIONS`]
+//! times per command. Every command is `fail_fast`: one whose connection closes while it is in
+//! flight fails rather than being written again, since it may have run (a compare-and-set run
+//! twice counts an increment twice). A redirected command has not run, so following it is safe,
+//! and so is sending it again when the redirections ran out ([`redirect`])
+//! (`docs/consistency.md#redis-cluster-topology-changes`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::clients::WithOptions;
 use fred::prelude::{
-    ClientLike, Config as FredConfig, Expiration, KeysInterface, LuaInterface, Pool,
+    Client, ClientLike, Config as FredConfig, Expiration, KeysInterface, LuaInterface, Pool,
     ReconnectPolicy,
 };
 use fred::types::Builder;
 use fred::types::config::Options;
 use fred::types::scan::Scanner;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, TryStreamExt};
 
 mod conn;
+mod listing;
+mod redirect;
 
 pub(crate) use self::conn::{RedisTarget, fred_config};
 use super::read_batch::{MultiGet, ReadBatch};
@@ -71,8 +82,22 @@ pub(crate) struct RedisStore {
     root: String,
     clustered: bool,
     timeout: Duration,
+    /// Every command's options: `fail_fast` (see the module's documentation).
+    options: Options,
     /// Coalesces concurrent entry reads into `MGET`s (see [`super::read_batch`]).
     reads: ReadBatch,
+}
+
+/// The `MOVED` or `ASK` redirections fred follows for one command (its default). Each is one more
+/// write of the command, so a command may be written `1 + REDIRECTIONS` times.
+const REDIRECTIONS: u32 = 5;
+
+/// The options of every command: never written again after its connection closed in flight.
+fn command_options() -> Options {
+    Options {
+        fail_fast: true,
+        ..Options::default()
+    }
 }
 
 /// Reads in flight as single `GET`s before further reads are batched into `MGET`s. One: the
@@ -117,6 +142,11 @@ fn command_error(
     }
 }
 
+/// Whether Redis refused a command because it is at `maxmemory` with `noeviction` (`-OOM ...`).
+fn is_out_of_memory(e: &fred::error::Error) -> bool {
+    e.details().contains("OOM command not allowed")
+}
+
 /// The batched read: one `MGET` on a single server; on a cluster, one `MGET` per hash slot
 /// (a multi-key command may not cross slots), sent concurrently.
 fn multi_get(
@@ -132,7 +162,7 @@ fn multi_get(
             let fail = |e: fred::error::Error| command_error(layer, backend, timeout, "mget", &e);
             let options = Options {
                 timeout: Some(left),
-                ..Options::default()
+                ..command_options()
             };
             if !clustered {
                 return pool
@@ -154,7 +184,11 @@ fn multi_get(
                 let group: Vec<String> = positions.iter().map(|&i| keys[i].clone()).collect();
                 let client = pool.next().with_options(&options);
                 async move {
-                    let values = client.mget::<Vec<Option<Bytes>>, _>(group).await?;
+                    let (client, group) = (&client, &group);
+                    let values = redirect::follow(left, || async move {
+                        client.mget::<Vec<Option<Bytes>>, _>(group.clone()).await
+                    })
+                    .await?;
                     if values.len() != positions.len() {
                         return Err(fred::error::Error::new(
                             fred::error::ErrorKind::Protocol,
@@ -223,7 +257,10 @@ impl RedisStore {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
-                c.max_command_attempts = 1;
+                // The first write, and one per redirection; `fail_fast` (on every command) keeps
+                // a command that was in flight from being written again.
+                c.max_command_attempts = 1 + REDIRECTIONS;
+                c.max_redirections = REDIRECTIONS;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_pool(pool_size)
@@ -256,8 +293,14 @@ impl RedisStore {
             root: key_prefix.to_owned(),
             clustered,
             timeout,
+            options: command_options(),
             reads,
         })
+    }
+
+    /// The next client of the pool, with [`command_options`].
+    fn client(&self) -> WithOptions<Client> {
+        self.pool.next().with_options(&self.options)
     }
 
     fn name(&self, slot: Slot<'_>) -> String {
@@ -267,29 +310,26 @@ impl RedisStore {
         }
     }
 
-    /// Maps fred's result. The bound on time is fred's own per-command timeout (set from the
-    /// layer's `timeout_ms` when the client is built): no extra timer per call on the hot path.
-    async fn mapped<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = std::result::Result<T, fred::error::Error>>,
-    ) -> Result<T> {
-        fut.await
+    /// Runs `call` (again while its redirections run out, see [`redirect`]) and maps fred's
+    /// result. The bound on time is fred's own per-command timeout (set from the layer's
+    /// `timeout_ms` when the client is built): no extra timer per call on the hot path.
+    async fn mapped<T, Fut>(&self, what: &str, call: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        redirect::follow(self.timeout, call)
+            .await
             .map_err(|e| command_error(self.layer, self.backend, self.timeout, what, &e))
     }
 
-    /// Every key matching `pattern`, from every primary of a cluster.
+    /// Every key matching `pattern` on a single server.
     fn scan(
         &self,
         pattern: String,
     ) -> impl Stream<Item = std::result::Result<String, fred::error::Error>> + '_ {
-        let client = self.pool.next();
-        let pages = if self.clustered {
-            client.scan_cluster(pattern, Some(1000), None).boxed()
-        } else {
-            client.scan(pattern, Some(1000), None).boxed()
-        };
-        pages
+        self.pool
+            .next()
+            .scan(pattern, Some(1000), None)
             .map_ok(|mut page| {
                 let keys = page.take_results().unwrap_or_default();
                 futures_util::stream::iter(
@@ -311,7 +351,13 @@ impl RedisStore {
                 format!("{} {} {what}: not connected", self.layer, self.backend),
             ));
         }
-        let listing = self.scan(pattern).try_collect::<Vec<_>>();
+        let listing = async {
+            if self.clustered {
+                listing::list(self.pool.next(), &self.options, &pattern).await
+            } else {
+                self.scan(pattern).try_collect::<Vec<_>>().await
+            }
+        };
         match tokio::time::timeout(self.timeout.max(Duration::from_secs(5)) * 4, listing).await {
             Ok(Ok(keys)) => Ok(keys),
             Ok(Err(e)) => Err(Error::new(
@@ -328,6 +374,23 @@ impl RedisStore {
         }
     }
 
+    /// The delete of a Redis at `maxmemory` with `noeviction`, which refuses the tombstone (a
+    /// `SET`) but allows `UNLINK`: the entry goes, with no tombstone to hold off a load that
+    /// began before (its fill is a `SET` too, refused while the server stays full)
+    /// (`docs/consistency.md#redis-at-maxmemory-with-noeviction`).
+    async fn delete_when_full(&self, key: &str, name: &str) -> Result<Option<bool>> {
+        tracing::warn!(
+            layer = self.layer,
+            key,
+            "{} is full (maxmemory, noeviction): tombstone refused, entry unlinked instead",
+            self.backend
+        );
+        let removed: i64 = self
+            .mapped("delete", || async move { self.client().unlink(name).await })
+            .await?;
+        Ok(Some(removed > 0))
+    }
+
     async fn cas(
         &self,
         key: &str,
@@ -340,15 +403,14 @@ impl RedisStore {
         let present = Bytes::from_static(if expected.is_some() { b"1" } else { b"0" });
         let expected = expected.cloned().unwrap_or_default();
         let ttl = ttl.as_millis().max(1).to_string();
+        let args = vec![present, expected, new, Bytes::from(ttl)];
+        let (name, args) = (name.as_str(), &args);
         let swapped: i64 = self
-            .mapped(
-                "compare-and-set",
-                self.pool.next().eval(
-                    CAS_SCRIPT,
-                    vec![name],
-                    vec![present, expected, new, Bytes::from(ttl)],
-                ),
-            )
+            .mapped("compare-and-set", || async move {
+                self.client()
+                    .eval(CAS_SCRIPT, vec![name], args.clone())
+                    .await
+            })
             .await?;
         Ok(swapped == 1)
     }
@@ -364,10 +426,17 @@ impl Store for RedisStore {
             let name = self.name(slot);
             if let Slot::Tag(_) = slot {
                 // Tag records are read rarely (their versions are memoised): no batching.
-                return self.mapped("get", self.pool.get(name)).await;
+                let name = name.as_str();
+                return self
+                    .mapped("get", || async move { self.client().get(name).await })
+                    .await;
             }
             self.reads
-                .get(name, |name| self.mapped("get", self.pool.get(name)))
+                .get(name, |name| async move {
+                    let name = name.as_str();
+                    self.mapped("get", || async move { self.client().get(name).await })
+                        .await
+                })
                 .await
         })
     }
@@ -375,12 +444,14 @@ impl Store for RedisStore {
     fn put<'a>(&'a self, slot: Slot<'a>, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let name = self.name(slot);
-            let px = Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64);
-            self.mapped(
-                "set",
-                self.pool
-                    .set::<(), _, _>(name, value, Some(px), None, false),
-            )
+            let px = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+            let (name, value) = (name.as_str(), &value);
+            self.mapped("set", || async move {
+                let px = Expiration::PX(px);
+                self.client()
+                    .set::<(), _, _>(name, value.clone(), Some(px), None, false)
+                    .await
+            })
             .await
         })
     }
@@ -388,7 +459,10 @@ impl Store for RedisStore {
     fn delete<'a>(&'a self, slot: Slot<'a>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let name = self.name(slot);
-            let n: i64 = self.mapped("delete", self.pool.unlink(name)).await?;
+            let name = name.as_str();
+            let n: i64 = self
+                .mapped("delete", || async move { self.client().unlink(name).await })
+                .await?;
             Ok(n > 0)
         })
     }
@@ -414,7 +488,12 @@ impl Store for RedisStore {
                 // One key per UNLINK: a cluster refuses multi-key commands across slots.
                 let unlinks: Vec<_> = names
                     .iter()
-                    .map(|n| self.mapped("flush", self.pool.unlink::<i64, _>(n.as_str())))
+                    .map(|n| {
+                        let n = n.as_str();
+                        self.mapped("flush", move || async move {
+                            self.client().unlink::<i64, _>(n).await
+                        })
+                    })
                     .collect();
                 for r in futures_util::future::join_all(unlinks).await {
                     removed += r? as u64;
@@ -431,7 +510,12 @@ impl Store for RedisStore {
                 .await?;
             let lengths: Vec<_> = names
                 .iter()
-                .map(|n| self.mapped("usage", self.pool.strlen::<u64, _>(n.as_str())))
+                .map(|n| {
+                    let n = n.as_str();
+                    self.mapped("usage", move || async move {
+                        self.client().strlen::<u64, _>(n).await
+                    })
+                })
                 .collect();
             let mut bytes = 0;
             for r in futures_util::future::join_all(lengths).await {
@@ -467,20 +551,30 @@ impl Store for RedisStore {
         Box::pin(async move {
             let name = self.name(Slot::Entry(key));
             let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
-            let existed: i64 = self
-                .mapped(
-                    "delete",
-                    self.pool.next().eval(
-                        TOMBSTONE_SCRIPT,
-                        vec![name],
-                        vec![
-                            marker,
-                            ttl,
-                            Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
-                        ],
-                    ),
-                )
-                .await?;
+            let args = vec![
+                marker,
+                ttl,
+                Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
+            ];
+            let (key_name, args) = (name.as_str(), &args);
+            let tombstone = || async move {
+                self.client()
+                    .eval(TOMBSTONE_SCRIPT, vec![key_name], args.clone())
+                    .await
+            };
+            let existed: i64 = match redirect::follow(self.timeout, tombstone).await {
+                Ok(existed) => existed,
+                Err(e) if is_out_of_memory(&e) => return self.delete_when_full(key, &name).await,
+                Err(e) => {
+                    return Err(command_error(
+                        self.layer,
+                        self.backend,
+                        self.timeout,
+                        "delete",
+                        &e,
+                    ));
+                }
+            };
             Ok(Some(existed == 1))
         })
     }

@@ -1,0 +1,97 @@
+//! Sending a command again when fred gave up following its redirections.
+//!
+//! After a `MOVED`, fred re-reads the topology from one node and sends the command again. While
+//! slots move, that node may not know the new owner yet, so the command goes back to the old one,
+//! is redirected again, and after [`super::REDIRECTIONS`] fred fails it ("Too many
+//! redirections"). Every redirection means the command did not run, so it is safe to send it
+//! again, compare-and-set included, once the cluster had a moment to spread the news
+//! (`docs/consistency.md#redis-cluster-topology-changes`).
+
+use std::time::{Duration, Instant};
+
+use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
+
+/// The first pause before sending a command again; it doubles each time.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+
+/// Whether fred failed a command because its redirections ran out (so it never ran).
+fn redirected_too_often<T>(result: &Result<T, FredError>) -> bool {
+    matches!(result, Err(e) if *e.kind() == FredErrorKind::Routing
+        && e.details().contains("Too many redirections"))
+}
+
+/// Runs `call`, and again after a pause while it fails only because its redirections ran out,
+/// until `budget` (counted from now) is spent; then the last result.
+pub(super) async fn follow<T, F, Fut>(budget: Duration, call: F) -> Result<T, FredError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, FredError>>,
+{
+    let started = Instant::now();
+    let mut result = call().await;
+    let mut pause = FIRST_PAUSE;
+    while redirected_too_often(&result) {
+        let left = budget.saturating_sub(started.elapsed());
+        if left <= pause {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        match tokio::time::timeout(left - pause, call()).await {
+            Ok(next) => result = next,
+            Err(_) => break,
+        }
+        pause *= 2;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn too_many() -> FredError {
+        FredError::new(FredErrorKind::Routing, "Too many redirections.")
+    }
+
+    #[tokio::test]
+    async fn a_command_redirected_too_often_is_sent_again_until_it_lands() {
+        let calls = AtomicU32::new(0);
+        let result = follow(Duration::from_secs(5), || async {
+            if calls.fetch_add(1, Ordering::Relaxed) < 2 {
+                Err(too_many())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(7));
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_never_sent_again() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = follow(Duration::from_secs(5), || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err(FredError::new(FredErrorKind::IO, "connection closed"))
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_the_retries() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = follow(Duration::from_millis(50), || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err(too_many())
+        })
+        .await;
+        assert!(redirected_too_often(&result));
+        // 5, 10 and 20 ms pauses fit in 50 ms; 40 more would not.
+        assert!(calls.load(Ordering::Relaxed) <= 4);
+    }
+}
