@@ -13,12 +13,13 @@
     reason = "a failed step fails the test"
 )]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use vorte_cache_tests::history_check::{Call, Report, check, excerpt, read_history};
+use vorte_cache_tests::history_check::{Call, Report, check, excerpt, read_history, shape_of};
 use vorte_cache_tests::servers::RedisServer;
 use vorte_cache_tests::{Env, Stack};
 
@@ -259,9 +260,17 @@ fn stack_named(name: &str) -> Stack {
     }
 }
 
+/// What the long run found on one stack.
+struct Totals {
+    stack: Stack,
+    report: Report,
+    /// How many violations of each shape (`shape_of`), and an excerpt of the first.
+    shapes: BTreeMap<String, (usize, String)>,
+}
+
 /// The documented long run (`docs/history.md`): rounds over the stacks until `HISTORY_TRIALS`
 /// delete-during-load trials have been checked in all; prints each stack's totals and an excerpt
-/// of its first violations, and fails if there was any.
+/// of the first violation of each shape, and fails if there was any.
 #[test]
 #[ignore = "long: run by scripts/history-long"]
 fn long_run() {
@@ -283,20 +292,32 @@ fn long_run() {
     let seed: u64 = param("HISTORY_SEED", 1);
     println!("long run: {target} trials over {stacks:?}, {shape:?}, seed {seed}");
     let db = RedisServer::start();
-    let mut totals: Vec<(Stack, Report, String)> = stacks
+    let mut totals: Vec<Totals> = stacks
         .iter()
-        .map(|&s| (s, Report::default(), String::new()))
+        .map(|&stack| Totals {
+            stack,
+            report: Report::default(),
+            shapes: BTreeMap::new(),
+        })
         .collect();
     let mut round = 0;
-    while totals.iter().map(|(_, r, _)| r.trials).sum::<usize>() < target {
-        for (stack, total, first) in &mut totals {
+    while totals.iter().map(|t| t.report.trials).sum::<usize>() < target {
+        for Totals {
+            stack,
+            report: total,
+            shapes,
+        } in &mut totals
+        {
             let (calls, report) = run_once(*stack, &db, shape, seed + round);
             println!("round {round} {}", summary(*stack, &report));
             for failed in calls.iter().filter(|c| c.error.is_some()).take(3) {
                 println!("  failed call: {failed:?}");
             }
-            if first.is_empty() && !report.violations.is_empty() {
-                *first = excerpts(&calls, &report, 2);
+            for v in &report.violations {
+                let (n, _) = shapes
+                    .entry(shape_of(&calls, v))
+                    .or_insert_with(|| (0, excerpt(&calls, v, 16)));
+                *n += 1;
             }
             total.reads += report.reads;
             total.misses += report.misses;
@@ -310,12 +331,17 @@ fn long_run() {
         round += 1;
     }
     println!("\nlong run, {round} rounds:");
-    for (stack, total, first) in &totals {
-        println!("{}", summary(*stack, total));
-        if !first.is_empty() {
-            println!("first violations on {stack:?}:\n{first}");
+    for t in &totals {
+        println!("{}", summary(t.stack, &t.report));
+        for (shape, (n, _)) in &t.shapes {
+            println!("  {n:>5} x {shape}");
         }
     }
-    let violations: usize = totals.iter().map(|(_, r, _)| r.violations.len()).sum();
+    for t in &totals {
+        for (shape, (_, first)) in &t.shapes {
+            println!("\nthe first on {:?} of: {shape}\n{first}", t.stack);
+        }
+    }
+    let violations: usize = totals.iter().map(|t| t.report.violations.len()).sum();
     assert_eq!(violations, 0, "stale reads found (see above)");
 }

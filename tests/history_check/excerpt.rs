@@ -10,10 +10,6 @@ use super::{Call, Fault, Op, Version, Violation, parse_value};
 pub fn excerpt(calls: &[Call], v: &Violation, max_calls: usize) -> String {
     let base = calls.iter().map(|c| c.start_us).min().unwrap_or(0);
     let read = &calls[v.read];
-    let (key, value) = match &read.op {
-        Op::Get { key, value } | Op::GetOrSet { key, value } => (key.as_str(), value.as_deref()),
-        _ => ("?", None),
-    };
     let mut out = String::new();
     let Fault::Stale {
         superseded_by,
@@ -23,19 +19,20 @@ pub fn excerpt(calls: &[Call], v: &Violation, max_calls: usize) -> String {
         let _ = writeln!(out, "{:?} value: {}", v.fault, describe(read, base));
         return out;
     };
-    let version = value.and_then(parse_value).map_or(0, |(_, x)| x);
+    let (key, version) = read_value(read);
     let source = source_of(calls, key, version, read, &calls[superseded_by]);
     let _ = writeln!(
         out,
         "stale read of {key}: it began {} ms after the bound of the call that replaced {key}@{version}",
         ms(late_us)
     );
-    if let Some(s) = source {
+    let _ = writeln!(out, "  shape    {}", shape_of(calls, v));
+    if let Some((s, _)) = source {
         let _ = writeln!(out, "  source   {}", describe(&calls[s], base));
     }
     let _ = writeln!(out, "  replaced {}", describe(&calls[superseded_by], base));
     let _ = writeln!(out, "  read     {}", describe(read, base));
-    let from = source.map_or(calls[superseded_by].start_us, |s| calls[s].start_us);
+    let from = source.map_or(calls[superseded_by].start_us, |(s, _)| calls[s].start_us);
     let around: Vec<&Call> = calls
         .iter()
         .filter(|c| c.end_us >= from && c.start_us <= read.end_us && touches(c, key))
@@ -54,17 +51,39 @@ pub fn excerpt(calls: &[Call], v: &Violation, max_calls: usize) -> String {
     out
 }
 
-/// The call that most likely gave `read` its `key@version`, the version `replaced` had replaced:
-/// a load of it still running in the read's process when the read began (single-flight shares
-/// those), else one that ended after `replaced` began (a late write-back), else the `set` of it,
-/// else the load of it that ended last.
+/// Where the stale version most likely came from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A load still running in the read's process when the read began: single-flight shared it.
+    Joined,
+    /// A load that ended after the replacing call began: written back late.
+    LateLoad,
+    /// The `set` that wrote it.
+    Set,
+    /// A load that ended before the replacing call began: a copy the call left in place.
+    EarlierLoad,
+}
+
+impl Source {
+    fn says(self) -> &'static str {
+        match self {
+            Source::Joined => "a load in flight it joined",
+            Source::LateLoad => "a load that ended after the call began",
+            Source::Set => "its set, which ended before the call began",
+            Source::EarlierLoad => "a load that ended before the call began",
+        }
+    }
+}
+
+/// The call that most likely gave `read` its `key@version`, the version `replaced` had replaced,
+/// trying each [`Source`] in turn.
 fn source_of(
     calls: &[Call],
     key: &str,
     version: Version,
     read: &Call,
     replaced: &Call,
-) -> Option<usize> {
+) -> Option<(usize, Source)> {
     let is_set =
         |c: &Call| matches!(&c.op, Op::Set { key: k, version: x } if k == key && *x == version);
     let loads = || {
@@ -76,10 +95,63 @@ fn source_of(
     let last = |it: &mut dyn Iterator<Item = (usize, &Call)>| {
         it.max_by_key(|(_, c)| c.end_us).map(|(i, _)| i)
     };
-    last(&mut loads().filter(|(_, c)| c.process == read.process && c.end_us >= read.start_us))
-        .or_else(|| last(&mut loads().filter(|(_, c)| c.end_us >= replaced.start_us)))
-        .or_else(|| calls.iter().position(is_set))
-        .or_else(|| last(&mut loads()))
+    let joined = |c: &Call| c.process == read.process && c.end_us >= read.start_us;
+    let tag = |source| move |i| (i, source);
+    last(&mut loads().filter(|(_, c)| joined(c)))
+        .map(tag(Source::Joined))
+        .or_else(|| {
+            last(&mut loads().filter(|(_, c)| c.end_us >= replaced.start_us))
+                .map(tag(Source::LateLoad))
+        })
+        .or_else(|| calls.iter().position(is_set).map(tag(Source::Set)))
+        .or_else(|| last(&mut loads()).map(tag(Source::EarlierLoad)))
+}
+
+/// The shape of violation `v`, to group many: what replaced the version, where, and where the
+/// version most likely came from.
+pub fn shape_of(calls: &[Call], v: &Violation) -> String {
+    let read = &calls[v.read];
+    let Fault::Stale { superseded_by, .. } = v.fault else {
+        return format!("{:?}", v.fault);
+    };
+    let replaced = &calls[superseded_by];
+    let (key, version) = read_value(read);
+    let by = match replaced.op {
+        Op::Set { .. } => "set",
+        Op::Delete { .. } => "delete",
+        Op::InvalidateTag { .. } => "invalidate_tag",
+        Op::Flush { .. } => "flush",
+        Op::Get { .. } | Op::GetOrSet { .. } | Op::Load { .. } => "read",
+    };
+    let whose = if replaced.process == read.process {
+        "same"
+    } else {
+        "another"
+    };
+    let from = source_of(calls, key, version, read, replaced)
+        .map_or("no call (version 0)", |(_, source)| source.says());
+    format!(
+        "{} after a {by} in {whose} process; value from {from}",
+        read_kind(read)
+    )
+}
+
+/// The key and version a read returned.
+fn read_value(read: &Call) -> (&str, Version) {
+    match &read.op {
+        Op::Get { key, value } | Op::GetOrSet { key, value } => (
+            key.as_str(),
+            value.as_deref().and_then(parse_value).map_or(0, |(_, x)| x),
+        ),
+        _ => ("?", 0),
+    }
+}
+
+fn read_kind(read: &Call) -> &'static str {
+    match read.op {
+        Op::GetOrSet { .. } => "get_or_set",
+        _ => "get",
+    }
 }
 
 /// Whether `call` reads, loads or changes `key`.

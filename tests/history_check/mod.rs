@@ -21,7 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use check::{Fault, Report, Violation, check};
-pub use excerpt::excerpt;
+pub use excerpt::{excerpt, shape_of};
 
 /// A key's version in the database: `0` before the first bump.
 pub type Version = u64;
