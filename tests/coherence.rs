@@ -591,3 +591,121 @@ async fn a_caller_after_a_set_never_receives_a_load_that_began_before_it() -> vo
     );
     Ok(())
 }
+
+/// Found by the model (`docs/model.md#gaps-in-the-planned-fixes`): a read's back-fill never
+/// replaces a tombstone. A read in another process that ran while a delete had tombstoned L2 but
+/// not yet L4 found the old value in L4 and back-filled L2 expecting the tombstone it had seen
+/// there, the delete's own: L2 then served the deleted value to every process after the delete
+/// returned. Only a load, whose value the loader made after its ticket, may replace a tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_fill_never_replaces_a_delete_s_tombstone() -> vorte_cache::Result<()> {
+    use vorte_cache::testing::Call;
+    let (l2, l4) = (TestStore::new(), TestStore::new());
+    let open = || open_over([(Layer::L2, l2.clone()), (Layer::L4, l4.clone())]);
+    let (a, b) = (open().await?, open().await?);
+    a.set("k", &"old").await?;
+    // A's delete has tombstoned L2 and is held before it reaches L4.
+    let deleting_l4 = l4.pause(Op::DeleteMany, "k");
+    let l2_done = l2.pause_call(Call::new(Op::DeleteMany, "k").after_effect());
+    let deleting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.delete("k").await })
+    };
+    l2_done.reached().await;
+    l2_done.release();
+    deleting_l4.reached().await;
+    // B's read meanwhile: L2 holds the tombstone, L4 the old value.
+    assert_eq!(b.get::<String>("k").await?.as_deref(), Some("old"));
+    deleting_l4.release();
+    deleting.await.expect("the delete")?;
+    assert_eq!(
+        open().await?.get::<String>("k").await?,
+        None,
+        "a back-fill replaced the delete's tombstone in L2"
+    );
+    Ok(())
+}
+
+/// Found by the model: the delete's second fence also detaches the key's flight. A load that
+/// joined after the delete's first detach read the old value from L2 before the tombstone landed;
+/// a caller after the delete returned joined it and received the deleted value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_after_a_delete_never_joins_a_load_that_read_before_it_finished()
+-> vorte_cache::Result<()> {
+    use vorte_cache::testing::Call;
+    let store = TestStore::new();
+    let cache = process(&store).await?;
+    cache.set("k", &"old").layer(Layer::L2).await?;
+    let held_delete = store.pause(Op::DeleteMany, "k");
+    let deleting = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.delete("k").await })
+    };
+    held_delete.reached().await;
+    // A load that has read "old" from L2 and not yet answered.
+    let held_read = store.pause_call(Call::new(Op::Get, "k").after_effect());
+    let early = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set("k", || async {
+                    Ok::<_, std::io::Error>("early".to_owned())
+                })
+                .await
+        })
+    };
+    held_read.reached().await;
+    held_delete.release();
+    deleting.await.expect("the delete")?;
+    let after = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_set("k", || async { Ok::<_, std::io::Error>("new".to_owned()) })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    held_read.release();
+    let _ = early.await.expect("the early load")?;
+    assert_eq!(
+        after.await.expect("the later call")?,
+        "new",
+        "a caller after the delete received what a load read before the delete finished"
+    );
+    Ok(())
+}
+
+/// Found by the model: a `set` fences again once the layers below hold the new value. A read
+/// that took its ticket after the set's first record, but read L2 before the set's put landed,
+/// copied the older value into L1 after the set's own insert: the next `get` returned it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_set_does_not_outlive_it_in_l1() -> vorte_cache::Result<()> {
+    use vorte_cache::testing::Call;
+    let store = TestStore::new();
+    let cache = process(&store).await?;
+    cache.set("k", &"old").layer(Layer::L2).await?;
+    let held_put = store.pause(Op::Put, "k");
+    let setting = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.set("k", &"new").await })
+    };
+    held_put.reached().await;
+    // A read that has found "old" in L2 and not yet copied it into L1.
+    let held_read = store.pause_call(Call::new(Op::Get, "k").after_effect());
+    let reading = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get::<String>("k").await })
+    };
+    held_read.reached().await;
+    held_put.release();
+    setting.await.expect("the set")?;
+    held_read.release();
+    let _ = reading.await.expect("the read")?;
+    assert_eq!(
+        cache.get::<String>("k").await?.as_deref(),
+        Some("new"),
+        "a read that ran during the set put the older value back into L1"
+    );
+    Ok(())
+}

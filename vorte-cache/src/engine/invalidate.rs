@@ -118,6 +118,8 @@ impl Engine {
         if !self.tiers.is_empty() {
             for key in keys {
                 self.fence.record(key, Fenced::Deleted);
+                // A load that joined after the first detach may have read the old value too.
+                self.flights.forget(key);
                 if let Some(l1) = &self.l1 {
                     l1.remove(key);
                 }

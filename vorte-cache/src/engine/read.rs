@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use bytes::Bytes;
 
 use super::epoch::FlushEpoch;
+use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
 use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Corrupt, Envelope, TagStamp};
@@ -152,15 +153,30 @@ impl Engine {
         self.tags.check(tags).await
     }
 
-    /// What to do with an entry that is no use (expired, invalidated, corrupt): left for a fill's
-    /// compare-and-set to replace where the store has one; otherwise removed (the fill is then a
-    /// plain put, after the layers with compare-and-set took it).
+    /// Removes an entry that is no use (expired, invalidated, corrupt), only if it is still the
+    /// one read: by compare-and-set to a new tombstone where the store has one, so a newer write
+    /// or a delete's tombstone that landed meanwhile stays
+    /// (`docs/consistency.md#cleanup-never-removes-a-newer-write`); else by a plain delete (the fill
+    /// is then a plain put, after the layers with compare-and-set took it). What the slot holds
+    /// after it, for a fill to expect.
     async fn clean_up(&self, tier: &Tier, key: &str, bytes: Bytes) -> Seen {
-        if tier.store.has_compare_and_set() {
-            return Seen::Bytes(bytes);
+        if !tier.store.has_compare_and_set() {
+            self.remove_quietly(tier, key).await;
+            return Seen::Nothing;
         }
-        self.remove_quietly(tier, key).await;
-        Seen::Nothing
+        let tombstone = new_tombstone();
+        match tier
+            .store
+            .compare_and_set(key, Some(&bytes), tombstone.clone(), TOMBSTONE_TTL)
+            .await
+        {
+            Ok(Some(true)) => Seen::Bytes(tombstone),
+            Ok(_) => Seen::Unknown,
+            Err(e) => {
+                self.skip(tier.layer, "delete", key, &e);
+                Seen::Unknown
+            }
+        }
     }
 
     /// Whether an entry that does not decode is removed (corrupt) or left for the builds that
@@ -271,7 +287,7 @@ impl Engine {
                     if self.l1.is_some() || i > 0 {
                         let fill = Fill {
                             ticket,
-                            seen: std::mem::take(&mut seen),
+                            seen: std::mem::take(&mut seen).without_tombstones(),
                         };
                         // Boxed: the write path's future is several kilobytes, and inline it
                         // would make every read's future that large, allocated and moved on

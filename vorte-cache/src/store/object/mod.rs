@@ -238,8 +238,16 @@ impl Store for ObjectStorage {
         key: &'a str,
         expected: Option<&'a Bytes>,
         new: Bytes,
-        _ttl: Duration,
+        ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
+        // A tombstone written by compare-and-set (a take-back, a clean-up) is stored as
+        // `tombstone` stores it: with its expiry, for the sweeper, and out of `list` and `usage`.
+        let new = if crate::store::is_tombstone(&new) && new.len() <= tombstone::MAX_MARKER {
+            let expires_at_ms = crate::clock::now_ms().saturating_add(ttl.as_millis() as u64);
+            tombstone::encode(&new, expires_at_ms)
+        } else {
+            new
+        };
         Box::pin(self.swap(key, expected, new))
     }
 }
