@@ -8,6 +8,7 @@
  *   FIX_REFENCE          delete/flush fence again and drop L1 after the shared layers changed
  *   FIX_SET_REFENCE      set inserts into L1 under a fence record taken after its shared puts
  *   FIX_REFENCE_DETACHES the re-fence of a delete also detaches the key's flight again
+ *   FIX_SET_DETACHES     a set detaches the key's flight when it writes L1
  *   FIX_FLIGHT_DETACH    an invalidation detaches the flight of the key
  *   FIX_TOMBSTONE_VERSION a fill's compare-and-set expects the exact content its load observed
  *                        (0: expects an empty slot, as before the fix; the tombstone is constant)
@@ -19,7 +20,7 @@
  *   FIX_GAP_DROPS_L1     a receiver that passes a gap drops L1, fences and tag versions
  *   FIX_TAG_MONOTONIC    a tag fetch does not overwrite a memo that changed while it ran
  *   FIX_FLUSH_EPOCH      flush bumps an epoch every entry is stamped with (0: clears the layers)
- * and one scenario: SC_LOCAL, SC_CROSS, SC_GAP, SC_TAG or SC_FLUSH (see the end of the file).
+ * and one scenario: SC_SET, SC_DELETE, SC_CROSS, SC_GAP, SC_TAG or SC_FLUSH (scenarios.pml).
  *
  * Properties, as assertions named by the ghost variable they test:
  *   no_resurrection   a read returns no value older than the one made current by an invalidation
@@ -38,6 +39,9 @@
 #endif
 #ifndef FIX_REFENCE_DETACHES
 #define FIX_REFENCE_DETACHES 1
+#endif
+#ifndef FIX_SET_DETACHES
+#define FIX_SET_DETACHES 1
 #endif
 #ifndef FIX_FLIGHT_DETACH
 #define FIX_FLIGHT_DETACH 1
@@ -263,6 +267,7 @@ inline join(p, k) {
     :: else ->
         f = 1;
         do :: holders[f] == 0 -> break :: else -> f++ od;
+        assert(f < MAXF);
         flight[IX(p, k)] = f; leader = true
     fi;
     holders[f]++
@@ -471,12 +476,17 @@ inline set(p, k) {
 #if FIX_SET_REFENCE
         fence_record(p, k);
 #endif
-        l1[IX(p, k)] = VCODE(g, s)
+#if FIX_SET_DETACHES
+        forget_flight(p, k);
+#endif
+        if
+        :: l1[IX(p, k)] = VCODE(g, s)
+        :: l1[IX(p, k)] = EMPTY        /* too large for L1: its older value goes (finding 3) */
+        fi
     }
     atomic {
-        publish(p, KEYS, k, 0, g);
-        raise_floor(p, k, g);
-        floor_ryw[IX(p, k)] = g
+        publish(p, KEYS, k, 0, g);                                 /* a notice: for the others */
+        floor_ryw[IX(p, k)] = g                                     /* an invalidation */
     }
 }
 

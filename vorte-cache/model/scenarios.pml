@@ -12,8 +12,8 @@ inline receivers() {
 }
 
 #if defined(SC_SET)
-/* Read-your-writes: a set while a task of the same cache reads twice, and a reader in cache 1;
- * warm shared layers. */
+/* Read-your-writes: a set (which L1 may or may not take) while two tasks of the same cache read,
+ * and a reader in cache 1; warm shared layers. */
 proctype writer() {
     TASK_LOCALS;
     set(0, 0)
@@ -24,6 +24,7 @@ init {
         db[0] = 1; l2[0] = VCODE(1, 0); l4[0] = VCODE(1, 0);
         run writer();
         run reader(0, 0, 2);
+        run reader(0, 0, 1);
         run reader(1, 0, 1);
         receivers()
     }
