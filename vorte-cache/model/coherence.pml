@@ -15,12 +15,15 @@
  *   FIX_TOMBSTONE_ID     every delete writes a tombstone of its own (0: one constant marker)
  *   FIX_BACKFILL_KEEPS_TOMBSTONE a back-fill (a copy of a lower layer's entry) never replaces a
  *                        tombstone in a layer above (0: it expects the observed content too)
+ *   FIX_TAKEBACK_RESTORES a fill taken back puts back what it replaced, if still its own
+ *                        (0: the slot is emptied, as remove_quietly does)
  *   FIX_L4_CAS           L4 has tombstones and compare-and-set (0: plain put and delete)
  *   FIX_CAS_FIRST        a fill writes L4 only after L2's compare-and-set succeeded
  *   FIX_GAP_DROPS_L1     a receiver that passes a gap drops L1, fences and tag versions
  *   FIX_TAG_MONOTONIC    a tag fetch does not overwrite a memo that changed while it ran
  *   FIX_FLUSH_EPOCH      flush bumps an epoch every entry is stamped with (0: clears the layers)
- * and one scenario: SC_SET, SC_DELETE, SC_CROSS, SC_GAP, SC_TAG or SC_FLUSH (scenarios.pml).
+ * and one scenario: SC_SET, SC_DELETE, SC_CROSS, SC_TAKEBACK, SC_GAP, SC_TAG or SC_FLUSH
+ * (scenarios.pml).
  *
  * Properties, as assertions named by the ghost variable they test:
  *   no_resurrection   a read returns no value older than the one made current by an invalidation
@@ -54,6 +57,9 @@
 #endif
 #ifndef FIX_BACKFILL_KEEPS_TOMBSTONE
 #define FIX_BACKFILL_KEEPS_TOMBSTONE 1
+#endif
+#ifndef FIX_TAKEBACK_RESTORES
+#define FIX_TAKEBACK_RESTORES 1
 #endif
 #ifndef FIX_L4_CAS
 #define FIX_L4_CAS 1
@@ -247,7 +253,8 @@ inline publish(from, kind, k, v, g) {
             :: losses > 0 ->
                 losses--;
                 if
-                :: kind == FLUSH -> for (i : 0 .. NK - 1) { lost_floor[IX(r, i)] = MAX(lost_floor[IX(r, i)], g) }
+                :: kind == FLUSH ->
+                    for (i : 0 .. NK - 1) { lost_floor[IX(r, i)] = MAX(lost_floor[IX(r, i)], g) }
                 :: else -> lost_floor[IX(r, k)] = MAX(lost_floor[IX(r, k)], g)
                 fi
             :: true -> bus[r] ! kind, k, v, g, sent[r]
@@ -318,7 +325,13 @@ inline write_l4(k, code) {
 /* Taking a fill back (write.rs: superseded, or refused by the fence in L1): put back what the
  * fill replaced, only if the slot still holds the fill's value. */
 inline take_back_l2(k, code) {
-    atomic { if :: l2[k] == code -> l2[k] = seen2; l2_changes[k]++ :: else -> skip fi }
+    atomic {
+#if FIX_TAKEBACK_RESTORES
+        if :: l2[k] == code -> l2[k] = seen2; l2_changes[k]++ :: else -> skip fi
+#else
+        l2[k] = EMPTY; l2_changes[k]++                              /* remove_quietly */
+#endif
+    }
 }
 inline take_back_l4(k, code) {
     atomic {
@@ -365,7 +378,12 @@ inline returned(p, k) {
             outcome[f] = res
         :: else -> skip
         fi;
-        if :: f != 0 -> holders[f]--; if :: holders[f] == 0 -> outcome[f] = PENDING :: else -> skip fi :: else -> skip fi;
+        if
+        :: f != 0 ->
+            holders[f]--;
+            if :: holders[f] == 0 -> outcome[f] = PENDING :: else -> skip fi
+        :: else -> skip
+        fi;
         no_resurrection = (res >= lo_inv);
         read_your_writes = (res >= lo_ryw);
         assert(no_resurrection);
@@ -381,12 +399,16 @@ inline returned(p, k) {
  * runs the loader (reads the database) and stores a fill. (A failed load, whose waiters go
  * round again, is not modelled: the loader always answers.) */
 inline get_or_set(p, k) {
-    atomic { lo_inv = floor_inv[IX(p, k)]; lo_ryw = floor_ryw[IX(p, k)]; c = l1[IX(p, k)]; NOW(l1_take(p, k)) }
+    atomic {                                                        /* the call begins */
+        lo_inv = floor_inv[IX(p, k)]; lo_ryw = floor_ryw[IX(p, k)];
+        c = l1[IX(p, k)]; NOW(l1_take(p, k))
+    }
     LATER(l1_take(p, k));
     atomic { if :: res == 0 -> join(p, k) :: else -> skip fi }
     if
     :: res != 0 -> skip
-    :: res == 0 && !leader -> atomic { outcome[f] != PENDING -> res = outcome[f] }   /* Waiter::wait */
+    :: res == 0 && !leader ->
+        atomic { outcome[f] != PENDING -> res = outcome[f] }       /* Waiter::wait */
     :: res == 0 && leader -> load_as_leader(p, k)
     fi;
     returned(p, k)
@@ -490,6 +512,14 @@ inline set(p, k) {
     }
 }
 
+/* invalidate.rs Engine::forget_tagged_loads (every key carries the tag): the flights detached,
+ * their keys fenced. */
+inline forget_tagged_loads(p) {
+    for (i : 0 .. NK - 1) {
+        if :: flight[IX(p, i)] != 0 -> forget_flight(p, i); fence_record(p, i) :: else -> skip fi
+    }
+}
+
 /* invalidate.rs Engine::invalidate_tag (every key of the scenario carries the tag), after the
  * application changed the data: a new version in the authority, memoised; the flights of the
  * tag detached and their keys fenced (forget_tagged_loads); a Tag notice. */
@@ -498,9 +528,7 @@ inline invalidate_tag(p) {
     atomic { versions++; authority = versions; v = versions }      /* TagIndex::write_record */
     atomic {
         memo_set(p, v);
-        for (i : 0 .. NK - 1) {
-            if :: flight[IX(p, i)] != 0 -> forget_flight(p, i); fence_record(p, i) :: else -> skip fi
-        }
+        forget_tagged_loads(p)
     }
     atomic { publish(p, TAG, 0, v, g); for (i : 0 .. NK - 1) { raise_floor(p, i, db[i]) } }
 }
@@ -510,7 +538,10 @@ inline invalidate_tag(p) {
  * cleared and nothing stops a load that began before. */
 inline flush(p) {
     atomic { for (i : 0 .. NK - 1) { db[i]++ }; g = db[0] }
-    atomic { fence_record_all(p); for (i : 0 .. NK - 1) { flight[IX(p, i)] = 0; l1[IX(p, i)] = EMPTY } }
+    atomic {
+        fence_record_all(p);
+        for (i : 0 .. NK - 1) { flight[IX(p, i)] = 0; l1[IX(p, i)] = EMPTY }
+    }
 #if FIX_FLUSH_EPOCH
     atomic { versions++; authority = versions; v = versions }      /* the epoch record */
     memo_set(p, v);
@@ -562,10 +593,8 @@ end:
             raise_floor(r, key, g)
         :: kind == TAG ->
             memo_set(r, ver);
-            for (i : 0 .. NK - 1) {
-                if :: flight[IX(r, i)] != 0 -> forget_flight(r, i); fence_record(r, i) :: else -> skip fi;
-                raise_floor(r, i, g)
-            }
+            forget_tagged_loads(r);
+            for (i : 0 .. NK - 1) { raise_floor(r, i, g) }
         :: kind == FLUSH ->
             drop_local_state(r);
             for (i : 0 .. NK - 1) { raise_floor(r, i, g) }

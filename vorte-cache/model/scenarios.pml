@@ -66,6 +66,24 @@ init {
     }
 }
 
+#elif defined(SC_TAKEBACK)
+/* Across processes, one delete while cache 1 loads once and cache 2 twice; cold layers (what a
+ * take-back leaves). */
+proctype writer() {
+    TASK_LOCALS;
+    delete(0, 0)
+}
+
+init {
+    atomic {
+        db[0] = 1;
+        run writer();
+        run reader(1, 0, 1);
+        run reader(2, 0, 2);
+        receivers()
+    }
+}
+
 #elif defined(SC_GAP)
 /* Lost messages: caches 1 and 2 hold both keys in L1; cache 0 deletes both; the bus may lose one
  * message; cache 1 reads key 0 and cache 2 key 1. */
@@ -125,5 +143,5 @@ init {
 }
 
 #else
-#error "choose a scenario: -DSC_SET, -DSC_DELETE, -DSC_CROSS, -DSC_GAP, -DSC_TAG or -DSC_FLUSH"
+#error "choose a scenario: -DSC_SET, -DSC_DELETE, -DSC_CROSS, -DSC_TAKEBACK, -DSC_GAP, -DSC_TAG, -DSC_FLUSH"
 #endif
