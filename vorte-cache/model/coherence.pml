@@ -21,6 +21,8 @@
  *   FIX_CAS_FIRST        a fill writes L4 only after L2's compare-and-set succeeded
  *   FIX_GAP_DROPS_L1     a receiver that passes a gap drops L1, fences and tag versions
  *   FIX_TAG_MONOTONIC    a tag fetch does not overwrite a memo that changed while it ran
+ *   FIX_TAG_NOTICE_REFETCH a Tag notice drops the memoised version, fetched again from the record
+ *                        (0: the notice's version is memoised, whatever the order of notices)
  *   FIX_FLUSH_EPOCH      flush bumps an epoch every entry is stamped with (0: clears the layers)
  * and one scenario: SC_SET, SC_DELETE, SC_CROSS, SC_TAKEBACK, SC_GAP, SC_TAG or SC_FLUSH
  * (scenarios.pml).
@@ -73,6 +75,9 @@
 #ifndef FIX_TAG_MONOTONIC
 #define FIX_TAG_MONOTONIC 1
 #endif
+#ifndef FIX_TAG_NOTICE_REFETCH
+#define FIX_TAG_NOTICE_REFETCH 1
+#endif
 #ifndef FIX_FLUSH_EPOCH
 #define FIX_FLUSH_EPOCH 1
 #endif
@@ -86,7 +91,7 @@
 #define NK 1
 #define LOSSES 0
 #endif
-#if defined(SC_TAG)
+#if defined(SC_TAG) || defined(SC_TAG2)
 #define STAMPED 1
 #elif defined(SC_FLUSH)
 #define STAMPED FIX_FLUSH_EPOCH
@@ -530,7 +535,7 @@ inline invalidate_tag(p) {
         memo_set(p, v);
         forget_tagged_loads(p)
     }
-    atomic { publish(p, TAG, 0, v, g); for (i : 0 .. NK - 1) { raise_floor(p, i, db[i]) } }
+    atomic { publish(p, TAG, 0, v, g); for (i : 0 .. NK - 1) { raise_floor(p, i, g) } }
 }
 
 /* invalidate.rs Engine::flush, after the application changed the data. With FIX_FLUSH_EPOCH the
@@ -553,7 +558,7 @@ inline flush(p) {
 #if FIX_REFENCE
     atomic { fence_record_all(p); for (i : 0 .. NK - 1) { l1[IX(p, i)] = EMPTY } }
 #endif
-    atomic { publish(p, FLUSH, 0, v, g); for (i : 0 .. NK - 1) { raise_floor(p, i, db[i]) } }
+    atomic { publish(p, FLUSH, 0, v, g); for (i : 0 .. NK - 1) { raise_floor(p, i, g) } }
 }
 
 /* ---- the receiving side: bus/redis.rs Receiver::receive, invalidate.rs apply_notice and
@@ -592,7 +597,11 @@ end:
             fence_record(r, key); forget_flight(r, key); l1[IX(r, key)] = EMPTY;
             raise_floor(r, key, g)
         :: kind == TAG ->
-            memo_set(r, ver);
+#if FIX_TAG_NOTICE_REFETCH
+            memo_forget(r);                /* the version is fetched again from the record */
+#else
+            memo_set(r, ver);              /* TagIndex::learn */
+#endif
             forget_tagged_loads(r);
             for (i : 0 .. NK - 1) { raise_floor(r, i, g) }
         :: kind == FLUSH ->

@@ -125,6 +125,25 @@ init {
     }
 }
 
+#elif defined(SC_TAG2)
+/* Two writers: caches 0 and 1 invalidate the tag concurrently while cache 2 reads twice; every
+ * cache receives the others' notices. */
+proctype tag_writer(byte p) {
+    TASK_LOCALS;
+    invalidate_tag(p)
+}
+
+init {
+    atomic {
+        db[0] = 1; l2[0] = VCODE(1, 1); l4[0] = VCODE(1, 1);
+        run tag_writer(0);
+        run tag_writer(1);
+        run reader(2, 0, 2);
+        run receiver(0);
+        receivers()
+    }
+}
+
 #elif defined(SC_FLUSH)
 /* Flush: cache 0 flushes while caches 0 and 1 load; cold layers. */
 proctype writer() {
@@ -143,5 +162,5 @@ init {
 }
 
 #else
-#error "choose a scenario: -DSC_SET, -DSC_DELETE, -DSC_CROSS, -DSC_TAKEBACK, -DSC_GAP, -DSC_TAG, -DSC_FLUSH"
+#error "choose a scenario: -DSC_SET, -DSC_DELETE, -DSC_CROSS, -DSC_TAKEBACK, -DSC_GAP, -DSC_TAG, -DSC_TAG2, -DSC_FLUSH"
 #endif
