@@ -15,8 +15,8 @@
  *   FIX_TOMBSTONE_ID     every delete writes a tombstone of its own (0: one constant marker)
  *   FIX_BACKFILL_KEEPS_TOMBSTONE a back-fill (a copy of a lower layer's entry) never replaces a
  *                        tombstone in a layer above (0: it expects the observed content too)
- *   FIX_TAKEBACK_RESTORES a fill taken back puts back what it replaced, if still its own
- *                        (0: the slot is emptied, as remove_quietly does)
+ *   FIX_TAKEBACK_CONDITIONAL a fill taken back becomes a new tombstone, only if the slot still
+ *                        holds its value (0: the slot is emptied, as remove_quietly does)
  *   FIX_L4_CAS           L4 has tombstones and compare-and-set (0: plain put and delete)
  *   FIX_CAS_FIRST        a fill writes L4 only after L2's compare-and-set succeeded
  *   FIX_GAP_DROPS_L1     a receiver that passes a gap drops L1, fences and tag versions
@@ -60,8 +60,8 @@
 #ifndef FIX_BACKFILL_KEEPS_TOMBSTONE
 #define FIX_BACKFILL_KEEPS_TOMBSTONE 1
 #endif
-#ifndef FIX_TAKEBACK_RESTORES
-#define FIX_TAKEBACK_RESTORES 1
+#ifndef FIX_TAKEBACK_CONDITIONAL
+#define FIX_TAKEBACK_CONDITIONAL 1
 #endif
 #ifndef FIX_L4_CAS
 #define FIX_L4_CAS 1
@@ -327,21 +327,26 @@ inline write_l4(k, code) {
     }
 }
 
-/* Taking a fill back (write.rs: superseded, or refused by the fence in L1): put back what the
- * fill replaced, only if the slot still holds the fill's value. */
+/* Taking a fill back (write.rs Engine::take_back: superseded, or refused by the fence in L1):
+ * with FIX_TAKEBACK_CONDITIONAL a compare-and-set from the fill's value to a new tombstone, so
+ * nothing that replaced it meanwhile is removed and no older load can fill the slot after;
+ * without, the slot is emptied (remove_quietly). A plain L4 is emptied either way. */
 inline take_back_l2(k, code) {
     atomic {
-#if FIX_TAKEBACK_RESTORES
-        if :: l2[k] == code -> l2[k] = seen2; l2_changes[k]++ :: else -> skip fi
+#if FIX_TAKEBACK_CONDITIONAL
+        if
+        :: l2[k] == code -> tomb_ids++; l2[k] = TOMB(tomb_ids); l2_changes[k]++
+        :: else -> skip
+        fi
 #else
-        l2[k] = EMPTY; l2_changes[k]++                              /* remove_quietly */
+        l2[k] = EMPTY; l2_changes[k]++
 #endif
     }
 }
 inline take_back_l4(k, code) {
     atomic {
-#if FIX_L4_CAS
-        if :: l4[k] == code -> l4[k] = seen4 :: else -> skip fi
+#if FIX_L4_CAS && FIX_TAKEBACK_CONDITIONAL
+        if :: l4[k] == code -> tomb_ids++; l4[k] = TOMB(tomb_ids) :: else -> skip fi
 #else
         l4[k] = EMPTY
 #endif
