@@ -93,10 +93,13 @@
 #endif
 #if defined(SC_TAG) || defined(SC_TAG2)
 #define STAMPED 1
+#define L1_STAMPED 1
 #elif defined(SC_FLUSH)
 #define STAMPED FIX_FLUSH_EPOCH
+#define L1_STAMPED 0         /* the flush epoch is left out of L1 (engine/epoch.rs) */
 #else
 #define STAMPED 0
+#define L1_STAMPED 0
 #endif
 
 #define NP 3                 /* processes (caches) */
@@ -179,8 +182,8 @@ inline forget_flight(p, k) {
 }
 
 /* TagIndex::memo_set (through invalidate and learn) and forget_all */
-inline memo_set(p, v) { memo[p] = v; memo_gen[p]++ }
-inline memo_forget(p) { memo[p] = 0; memo_gen[p]++ }
+inline memo_set(p, v) { atomic { memo[p] = v; memo_gen[p]++ } }
+inline memo_forget(p) { atomic { memo[p] = 0; memo_gen[p]++ } }
 
 /* tags.rs TagIndex::current, into `cur`: the memo, else the record (one await), memoised. */
 inline current(p) {
@@ -209,6 +212,13 @@ inline current(p) {
 #define NOW(x) x
 #define LATER(x) skip
 #endif
+#if L1_STAMPED
+#define L1_NOW(x) skip
+#define L1_LATER(x) x
+#else
+#define L1_NOW(x) x
+#define L1_LATER(x) skip
+#endif
 
 /* `res` becomes the value of slot code x if x is a value with current stamps: read.rs
  * Engine::read_tier's checks (TagIndex::check). */
@@ -226,7 +236,7 @@ inline take_if_valid(p, x) {
 /* read.rs Engine::l1_entry / try_l1_hit after reading L1's entry `c`: its value if its stamps
  * are current, else it is removed (l1_tags_valid). */
 inline l1_take(p, k) {
-#if STAMPED
+#if L1_STAMPED
     if
     :: c != EMPTY ->
         current(p);
@@ -411,9 +421,9 @@ inline returned(p, k) {
 inline get_or_set(p, k) {
     atomic {                                                        /* the call begins */
         lo_inv = floor_inv[IX(p, k)]; lo_ryw = floor_ryw[IX(p, k)];
-        c = l1[IX(p, k)]; NOW(l1_take(p, k))
+        c = l1[IX(p, k)]; L1_NOW(l1_take(p, k))
     }
-    LATER(l1_take(p, k));
+    L1_LATER(l1_take(p, k));
     atomic { if :: res == 0 -> join(p, k) :: else -> skip fi }
     if
     :: res != 0 -> skip
@@ -426,8 +436,8 @@ inline get_or_set(p, k) {
 
 inline load_as_leader(p, k) {
     /* read.rs Engine::read_through: L1 again, the ticket, then each layer */
-    atomic { c = l1[IX(p, k)]; NOW(l1_take(p, k)); NOW(t = seq[p]) }
-    LATER(l1_take(p, k)); LATER(t = seq[p]);
+    atomic { c = l1[IX(p, k)]; L1_NOW(l1_take(p, k)); L1_NOW(t = seq[p]) }
+    L1_LATER(l1_take(p, k)); L1_LATER(t = seq[p]);
     if
     :: res != 0 -> skip
     :: else ->

@@ -145,7 +145,7 @@ init {
 }
 
 #elif defined(SC_FLUSH)
-/* Flush: cache 0 flushes while caches 0 and 1 load; cold layers. */
+/* Flush: cache 0 flushes while caches 0 (twice) and 1 load; cold layers. */
 proctype writer() {
     TASK_LOCALS;
     flush(0)
@@ -155,7 +155,7 @@ init {
     atomic {
         db[0] = 1;
         run writer();
-        run reader(0, 0, 1);
+        run reader(0, 0, 2);
         run reader(1, 0, 1);
         receivers()
     }
