@@ -162,5 +162,5 @@ init {
 }
 
 #else
-#error "choose a scenario: -DSC_SET, -DSC_DELETE, -DSC_CROSS, -DSC_TAKEBACK, -DSC_GAP, -DSC_TAG, -DSC_TAG2, -DSC_FLUSH"
+#error "choose a scenario: -DSC_<name>, one of SET DELETE CROSS TAKEBACK GAP TAG TAG2 FLUSH"
 #endif
