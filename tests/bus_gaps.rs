@@ -348,3 +348,39 @@ async fn a_stream_empty_at_the_start_is_no_gap() {
     reads_within_10s(&reader, "k", None, "the delete reaches the reader").await;
     assert_eq!(stats(&reader).gaps, 0, "a false alarm");
 }
+
+/// (d) When more messages wait for the bus than the publisher keeps, they become one flush
+/// notice, counted and logged: once the bus is back, every other cache drops its L1, so even
+/// those messages are not lost unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_queue_that_overflows_becomes_one_flush() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let (proxy, _, reader) = behind_a_proxy(&env).await;
+    Vorte::builder()
+        .config(env.config(&format!("[cache.bus]\nurl = {:?}", proxy.url()), ""))
+        .build()
+        .await
+        .expect("build");
+    let writer = Cache::global();
+    make_stale(&env, &reader, "held").await;
+
+    proxy.go_silent();
+    // More than the 10,000 the publisher keeps; events cost no store write.
+    for n in 0..10_050u64 {
+        vorte_cache::emit("gaps.flood", &serde_json::json!({ "n": n }))
+            .await
+            .expect("emit");
+    }
+    let counted = stats(&writer);
+    assert!(counted.publish_dropped >= 10_000, "{counted:?}");
+    proxy.heal();
+    reads_within_10s(
+        &reader,
+        "held",
+        Some("new"),
+        "the overflowing messages were lost unnoticed",
+    )
+    .await;
+    assert_eq!(stats(&reader).gaps, 0, "a flush notice, not a gap");
+}

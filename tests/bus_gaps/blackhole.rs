@@ -1,7 +1,11 @@
 //! A TCP proxy in front of a server that can go silent: after [`Blackhole::swallow`], every
 //! connection open at that moment stays open but forwards nothing more, in either direction, as
 //! a server behind a dead link or a stuck load balancer would. Connections made afterwards are
-//! forwarded as usual, so a client that gives up on its connection and opens a new one recovers.
+//! forwarded as usual, so a client that gives up on its connection and opens a new one recovers;
+//! between [`Blackhole::go_silent`] and [`Blackhole::heal`], new connections are silent too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +16,8 @@ pub(crate) struct Blackhole {
     port: u16,
     /// Bumped by each `swallow`: a connection forwards until it changes.
     epoch: watch::Sender<u64>,
+    /// Whether new connections are silent from the start.
+    silent: Arc<AtomicBool>,
 }
 
 impl Blackhole {
@@ -22,13 +28,26 @@ impl Blackhole {
             .expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let (epoch, watch) = watch::channel(0u64);
+        let silent = Arc::new(AtomicBool::new(false));
+        let new_ones = silent.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if new_ones.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let _held = inbound;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
                 let born = *watch.borrow();
                 tokio::spawn(forward(inbound, target, born, watch.clone()));
             }
         });
-        Blackhole { port, epoch }
+        Blackhole {
+            port,
+            epoch,
+            silent,
+        }
     }
 
     /// `redis://127.0.0.1:<proxy port>`.
@@ -39,6 +58,18 @@ impl Blackhole {
     /// Every connection open now goes silent for good (still open, nothing forwarded).
     pub(crate) fn swallow(&self) {
         self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Like [`Blackhole::swallow`], and every connection made from now on is silent too, until
+    /// [`Blackhole::heal`]: a server that cannot be reached at all.
+    pub(crate) fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.swallow();
+    }
+
+    /// New connections are forwarded again (the silent ones stay silent).
+    pub(crate) fn heal(&self) {
+        self.silent.store(false, Ordering::SeqCst);
     }
 }
 

@@ -32,7 +32,10 @@ const MAX_WAITING: usize = 10_000;
 
 /// The first pause before a retry; it doubles with each failure in a row, up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a forced reconnection is waited for (a connection attempt gives up after 2 s).
+const RENEW_WAIT: Duration = Duration::from_secs(3);
 
 /// How often the retry task looks whether the publisher was dropped, when it has nothing to do.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
@@ -47,6 +50,8 @@ struct Link {
     /// `MAXLEN ~` of every stream.
     retention: i64,
     timeout: Duration,
+    /// Whether a forced reconnection is under way.
+    renewing: Arc<AtomicBool>,
 }
 
 /// One message waiting for the bus.
@@ -127,6 +132,7 @@ impl Publisher {
             stream: setup.stream,
             retention: i64::try_from(setup.retention).unwrap_or(i64::MAX),
             timeout: setup.timeout,
+            renewing: Arc::new(AtomicBool::new(false)),
         });
         let queue = Arc::new(Queue::default());
         drop(tokio::spawn(retry(
@@ -213,6 +219,21 @@ impl Publisher {
 }
 
 impl Link {
+    /// Replaces the connection, which did not answer: it may be dead without being closed, and
+    /// fred would wait on it forever (a forced reconnection that fails is not retried by fred's
+    /// policy, so this is asked again after each unanswered attempt). One at a time, in the
+    /// background: the next attempt queues behind the new connection.
+    fn renew(&self) {
+        if self.renewing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, renewing) = (self.pool.clone(), self.renewing.clone());
+        drop(tokio::spawn(async move {
+            let _ = tokio::time::timeout(RENEW_WAIT, pool.force_reconnection()).await;
+            renewing.store(false, Ordering::Release);
+        }));
+    }
+
     fn encode(&self, body: Body, process: u64) -> Result<String> {
         let message = Message {
             origin: self.origin,
@@ -290,8 +311,7 @@ async fn retry(
                 Counters::add(&counters.publish_retries, 1);
                 tracing::debug!(error = %e, "bus publish retry failed");
                 if e.kind() == ErrorKind::Timeout {
-                    // A connection that does not answer may be dead without being closed.
-                    let _ = tokio::time::timeout(MAX_PAUSE, link.pool.force_reconnection()).await;
+                    link.renew();
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_PAUSE);

@@ -217,6 +217,8 @@ impl Receiver {
                     stream = self.stream,
                     "bus {what} unanswered after {COMMAND_TIMEOUT:?}: reconnecting"
                 );
+                // Also when fred is already reconnecting: a forced reconnection that fails is not
+                // retried by fred's policy.
                 let _ =
                     tokio::time::timeout(COMMAND_TIMEOUT, self.reader.force_reconnection()).await;
             }

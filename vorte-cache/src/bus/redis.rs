@@ -144,6 +144,15 @@ impl Receivers {
     }
 }
 
+/// A connection attempt that the server does not complete (it accepted the socket and went
+/// silent) is given up after [`CONNECT_WAIT`] and tried again, rather than after fred's default of
+/// 10 s: the receivers and the publisher's retries renew connections that stopped answering, and
+/// must not wait that long on the new one.
+fn bounded_connecting(connection: &mut fred::types::config::ConnectionConfig) {
+    connection.connection_timeout = CONNECT_WAIT;
+    connection.internal_command_timeout = CONNECT_WAIT;
+}
+
 /// Connects a cache to the bus: the publisher, and the receivers, which read from the newest id
 /// of each stream at this moment once started, so nothing published after this returns is
 /// missed.
@@ -153,6 +162,7 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
     let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
     let pool = Builder::from_config(config.clone())
         .with_performance_config(|p| p.default_command_timeout = setup.timeout)
+        .with_connection_config(bounded_connecting)
         .set_policy(policy.clone())
         .build_pool(1)
         .map_err(|e| backend("setup", &e))?;
@@ -183,7 +193,10 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
             .set_policy(policy.clone())
             // A read cut by a lost connection must surface as an error, not be silently re-sent:
             // the receiver renews what it needs and reads again from its position, inclusive.
-            .with_connection_config(|c| c.max_command_attempts = 1)
+            .with_connection_config(|c| {
+                bounded_connecting(c);
+                c.max_command_attempts = 1;
+            })
             .build()
             .map_err(|e| backend("setup", &e))?;
         drop(reader.connect());
