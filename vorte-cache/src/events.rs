@@ -244,3 +244,59 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a panic without a message)")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static AFTER: AtomicUsize = AtomicUsize::new(0);
+
+    fn handler(
+        name: &'static str,
+        call: fn(Arc<serde_json::Value>) -> HandlerFuture,
+    ) -> EventHandler {
+        EventHandler {
+            event: "guarded",
+            name,
+            call,
+        }
+    }
+
+    /// A handler that panics, before or while it runs, or never finishes, is caught or abandoned,
+    /// counted, and the handlers after it still run.
+    #[tokio::test]
+    async fn a_handler_that_panics_or_hangs_does_not_stop_the_others() {
+        let table: Vec<&'static EventHandler> = vec![
+            Box::leak(Box::new(handler("binds_then_panics", |_| {
+                panic!("while binding its parameters")
+            }))),
+            Box::leak(Box::new(handler("panics_while_running", |_| {
+                Box::pin(async { panic!("while running") })
+            }))),
+            Box::leak(Box::new(handler("never_finishes", |_| {
+                Box::pin(std::future::pending())
+            }))),
+            Box::leak(Box::new(handler("runs_after", |_| {
+                Box::pin(async {
+                    AFTER.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            }))),
+        ];
+        let handlers = Handlers::of(table);
+        let limit = Some(Duration::from_millis(50));
+        let dispatched = handlers
+            .dispatch("guarded", serde_json::json!({}), limit)
+            .await;
+        assert_eq!(
+            (dispatched.ran, dispatched.panicked, dispatched.timed_out),
+            (4, 2, 1)
+        );
+        assert_eq!(AFTER.load(Ordering::SeqCst), 1, "the last handler ran");
+        let first = dispatched.into_result().expect_err("the first failure");
+        assert_eq!(first.kind(), ErrorKind::Handler);
+        assert!(first.to_string().contains("binds_then_panics"), "{first}");
+    }
+}
