@@ -3,8 +3,9 @@
 //! A message is appended at once when the bus answers. When it does not (an error, no answer
 //! within the bus timeout), the message waits in a queue, and every message after it queues
 //! behind it, so the order is kept; a task of the publisher's own retries the queue with backoff
-//! until the bus takes each message. The caller is not held up: it gets `Ok`, as the message is
-//! now the publisher's to deliver (the engine's `announce` is unchanged).
+//! until the bus takes each message. The caller waits for one attempt at most (while messages
+//! wait, none): it gets `Ok`, as the message is now the publisher's to deliver (the engine's
+//! `announce` is unchanged).
 //!
 //! The queue is bounded. When it is full, the messages in it are replaced by one flush notice:
 //! every other process drops its L1 when it reads it, which is what a lost message needs, so
