@@ -221,9 +221,11 @@ impl Publisher {
 
 impl Link {
     /// Replaces the connection, which did not answer: it may be dead without being closed, and
-    /// fred would wait on it forever (a forced reconnection that fails is not retried by fred's
-    /// policy, so this is asked again after each unanswered attempt). One at a time, in the
-    /// background: the next attempt queues behind the new connection.
+    /// fred would wait on it forever. Asked again after each unanswered attempt, also while fred
+    /// is reconnecting: a forced reconnection that failed against a silent server was seen to be
+    /// left at that (`a_publish_queue_that_overflows_becomes_one_flush` did not recover in 10 s
+    /// when this asked only of a connected pool). One at a time, in the background: the next
+    /// attempt queues behind the new connection.
     fn renew(&self) {
         if self.renewing.swap(true, Ordering::AcqRel) {
             return;

@@ -217,8 +217,8 @@ impl Receiver {
                     stream = self.stream,
                     "bus {what} unanswered after {COMMAND_TIMEOUT:?}: reconnecting"
                 );
-                // Also when fred is already reconnecting: a forced reconnection that fails is not
-                // retried by fred's policy.
+                // Also while fred is reconnecting: a forced reconnection that failed against a
+                // silent server was seen to be left at that (see `Link::renew`).
                 let _ =
                     tokio::time::timeout(COMMAND_TIMEOUT, self.reader.force_reconnection()).await;
             }
