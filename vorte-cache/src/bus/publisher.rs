@@ -221,11 +221,10 @@ impl Publisher {
 
 impl Link {
     /// Replaces the connection, which did not answer: it may be dead without being closed, and
-    /// fred would wait on it forever. Asked again after each unanswered attempt, also while fred
-    /// is reconnecting: a forced reconnection that failed against a silent server was seen to be
-    /// left at that (`a_publish_queue_that_overflows_becomes_one_flush` did not recover in 10 s
-    /// when this asked only of a connected pool). One at a time, in the background: the next
-    /// attempt queues behind the new connection.
+    /// fred would wait on it forever. Asked after each unanswered attempt, also while fred is
+    /// reconnecting (an attempt stuck on a server that accepted the socket and went silent is cut
+    /// short too). One at a time, in the background: the next attempt queues behind the new
+    /// connection.
     fn renew(&self) {
         if self.renewing.swap(true, Ordering::AcqRel) {
             return;
@@ -258,6 +257,11 @@ impl Link {
         );
         match tokio::time::timeout(self.timeout, add).await {
             Ok(Ok(_)) => Ok(()),
+            // fred's own command timeout is the same as this one and often fires first.
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("bus publish took longer than {:?}", self.timeout),
+            )),
             Ok(Err(e)) => Err(Error::new(
                 ErrorKind::Backend,
                 format!("bus publish: {}", e.details()),

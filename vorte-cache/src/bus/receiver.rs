@@ -185,6 +185,9 @@ impl Receiver {
                 .xread::<Value, _, _>(Some(1), Some(block), self.stream.as_str(), last);
         match tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, wait).await {
             Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                Err(Failure::Silent("XREAD".to_owned()))
+            }
             Ok(Err(e)) => Err(Failure::Error(format!("XREAD: {}", e.details()))),
             Err(_) => Err(Failure::Silent("XREAD".to_owned())),
         }
@@ -198,6 +201,9 @@ impl Receiver {
     ) -> Result<T, Failure> {
         match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
             Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                Err(Failure::Silent(what.to_owned()))
+            }
             Ok(Err(e)) => Err(Failure::Error(format!("{what}: {}", e.details()))),
             Err(_) => Err(Failure::Silent(what.to_owned())),
         }
@@ -217,8 +223,8 @@ impl Receiver {
                     stream = self.stream,
                     "bus {what} unanswered after {COMMAND_TIMEOUT:?}: reconnecting"
                 );
-                // Also while fred is reconnecting: a forced reconnection that failed against a
-                // silent server was seen to be left at that (see `Link::renew`).
+                // Also while fred is reconnecting: an attempt stuck on a server that accepted the
+                // socket and went silent is cut short too.
                 let _ =
                     tokio::time::timeout(COMMAND_TIMEOUT, self.reader.force_reconnection()).await;
             }
