@@ -207,22 +207,27 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
     // built can be missed by its receivers. An unreachable server is not waited for twice: the
     // receivers find their starting points once it answers, and drop L1 then (what was sent
     // meanwhile is unknown).
+    // Each reader on its own deadline: one slow reader must not leave the others unstarted too
+    // (each such receiver drops L1 once it starts).
     let starts = if reachable {
         let starts = readers
             .iter()
             .zip(&streams)
             .map(|(reader, stream)| async move {
-                let _ = reader.wait_for_connect().await;
-                let info = stream_info(reader, stream).await.ok()?;
-                Some(Position::start(info.as_ref()))
+                let start = async {
+                    let _ = reader.wait_for_connect().await;
+                    let info = stream_info(reader, stream).await.ok()?;
+                    Some(Position::start(info.as_ref()))
+                };
+                tokio::time::timeout(CONNECT_WAIT, start)
+                    .await
+                    .ok()
+                    .flatten()
             });
-        tokio::time::timeout(CONNECT_WAIT, futures_util::future::join_all(starts))
-            .await
-            .ok()
+        futures_util::future::join_all(starts).await
     } else {
-        None
+        vec![None; streams.len()]
     };
-    let starts = starts.unwrap_or_else(|| vec![None; streams.len()]);
     let origin = rand::random();
     let closed = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
