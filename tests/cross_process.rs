@@ -283,21 +283,22 @@ async fn worker_reads_within_10s(worker: &mut Worker, key: &str, value: &str, wh
     }
 }
 
-/// `docs/guarantees.md#g4-gap-detection` for events: an event stream trimmed past what a receiver
-/// read also drops its L1, since the lost event's handler may have been what invalidates.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_that_lost_events_drops_its_l1() {
-    let _app = APP.lock().await;
-    let env = Env::with_own_redis();
-    let port = env.redis().port();
+/// Installs this process's application (no handlers of its own) on `env`.
+async fn install(env: &Env) {
     Vorte::builder()
         .config(env.config("", ""))
         .build()
         .await
         .expect("build");
+}
+
+/// Installs this process's application on `env` and starts a worker whose L1 holds `"old"` under
+/// `held` while L2 holds `"new"`, written by a cache whose messages the worker never hears.
+async fn worker_with_a_stale_copy(env: &Env) -> Worker {
+    install(env).await;
     let cache = Cache::global();
     cache.set("held", &"old").await.expect("set");
-    let mut worker = Worker::start(&env);
+    let mut worker = Worker::start(env);
     worker.send("get held");
     assert_eq!(worker.expect("value"), "\"old\"", "now in the worker's L1");
     // A writer whose invalidations go to another bus: the worker never hears of this value.
@@ -313,6 +314,17 @@ async fn a_process_that_lost_events_drops_its_l1() {
     silent.set("held", &"new").await.expect("set");
     worker.send("get held");
     assert_eq!(worker.expect("value"), "\"old\"", "still the stale L1 copy");
+    worker
+}
+
+/// `docs/guarantees.md#g4-gap-detection` for events: an event stream trimmed past what a receiver
+/// read also drops its L1, since the lost event's handler may have been what invalidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_lost_events_drops_its_l1() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let mut worker = worker_with_a_stale_copy(&env).await;
 
     // Freeze the worker, cut its connections, emit, and trim the event away before it is read.
     worker.signal("-STOP");
@@ -321,16 +333,7 @@ async fn a_process_that_lost_events_drops_its_l1() {
     vorte_cache::emit("xp.unheard", &serde_json::json!({ "n": 1 }))
         .await
         .expect("emit");
-    let streams = keys_in(&redis_cmd(
-        port,
-        &["KEYS", &format!("{}bus:ev:*", env.prefix())],
-    ));
-    assert_eq!(
-        streams.len(),
-        1,
-        "one event stream on a single Redis: {streams:?}"
-    );
-    redis_cmd(port, &["XTRIM", &streams[0], "MAXLEN", "0"]);
+    redis_cmd(port, &["XTRIM", &event_stream(&env), "MAXLEN", "0"]);
     worker.signal("-CONT");
 
     // The worker drops its L1, so it reads the current value from L2.
@@ -402,11 +405,7 @@ async fn events_reach_every_process_also_after_a_disconnection() {
     // A server of its own: this test kills every client connection.
     let env = Env::with_own_redis();
     // This process emits through its installed application.
-    Vorte::builder()
-        .config(env.config("", ""))
-        .build()
-        .await
-        .expect("build");
+    install(&env).await;
     assert!(Cache::global().has_bus());
     let mut a = Worker::start(&env);
     let mut b = Worker::start(&env);
@@ -428,6 +427,20 @@ async fn events_reach_every_process_also_after_a_disconnection() {
     assert_eq!(b.expect("event"), "2");
     a.signal("-CONT");
     assert_eq!(a.expect("event"), "2", "delivered after the reconnection");
+}
+
+/// The only event stream of `env`'s prefix (one shard on a single Redis).
+fn event_stream(env: &Env) -> String {
+    let streams = keys_in(&redis_cmd(
+        env.redis().port(),
+        &["KEYS", &format!("{}bus:ev:*", env.prefix())],
+    ));
+    assert_eq!(
+        streams.len(),
+        1,
+        "one event stream on a single Redis: {streams:?}"
+    );
+    streams[0].clone()
 }
 
 /// The keys of a `KEYS` reply (raw RESP).
@@ -560,6 +573,61 @@ async fn events_on_a_cluster_bus_reach_a_process_after_a_disconnection() {
         worker.expect("event"),
         "2",
         "delivered after the reconnection"
+    );
+    worker.send("quit");
+}
+
+/// `docs/guarantees.md#g4-gap-detection` across processes, for a receiver that lags without
+/// reconnecting: the worker's event receiver is held up by a slow handler, its connection up,
+/// while the events after it are trimmed away; once the handler returns, the worker must drop its
+/// L1 before it runs the next event (`tests/bus_gaps.rs` has the in-process form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_lagging_behind_a_slow_handler_drops_its_l1() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let mut worker = worker_with_a_stale_copy(&env).await;
+
+    vorte_cache::emit("xp.hold", &serde_json::json!({}))
+        .await
+        .expect("emit");
+    worker.expect("holding");
+    // While the worker's handler runs: an event it will never read, then one it will.
+    for (event, n) in [("xp.unheard", 1), ("xp.ping", 7)] {
+        vorte_cache::emit(event, &serde_json::json!({ "n": n }))
+            .await
+            .expect("emit");
+    }
+    redis_cmd(port, &["XTRIM", &event_stream(&env), "MAXLEN", "1"]);
+    worker.send("release-hold");
+    assert_eq!(worker.expect("event"), "7", "the event after the gap");
+    worker.send("get held");
+    assert_eq!(
+        worker.expect("value"),
+        "\"new\"",
+        "the lagging worker kept serving its stale L1"
+    );
+    worker.send("quit");
+}
+
+/// A panicking `#[on_event]` handler in another process is caught there: that process's
+/// receiver reads on, and the next event still runs (`tests/bus_gaps.rs` has the in-process
+/// form, with the count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_does_not_stop_another_process_s_events() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    install(&env).await;
+    let mut worker = Worker::start(&env);
+    for (event, n) in [("xp.panic", 1), ("xp.ping", 2)] {
+        vorte_cache::emit(event, &serde_json::json!({ "n": n }))
+            .await
+            .expect("emit");
+    }
+    assert_eq!(
+        worker.expect("event"),
+        "2",
+        "the event after the panicking handler"
     );
     worker.send("quit");
 }

@@ -33,12 +33,14 @@ fn calls(port: u16, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Calls of every command except the bus receiver's blocking reads and connection housekeeping,
-/// which run on their own schedule.
+/// Calls of every command except the bus receiver's reads (its blocking wait, then the checked
+/// read of what arrived) and connection housekeeping, which run on their own schedule.
 fn total_calls(port: u16) -> u64 {
     let info = redis_cmd(port, &["INFO", "commandstats"]);
     let background = [
         "cmdstat_xread:",
+        "cmdstat_xrange:",
+        "cmdstat_xinfo",
         "cmdstat_info:",
         "cmdstat_ping:",
         "cmdstat_hello:",

@@ -9,10 +9,13 @@
 //!   `release`, and returns `"old"`; prints `loaded VALUE` when the call returns;
 //! - `release`: lets the pending slow loader finish;
 //! - `emit EVENT N`: emits EVENT with the payload `{"n": N}`, then prints `emitted`;
+//! - `release-hold`: lets the pending `xp.hold` handler finish;
 //! - `quit`.
 //!
 //! Its `#[on_event("xp.ping")]` handler prints `event N`; those of `xp.tick` and `xp.tock` print
-//! `tick N` and `tock N` (the three names use the three event shards of a 3-shard bus).
+//! `tick N` and `tock N` (the three names use the three event shards of a 3-shard bus). The
+//! `xp.hold` handler prints `holding` and waits for `release-hold` (a slow handler that holds its
+//! receiver up); the `xp.panic` handler panics.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -50,6 +53,20 @@ async fn tick(n: u64) {
 #[on_event("xp.tock")]
 async fn tock(n: u64) {
     say(&format!("tock {n}"));
+}
+
+/// Releases the pending `xp.hold` handler.
+static HOLD_RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[on_event("xp.hold")]
+async fn hold() {
+    say("holding");
+    HOLD_RELEASE.notified().await;
+}
+
+#[on_event("xp.panic")]
+async fn panics() {
+    panic!("an xp.panic handler, panicking on purpose");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +160,7 @@ async fn main() {
                     .expect("emit");
                 say("emitted");
             }
+            ["release-hold"] => HOLD_RELEASE.notify_one(),
             ["quit"] => break,
             other => panic!("unknown command {other:?}"),
         }

@@ -7,8 +7,11 @@
 //! this module only knows handlers and how to run them).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -122,24 +125,178 @@ impl Handlers {
         self.handlers.len()
     }
 
-    /// Runs every wired handler of `event`, one after another, in registration order; returns
-    /// how many ran.
+    /// Runs every wired handler of `event`, one after another, in registration order, each for
+    /// at most `limit` (when there is one).
     ///
-    /// Every handler runs even when an earlier one fails; the first failure is returned.
-    pub(crate) async fn dispatch(&self, event: &str, payload: serde_json::Value) -> Result<usize> {
+    /// Every handler runs even when an earlier one fails, panics or runs out of time: a panic is
+    /// caught, and a handler past `limit` is abandoned (its future dropped). Each such failure is
+    /// logged and counted in what this returns.
+    pub(crate) async fn dispatch(
+        &self,
+        event: &str,
+        payload: serde_json::Value,
+        limit: Option<Duration>,
+    ) -> Dispatched {
         let payload = Arc::new(payload);
-        let mut ran = 0;
-        let mut first_error = None;
+        let mut dispatched = Dispatched::default();
         for handler in self.handlers.iter().filter(|h| h.event == event) {
-            ran += 1;
-            if let Err(e) = (handler.call)(payload.clone()).await {
-                tracing::warn!(event, handler = handler.name, error = %e, "event handler failed");
-                first_error.get_or_insert(e);
-            }
+            dispatched.ran += 1;
+            let error = match run(handler, payload.clone(), limit).await {
+                Outcome::Done => continue,
+                Outcome::Failed(e) => {
+                    tracing::warn!(event, handler = handler.name, error = %e, "event handler failed");
+                    e
+                }
+                Outcome::Panicked(message) => {
+                    dispatched.panicked += 1;
+                    tracing::error!(
+                        event,
+                        handler = handler.name,
+                        panic = message,
+                        "event handler panicked"
+                    );
+                    Error::new(
+                        ErrorKind::Handler,
+                        format!("{}: panicked: {message}", handler.name),
+                    )
+                }
+                Outcome::TimedOut(limit) => {
+                    dispatched.timed_out += 1;
+                    tracing::error!(
+                        event,
+                        handler = handler.name,
+                        "event handler still running after {limit:?}: abandoned"
+                    );
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!("{}: abandoned after {limit:?}", handler.name),
+                    )
+                }
+            };
+            dispatched.first_error.get_or_insert(error);
         }
-        match first_error {
+        dispatched
+    }
+}
+
+/// What became of the handlers of one event.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatched {
+    /// How many handlers ran, whatever their outcome.
+    pub(crate) ran: usize,
+    /// How many panicked.
+    pub(crate) panicked: u64,
+    /// How many were abandoned past the time limit.
+    pub(crate) timed_out: u64,
+    /// The first failure: an error a handler returned, a panic, or a timeout.
+    pub(crate) first_error: Option<Error>,
+}
+
+impl Dispatched {
+    /// How many handlers ran, or the first failure.
+    pub(crate) fn into_result(self) -> Result<usize> {
+        match self.first_error {
             Some(e) => Err(e),
-            None => Ok(ran),
+            None => Ok(self.ran),
         }
+    }
+}
+
+/// How one handler ended.
+enum Outcome {
+    Done,
+    Failed(Error),
+    Panicked(String),
+    TimedOut(Duration),
+}
+
+/// Runs one handler, catching a panic, for at most `limit`.
+async fn run(
+    handler: &EventHandler,
+    payload: Arc<serde_json::Value>,
+    limit: Option<Duration>,
+) -> Outcome {
+    // Building the future runs the handler's binding code: a panic there is caught too.
+    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| (handler.call)(payload))) {
+        Ok(future) => future,
+        Err(panic) => return Outcome::Panicked(panic_message(panic.as_ref()).to_owned()),
+    };
+    let guarded = AssertUnwindSafe(future).catch_unwind();
+    let finished = match limit {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(finished) => finished,
+            Err(_) => return Outcome::TimedOut(limit),
+        },
+        None => guarded.await,
+    };
+    match finished {
+        Ok(Ok(())) => Outcome::Done,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(panic) => Outcome::Panicked(panic_message(panic.as_ref()).to_owned()),
+    }
+}
+
+/// The message a panic carried, when it is text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static AFTER: AtomicUsize = AtomicUsize::new(0);
+
+    fn handler(
+        name: &'static str,
+        call: fn(Arc<serde_json::Value>) -> HandlerFuture,
+    ) -> EventHandler {
+        EventHandler {
+            event: "guarded",
+            name,
+            call,
+        }
+    }
+
+    /// A handler that panics, before or while it runs, or never finishes, is caught or abandoned,
+    /// counted, and the handlers after it still run.
+    #[tokio::test]
+    async fn a_handler_that_panics_or_hangs_does_not_stop_the_others() {
+        let table: Vec<&'static EventHandler> = vec![
+            Box::leak(Box::new(handler("binds_then_panics", |_| {
+                panic!("while binding its parameters")
+            }))),
+            Box::leak(Box::new(handler("panics_while_running", |_| {
+                Box::pin(async { panic!("while running") })
+            }))),
+            Box::leak(Box::new(handler("never_finishes", |_| {
+                Box::pin(std::future::pending())
+            }))),
+            Box::leak(Box::new(handler("runs_after", |_| {
+                Box::pin(async {
+                    AFTER.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            }))),
+        ];
+        let handlers = Handlers::of(table);
+        let limit = Some(Duration::from_millis(50));
+        let dispatched = handlers
+            .dispatch("guarded", serde_json::json!({}), limit)
+            .await;
+        assert_eq!(
+            (dispatched.ran, dispatched.panicked, dispatched.timed_out),
+            (4, 2, 1)
+        );
+        assert_eq!(AFTER.load(Ordering::SeqCst), 1, "the last handler ran");
+        let first = dispatched.into_result().expect_err("the first failure");
+        assert_eq!(first.kind(), ErrorKind::Handler);
+        assert!(first.to_string().contains("binds_then_panics"), "{first}");
     }
 }

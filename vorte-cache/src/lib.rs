@@ -50,6 +50,7 @@ pub mod testing;
 pub mod __private;
 
 pub use app::{Vorte, VorteBuilder, emit};
+pub use bus::BusStats;
 pub use cache::{Cache, CacheBuilder, GetOrSet, Set};
 pub use config::{CacheConfig, Config};
 pub use error::{Error, ErrorKind, Result};

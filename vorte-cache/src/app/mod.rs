@@ -5,10 +5,11 @@ pub(crate) mod global;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::bus::{EventNotice, EventSink};
+use crate::bus::{EventNotice, EventSink, Handled};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -39,16 +40,22 @@ impl AppHandlers {
 }
 
 impl EventSink for AppHandlers {
-    /// Runs another process's event. The emitting process ran its handlers in `emit`; the
-    /// receiver starts before the application is installed, so an event read in between runs
-    /// too.
-    fn deliver(&self, event: EventNotice) -> BoxFuture<'_, ()> {
+    /// Runs another process's event, each handler for at most `handler_timeout`. The emitting
+    /// process ran its handlers in `emit`; the receiver starts before the application is
+    /// installed, so an event read in between runs too. Failures are logged by the dispatch;
+    /// panics and timeouts go back to the bus to be counted.
+    fn deliver(&self, event: EventNotice, handler_timeout: Duration) -> BoxFuture<'_, Handled> {
         Box::pin(async move {
             if event.process == global::process_id() || self.retired.load(Ordering::Acquire) {
-                return;
+                return Handled::default();
             }
-            if let Err(e) = self.handlers.dispatch(&event.event, event.payload).await {
-                tracing::warn!(error = %e, "a handler of a remote event failed");
+            let dispatched = self
+                .handlers
+                .dispatch(&event.event, event.payload, Some(handler_timeout))
+                .await;
+            Handled {
+                panicked: dispatched.panicked,
+                timed_out: dispatched.timed_out,
             }
         })
     }
@@ -184,8 +191,9 @@ impl VorteBuilder {
 /// # Errors
 ///
 /// - [`ErrorKind::Serialize`] when the payload does not serialize to JSON;
-/// - [`ErrorKind::Handler`] (or the kind the handler itself returned) when a handler fails or its
-///   parameters do not bind. The other handlers still run.
+/// - [`ErrorKind::Handler`] (or the kind the handler itself returned) when a handler fails,
+///   panics (the panic is caught and logged) or its parameters do not bind. The other handlers
+///   still run.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> vorte_cache::Result<()> {
@@ -201,10 +209,12 @@ pub async fn emit<P: Serialize + ?Sized>(event: &str, payload: &P) -> Result<usi
         )
         .with_source(e)
     })?;
+    // No time limit here: the caller awaits its own handlers, and can bound that itself.
     let ran = global::installed_handlers()
         .handlers
-        .dispatch(event, payload.clone())
-        .await;
+        .dispatch(event, payload.clone(), None)
+        .await
+        .into_result();
     // Then the other processes, through the global cache's bus (if it has one).
     let notice = EventNotice {
         event: event.to_owned(),
@@ -249,18 +259,19 @@ mod tests {
     async fn an_application_runs_remote_events_before_it_is_installed() {
         let app = AppHandlers::new(Handlers::of(vec![&HANDLER]));
         let other = global::process_id().wrapping_add(1);
-        app.deliver(from(other)).await;
+        app.deliver(from(other), Duration::from_secs(5)).await;
         assert_eq!(
             RAN.load(Ordering::SeqCst),
             1,
             "a remote event before install"
         );
         // Its own process's events ran in `emit`.
-        app.deliver(from(global::process_id())).await;
+        app.deliver(from(global::process_id()), Duration::from_secs(5))
+            .await;
         assert_eq!(RAN.load(Ordering::SeqCst), 1, "an event of its own process");
         // Replaced by a later application: no more remote events.
         app.retire();
-        app.deliver(from(other)).await;
+        app.deliver(from(other), Duration::from_secs(5)).await;
         assert_eq!(RAN.load(Ordering::SeqCst), 1, "a retired application");
     }
 }

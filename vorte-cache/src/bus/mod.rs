@@ -24,9 +24,18 @@
 //!
 //! Every stream is capped by `XADD MAXLEN ~ retention` (`[cache.bus] retention`, default 100,000;
 //! the defaults apply when the bus rides on L2 or L3), which keeps at least that many entries.
-//! A receiver that comes back from a reconnection to find entries it had not read trimmed away
-//! has lost messages (an event's handlers may be what invalidates), so it drops its whole L1 and
-//! its memoised tag versions, and logs why ([`lost_after`] says how that is told).
+//! A receiver that finds entries it had not read gone (trimmed while it lagged or was away, a
+//! stream that vanished or went back to an older id, a start after the cache was built) has lost
+//! messages (an event's handlers may be what invalidates), so it drops its whole L1 and its
+//! memoised tag versions, and logs why. It checks before every batch it hands on, not only after
+//! a reconnection: each read starts *at* its position, and finding that entry again proves
+//! nothing after it was trimmed (`streams.rs` says how each case is told).
+//!
+//! A publish that fails waits, in order with those after it, and is retried with backoff until
+//! the bus takes it (`publisher.rs`). Every receiver command has a deadline, after which the
+//! receiver renews its connection and checks again; a handler that panics or runs past
+//! `handler_timeout_ms` is abandoned, counted ([`BusStats`]) and logged, and the receiver reads
+//! on. `docs/consistency.md#gaps-g4` describes all of it.
 //!
 //! `event_shards` defaults to 1 on a single Redis and to 3 on a cluster (one stream per primary of
 //! the smallest cluster; set it to the number of primaries for a larger one). The default is a
@@ -40,16 +49,26 @@
 //! application can skip on the way back the events whose handlers its own `emit` already ran.
 
 #[cfg(feature = "redis")]
+mod publisher;
+#[cfg(feature = "redis")]
+mod receiver;
+#[cfg(feature = "redis")]
 mod redis;
+mod stats;
 #[cfg(feature = "redis")]
 mod streams;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::BoxFuture;
 
 #[cfg(feature = "redis")]
-pub(crate) use redis::{Publisher, Receivers};
+pub(crate) use publisher::Publisher;
+#[cfg(feature = "redis")]
+pub(crate) use redis::Receivers;
+pub use stats::BusStats;
 
 /// An invalidation one process tells the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,8 +110,18 @@ pub(crate) trait NoticeSink: Send + Sync {
 )]
 pub(crate) trait EventSink: Send + Sync {
     /// Runs the handlers of an event published by any cache on the bus, this one included; the
-    /// sink decides which to run (the emitting process has run its own).
-    fn deliver(&self, event: EventNotice) -> BoxFuture<'_, ()>;
+    /// sink decides which to run (the emitting process has run its own). Each handler gets at
+    /// most `handler_timeout`; one that panics or runs past it is abandoned, and the others run.
+    fn deliver(&self, event: EventNotice, handler_timeout: Duration) -> BoxFuture<'_, Handled>;
+}
+
+/// What became of an event's handlers, for the bus to count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handled {
+    /// Handlers that panicked.
+    pub(crate) panicked: u64,
+    /// Handlers abandoned after the timeout.
+    pub(crate) timed_out: u64,
 }
 
 /// What travels on a stream: the sending cache's id, the sending process's id (events only) and
@@ -173,6 +202,10 @@ impl Publisher {
     }
 
     pub(crate) async fn publish_event(&self, _: EventNotice) -> crate::error::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) fn stats(&self) -> BusStats {
         match *self {}
     }
 }

@@ -1,24 +1,26 @@
-//! The Redis Streams transport: a publisher, and one receiver per stream that hands what it reads
-//! to the engine (invalidations) and to the application (events).
+//! The Redis Streams transport: where it travels, connecting a cache to it, and the receivers,
+//! one per stream (`receiver.rs`), that hand what they read to the engine (invalidations) and to
+//! the application (events). The publisher is `publisher.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::prelude::{
-    Builder, Client, ClientLike, Config as FredConfig, Pool, ReconnectPolicy, StreamsInterface,
-    Value,
+    Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy, StreamsInterface, Value,
 };
 
-use super::streams::{StreamInfo, event_shard, event_stream, lost_after, parse_id, start_id};
-use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
-use crate::config::{BackendConfig, CacheConfig, DEFAULT_BUS_RETENTION};
+use super::publisher::{Publisher, PublisherSetup};
+use super::receiver::Receiver;
+use super::stats::Counters;
+use super::streams::{Position, StreamInfo, event_stream, parse_id};
+use super::{EventSink, NoticeSink};
+use crate::config::{
+    BackendConfig, CacheConfig, DEFAULT_BUS_HANDLER_TIMEOUT, DEFAULT_BUS_RETENTION,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::redis::{RedisTarget, fred_config};
-
-/// How long one `XREAD` blocks before the receiver checks that its cache still exists.
-const BLOCK: Duration = Duration::from_millis(500);
 
 /// How long `connect` waits for the server before it goes on and lets the clients connect in
 /// the background.
@@ -37,6 +39,8 @@ pub(crate) struct BusSetup {
     /// `[cache.bus] event_shards`; `None` decides at connect time.
     event_shards: Option<usize>,
     retention: u64,
+    /// `[cache.bus] handler_timeout_ms`.
+    handler_timeout: Duration,
 }
 
 /// Where the bus travels: `[cache.bus]`, else the Redis of L2, else the cluster of L3.
@@ -50,6 +54,7 @@ pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
             timeout: Duration::from_millis(250),
             event_shards: bus.event_shards,
             retention: bus.retention,
+            handler_timeout: bus.handler_timeout,
         }));
     }
     for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
@@ -71,51 +76,10 @@ pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
             timeout: cfg.timeout,
             event_shards: None,
             retention: DEFAULT_BUS_RETENTION,
+            handler_timeout: DEFAULT_BUS_HANDLER_TIMEOUT,
         }));
     }
     Ok(None)
-}
-
-/// The publishing half of one cache's connection to the bus. Dropping it closes the bus: the
-/// receivers see that within one blocking read and quit.
-pub(crate) struct Publisher {
-    pool: Pool,
-    /// This cache's id on the bus: random, so no two caches share one.
-    origin: u64,
-    /// The main stream: invalidations.
-    stream: String,
-    /// The event streams, indexed by [`event_shard`]; never empty.
-    events: Vec<String>,
-    /// `MAXLEN ~` of every stream.
-    retention: i64,
-    timeout: Duration,
-    /// Set when the publisher is dropped: tells the receivers to quit.
-    closed: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for Publisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("stream", &self.stream)
-            .field("events", &self.events)
-            .field("retention", &self.retention)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Publisher {
-    /// Closes every connection. fred keeps a client connected (and reconnecting) until it is
-    /// told to quit, whether or not anyone holds it, so the receivers are not aborted: they
-    /// see `closed` within one blocking read and quit their own clients.
-    fn drop(&mut self) {
-        self.closed.store(true, Ordering::Release);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let pool = self.pool.clone();
-            runtime.spawn(async move {
-                let _ = pool.quit().await;
-            });
-        }
-    }
 }
 
 fn backend(what: &str, e: &fred::error::Error) -> Error {
@@ -125,9 +89,11 @@ fn backend(what: &str, e: &fred::error::Error) -> Error {
 /// The receiving half, connected but not started: one reader per stream, each with the id to
 /// read after. [`Receivers::start`] hands them their sinks; dropped unstarted, they quit.
 pub(crate) struct Receivers {
-    readers: Vec<(Client, String, Option<String>)>,
+    readers: Vec<(Client, String, Option<Position>)>,
     origin: u64,
     closed: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    handler_timeout: Duration,
 }
 
 impl std::fmt::Debug for Receivers {
@@ -170,10 +136,21 @@ impl Receivers {
                 notices: notices.clone(),
                 events: events.clone(),
                 closed: self.closed.clone(),
+                counters: self.counters.clone(),
+                handler_timeout: self.handler_timeout,
             };
             drop(tokio::spawn(receiver.run(start)));
         }
     }
+}
+
+/// A connection attempt that the server does not complete (it accepted the socket and went
+/// silent) is given up after [`CONNECT_WAIT`] and tried again, rather than after fred's default of
+/// 10 s: the receivers and the publisher's retries renew connections that stopped answering, and
+/// must not wait that long on the new one.
+fn bounded_connecting(connection: &mut fred::types::config::ConnectionConfig) {
+    connection.connection_timeout = CONNECT_WAIT;
+    connection.internal_command_timeout = CONNECT_WAIT;
 }
 
 /// Connects a cache to the bus: the publisher, and the receivers, which read from the newest id
@@ -185,6 +162,7 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
     let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
     let pool = Builder::from_config(config.clone())
         .with_performance_config(|p| p.default_command_timeout = setup.timeout)
+        .with_connection_config(bounded_connecting)
         .set_policy(policy.clone())
         .build_pool(1)
         .map_err(|e| backend("setup", &e))?;
@@ -213,9 +191,12 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
     for _ in 0..=shards {
         let reader = Builder::from_config(config.clone())
             .set_policy(policy.clone())
-            // An XREAD cut by a lost connection must surface as an error, not be silently
-            // re-sent: the receiver has to check for a gap after every reconnection.
-            .with_connection_config(|c| c.max_command_attempts = 1)
+            // A read cut by a lost connection must surface as an error, not be silently re-sent:
+            // the receiver renews what it needs and reads again from its position, inclusive.
+            .with_connection_config(|c| {
+                bounded_connecting(c);
+                c.max_command_attempts = 1;
+            })
             .build()
             .map_err(|e| backend("setup", &e))?;
         drop(reader.connect());
@@ -224,25 +205,32 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
     let streams: Vec<String> = std::iter::once(&stream).chain(&events).cloned().collect();
     // Fix every starting point before returning, so that nothing published after the cache is
     // built can be missed by its receivers. An unreachable server is not waited for twice: the
-    // receivers find their starting points once it answers.
+    // receivers find their starting points once it answers, and drop L1 then (what was sent
+    // meanwhile is unknown).
+    // Each reader on its own deadline: one slow reader must not leave the others unstarted too
+    // (each such receiver drops L1 once it starts).
     let starts = if reachable {
         let starts = readers
             .iter()
             .zip(&streams)
             .map(|(reader, stream)| async move {
-                let _ = reader.wait_for_connect().await;
-                let info = stream_info(reader, stream).await.ok()?;
-                Some(start_id(info.as_ref()))
+                let start = async {
+                    let _ = reader.wait_for_connect().await;
+                    let info = stream_info(reader, stream).await.ok()?;
+                    Some(Position::start(info.as_ref()))
+                };
+                tokio::time::timeout(CONNECT_WAIT, start)
+                    .await
+                    .ok()
+                    .flatten()
             });
-        tokio::time::timeout(CONNECT_WAIT, futures_util::future::join_all(starts))
-            .await
-            .ok()
+        futures_util::future::join_all(starts).await
     } else {
-        None
+        vec![None; streams.len()]
     };
-    let starts = starts.unwrap_or_else(|| vec![None; streams.len()]);
     let origin = rand::random();
     let closed = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
     let receivers = Receivers {
         readers: readers
             .into_iter()
@@ -252,220 +240,24 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
             .collect(),
         origin,
         closed: closed.clone(),
+        counters: counters.clone(),
+        handler_timeout: setup.handler_timeout,
     };
-    let publisher = Publisher {
+    let publisher = Publisher::start(PublisherSetup {
         pool,
         origin,
         stream,
         events,
-        retention: i64::try_from(setup.retention).unwrap_or(i64::MAX),
+        retention: setup.retention,
         timeout: setup.timeout,
+        counters,
         closed,
-    };
+    });
     Ok((publisher, receivers))
 }
 
-impl Publisher {
-    /// Appends an invalidation to the main stream.
-    pub(crate) async fn publish(&self, notice: Notice) -> Result<()> {
-        self.send(&self.stream, notice.into(), 0).await
-    }
-
-    /// Appends an event to its name's event stream.
-    pub(crate) async fn publish_event(&self, event: EventNotice) -> Result<()> {
-        let shard = event_shard(&event.event, self.events.len());
-        let stream = self.events.get(shard).unwrap_or(&self.stream);
-        let body = Body::Event {
-            event: event.event,
-            payload: event.payload,
-        };
-        self.send(stream, body, event.process).await
-    }
-
-    async fn send(&self, stream: &str, body: Body, process: u64) -> Result<()> {
-        let message = Message {
-            origin: self.origin,
-            process,
-            body,
-        };
-        let body = serde_json::to_string(&message)
-            .map_err(|e| Error::new(ErrorKind::Serialize, format!("bus message: {e}")))?;
-        let add = self.pool.xadd::<String, _, _, _, _>(
-            stream,
-            false,
-            ("MAXLEN", "~", self.retention),
-            "*",
-            vec![("m", body)],
-        );
-        match tokio::time::timeout(self.timeout, add).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(backend("publish", &e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("bus publish took longer than {:?}", self.timeout),
-            )),
-        }
-    }
-}
-
-/// A receiver, the same for the main stream and every event stream: reads its stream from
-/// where it left off and hands each message to its sink, on a client of its own.
-struct Receiver {
-    reader: Client,
-    stream: String,
-    /// The id of the cache this receiver belongs to: its own invalidations are skipped.
-    origin: u64,
-    notices: Weak<dyn NoticeSink>,
-    events: Option<Weak<dyn EventSink>>,
-    /// Set when the publisher is dropped.
-    closed: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    /// Whether there is nothing left to receive for.
-    fn gone(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.notices.strong_count() == 0
-    }
-
-    /// Runs until the publisher or the engine is gone, then quits its client.
-    ///
-    /// `start` is the id to read after: the newest id when the cache was built (what was sent
-    /// before it existed is not for it), or `None` when the server was unreachable then.
-    async fn run(self, start: Option<String>) {
-        self.receive(start).await;
-        let _ = self.reader.quit().await;
-    }
-
-    /// Hands one message to its sink.
-    async fn deliver(&self, message: Message) {
-        match message.body {
-            Body::Event { event, payload } => {
-                if let Some(sink) = self.events.as_ref().and_then(Weak::upgrade) {
-                    sink.deliver(EventNotice {
-                        event,
-                        payload,
-                        process: message.process,
-                    })
-                    .await;
-                }
-            }
-            // Its own invalidations the cache applied before publishing them.
-            _ if message.origin == self.origin => {}
-            Body::Keys { keys } => self.apply(Notice::Keys { keys }).await,
-            Body::Tag { tag, version } => self.apply(Notice::Tag { tag, version }).await,
-            Body::Flush => self.apply(Notice::Flush).await,
-        }
-    }
-
-    async fn apply(&self, notice: Notice) {
-        if let Some(sink) = self.notices.upgrade() {
-            sink.apply(notice).await;
-        }
-    }
-
-    async fn receive(&self, start: Option<String>) {
-        let (reader, stream) = (&self.reader, self.stream.as_str());
-        let mut last = match start {
-            Some(id) => id,
-            None => loop {
-                match stream_info(reader, stream).await {
-                    Ok(info) => break start_id(info.as_ref()),
-                    Err(e) => {
-                        tracing::debug!(error = %e.details(), stream, "bus not reachable yet");
-                        if self.gone() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            },
-        };
-        let mut check_gap = false;
-        let mut reconnects = fred::interfaces::EventInterface::reconnect_rx(reader);
-        loop {
-            if self.gone() {
-                return;
-            }
-            // Any reconnection since the last read may have hidden a gap.
-            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                reconnects.try_recv()
-            {
-                check_gap = true;
-            }
-            if check_gap {
-                match stream_info(reader, stream).await {
-                    Ok(info) => {
-                        if lost_after(info.as_ref(), &last) {
-                            tracing::warn!(
-                                stream,
-                                last_seen = %last,
-                                oldest_kept = %info.and_then(|i| i.first).map_or_else(
-                                    || "none".to_owned(),
-                                    |(ms, seq)| format!("{ms}-{seq}"),
-                                ),
-                                "invalidation messages were trimmed while this process was \
-                                 away: dropping L1 and tag versions"
-                            );
-                            if let Some(sink) = self.notices.upgrade() {
-                                sink.drop_local_state();
-                            }
-                        }
-                        check_gap = false;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                }
-            }
-            let read = reader.xread_map::<String, String, String, String, _, _>(
-                Some(1_000),
-                Some(BLOCK.as_millis() as u64),
-                stream,
-                last.as_str(),
-            );
-            let batch = match tokio::time::timeout(BLOCK + Duration::from_secs(2), read).await {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e.details(), stream, "bus read failed; resuming after reconnect");
-                    check_gap = true;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(_) => {
-                    check_gap = true;
-                    continue;
-                }
-            };
-            if self.closed.load(Ordering::Acquire) {
-                return;
-            }
-            if self.notices.strong_count() == 0 {
-                return;
-            }
-            let entries = batch.into_values().flatten().collect::<Vec<_>>();
-            if entries.len() >= 1_000 {
-                // A full batch: this receiver may be lagging behind the trimming.
-                check_gap = true;
-            }
-            for (id, fields) in entries {
-                last = id;
-                let Some(body) = fields.get("m") else {
-                    continue;
-                };
-                match serde_json::from_str::<Message>(body) {
-                    Ok(message) => self.deliver(message).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, stream, "unreadable bus message skipped");
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// `XINFO STREAM`, or `None` when the stream does not exist.
-async fn stream_info(
+pub(super) async fn stream_info(
     reader: &Client,
     stream: &str,
 ) -> std::result::Result<Option<StreamInfo>, fred::error::Error> {
@@ -489,6 +281,7 @@ async fn stream_info(
 
 #[cfg(test)]
 mod tests {
+    use super::super::streams::lost_after;
     use super::*;
 
     #[test]
@@ -638,7 +431,7 @@ mod tests {
             })
         );
         let last = format!("{}-{}", ids[0].0, ids[0].1);
-        assert!(lost_after(info.as_ref(), &last));
+        assert!(lost_after(info.as_ref(), &Position::after(last)));
         let _ = client.quit().await;
     }
 }

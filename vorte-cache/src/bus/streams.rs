@@ -58,32 +58,105 @@ pub(super) struct StreamInfo {
     pub(super) entries_added: Option<u64>,
 }
 
-/// The id a receiver that has never read `stream` starts after: the newest id it ever had, so
-/// that everything appended from now on is read, and `0-0` for a stream that does not exist.
-pub(super) fn start_id(info: Option<&StreamInfo>) -> String {
-    let (ms, seq) = info.map_or((0, 0), |i| i.last_generated);
-    format!("{ms}-{seq}")
+/// Where a receiver reads from: the id it reads after, and whether the stream holds an entry of
+/// that id to find again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Position {
+    /// The id read after.
+    pub(super) last: String,
+    /// `None` when `last` is an entry the stream held when the position was taken (one read, or
+    /// the newest of a stream that held entries). `Some(n)` when it held none (the stream was
+    /// empty or did not exist): then every entry it holds later is newer than `last`, and `n` is
+    /// how many it had removed by then (`entries-added` − `length`), so any further removal lost
+    /// an unread entry. A server older than Redis 7.0 does not count entries added: `u64::MAX`,
+    /// and such a loss cannot be told.
+    pub(super) bare: Option<u64>,
 }
 
-/// Whether entries after `last` were removed before the receiver read them.
+impl Position {
+    /// Just after the entry `id`, read from the stream.
+    pub(super) fn after(id: String) -> Position {
+        Position {
+            last: id,
+            bare: None,
+        }
+    }
+
+    /// Where a receiver that has never read the stream starts: after the newest id it ever had,
+    /// so that everything appended from now on is read; `0-0` for a stream that does not exist.
+    pub(super) fn start(info: Option<&StreamInfo>) -> Position {
+        let (ms, seq) = info.map_or((0, 0), |i| i.last_generated);
+        let bare = match info {
+            None => Some(0),
+            Some(i) if i.length == 0 => Some(removed(i).unwrap_or(u64::MAX)),
+            Some(_) => None,
+        };
+        Position {
+            last: format!("{ms}-{seq}"),
+            bare,
+        }
+    }
+}
+
+/// How many entries `info`'s stream had removed (Redis ≥ 7.0).
+fn removed(info: &StreamInfo) -> Option<u64> {
+    info.entries_added
+        .map(|added| added.saturating_sub(info.length))
+}
+
+/// What a read that starts *at* the receiver's position (`XRANGE <last> +`, inclusive) tells
+/// about the entries after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Continuity {
+    /// The position's own entry came back first. Trimming removes the oldest entries, so every
+    /// entry after it is still there: nothing was lost, and the read itself proves it, with no
+    /// window between a check and the read.
+    Intact,
+    /// Entries came back, but not the position's own: it was trimmed, and maybe entries after it
+    /// too. Counted as lost. When exactly the position's entry went and the next one stayed,
+    /// this drops L1 for nothing: a rare cost on the safe side.
+    Trimmed,
+    /// Nothing came back, or the position is bare (there is no entry to find): only
+    /// `XINFO STREAM` can tell ([`lost_after`]).
+    Unknown,
+}
+
+/// What a read from `position`, inclusive, whose first entry is `first_read`, says (see
+/// [`Continuity`]).
+pub(super) fn continuity(position: &Position, first_read: Option<&str>) -> Continuity {
+    match first_read.map(parse_id) {
+        None => Continuity::Unknown,
+        Some(_) if position.bare.is_some() => Continuity::Unknown,
+        Some(first) if first == parse_id(&position.last) => Continuity::Intact,
+        Some(_) => Continuity::Trimmed,
+    }
+}
+
+/// Whether entries after `position` were removed before the receiver read them, as far as
+/// `XINFO STREAM` tells.
 ///
 /// `info` is `None` when the stream no longer exists. Trimming removes the oldest entries, so
 /// after `last` something was lost when:
-/// - `last` is `0-0` (the stream did not exist when the receiver started, and it has read nothing
-///   since): every entry was added after the start, so more added than held means some went
-///   (`entries-added`, Redis ≥ 7.0; an older server cannot tell);
+/// - the stream went back: its newest id ever is older than `last` (a Redis restarted from an
+///   older snapshot, a failover to a replica that lagged). What was added after its new last id
+///   and not yet read is gone;
+/// - the stream is gone (a Redis restarted without persistence) although the receiver had
+///   reached past `0-0`: what it held after `last` cannot be known, so it counts as lost;
+/// - the position is bare (the stream held nothing when it was taken, or did not exist) and the
+///   stream has removed more entries since: all of them came after `last`;
 /// - the stream is empty although it reached past `last` (everything was trimmed);
-/// - the stream is gone (a Redis restarted without persistence): what it held after `last` cannot
-///   be known, so it counts as lost;
 /// - its oldest entry is past `last`. This can also hold when `last` was the only entry trimmed
 ///   away, which drops L1 for nothing: a rare cost on the safe side.
-pub(super) fn lost_after(info: Option<&StreamInfo>, last: &str) -> bool {
-    let last = parse_id(last);
+pub(super) fn lost_after(info: Option<&StreamInfo>, position: &Position) -> bool {
+    let last = parse_id(&position.last);
     let Some(info) = info else {
         return last != (0, 0);
     };
-    if last == (0, 0) {
-        return info.entries_added.is_some_and(|added| added > info.length);
+    if info.last_generated < last {
+        return true;
+    }
+    if let Some(removed_then) = position.bare {
+        return removed(info).is_some_and(|now| now > removed_then);
     }
     match info.first {
         None => info.last_generated > last,
@@ -197,11 +270,36 @@ mod tests {
         }
     }
 
+    fn at(last: &str) -> Position {
+        Position::after(last.to_owned())
+    }
+
     #[test]
-    fn start_ids() {
-        assert_eq!(start_id(None), "0-0");
-        assert_eq!(start_id(Some(&info(0, (5, 1), None, Some(9)))), "5-1");
-        assert_eq!(start_id(Some(&info(2, (7, 0), Some((6, 0)), None))), "7-0");
+    fn start_positions() {
+        assert_eq!(
+            Position::start(None),
+            Position {
+                last: "0-0".into(),
+                bare: Some(0)
+            }
+        );
+        // An empty stream: nothing to find at the start, and 9 entries removed so far.
+        assert_eq!(
+            Position::start(Some(&info(0, (5, 1), None, Some(9)))),
+            Position {
+                last: "5-1".into(),
+                bare: Some(9)
+            }
+        );
+        assert_eq!(
+            Position::start(Some(&info(0, (5, 1), None, None))).bare,
+            Some(u64::MAX),
+            "Redis 6"
+        );
+        assert_eq!(
+            Position::start(Some(&info(2, (7, 0), Some((6, 0)), None))),
+            at("7-0")
+        );
     }
 
     #[test]
@@ -209,36 +307,83 @@ mod tests {
         // Nothing lost: the next entry is still there, or nothing came.
         assert!(!lost_after(
             Some(&info(3, (9, 0), Some((5, 0)), Some(3))),
-            "5-0"
+            &at("5-0")
         ));
         assert!(!lost_after(
             Some(&info(3, (9, 0), Some((5, 0)), Some(10))),
-            "7-0"
+            &at("7-0")
         ));
-        assert!(!lost_after(Some(&info(0, (5, 0), None, Some(5))), "5-0"));
-        assert!(!lost_after(None, "0-0"));
+        assert!(!lost_after(
+            Some(&info(0, (5, 0), None, Some(5))),
+            &at("5-0")
+        ));
+        assert!(!lost_after(None, &Position::start(None)));
         // Trimmed past the last id read.
         assert!(lost_after(
             Some(&info(3, (9, 0), Some((8, 0)), Some(20))),
-            "5-0"
+            &at("5-0")
         ));
         // Everything trimmed, with more added after the last id read.
-        assert!(lost_after(Some(&info(0, (9, 0), None, Some(20))), "5-0"));
+        assert!(lost_after(
+            Some(&info(0, (9, 0), None, Some(20))),
+            &at("5-0")
+        ));
         // The stream is gone (a Redis restarted without persistence).
-        assert!(lost_after(None, "5-0"));
+        assert!(lost_after(None, &at("5-0")));
         // The stream did not exist when the receiver started and it has read nothing: lost
         // exactly when more entries were added than it holds.
+        let absent = Position::start(None);
         assert!(!lost_after(
             Some(&info(4, (9, 0), Some((2, 0)), Some(4))),
-            "0-0"
+            &absent
         ));
         assert!(lost_after(
             Some(&info(4, (9, 0), Some((6, 0)), Some(7))),
-            "0-0"
+            &absent
         ));
         assert!(
-            !lost_after(Some(&info(4, (9, 0), Some((6, 0)), None)), "0-0"),
+            !lost_after(Some(&info(4, (9, 0), Some((6, 0)), None)), &absent),
             "Redis 6"
+        );
+        // The stream was empty at the start (9 entries removed before): its next entries are
+        // all new, so their being past the position is no gap; one more removal is.
+        let empty = Position::start(Some(&info(0, (5, 0), None, Some(9))));
+        assert!(!lost_after(
+            Some(&info(2, (8, 0), Some((6, 0)), Some(11))),
+            &empty
+        ));
+        assert!(lost_after(
+            Some(&info(1, (8, 0), Some((8, 0)), Some(11))),
+            &empty
+        ));
+        // The stream went back behind the last id read (an older snapshot, a lagging replica):
+        // what followed its new last id is gone.
+        assert!(lost_after(
+            Some(&info(2, (7, 0), Some((3, 0)), Some(2))),
+            &at("8-0")
+        ));
+        assert!(lost_after(
+            Some(&info(0, (7, 0), None, Some(2))),
+            &at("7-1")
+        ));
+        assert!(lost_after(
+            Some(&info(0, (7, 0), None, Some(2))),
+            &Position::start(Some(&info(0, (8, 0), None, Some(3))))
+        ));
+    }
+
+    #[test]
+    fn a_read_that_finds_its_position_again_proves_nothing_was_lost() {
+        assert_eq!(continuity(&at("5-0"), Some("5-0")), Continuity::Intact);
+        assert_eq!(continuity(&at("5-0"), Some("5-1")), Continuity::Trimmed);
+        assert_eq!(continuity(&at("5-0"), Some("9-0")), Continuity::Trimmed);
+        // Nothing read, or no entry to find: the stream's info decides.
+        assert_eq!(continuity(&at("5-0"), None), Continuity::Unknown);
+        let bare = Position::start(Some(&info(0, (5, 0), None, Some(3))));
+        assert_eq!(continuity(&bare, Some("6-0")), Continuity::Unknown);
+        assert_eq!(
+            continuity(&Position::start(None), Some("1-0")),
+            Continuity::Unknown
         );
     }
 }

@@ -77,6 +77,13 @@ impl Cache {
         self.engine.has_bus()
     }
 
+    /// What this cache's invalidation bus counted since the cache was built (publishes retried
+    /// or dropped, gaps found, receiver failures, handlers that panicked or timed out), or `None`
+    /// without a bus. Cheap: it reads counters, no server.
+    pub fn bus_stats(&self) -> Option<crate::BusStats> {
+        self.engine.bus_stats()
+    }
+
     /// The configuration this cache was built from.
     pub fn config(&self) -> &CacheConfig {
         &self.engine.config

@@ -232,6 +232,7 @@ fn to_raw(config: &Config) -> RawConfig {
                 url: bus.url.clone(),
                 event_shards: bus.event_shards.map(|n| n as u64),
                 retention: Some(bus.retention),
+                handler_timeout_ms: Some(Positive(super::raw::millis_ceil(bus.handler_timeout))),
             }),
         }),
     }

@@ -36,6 +36,7 @@
 //! url = "redis://localhost:6380"     # or redis-cluster://host:7000 for a Redis Cluster
 //! event_shards = 3                   # streams carrying events; default 1, or 3 on a cluster
 //! retention = 100000                 # messages each bus stream keeps
+//! handler_timeout_ms = 30000         # an #[on_event] handler run for another process, at most
 //! ```
 
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_L1_MAX_SIZE: u64 = 10_000;
 /// The default of [`BusConfig::retention`]: messages kept per bus stream.
 pub(crate) const DEFAULT_BUS_RETENTION: u64 = 100_000;
+/// The default of [`BusConfig::handler_timeout`]: 30 s.
+pub(crate) const DEFAULT_BUS_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole configuration: the `[cache]` table.
 ///
@@ -231,8 +234,8 @@ pub struct Sweep {
 
 /// `[cache.bus]`: a dedicated Redis for invalidation messages and `emit`.
 ///
-/// When the bus rides on the Redis of L2 or L3 instead (no `[cache.bus]` table), `event_shards`
-/// and `retention` take their defaults.
+/// When the bus rides on the Redis of L2 or L3 instead (no `[cache.bus]` table), `event_shards`,
+/// `retention` and `handler_timeout_ms` take their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
     /// `url`: a `redis://` or `rediss://` URL for a single Redis, or `redis-cluster://` or
@@ -248,6 +251,10 @@ pub struct BusConfig {
     /// 1,000,000,000; default 100,000. A process that comes back from a disconnection to find
     /// messages it had not read trimmed away drops its L1.
     pub retention: u64,
+    /// `handler_timeout_ms`: how long one `#[on_event]` handler may run for an event read from
+    /// the bus; past it the handler is abandoned (dropped), logged and counted, and the stream's
+    /// next events run. Default 30,000 (30 s).
+    pub handler_timeout: Duration,
 }
 
 impl Default for CacheConfig {

@@ -137,6 +137,8 @@ pub(super) struct RawBus {
     pub(super) event_shards: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) retention: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) handler_timeout_ms: Option<Positive<u64>>,
 }
 
 #[derive(Deserialize, Serialize)]

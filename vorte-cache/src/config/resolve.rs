@@ -14,9 +14,9 @@ use super::raw::{
 };
 use super::url::ServerUrl;
 use super::{
-    BusConfig, CacheConfig, Config, DEFAULT_BUS_RETENTION, DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE,
-    DEFAULT_LOAD_WAIT_TIMEOUT, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig,
-    LayersConfig, Sweep, WritePolicy,
+    BusConfig, CacheConfig, Config, DEFAULT_BUS_HANDLER_TIMEOUT, DEFAULT_BUS_RETENTION,
+    DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE, DEFAULT_LOAD_WAIT_TIMEOUT, DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_TTL, L1Config, LayerConfig, LayersConfig, Sweep, WritePolicy,
 };
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
@@ -234,6 +234,11 @@ fn resolve_bus(raw: RawBus, path: &str) -> Result<BusConfig> {
         url: raw.url,
         event_shards,
         retention,
+        handler_timeout: raw
+            .handler_timeout_ms
+            .map_or(DEFAULT_BUS_HANDLER_TIMEOUT, |ms| {
+                Duration::from_millis(ms.0)
+            }),
     })
 }
 

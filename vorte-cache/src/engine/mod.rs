@@ -211,6 +211,11 @@ impl Engine {
         self.publisher.is_some()
     }
 
+    /// What the bus counted, when there is one.
+    pub(crate) fn bus_stats(&self) -> Option<crate::bus::BusStats> {
+        self.publisher.as_ref().map(Publisher::stats)
+    }
+
     fn skip(&self, layer: Layer, what: &str, key: &str, e: &Error) {
         Counters::bump(&self.counters.layer(layer).errors);
         tracing::warn!(layer = %layer, key, error = %e, "{what} failed; layer skipped for this call");

@@ -168,6 +168,7 @@ prefix = "p/"
 url = "redis://bus"
 event_shards = 5
 retention = 777
+handler_timeout_ms = 1500
 "#;
     let c = Config::from_toml_str(toml).unwrap();
     let again = c

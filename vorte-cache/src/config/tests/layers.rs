@@ -281,17 +281,19 @@ fn bus() {
     assert_eq!(bus.url.expose(), "redis://:pw@bus:6379");
     assert_eq!(bus.event_shards, None, "decided when the bus connects");
     assert_eq!(bus.retention, 100_000);
+    assert_eq!(bus.handler_timeout, Duration::from_secs(30));
     assert!(!format!("{c:?}").contains("pw@"));
 
     let c = Config::from_toml_str(
         "[cache.bus]\nurl = \"redis-cluster://n1:7000?node=n2:7001\"\nevent_shards = 64\n\
-         retention = 1000",
+         retention = 1000\nhandler_timeout_ms = 250",
     )
     .unwrap()
     .cache;
     let bus = c.bus.as_ref().unwrap();
     assert_eq!(bus.event_shards, Some(64));
     assert_eq!(bus.retention, 1000);
+    assert_eq!(bus.handler_timeout, Duration::from_millis(250));
     for url in [
         "rediss-cluster://n1:7000",
         "REDIS-CLUSTER://n1",
@@ -311,12 +313,14 @@ fn bus() {
         ("VORTE__CACHE__BUS__URL", "redis-cluster://c:7000"),
         ("VORTE__CACHE__BUS__EVENT_SHARDS", "8"),
         ("VORTE__CACHE__BUS__RETENTION", "2000"),
+        ("VORTE__CACHE__BUS__HANDLER_TIMEOUT_MS", "900"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let env = Config::default().with_env_overrides_from(vars).unwrap();
     let bus = env.cache.bus.unwrap();
     assert_eq!(bus.url.expose(), "redis-cluster://c:7000");
     assert_eq!((bus.event_shards, bus.retention), (Some(8), 2000));
+    assert_eq!(bus.handler_timeout, Duration::from_millis(900));
 }
 
 #[test]

@@ -1,0 +1,399 @@
+//! `docs/guarantees.md#g4-gap-detection` where it is hardest to keep, on real `redis-server`s:
+//! a receiver that lags behind a slow handler without reconnecting, a receiver that starts after
+//! the cache was built, a stream whose last id went back, a publish that failed, a server that
+//! stops answering, and handlers that panic or never finish.
+//!
+//! Several caches in this process stand in for several processes. Events from "another process"
+//! are appended to the event stream by hand (`XADD`), so that the handlers of this test binary run
+//! exactly when the test says; the cross-process form of the panic test is in
+//! `tests/cross_process.rs`.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a failed step fails the test"
+)]
+
+#[path = "bus_gaps/blackhole.rs"]
+mod blackhole;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use vorte_cache::{BusStats, Cache, Vorte, on_event};
+use vorte_cache_tests::servers::{RedisServer, redis_cmd};
+use vorte_cache_tests::{Env, shared_redis};
+
+use blackhole::Blackhole;
+
+/// A process has one installed application: the tests that build one take turns.
+static APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `n` of every `gaps.heard` event this process ran (each test uses numbers of its own).
+static HEARD: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// `gaps.hold` says it started, then waits to be released: a slow handler the test controls.
+static HOLD_ENTERED: Notify = Notify::const_new();
+static HOLD_RELEASE: Notify = Notify::const_new();
+
+#[on_event("gaps.heard")]
+async fn heard(n: u64) {
+    HEARD.lock().unwrap().push(n);
+}
+
+#[on_event("gaps.hold")]
+async fn hold() {
+    HOLD_ENTERED.notify_one();
+    HOLD_RELEASE.notified().await;
+}
+
+#[on_event("gaps.panic")]
+async fn panics() {
+    panic!("a handler that panics, on purpose");
+}
+
+#[on_event("gaps.stuck")]
+async fn never_finishes() {
+    std::future::pending::<()>().await;
+}
+
+/// What `cache`'s bus counted.
+fn stats(cache: &Cache) -> BusStats {
+    cache.bus_stats().expect("a cache with a bus")
+}
+
+/// Waits up to 10 s for the `gaps.heard` event numbered `n` to have run here.
+async fn heard_within_10s(n: u64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !HEARD.lock().unwrap().contains(&n) {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `cache.get(key)` until it answers `want`; fails after 10 s with `why`.
+async fn reads_within_10s(cache: &Cache, key: &str, want: Option<&str>, why: &str) {
+    reads_within(Duration::from_secs(10), cache, key, want, why).await;
+}
+
+/// How long a bus that went silent and came back may take to deliver again: a few renewed
+/// connections (each attempt given up after 2 s) and a retry pause of up to 1 s, on a machine the
+/// test shares with others. A liveness bound: the claims are that it happens at all.
+const AFTER_SILENCE: Duration = Duration::from_secs(30);
+
+/// Polls `cache.get(key)` until it answers `want`; fails after `bound` with `why`.
+async fn reads_within(bound: Duration, cache: &Cache, key: &str, want: Option<&str>, why: &str) {
+    let deadline = Instant::now() + bound;
+    loop {
+        let got = cache.get::<String>(key).await.expect("get");
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: still {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits up to 10 s for `cache` to read `"new"` under `held` (the value [`make_stale`] hid from
+/// it), which it can only once it dropped its L1, and for that to be counted as a gap.
+async fn drops_l1_within_10s(cache: &Cache, why: &str) {
+    reads_within_10s(cache, "held", Some("new"), why).await;
+    assert!(stats(cache).gaps >= 1, "{:?}", stats(cache));
+}
+
+/// A proxy to `env`'s Redis, a cache whose bus goes through it, and one whose bus does not (both
+/// reach L2 directly).
+async fn behind_a_proxy(env: &Env) -> (Blackhole, Cache, Cache) {
+    let proxy = Blackhole::start(env.redis().port()).await;
+    let proxied = env
+        .cache(&format!("[cache.bus]\nurl = {:?}", proxy.url()))
+        .await;
+    let direct = env
+        .cache(&format!("[cache.bus]\nurl = {:?}", env.redis().url()))
+        .await;
+    (proxy, proxied, direct)
+}
+
+/// Appends an event as another process would send it (another cache id, another process id).
+fn publish_raw(port: u16, stream: &str, event: &str, payload: &str) {
+    let message = format!(
+        r#"{{"origin":1,"process":1,"kind":"event","event":"{event}","payload":{payload}}}"#
+    );
+    let reply = redis_cmd(port, &["XADD", stream, "*", "m", &message]);
+    assert!(reply.starts_with('$'), "{reply}");
+}
+
+/// Installs an application (every handler of this binary) on `env` with extra `[cache]` lines,
+/// and returns the name of its only event stream (one shard on a single Redis).
+async fn install(env: &Env, cache_toml: &str) -> String {
+    Vorte::builder()
+        .auto_load(true)
+        .config(env.config(cache_toml, ""))
+        .build()
+        .await
+        .expect("build");
+    // An event nobody handles creates the stream.
+    vorte_cache::emit("gaps.nobody", &serde_json::json!({}))
+        .await
+        .expect("emit");
+    let port = env.redis().port();
+    let reply = redis_cmd(port, &["KEYS", &format!("{}bus:ev:*", env.prefix())]);
+    let streams: Vec<&str> = reply
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with(['*', '$']))
+        .collect();
+    assert_eq!(streams.len(), 1, "{reply}");
+    streams[0].to_owned()
+}
+
+/// A cache on `env`'s L2 whose bus is elsewhere: what it writes, `env`'s caches never hear of.
+async fn silent_writer(env: &Env) -> Cache {
+    let bus = format!("[cache.bus]\nurl = {:?}", shared_redis().url());
+    Cache::from_config(&env.config(&bus, "").cache)
+        .await
+        .expect("cache")
+}
+
+/// Leaves `old` in `cache`'s L1 under `key` while L2 holds `new`, unknown to `cache`.
+async fn make_stale(env: &Env, cache: &Cache, key: &str) {
+    cache.set(key, &"old").await.expect("set");
+    silent_writer(env)
+        .await
+        .set(key, &"new")
+        .await
+        .expect("set");
+    assert_eq!(
+        cache.get::<String>(key).await.expect("get").as_deref(),
+        Some("old"),
+        "the stale L1 copy"
+    );
+}
+
+/// (a) A receiver held up by a slow handler, with its connection up, while the messages after its
+/// position are trimmed away: it must notice when it reads again, and drop L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_lagging_behind_a_slow_handler_notices_trimmed_messages() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let stream = install(&env, "").await;
+    let cache = Cache::global();
+    make_stale(&env, &cache, "held").await;
+    assert_eq!(stats(&cache).gaps, 0, "nothing lost yet");
+
+    publish_raw(port, &stream, "gaps.hold", "{}");
+    tokio::time::timeout(Duration::from_secs(10), HOLD_ENTERED.notified())
+        .await
+        .expect("the slow handler started");
+    // While it runs: a message this receiver will never read, then one it will.
+    publish_raw(port, &stream, "gaps.lost", "{}");
+    publish_raw(port, &stream, "gaps.heard", r#"{"n":101}"#);
+    redis_cmd(port, &["XTRIM", &stream, "MAXLEN", "1"]);
+    assert_eq!(
+        redis_cmd(port, &["XLEN", &stream]),
+        ":1\r\n",
+        "only the last kept"
+    );
+    HOLD_RELEASE.notify_one();
+
+    heard_within_10s(101, "the event after the gap never ran").await;
+    // L1 is dropped before the batch after a gap is delivered, so this is settled now.
+    assert_eq!(
+        cache.get::<String>("held").await.expect("get").as_deref(),
+        Some("new"),
+        "the lagging receiver kept serving its stale L1"
+    );
+    assert_eq!(stats(&cache).gaps, 1);
+}
+
+/// (b) The bus is unreachable while the cache is built: its receivers fix their positions later,
+/// and whatever was sent in between is unknown, so L1 is dropped then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_starts_late_drops_l1_when_it_starts() {
+    let env = Env::with_own_redis();
+    let bus = RedisServer::start();
+    bus.pause();
+    let config = env.config(&format!("[cache.bus]\nurl = {:?}", bus.url()), "");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    assert!(cache.has_bus());
+    make_stale(&env, &cache, "held").await;
+    bus.resume();
+    drops_l1_within_10s(&cache, "the late receiver kept serving its stale L1").await;
+}
+
+/// (c) The bus's Redis comes back from an older snapshot: the stream's last id is now behind what
+/// the receiver read, and what was sent after the snapshot is gone. That is a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_last_id_went_back_is_a_gap() {
+    let env = Env::with_own_redis();
+    let mut bus = RedisServer::start();
+    let toml = format!("[cache.bus]\nurl = {:?}", bus.url());
+    let reader = env.cache(&toml).await;
+    let writer = env.cache(&toml).await;
+    writer.set("moving", &"1").await.expect("set");
+    assert_eq!(bus.cmd(&["SAVE"]), "+OK\r\n");
+    // After the snapshot: a message the reader reads, so its position is past the snapshot.
+    writer.set("moving", &"2").await.expect("set");
+    reader.get::<String>("moving").await.expect("get");
+    writer.set("moving", &"3").await.expect("set");
+    reads_within_10s(&reader, "moving", Some("3"), "the reader follows the bus").await;
+    make_stale(&env, &reader, "held").await;
+    assert_eq!(stats(&reader).gaps, 0, "nothing lost yet");
+
+    // Killed and restarted on its snapshot (same directory, so `dump.rdb` is loaded).
+    bus.restart();
+    let stream = format!("{}bus", env.prefix());
+    assert_eq!(
+        bus.cmd(&["EXISTS", &stream]),
+        ":1\r\n",
+        "the snapshot's stream"
+    );
+    drops_l1_within_10s(
+        &reader,
+        "the receiver took a stream that went back for an intact one",
+    )
+    .await;
+}
+
+/// (d) A publish that fails (the bus connection went silent) is retried until it is delivered, in
+/// order, and the other cache drops its copy then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_is_retried_until_delivered() {
+    let env = Env::with_own_redis();
+    let (proxy, writer, reader) = behind_a_proxy(&env).await;
+    writer.set("k", &"old").await.expect("set");
+    reads_within_10s(&reader, "k", Some("old"), "the reader sees the value").await;
+
+    proxy.swallow();
+    assert!(
+        writer
+            .delete("k")
+            .await
+            .expect("delete: L2 is reached directly")
+    );
+    writer.set("after", &"x").await.expect("a later message");
+    reads_within(
+        AFTER_SILENCE,
+        &reader,
+        "k",
+        None,
+        "the delete's message was never delivered",
+    )
+    .await;
+    let counted = stats(&writer);
+    assert!(counted.publish_retries >= 1, "{counted:?}");
+    assert_eq!(counted.publish_dropped, 0, "{counted:?}");
+    assert_eq!(stats(&reader).gaps, 0, "a retry is no gap");
+}
+
+/// (e) The server stops answering on the receiver's connection (a dead link that does not
+/// close): its commands time out, it opens a new connection, and reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_whose_connection_goes_silent_reconnects() {
+    let env = Env::with_own_redis();
+    let (proxy, reader, writer) = behind_a_proxy(&env).await;
+    writer.set("k", &"old").await.expect("set");
+    assert_eq!(
+        reader.get::<String>("k").await.expect("get").as_deref(),
+        Some("old")
+    );
+    proxy.swallow();
+    // Longer than the blocking read's own deadline, so that the receiver has given up on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(writer.delete("k").await.expect("delete"));
+    reads_within(
+        AFTER_SILENCE,
+        &reader,
+        "k",
+        None,
+        "the receiver hangs on its silent connection",
+    )
+    .await;
+    assert!(stats(&reader).receiver_errors >= 1);
+}
+
+/// (f) A handler that panics is logged and counted; the receiver reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_does_not_stop_the_events_after_it() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let stream = install(&env, "").await;
+    publish_raw(port, &stream, "gaps.panic", "{}");
+    publish_raw(port, &stream, "gaps.heard", r#"{"n":201}"#);
+    heard_within_10s(201, "the receiver died with the panicking handler").await;
+    assert_eq!(stats(&Cache::global()).handler_panics, 1);
+}
+
+/// A handler that runs past `[cache.bus] handler_timeout_ms` is abandoned, logged and counted;
+/// the events after it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_past_its_timeout_is_abandoned() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    let bus = format!(
+        "[cache.bus]\nurl = {:?}\nhandler_timeout_ms = 300",
+        env.redis().url()
+    );
+    let stream = install(&env, &bus).await;
+    publish_raw(port, &stream, "gaps.stuck", "{}");
+    publish_raw(port, &stream, "gaps.heard", r#"{"n":301}"#);
+    heard_within_10s(301, "a handler that never finishes held up its shard").await;
+    assert_eq!(stats(&Cache::global()).handler_timeouts, 1);
+}
+
+/// No false alarm: a receiver that started on a stream trimmed to nothing has no entry at its
+/// position to find again, and the entries that come later are no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_empty_at_the_start_is_no_gap() {
+    let env = Env::with_own_redis();
+    let writer = env.cache("").await;
+    writer.set("k", &"old").await.expect("set");
+    let stream = format!("{}bus", env.prefix());
+    redis_cmd(env.redis().port(), &["XTRIM", &stream, "MAXLEN", "0"]);
+    let reader = env.cache("").await;
+    assert_eq!(
+        reader.get::<String>("k").await.expect("get").as_deref(),
+        Some("old")
+    );
+    assert!(writer.delete("k").await.expect("delete"));
+    reads_within_10s(&reader, "k", None, "the delete reaches the reader").await;
+    assert_eq!(stats(&reader).gaps, 0, "a false alarm");
+}
+
+/// (d) When more messages wait for the bus than the publisher keeps, they become one flush
+/// notice, counted and logged: once the bus is back, every other cache drops its L1, so even
+/// those messages are not lost unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_queue_that_overflows_becomes_one_flush() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let (proxy, _, reader) = behind_a_proxy(&env).await;
+    Vorte::builder()
+        .config(env.config(&format!("[cache.bus]\nurl = {:?}", proxy.url()), ""))
+        .build()
+        .await
+        .expect("build");
+    let writer = Cache::global();
+    make_stale(&env, &reader, "held").await;
+
+    proxy.go_silent();
+    // More than the 10,000 the publisher keeps; events cost no store write.
+    for n in 0..10_050u64 {
+        vorte_cache::emit("gaps.flood", &serde_json::json!({ "n": n }))
+            .await
+            .expect("emit");
+    }
+    let counted = stats(&writer);
+    assert!(counted.publish_dropped >= 10_000, "{counted:?}");
+    proxy.heal();
+    reads_within(
+        AFTER_SILENCE,
+        &reader,
+        "held",
+        Some("new"),
+        "the overflowing messages were lost unnoticed",
+    )
+    .await;
+    assert_eq!(stats(&reader).gaps, 0, "a flush notice, not a gap");
+}

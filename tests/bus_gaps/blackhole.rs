@@ -1,0 +1,103 @@
+//! A TCP proxy in front of a server that can go silent: after [`Blackhole::swallow`], every
+//! connection open at that moment stays open but forwards nothing more, in either direction, as
+//! a server behind a dead link or a stuck load balancer would. Connections made afterwards are
+//! forwarded as usual, so a client that gives up on its connection and opens a new one recovers;
+//! between [`Blackhole::go_silent`] and [`Blackhole::heal`], new connections are silent too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The proxy; it stops with the test's runtime.
+pub(crate) struct Blackhole {
+    port: u16,
+    /// Bumped by each `swallow`: a connection forwards until it changes.
+    epoch: watch::Sender<u64>,
+    /// Whether new connections are silent from the start.
+    silent: Arc<AtomicBool>,
+}
+
+impl Blackhole {
+    /// Listens on a free loopback port and forwards every connection to 127.0.0.1:`target`.
+    pub(crate) async fn start(target: u16) -> Blackhole {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (epoch, watch) = watch::channel(0u64);
+        let silent = Arc::new(AtomicBool::new(false));
+        let new_ones = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if new_ones.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let _held = inbound;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
+                let born = *watch.borrow();
+                tokio::spawn(forward(inbound, target, born, watch.clone()));
+            }
+        });
+        Blackhole {
+            port,
+            epoch,
+            silent,
+        }
+    }
+
+    /// `redis://127.0.0.1:<proxy port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Every connection open now goes silent for good (still open, nothing forwarded).
+    pub(crate) fn swallow(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Like [`Blackhole::swallow`], and every connection made from now on is silent too, until
+    /// [`Blackhole::heal`]: a server that cannot be reached at all.
+    pub(crate) fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.swallow();
+    }
+
+    /// New connections are forwarded again (the silent ones stay silent).
+    pub(crate) fn heal(&self) {
+        self.silent.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn forward(inbound: TcpStream, target: u16, born: u64, mut epoch: watch::Receiver<u64>) {
+    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = inbound.into_split();
+    let (mut from_server, mut to_server) = outbound.into_split();
+    let (mut up, mut down) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
+    if *epoch.borrow_and_update() != born {
+        std::future::pending::<()>().await;
+    }
+    loop {
+        tokio::select! {
+            _ = epoch.changed() => {
+                // Silent: the sockets stay open (this task never returns) and are never
+                // touched again.
+                std::future::pending::<()>().await;
+            }
+            n = from_client.read(&mut up) => match n {
+                Ok(n) if n > 0 => if to_server.write_all(&up[..n]).await.is_err() { return },
+                _ => return,
+            },
+            n = from_server.read(&mut down) => match n {
+                Ok(n) if n > 0 => if to_client.write_all(&down[..n]).await.is_err() { return },
+                _ => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! One receiver, the same for the main stream and every event stream: it reads its stream from
+//! where it left off, makes sure before handing on each batch that nothing after its position
+//! was lost, and hands each message to its sink, on a client of its own.
+//!
+//! It never stops while its cache lives: a command that fails or goes unanswered renews the
+//! connection and is tried again, a handler or sink that panics is caught, and even a panic in
+//! the loop itself restarts the loop from the position it had reached
+//! (`docs/consistency.md#gaps-g4`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fred::prelude::{Client, ClientLike, StreamsInterface, Value};
+use futures_util::FutureExt as _;
+
+use super::redis::stream_info;
+use super::stats::Counters;
+use super::streams::{Continuity, Position, continuity, lost_after};
+use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
+use crate::events::panic_message;
+
+/// The most entries one read hands on.
+const BATCH: u64 = 1_000;
+
+/// How long the read that waits for new entries blocks before the receiver checks that its cache
+/// still exists.
+const BLOCK: Duration = Duration::from_millis(500);
+
+/// How long any other receiver command may go unanswered before the receiver gives up on its
+/// connection and opens a new one.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest pause between two attempts of a failing receiver.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a receiver command did not answer.
+enum Failure {
+    /// The server or the connection answered with an error; fred reconnects by itself.
+    Error(String),
+    /// Nothing came back in time: the connection may be dead without being closed.
+    Silent(String),
+}
+
+pub(super) struct Receiver {
+    pub(super) reader: Client,
+    pub(super) stream: String,
+    /// The id of the cache this receiver belongs to: its own invalidations are skipped.
+    pub(super) origin: u64,
+    pub(super) notices: Weak<dyn NoticeSink>,
+    pub(super) events: Option<Weak<dyn EventSink>>,
+    /// Set when the publisher is dropped.
+    pub(super) closed: Arc<AtomicBool>,
+    pub(super) counters: Arc<Counters>,
+    /// How long one event handler may run (`[cache.bus] handler_timeout_ms`).
+    pub(super) handler_timeout: Duration,
+}
+
+impl Receiver {
+    /// Whether there is nothing left to receive for.
+    fn gone(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.notices.strong_count() == 0
+    }
+
+    /// Runs until the publisher or the engine is gone, then quits its client.
+    ///
+    /// `start` is where to read from: after the newest id when the cache was built (what was
+    /// sent before it existed is not for it), or `None` when the stream could not be asked then.
+    pub(super) async fn run(self, start: Option<Position>) {
+        let mut position = start;
+        while !self.gone() {
+            // The loop catches what it can foresee; this catches the rest, so that no bug and
+            // no sink can end the receiver for good. The position survives.
+            if let Err(panic) = AssertUnwindSafe(self.receive(&mut position))
+                .catch_unwind()
+                .await
+            {
+                Counters::add(&self.counters.receiver_errors, 1);
+                tracing::error!(
+                    stream = self.stream,
+                    panic = panic_message(panic.as_ref()),
+                    "the bus receiver panicked; it starts again from where it was"
+                );
+                tokio::time::sleep(MAX_PAUSE).await;
+            }
+        }
+        let _ = self.reader.quit().await;
+    }
+
+    async fn receive(&self, position: &mut Option<Position>) {
+        let mut failures = 0u32;
+        while !self.gone() {
+            let step = match position {
+                None => self.start().await.map(|start| *position = Some(start)),
+                Some(at) => self.step(at).await,
+            };
+            match step {
+                Ok(()) => failures = 0,
+                Err(failure) => {
+                    failures = failures.saturating_add(1);
+                    self.recover(failure, failures).await;
+                }
+            }
+        }
+    }
+
+    /// Fixes the position of a receiver whose stream could not be asked when the cache was
+    /// built. What was sent between then and now cannot be known, so local state goes.
+    async fn start(&self) -> Result<Position, Failure> {
+        let info = self
+            .command("XINFO STREAM", stream_info(&self.reader, &self.stream))
+            .await?;
+        self.lost(
+            "0-0",
+            "the bus could not be reached when this cache was built, so messages sent since may \
+             be lost",
+        );
+        Ok(Position::start(info.as_ref()))
+    }
+
+    /// Reads what follows the position, checks that nothing between was lost, hands it on, and
+    /// waits for more once it has caught up.
+    async fn step(&self, at: &mut Position) -> Result<(), Failure> {
+        // Inclusive of the position: finding it again proves that nothing after it was trimmed.
+        let read = self
+            .reader
+            .xrange_values::<String, String, String, _, _, _>(
+                self.stream.as_str(),
+                at.last.as_str(),
+                "+",
+                Some(BATCH + 1),
+            );
+        let mut entries = self.command("XRANGE", read).await?;
+        if self.gone() {
+            return Ok(());
+        }
+        let full = entries.len() as u64 > BATCH;
+        match continuity(at, entries.first().map(|(id, _)| id.as_str())) {
+            Continuity::Intact => {
+                entries.remove(0);
+            }
+            Continuity::Trimmed => {
+                self.lost(
+                    &at.last,
+                    "messages were trimmed before this process read them",
+                );
+            }
+            Continuity::Unknown => {
+                let info = self
+                    .command("XINFO STREAM", stream_info(&self.reader, &self.stream))
+                    .await?;
+                if lost_after(info.as_ref(), at) {
+                    self.lost(
+                        &at.last,
+                        "the stream was trimmed, went back to an older id, or vanished before \
+                         this process read all of it",
+                    );
+                    if entries.is_empty() {
+                        // Read on from where the stream is now, so one loss is counted once.
+                        *at = Position::start(info.as_ref());
+                    }
+                }
+            }
+        }
+        for (id, fields) in entries {
+            self.hand_on(&fields).await;
+            *at = Position::after(id);
+        }
+        if !full {
+            self.wait(&at.last).await?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until the stream has an entry after `last` (or `BLOCK` passes). What it returns is
+    /// not used: the next step reads it again, from `last` inclusive, so that every batch is
+    /// checked.
+    async fn wait(&self, last: &str) -> Result<(), Failure> {
+        let block = u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX);
+        let wait =
+            self.reader
+                .xread::<Value, _, _>(Some(1), Some(block), self.stream.as_str(), last);
+        match tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                Err(Failure::Silent("XREAD".to_owned()))
+            }
+            Ok(Err(e)) => Err(Failure::Error(format!("XREAD: {}", e.details()))),
+            Err(_) => Err(Failure::Silent("XREAD".to_owned())),
+        }
+    }
+
+    /// Runs one command under [`COMMAND_TIMEOUT`].
+    async fn command<T>(
+        &self,
+        what: &str,
+        command: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                Err(Failure::Silent(what.to_owned()))
+            }
+            Ok(Err(e)) => Err(Failure::Error(format!("{what}: {}", e.details()))),
+            Err(_) => Err(Failure::Silent(what.to_owned())),
+        }
+    }
+
+    /// After a failed command: a connection that went silent is replaced (fred would wait on it
+    /// forever), then a pause that grows with each failure in a row. The next step reads from the
+    /// position inclusive, so it checks for a gap whatever happened meanwhile.
+    async fn recover(&self, failure: Failure, failures: u32) {
+        Counters::add(&self.counters.receiver_errors, 1);
+        match failure {
+            Failure::Error(e) => {
+                tracing::debug!(stream = self.stream, error = e, "bus read failed; retrying");
+            }
+            Failure::Silent(what) => {
+                tracing::warn!(
+                    stream = self.stream,
+                    "bus {what} unanswered after {COMMAND_TIMEOUT:?}: reconnecting"
+                );
+                // Also while fred is reconnecting: an attempt stuck on a server that accepted the
+                // socket and went silent is cut short too.
+                let _ =
+                    tokio::time::timeout(COMMAND_TIMEOUT, self.reader.force_reconnection()).await;
+            }
+        }
+        let pause = Duration::from_millis(20).saturating_mul(1 << failures.min(6));
+        tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+    }
+
+    /// Messages after `last` may be lost: drops L1 and the tag versions, says why, counts it.
+    fn lost(&self, last: &str, why: &str) {
+        Counters::add(&self.counters.gaps, 1);
+        tracing::warn!(
+            stream = self.stream,
+            last_seen = last,
+            "invalidation messages were lost ({why}): dropping L1 and tag versions"
+        );
+        if let Some(sink) = self.notices.upgrade() {
+            sink.drop_local_state();
+        }
+    }
+
+    /// Decodes one entry and hands it to its sink; a sink that panics is logged and counted.
+    async fn hand_on(&self, fields: &HashMap<String, String>) {
+        let Some(body) = fields.get("m") else {
+            return;
+        };
+        let message = match serde_json::from_str::<Message>(body) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, stream = self.stream, "unreadable bus message skipped");
+                return;
+            }
+        };
+        if let Err(panic) = AssertUnwindSafe(self.deliver(message)).catch_unwind().await {
+            Counters::add(&self.counters.receiver_errors, 1);
+            tracing::error!(
+                stream = self.stream,
+                panic = panic_message(panic.as_ref()),
+                "applying a bus message panicked; the receiver goes on"
+            );
+        }
+    }
+
+    /// Hands one message to its sink.
+    async fn deliver(&self, message: Message) {
+        match message.body {
+            Body::Event { event, payload } => {
+                let Some(sink) = self.events.as_ref().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let event = EventNotice {
+                    event,
+                    payload,
+                    process: message.process,
+                };
+                let handled = sink.deliver(event, self.handler_timeout).await;
+                Counters::add(&self.counters.handler_panics, handled.panicked);
+                Counters::add(&self.counters.handler_timeouts, handled.timed_out);
+            }
+            // Its own invalidations the cache applied before publishing them.
+            _ if message.origin == self.origin => {}
+            Body::Keys { keys } => self.apply(Notice::Keys { keys }).await,
+            Body::Tag { tag, version } => self.apply(Notice::Tag { tag, version }).await,
+            Body::Flush => self.apply(Notice::Flush).await,
+        }
+    }
+
+    async fn apply(&self, notice: Notice) {
+        if let Some(sink) = self.notices.upgrade() {
+            sink.apply(notice).await;
+        }
+    }
+}
