@@ -709,3 +709,32 @@ async fn a_read_during_a_set_does_not_outlive_it_in_l1() -> vorte_cache::Result<
     );
     Ok(())
 }
+
+/// `docs/guarantees.md#f1-a-failing-layer-is-skipped` for tags: when the tag versions cannot be
+/// read (their layer is down), a tagged `set` or `get_or_set` goes on without the cache instead
+/// of failing. `set().tags()` returned the layer's error, and `get_or_set().tags()` failed before
+/// its loader ran. Nothing unverifiable is cached, and the key's older value is removed, so a
+/// later read misses rather than reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_write_goes_on_when_tag_versions_are_unavailable() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let cache = process(&store).await?;
+    cache.set("k", &"old").await?;
+    let down = || vorte_cache::Error::backend("tag versions unavailable");
+    store.fail(Op::GetTag, "t", down());
+    cache.set("k", &"new").tags(["t"]).await?;
+    assert_ne!(
+        cache.get::<String>("k").await?.as_deref(),
+        Some("old"),
+        "the older value outlived a set that returned Ok"
+    );
+    store.fail(Op::GetTag, "t", down());
+    let loaded: String = cache
+        .get_or_set("j", || async {
+            Ok::<_, std::io::Error>("loaded".to_owned())
+        })
+        .tags(["t"])
+        .await?;
+    assert_eq!(loaded, "loaded");
+    Ok(())
+}

@@ -96,7 +96,9 @@ impl Engine {
                     let stamps = match self.stamps_for(tags).await {
                         Ok(stamps) => Some(stamps),
                         Err(e) => {
-                            Self::fail::<L>(key, e)?;
+                            // The layer of the tag versions is down: skipped, like any failing
+                            // layer. The load runs; its value, unstampable, is not cached.
+                            tracing::warn!(key, error = %e, "tag versions unavailable; the value is not cached");
                             None
                         }
                     };

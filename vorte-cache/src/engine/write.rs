@@ -169,7 +169,17 @@ impl Engine {
             .and_then(|()| codec::serialize(serialization, value));
         async move {
             let payload = Bytes::from(prepared?);
-            let stamps = self.stamps_for(&options.tags).await?;
+            let stamps = match self.stamps_for(&options.tags).await {
+                Ok(stamps) => stamps,
+                Err(e) => {
+                    // The layer of the tag versions is down: skipped, like any failing layer.
+                    // A value whose tags cannot be stamped could never be invalidated by them,
+                    // so it is not cached; the key's older value goes, so no read finds it.
+                    tracing::warn!(key, error = %e, "tag versions unavailable; value not cached, older value removed");
+                    self.delete(key).await?;
+                    return Ok(());
+                }
+            };
             let write = Write::set(
                 Expiry::Ttl(options.ttl),
                 options.layers.unwrap_or(LayerSet::ALL),
