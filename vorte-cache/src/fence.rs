@@ -91,10 +91,17 @@ impl Fence {
         }
     }
 
-    /// Records that `key` was written now and, in the same step, runs `write` if nothing else
-    /// fenced `key` after `ticket` (the writer's own first record): a second record for a write
-    /// whose stores changed after its first (`Engine::write`).
-    pub(crate) fn record_then(&self, key: &str, why: Fenced, ticket: u64, write: impl FnOnce()) {
+    /// Records that `key` was written now and, in the same step (under the lock, so no fill can
+    /// come between), runs `write` with whether nothing else fenced `key` after `ticket` (the
+    /// writer's own first record): a second record for a write whose stores changed after its
+    /// first (`Engine::write`).
+    pub(crate) fn record_then(
+        &self,
+        key: &str,
+        why: Fenced,
+        ticket: u64,
+        write: impl FnOnce(bool),
+    ) {
         let mut s = self.lock();
         let allowed = Self::check_locked(&s, key, ticket).is_none();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
@@ -104,10 +111,7 @@ impl Fence {
         } else {
             s.keys.insert(key.to_owned(), (seq, why));
         }
-        drop(s);
-        if allowed {
-            write();
-        }
+        write(allowed);
     }
 
     /// Runs `write` only if `ticket` may write `key`, atomically with respect to [`Fence::record`].

@@ -556,12 +556,15 @@ impl Engine {
                 // have found the older value below, before the puts landed, and be about to copy
                 // it into L1. Fence again now that the layers hold the new value, atomically with
                 // this set's own L1 insert, which is refused when another process's write of the
-                // key was noticed since the set began (its value may be the later one below).
-                self.fence.record_then(key, Fenced::Set, own_ticket, || {
-                    if let Some(entry) = l1_entry {
-                        l1.insert(key, entry);
-                    }
-                });
+                // key was noticed since the set began (its value may be the later one below);
+                // whatever L1 holds then is older than this set, and goes.
+                self.fence
+                    .record_then(key, Fenced::Set, own_ticket, |allowed| match l1_entry {
+                        Some(entry) if allowed => l1.insert(key, entry),
+                        _ => {
+                            l1.remove(key);
+                        }
+                    });
             }
             (WriteKind::Set, _) => {
                 if let Some(entry) = l1_entry {
