@@ -176,7 +176,9 @@ impl Engine {
                     // A value whose tags cannot be stamped could never be invalidated by them,
                     // so it is not cached; the key's older value goes, so no read finds it.
                     tracing::warn!(key, error = %e, "tag versions unavailable; value not cached, older value removed");
-                    self.delete(key).await?;
+                    // Boxed: a cold path, which inline would make every set's future as large
+                    // as a delete's.
+                    Box::pin(self.delete(key)).await?;
                     return Ok(());
                 }
             };
@@ -501,16 +503,23 @@ impl Engine {
         if superseded {
             // Another process deleted or rewrote the key since this load began: its value is
             // old. Nothing of it may stay, here or in L1.
-            self.take_back(key, &written).await;
+            Box::pin(self.take_back(key, &written)).await;
             return Ok(());
         }
-        let plain = plain_after
-            .into_iter()
-            .map(|(tier, bytes, ttl)| async move {
-                let result = tier.store.put(Slot::Entry(key), bytes.clone(), ttl).await;
-                (tier, bytes, result)
-            });
-        for (tier, bytes, result) in join_all(plain).await {
+        // Boxed, and only when there is one: most stacks have none, and inline its future would
+        // make every write's (and every set's) larger.
+        let plain = if plain_after.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(join_all(plain_after.into_iter().map(
+                |(tier, bytes, ttl)| async move {
+                    let result = tier.store.put(Slot::Entry(key), bytes.clone(), ttl).await;
+                    (tier, bytes, result)
+                },
+            )))
+            .await
+        };
+        for (tier, bytes, result) in plain {
             match result {
                 Ok(()) => {
                     accepted += 1;
@@ -548,7 +557,7 @@ impl Engine {
                     && self.insert_l1(key, entry, write.kind) == Some(Fenced::Deleted)
                 {
                     // Deleted while the copies below were written: take them back.
-                    self.take_back(key, &written).await;
+                    Box::pin(self.take_back(key, &written)).await;
                 }
             }
             (WriteKind::Set, Some(l1)) if !self.tiers.is_empty() => {
@@ -577,7 +586,7 @@ impl Engine {
             // in a layer it did not reach, where a later read would find it first. (A write no
             // layer took fails and changes nothing.)
             for tier in skipped {
-                self.invalidate_quietly(tier, key).await;
+                Box::pin(self.invalidate_quietly(tier, key)).await;
             }
             if let Some(l1) = &self.l1
                 && (!selected.contains(Layer::L1) || payload.len() > l1.max_value_bytes)
