@@ -16,10 +16,17 @@ use vorte_cache_tests::unique_prefix;
 const KEYS: usize = 200;
 
 /// A cache whose only layer is L3 on `cluster`, with the default `timeout_ms` (250 ms).
+///
+/// The layer's timeout is 2 s rather than the default 250 ms: these tests are about redirections
+/// and topology, not latency, and in CI four clusters of six nodes, a resharding and a failover
+/// share two cores, where a read that times out is skipped as a miss (F1) for reasons that have
+/// nothing to do with MOVED or ASK (seen once in a full CI run: 2 of 200 reads missed in one round
+/// of `reads_during_resharding_find_every_key`, which passes when run alone; not proven to be a
+/// timeout).
 async fn l3_only(cluster: &RedisCluster, prefix: &str) -> Cache {
     let toml = format!(
         "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l1]\nenabled = false\n\
-         [cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {urls:?}\n",
+         [cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {urls:?}\ntimeout_ms = 2000\n",
         urls = cluster.urls(),
     );
     Cache::from_config(&Config::from_toml_str(&toml).expect("config").cache)
