@@ -53,6 +53,11 @@ impl Fence {
     /// Records that `key` was written or deleted now.
     pub(crate) fn record(&self, key: &str, why: Fenced) {
         let mut s = self.lock();
+        self.record_locked(&mut s, key, why);
+    }
+
+    /// Takes the next number and records `key` under it (the caller holds the lock).
+    fn record_locked(&self, s: &mut State, key: &str, why: Fenced) {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
             s.floor = seq;
@@ -104,13 +109,7 @@ impl Fence {
     ) {
         let mut s = self.lock();
         let allowed = Self::check_locked(&s, key, ticket).is_none();
-        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        if s.keys.len() >= KEY_LIMIT && !s.keys.contains_key(key) {
-            s.floor = seq;
-            s.keys.clear();
-        } else {
-            s.keys.insert(key.to_owned(), (seq, why));
-        }
+        self.record_locked(&mut s, key, why);
         write(allowed);
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Engine;
-use super::invalidate::{TOMBSTONE_TTL, new_tombstone, tombstone_time};
+use super::invalidate::{remove_if_unchanged, tombstone_time};
 use crate::codec::Envelope;
 use crate::stats::Counters;
 use crate::store::{Slot, Store, is_tombstone};
@@ -123,7 +123,7 @@ impl Engine {
                 // wins.
                 if !writes.settle(&w.key, w.seq)
                     && !writes.writes().contains_key(&w.key)
-                    && let Err(e) = take_back(store.as_ref(), &w.key, &bytes).await
+                    && let Err(e) = remove_if_unchanged(store.as_ref(), &w.key, &bytes).await
                 {
                     Counters::bump(&counters.errors);
                     tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind could not take back a deleted key");
@@ -187,15 +187,4 @@ async fn write_unless_newer(store: &dyn Store, w: &QueuedWrite, bytes: Bytes) ->
         return Ok(());
     }
     store.put(Slot::Entry(&w.key), bytes, w.ttl).await
-}
-
-/// Removes a write that landed after its key was deleted, only if it is still there.
-async fn take_back(store: &dyn Store, key: &str, bytes: &Bytes) -> crate::Result<()> {
-    if store.has_compare_and_set() {
-        store
-            .compare_and_set(key, Some(bytes), new_tombstone(), TOMBSTONE_TTL)
-            .await?;
-        return Ok(());
-    }
-    store.delete(Slot::Entry(key)).await.map(|_| ())
 }

@@ -14,7 +14,7 @@ use crate::codec::TagStamp;
 use crate::error::Result;
 use crate::fence::Fenced;
 use crate::key::{self, FLUSH_EPOCH_TAG};
-use crate::store::{BoxFuture, TOMBSTONE_PREFIX};
+use crate::store::{BoxFuture, Slot, Store, TOMBSTONE_PREFIX};
 
 /// What `delete` leaves in stores that support it, instead of nothing: a new tombstone, unique to
 /// this delete ([`TOMBSTONE_PREFIX`], the wall-clock time in ms and 128 random bits). A load
@@ -36,6 +36,42 @@ pub(crate) fn new_tombstone() -> Bytes {
 pub(crate) fn tombstone_time(tombstone: &[u8]) -> Option<u64> {
     let hex = tombstone.strip_prefix(TOMBSTONE_PREFIX)?.get(1..17)?;
     u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// What [`remove_if_unchanged`] did.
+pub(crate) enum Removed {
+    /// The slot held the expected bytes; it now holds this new tombstone.
+    Buried(Bytes),
+    /// Something else replaced them meanwhile (a newer write, a later delete): left alone.
+    Changed,
+    /// The store has no compare-and-set: the name was deleted, whatever it held.
+    Deleted,
+}
+
+/// Removes `expected` from `key`'s slot only if it is still there, by compare-and-set to a new
+/// tombstone, so that neither a newer write nor a later delete's tombstone is removed and a load
+/// that began before still cannot fill the slot; a store without compare-and-set gets a plain
+/// delete. The one way the engine takes back a copy it wrote or cleans up an entry of no use
+/// (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
+pub(crate) async fn remove_if_unchanged(
+    store: &dyn Store,
+    key: &str,
+    expected: &Bytes,
+) -> Result<Removed> {
+    if !store.has_compare_and_set() {
+        store.delete(Slot::Entry(key)).await?;
+        return Ok(Removed::Deleted);
+    }
+    let tombstone = new_tombstone();
+    Ok(
+        match store
+            .compare_and_set(key, Some(expected), tombstone.clone(), TOMBSTONE_TTL)
+            .await?
+        {
+            Some(true) => Removed::Buried(tombstone),
+            _ => Removed::Changed,
+        },
+    )
 }
 
 /// How long a tombstone stays. A load slower than this expects a tombstone that is gone and fails

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use bytes::Bytes;
 
 use super::epoch::FlushEpoch;
-use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
+use super::invalidate::{Removed, remove_if_unchanged};
 use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Corrupt, Envelope, TagStamp};
@@ -160,18 +160,10 @@ impl Engine {
     /// is then a plain put, after the layers with compare-and-set took it). What the slot holds
     /// after it, for a fill to expect.
     async fn clean_up(&self, tier: &Tier, key: &str, bytes: Bytes) -> Seen {
-        if !tier.store.has_compare_and_set() {
-            self.remove_quietly(tier, key).await;
-            return Seen::Nothing;
-        }
-        let tombstone = new_tombstone();
-        match tier
-            .store
-            .compare_and_set(key, Some(&bytes), tombstone.clone(), TOMBSTONE_TTL)
-            .await
-        {
-            Ok(Some(true)) => Seen::Bytes(tombstone),
-            Ok(_) => Seen::Unknown,
+        match remove_if_unchanged(tier.store.as_ref(), key, &bytes).await {
+            Ok(Removed::Buried(tombstone)) => Seen::Bytes(tombstone),
+            Ok(Removed::Deleted) => Seen::Nothing,
+            Ok(Removed::Changed) => Seen::Unknown,
             Err(e) => {
                 self.skip(tier.layer, "delete", key, &e);
                 Seen::Unknown

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
+use super::invalidate::{TOMBSTONE_TTL, new_tombstone, remove_if_unchanged};
 use super::{Engine, Tier};
 use crate::clock::now_ms;
 use crate::codec::{self, Envelope, TagStamp};
@@ -293,15 +293,7 @@ impl Engine {
     /// load that began before this one still cannot fill), else deleted.
     async fn take_back(&self, key: &str, written: &[(&Tier, Bytes)]) {
         for (tier, bytes) in written {
-            if !tier.store.has_compare_and_set() {
-                self.remove_quietly(tier, key).await;
-                continue;
-            }
-            if let Err(e) = tier
-                .store
-                .compare_and_set(key, Some(bytes), new_tombstone(), TOMBSTONE_TTL)
-                .await
-            {
+            if let Err(e) = remove_if_unchanged(tier.store.as_ref(), key, bytes).await {
                 self.skip(tier.layer, "delete", key, &e);
                 self.recovery.owe_delete(tier.layer, &[key]);
             }
