@@ -131,7 +131,14 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
     // there rather than on the attribute.
     let cached = respan(quote!(#private::cached), ret_span);
     let call = quote_spanned! {ret_span=>
-        #cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body)
+        #cached(
+            &__VORTE_CALLSITE,
+            __vorte_key,
+            __vorte_tags,
+            __vorte_body,
+            ::core::option::Option::None,
+            ::core::option::Option::None,
+        )
     };
     // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
     // that holds the non-`Send` value.

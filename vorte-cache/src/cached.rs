@@ -20,6 +20,41 @@ pub struct Callsite {
     pub negative_ttl: Option<Duration>,
     /// The layers to use; `None` means every enabled layer.
     pub layers: Option<&'static [Layer]>,
+    /// The attribute's resilience options; `None` fields take the config's `[cache.loads]`.
+    pub loads: CachedLoads,
+}
+
+/// The resilience options of one `#[cached]` function (`docs/resilience.md`): each `None` takes
+/// the config's `[cache.loads]` value; a zero duration turns its option off.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CachedLoads {
+    /// `fail_safe = "1h"`.
+    pub fail_safe: Option<Duration>,
+    /// `fail_safe_throttle = "30s"`.
+    pub fail_safe_throttle: Option<Duration>,
+    /// `soft_timeout = "100ms"`.
+    pub soft_timeout: Option<Duration>,
+    /// `hard_timeout = "2s"`.
+    pub hard_timeout: Option<Duration>,
+    /// `early_refresh = 0.8`: the eager-refresh fraction of the TTL.
+    pub early_refresh: Option<f64>,
+    /// `xfetch = 1.0`: XFetch's β.
+    pub xfetch: Option<f64>,
+    /// `distributed_lock = true`.
+    pub distributed_lock: Option<bool>,
+}
+
+impl CachedLoads {
+    /// Every option from the config.
+    pub const NONE: CachedLoads = CachedLoads {
+        fail_safe: None,
+        fail_safe_throttle: None,
+        soft_timeout: None,
+        hard_timeout: None,
+        early_refresh: None,
+        xfetch: None,
+        distributed_lock: None,
+    };
 }
 
 impl Callsite {
@@ -35,7 +70,14 @@ impl Callsite {
             ttl,
             negative_ttl,
             layers,
+            loads: CachedLoads::NONE,
         }
+    }
+
+    /// The same callsite with the attribute's resilience options.
+    pub const fn with_loads(mut self, loads: CachedLoads) -> Self {
+        self.loads = loads;
+        self
     }
 }
 
@@ -44,7 +86,7 @@ impl Callsite {
 /// The macro picks the impl from the written return type: `Result<T, E>` caches `Ok` only,
 /// `Option<T>` caches `Some` (and `None` with negative caching), `Result<Option<T>, E>` caches
 /// `Ok(Some)` (and `Ok(None)` with negative caching), and anything else is cached as it is.
-pub trait Output: Sized + Send {
+pub trait Output: Sized + Send + 'static {
     /// The cached form.
     type Stored: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
     /// The value to cache, if this result is cacheable. `negative` says whether negative caching
@@ -54,6 +96,11 @@ pub trait Output: Sized + Send {
     fn from_stored(stored: Self::Stored) -> Self;
     /// Whether this stored value is a cached negative result.
     fn is_negative(stored: &Self::Stored) -> bool;
+    /// Whether this result is a failure (an `Err`), for which a stale value may stand in
+    /// (`docs/resilience.md#fail-safe`).
+    fn is_failure(&self) -> bool {
+        false
+    }
 }
 
 /// `Result<T, E>`: `Ok` is cached.
@@ -72,11 +119,14 @@ pub struct ValueShape<R>(pub R);
 impl<T, E> Output for ResultShape<Result<T, E>>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    E: Send,
+    E: Send + 'static,
 {
     type Stored = T;
     fn to_stored(&self, _negative: bool) -> Option<T> {
         self.0.as_ref().ok().cloned()
+    }
+    fn is_failure(&self) -> bool {
+        self.0.is_err()
     }
     fn from_stored(stored: T) -> Self {
         ResultShape(Ok(stored))
@@ -109,7 +159,7 @@ where
 impl<T, E> Output for ResultOptionShape<Result<Option<T>, E>>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    E: Send,
+    E: Send + 'static,
 {
     type Stored = Option<T>;
     fn to_stored(&self, negative: bool) -> Option<Option<T>> {
@@ -118,6 +168,9 @@ where
             Ok(None) if negative => Some(None),
             _ => None,
         }
+    }
+    fn is_failure(&self) -> bool {
+        self.0.is_err()
     }
     fn from_stored(stored: Option<T>) -> Self {
         ResultOptionShape(Ok(stored))

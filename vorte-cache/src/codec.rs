@@ -5,6 +5,7 @@
 //! ```text
 //! magic "vc" | version u8 | flags u8 | crc32 u32 (of every byte after it)
 //! expires_at_ms u64 | created_at_ms u64
+//! fresh_until_ms u64 | load_ms u32                  (version 2 only)
 //! key_len u16 | key
 //! tag_count u16 | (tag_len u16 | tag | tag_version u64)*
 //! payload_len u32 | payload
@@ -16,6 +17,15 @@
 //! length, an unknown version or a checksum mismatch make it [`Corrupt`], which the engine treats as
 //! a miss and removes (`docs/guarantees.md#f4-a-corrupt-entry-is-a-miss-a-type-mismatch-is-an-error`). The key is stored so that a layer whose physical names are hashed
 //! or chunked can still list logical keys.
+//!
+//! Two expiries: `expires_at_ms` is when the entry is gone from every layer (the store's own TTL),
+//! `fresh_until_ms` when it stops being fresh. Between the two it is *stale*: no read returns it,
+//! but a load whose loader fails or is slow may serve it (fail-safe,
+//! `docs/resilience.md#fail-safe`). `load_ms` is how long the load that produced the value took,
+//! for early refresh (`docs/resilience.md#early-refresh`). Version 1 envelopes, written before
+//! these fields, read as fresh until they expire, with a load time of 0. An entry without a
+//! stale window and without a load time is still written as version 1, so that builds from
+//! before version 2 keep reading it.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -53,7 +63,10 @@ pub enum Compression {
 }
 
 const MAGIC: &[u8; 2] = b"vc";
-const VERSION: u8 = 1;
+/// The envelope without `fresh_until_ms` and `load_ms`.
+const VERSION_1: u8 = 1;
+/// The envelope with them.
+const VERSION_2: u8 = 2;
 const FLAG_JSON: u8 = 0b01;
 const FLAG_LZ4: u8 = 0b10;
 const FLAG_ZSTD: u8 = 0b100;
@@ -66,11 +79,51 @@ pub(crate) struct TagStamp {
     pub(crate) version: u64,
 }
 
+/// When an entry stops being fresh and when it goes (wall-clock ms), and how long the load that
+/// made it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) load_ms: u32,
+}
+
+impl Lifetime {
+    /// Fresh until it goes, with no load time.
+    pub(crate) fn plain(expires_at_ms: u64) -> Lifetime {
+        Lifetime {
+            fresh_until_ms: expires_at_ms,
+            expires_at_ms,
+            load_ms: 0,
+        }
+    }
+
+    /// Both times at most `cap` from `now` (a layer's `ttl`).
+    pub(crate) fn capped(self, cap: Option<std::time::Duration>, now: u64) -> Lifetime {
+        match cap {
+            Some(cap) => {
+                let limit = now.saturating_add(cap.as_millis() as u64);
+                Lifetime {
+                    fresh_until_ms: self.fresh_until_ms.min(limit),
+                    expires_at_ms: self.expires_at_ms.min(limit),
+                    load_ms: self.load_ms,
+                }
+            }
+            None => self,
+        }
+    }
+}
+
 /// A decoded envelope: metadata plus the (decompressed) serialized value.
 #[derive(Debug, Clone)]
 pub(crate) struct Envelope {
+    /// When every layer drops the entry.
     pub(crate) expires_at_ms: u64,
     pub(crate) created_at_ms: u64,
+    /// When the entry stops being fresh: at most `expires_at_ms`.
+    pub(crate) fresh_until_ms: u64,
+    /// How long the load that produced the value took; 0 when unknown (a `set`).
+    pub(crate) load_ms: u32,
     pub(crate) key: String,
     pub(crate) tags: Vec<TagStamp>,
     pub(crate) serialization: Serialization,
@@ -134,6 +187,15 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
 }
 
 impl Envelope {
+    /// The entry's lifetime.
+    pub(crate) fn lifetime(&self) -> Lifetime {
+        Lifetime {
+            fresh_until_ms: self.fresh_until_ms,
+            expires_at_ms: self.expires_at_ms,
+            load_ms: self.load_ms,
+        }
+    }
+
     /// Encodes the envelope, compressing the payload when `compression` says so.
     pub(crate) fn encode(&self, compression: Compression) -> Bytes {
         let mut flags = 0u8;
@@ -165,15 +227,20 @@ impl Envelope {
             _ => &self.payload,
         };
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.name.len() + 8).sum();
+        let v2 = self.fresh_until_ms < self.expires_at_ms || self.load_ms > 0;
         let mut out = BytesMut::with_capacity(
-            HEADER + 16 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len(),
+            HEADER + 28 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len(),
         );
         out.put_slice(MAGIC);
-        out.put_u8(VERSION);
+        out.put_u8(if v2 { VERSION_2 } else { VERSION_1 });
         out.put_u8(flags);
         out.put_u32(0); // checksum, filled below
         out.put_u64(self.expires_at_ms);
         out.put_u64(self.created_at_ms);
+        if v2 {
+            out.put_u64(self.fresh_until_ms.min(self.expires_at_ms));
+            out.put_u32(self.load_ms);
+        }
         // Keys and tags are bounded well below u16::MAX by validation (MAX_KEY_LEN, MAX_TAGS).
         out.put_u16(self.key.len() as u16);
         out.put_slice(self.key.as_bytes());
@@ -198,7 +265,8 @@ impl Envelope {
         if r.take(2)? != MAGIC {
             return Err(Corrupt("bad magic"));
         }
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(Corrupt("unknown envelope version"));
         }
         let flags = r.u8()?;
@@ -211,6 +279,15 @@ impl Envelope {
         }
         let expires_at_ms = r.u64()?;
         let created_at_ms = r.u64()?;
+        let (fresh_until_ms, load_ms) = if version == VERSION_2 {
+            let fresh = r.u64()?;
+            if fresh > expires_at_ms {
+                return Err(Corrupt("fresh past its expiry"));
+            }
+            (fresh, r.u32()?)
+        } else {
+            (expires_at_ms, 0)
+        };
         let key_len = r.u16()? as usize;
         let key = std::str::from_utf8(r.take(key_len)?)
             .map_err(|_| Corrupt("key is not UTF-8"))?
@@ -279,6 +356,8 @@ impl Envelope {
         Ok(Envelope {
             expires_at_ms,
             created_at_ms,
+            fresh_until_ms,
+            load_ms,
             key,
             tags,
             serialization,
@@ -325,6 +404,8 @@ mod tests {
         Envelope {
             expires_at_ms: 1_000,
             created_at_ms: 10,
+            fresh_until_ms: 1_000,
+            load_ms: 0,
             key: "user:1".into(),
             tags: vec![TagStamp {
                 name: "users".into(),
@@ -407,5 +488,30 @@ mod tests {
                 bytes.len()
             );
         }
+    }
+
+    #[test]
+    fn a_stale_window_and_a_load_time_round_trip_and_plain_entries_stay_version_1() {
+        let plain = sample(b"v").encode(Compression::None);
+        assert_eq!(
+            plain[2], VERSION_1,
+            "readable by builds from before version 2"
+        );
+        let mut env = sample(b"v");
+        env.fresh_until_ms = 400;
+        env.load_ms = 37;
+        let bytes = env.encode(Compression::None);
+        assert_eq!(bytes[2], VERSION_2);
+        let back = Envelope::decode(&bytes, 1 << 20).expect("decodes");
+        assert_eq!(
+            (back.fresh_until_ms, back.load_ms, back.expires_at_ms),
+            (400, 37, 1_000)
+        );
+        let v1 = Envelope::decode(&plain, 1 << 20).expect("decodes");
+        assert_eq!(
+            (v1.fresh_until_ms, v1.load_ms),
+            (1_000, 0),
+            "fresh until it expires"
+        );
     }
 }

@@ -22,7 +22,7 @@ use quick_cache::sync::Cache as QuickCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{self, TagStamp};
+use crate::codec::{self, Lifetime, TagStamp};
 use crate::config::Serialization;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -53,9 +53,15 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 160;
 
 /// One L1 entry.
 pub(crate) struct L1Entry {
-    /// On the [`clock`](crate::clock) scale.
+    /// When it stops being fresh, on the [`clock`](crate::clock) scale: a hit needs one compare.
     pub(crate) deadline_ms: u64,
+    /// When it goes (past its stale window, if it has one), on the same scale.
+    stale_deadline_ms: u64,
     pub(crate) expires_at_ms: u64,
+    /// Wall-clock ms; at most `expires_at_ms`.
+    pub(crate) fresh_until_ms: u64,
+    /// How long its load took (0: unknown), for early refresh.
+    pub(crate) load_ms: u32,
     pub(crate) created_at_ms: u64,
     pub(crate) tags: Box<[TagStamp]>,
     pub(crate) serialization: Serialization,
@@ -83,14 +89,14 @@ impl std::fmt::Debug for L1Entry {
 impl L1Entry {
     /// An entry of encoded bytes.
     pub(crate) fn new(
-        expires_at_ms: u64,
+        life: Lifetime,
         created_at_ms: u64,
         tags: Box<[TagStamp]>,
         serialization: Serialization,
         payload: Bytes,
     ) -> Self {
         let now = crate::clock::now_ms();
-        let entry = Self::empty(now, expires_at_ms, created_at_ms, tags, serialization, None);
+        let entry = Self::empty(now, life, created_at_ms, tags, serialization, None);
         let _ = entry.payload.set(payload);
         entry
     }
@@ -98,7 +104,7 @@ impl L1Entry {
     /// An entry of a decoded value and no bytes, written now (`created_at_ms`, which saves a
     /// clock read): `encoder` (see [`encoder`]) makes the bytes when they are asked for.
     pub(crate) fn decoded(
-        expires_at_ms: u64,
+        life: Lifetime,
         created_at_ms: u64,
         tags: Box<[TagStamp]>,
         serialization: Serialization,
@@ -107,7 +113,7 @@ impl L1Entry {
     ) -> Self {
         let entry = Self::empty(
             created_at_ms,
-            expires_at_ms,
+            life,
             created_at_ms,
             tags,
             serialization,
@@ -120,16 +126,20 @@ impl L1Entry {
     /// `now` is the wall clock, in ms since the epoch.
     fn empty(
         now: u64,
-        expires_at_ms: u64,
+        life: Lifetime,
         created_at_ms: u64,
         tags: Box<[TagStamp]>,
         serialization: Serialization,
         encoder: Option<Encoder>,
     ) -> Self {
-        let remaining = expires_at_ms.saturating_sub(now);
+        let clock = crate::clock::precise_ms();
+        let fresh_until_ms = life.fresh_until_ms.min(life.expires_at_ms);
         L1Entry {
-            deadline_ms: crate::clock::precise_ms().saturating_add(remaining),
-            expires_at_ms,
+            deadline_ms: clock.saturating_add(fresh_until_ms.saturating_sub(now)),
+            stale_deadline_ms: clock.saturating_add(life.expires_at_ms.saturating_sub(now)),
+            expires_at_ms: life.expires_at_ms,
+            fresh_until_ms,
+            load_ms: life.load_ms,
             created_at_ms,
             tags,
             serialization,
@@ -169,9 +179,47 @@ impl L1Entry {
         Ok(self.payload.get_or_init(|| bytes).clone())
     }
 
+    /// Whether it is fresh: a read may return it.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
         crate::clock::is_before(self.deadline_ms)
+    }
+
+    /// Whether it is still kept: fresh, or stale within its fail-safe window.
+    pub(crate) fn is_kept(&self) -> bool {
+        crate::clock::is_before(self.stale_deadline_ms)
+    }
+
+    /// Its lifetime, as the layers below store it.
+    pub(crate) fn lifetime(&self) -> Lifetime {
+        Lifetime {
+            fresh_until_ms: self.fresh_until_ms,
+            expires_at_ms: self.expires_at_ms,
+            load_ms: self.load_ms,
+        }
+    }
+
+    /// Whether a hit now should start an early refresh: past `eager` of the fresh span since it
+    /// was written, or, with XFetch's `beta`, when `now - load_ms * beta * ln(u)` (u uniform in
+    /// (0, 1]) reaches the end of freshness (`docs/resilience.md#early-refresh`).
+    pub(crate) fn refresh_due(&self, eager: Option<f64>, beta: Option<f64>) -> bool {
+        let now = crate::clock::precise_ms();
+        if let Some(fraction) = eager {
+            let span = self.fresh_until_ms.saturating_sub(self.created_at_ms) as f64;
+            let left = ((1.0 - fraction) * span) as u64;
+            if now.saturating_add(left) >= self.deadline_ms {
+                return true;
+            }
+        }
+        if let (Some(beta), true) = (beta, self.load_ms > 0) {
+            // 1 - random() is in (0, 1], so its logarithm is finite and at most 0.
+            let u: f64 = 1.0 - rand::random::<f64>();
+            let ahead = (f64::from(self.load_ms) * beta * -u.ln()) as u64;
+            if now.saturating_add(ahead) >= self.deadline_ms {
+                return true;
+            }
+        }
+        false
     }
 
     /// The value as `T`, from the memo when it holds a `T`.
@@ -330,7 +378,7 @@ mod tests {
     fn entry(ms: u64) -> L1Entry {
         let payload = Bytes::from(codec::serialize(Serialization::Msgpack, &"v").expect("ser"));
         L1Entry::new(
-            crate::clock::now_ms() + ms,
+            Lifetime::plain(crate::clock::now_ms() + ms),
             0,
             Box::new([]),
             Serialization::Msgpack,
@@ -356,7 +404,7 @@ mod tests {
     fn a_decoded_entry_encodes_only_when_bytes_are_asked_for() {
         let l1 = L1Memory::new(10, None, None, 1 << 20);
         let entry = L1Entry::decoded(
-            crate::clock::now_ms() + 10_000,
+            Lifetime::plain(crate::clock::now_ms() + 10_000),
             0,
             Box::new([]),
             Serialization::Msgpack,
@@ -390,7 +438,7 @@ mod tests {
         // JSON maps need string keys.
         let map: std::collections::HashMap<Vec<u8>, i32> = [(vec![1u8], 1)].into();
         let entry = L1Entry::decoded(
-            crate::clock::now_ms() + 10_000,
+            Lifetime::plain(crate::clock::now_ms() + 10_000),
             0,
             Box::new([]),
             Serialization::Json,

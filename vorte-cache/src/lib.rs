@@ -51,7 +51,7 @@ pub mod __private;
 
 pub use app::{Vorte, VorteBuilder, emit};
 pub use bus::BusStats;
-pub use cache::{Cache, CacheBuilder, GetOrSet, Set};
+pub use cache::{Cache, CacheBuilder, Fetched, Freshness, GetOrSet, Set};
 pub use config::{CacheConfig, Config};
 pub use error::{Error, ErrorKind, Result};
 #[allow(deprecated)]
@@ -59,7 +59,7 @@ pub use events::EventBus;
 pub use events::Handlers;
 pub use key::MAX_KEY_LEN;
 pub use layer::Layer;
-pub use stats::{CacheStats, LayerStats};
+pub use stats::{CacheStats, LayerStats, LoadStats};
 pub use store::{BoxFuture, Slot, Store, Usage};
 
 #[cfg(feature = "macros")]

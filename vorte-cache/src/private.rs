@@ -9,10 +9,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use crate::cached::{
-    Callsite, OptionShape, Output, ResultOptionShape, ResultShape, ValueShape,
+    CachedLoads, Callsite, OptionShape, Output, ResultOptionShape, ResultShape, ValueShape,
 };
+pub use crate::error::Error;
 pub use crate::events::{EventHandler, HandlerFuture, HandlerOutput, event_arg};
 pub use crate::layer::Layer;
+pub use crate::store::BoxFuture;
 pub use inventory;
 pub use serde;
 pub use serde_json;
@@ -38,20 +40,31 @@ pub fn default_key<A: Serialize + ?Sized>(path: &str, args: &A) -> crate::Result
 /// it. Boxing the miss keeps the future of every `#[cached]` call small (a task spawns and moves
 /// it): inline, the body and the engine's loop made it over a kilobyte, which cost 10,000
 /// concurrent waiters their p99 (`docs/performance.md#p6--single-flight-10000-concurrent-misses-on-one-key`).
+///
+/// `detach` is [`detach_body`] when the function's arguments are owned, so that its body can go on
+/// in the background (soft timeout, early refresh); `on_timeout` makes the function's answer
+/// when a hard timeout passes with no stale value (a `Result` whose error converts from
+/// [`Error`]).
 pub fn cached<'a, O, F>(
     callsite: &'static Callsite,
     key: crate::Result<&mut KeyBuf>,
     tags: Vec<String>,
     body: F,
+    detach: Option<fn(F) -> BoxFuture<'static, O>>,
+    on_timeout: Option<fn(Error) -> O>,
 ) -> CachedCall<'a, O>
 where
-    O: Output + 'a,
+    O: Output,
     F: Future<Output = O> + Send + 'a,
 {
     let hit = match &key {
-        Ok(key) => {
-            crate::app::global::with_global(|cache| cache.cached_l1_hit::<O::Stored>(key.as_str()))
-        }
+        Ok(key) => crate::app::global::with_global(|cache| {
+            // A hit that may refresh early takes the engine's path, which starts the refresh.
+            if detach.is_some() && cache.refreshes_early(&callsite.loads) {
+                return None;
+            }
+            cache.cached_l1_hit::<O::Stored>(key.as_str())
+        }),
         Err(_) => None,
     };
     if let Some(stored) = hit {
@@ -60,8 +73,30 @@ where
     let key = key.map(|key| key.take_string());
     CachedCall::Miss(Box::pin(async move {
         let cache = crate::Cache::global();
-        cache.engine().run_cached(callsite, key, tags, body).await
+        cache
+            .engine_arc()
+            .run_cached(callsite, key, tags, body, detach, on_timeout)
+            .await
     }))
+}
+
+/// A `#[cached]` body that owns its arguments, boxed so that it can outlive its caller.
+pub fn detach_body<F>(body: F) -> BoxFuture<'static, F::Output>
+where
+    F: Future + Send + 'static,
+{
+    Box::pin(body)
+}
+
+/// The answer of a `#[cached]` function returning `Result<_, E>` when a hard timeout passes with
+/// no stale value: the timeout as `E`.
+pub fn timed_out<T, E: From<Error>>(e: Error) -> ResultShape<Result<T, E>> {
+    ResultShape(Err(E::from(e)))
+}
+
+/// [`timed_out`] for `Result<Option<T>, E>`.
+pub fn timed_out_option<T, E: From<Error>>(e: Error) -> ResultOptionShape<Result<Option<T>, E>> {
+    ResultOptionShape(Err(E::from(e)))
 }
 
 /// Type-checks that a `#[cached]` body's future is `Send`, so callers can `tokio::spawn` it.

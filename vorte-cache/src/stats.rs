@@ -26,6 +26,51 @@ pub(crate) struct Counters {
     pub(crate) layers: [std::sync::Arc<LayerCounters>; 4],
     pub(crate) misses: AtomicU64,
     pub(crate) load_wait_timeouts: AtomicU64,
+    pub(crate) loads: LoadCounters,
+}
+
+/// Counters of the loads (`docs/resilience.md`).
+#[derive(Debug, Default)]
+pub(crate) struct LoadCounters {
+    pub(crate) runs: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) fail_safe_serves: AtomicU64,
+    pub(crate) soft_timeouts: AtomicU64,
+    pub(crate) hard_timeouts: AtomicU64,
+    pub(crate) early_refreshes: AtomicU64,
+}
+
+impl LoadCounters {
+    pub(crate) fn snapshot(&self) -> LoadStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LoadStats {
+            runs: get(&self.runs),
+            failures: get(&self.failures),
+            fail_safe_serves: get(&self.fail_safe_serves),
+            soft_timeouts: get(&self.soft_timeouts),
+            hard_timeouts: get(&self.hard_timeouts),
+            early_refreshes: get(&self.early_refreshes),
+        }
+    }
+}
+
+/// What the loads of `get_or_set` and `#[cached]` did, since the cache was built
+/// (`docs/resilience.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadStats {
+    /// Loaders run (in the foreground or the background).
+    pub runs: u64,
+    /// Loaders that failed (an error, or a `#[cached]` body's `Err`) or were cut by a hard timeout.
+    pub failures: u64,
+    /// Calls answered with a stale value because the load failed or timed out (fail-safe).
+    pub fail_safe_serves: u64,
+    /// Loads that passed their soft timeout: the caller got the stale value, the load went on.
+    pub soft_timeouts: u64,
+    /// Loads that passed their hard timeout.
+    pub hard_timeouts: u64,
+    /// Background refreshes started by a hit (eager refresh or XFetch).
+    pub early_refreshes: u64,
 }
 
 impl Counters {
@@ -98,6 +143,8 @@ pub struct CacheStats {
     /// Callers that waited on another caller's load of their key longer than `load_wait_timeout`
     /// and then loaded the value themselves: a count of loads that hung or ran that long.
     pub load_wait_timeouts: u64,
+    /// What the loads did: runs, failures, fail-safe serves, timeouts, early refreshes.
+    pub loads: LoadStats,
     /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns). It
     /// lists every layer, so it costs a listing of each store.
     pub total_keys: u64,

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::stats::CacheStats;
 
 pub use builder::CacheBuilder;
-pub use ops::{GetOrSet, Set};
+pub use ops::{Fetched, Freshness, GetOrSet, Set};
 
 /// A four-layer cache: a cheap, cloneable handle.
 ///
@@ -65,6 +65,11 @@ impl Cache {
     }
 
     pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine, shared: loads that go on in the background hold it.
+    pub(crate) fn engine_arc(&self) -> &Arc<Engine> {
         &self.engine
     }
 
@@ -256,8 +261,17 @@ impl Cache {
             key,
             loader,
             options: WriteOptions::default(),
+            load: crate::engine::LoadOptions::default(),
+            detach: None,
             _t: PhantomData,
         }
+    }
+
+    /// Whether a `#[cached]` function with these options may refresh entries early.
+    pub(crate) fn refreshes_early(&self, loads: &crate::cached::CachedLoads) -> bool {
+        let config = &self.engine.config.loads;
+        loads.early_refresh.or(config.eager_refresh).is_some()
+            || loads.xfetch.or(config.xfetch_beta).is_some()
     }
 
     /// The L1 hit of a `#[cached]` call, if there is one; anything else takes the full path.

@@ -234,6 +234,7 @@ fn to_raw(config: &Config) -> RawConfig {
                 retention: Some(bus.retention),
                 handler_timeout_ms: Some(Positive(super::raw::millis_ceil(bus.handler_timeout))),
             }),
+            loads: Some(super::loads::RawLoads::from_resolved(&c.loads)),
         }),
     }
 }

@@ -37,6 +37,17 @@
 //! event_shards = 3                   # streams carrying events; default 1, or 3 on a cluster
 //! retention = 100000                 # messages each bus stream keeps
 //! handler_timeout_ms = 30000         # an #[on_event] handler run for another process, at most
+//!
+//! [cache.loads]                      # optional: resilience and freshness, all off by default
+//! fail_safe_max = 3600               # seconds an entry is kept past its TTL, for a failing loader
+//! fail_safe_throttle = 30            # seconds a stale value stands in before the loader is tried again
+//! soft_timeout = 0.1                 # seconds before a slow load answers with the stale value
+//! hard_timeout = 2                   # seconds before a slow load answers with the stale value or an error
+//! eager_refresh = 0.8                # fraction of the TTL after which a hit refreshes in the background
+//! xfetch_beta = 1.0                  # probabilistic early expiration (XFetch)
+//! ttl_jitter = 0.1                   # each TTL times a random factor in 1 ± 0.1
+//! distributed_lock = true            # one process at a time loads a key (needs a bus)
+//! distributed_lock_wait = 10         # seconds a process waits for another's load
 //! ```
 
 use std::time::Duration;
@@ -44,6 +55,7 @@ use std::time::Duration;
 mod backend;
 mod env;
 mod load;
+mod loads;
 mod raw;
 mod resolve;
 mod secret;
@@ -55,6 +67,7 @@ pub use self::backend::{
     AzureConfig, Backend, BackendConfig, FileConfig, GcsConfig, HttpConfig, MemcachedConfig,
     RedisClusterConfig, RedisConfig, S3Config, S3Credentials,
 };
+pub use self::loads::LoadsConfig;
 pub use self::secret::Secret;
 pub use crate::codec::{Compression, Serialization};
 
@@ -121,6 +134,9 @@ pub struct CacheConfig {
     /// `[cache.bus]`: a dedicated Redis for cross-process invalidation and `emit`. `None` means the
     /// bus travels on the Redis of L2 or L3, if there is one.
     pub bus: Option<BusConfig>,
+    /// `[cache.loads]`: fail-safe, loader timeouts, early refresh, TTL jitter and the distributed
+    /// lock (`docs/resilience.md`).
+    pub loads: LoadsConfig,
 }
 
 /// `[cache.layers]`: L1 is always described; L2–L4 are `None` when off.
@@ -278,6 +294,7 @@ impl Default for CacheConfig {
                 l4: None,
             },
             bus: None,
+            loads: LoadsConfig::default(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct RawCacheConfig {
     pub(super) layers: Option<RawLayers>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) bus: Option<RawBus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) loads: Option<super::loads::RawLoads>,
 }
 
 #[derive(Deserialize, Serialize, Default)]

@@ -110,6 +110,7 @@ fn resolve_cache(raw: RawCacheConfig, path: &str) -> Result<CacheConfig> {
             .map_or(DEFAULT_LOAD_WAIT_TIMEOUT, |s| s.0),
         layers,
         bus,
+        loads: super::loads::resolve_loads(raw.loads.unwrap_or_default(), &join(path, "loads"))?,
     })
 }
 

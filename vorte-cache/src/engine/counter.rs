@@ -4,15 +4,22 @@
 use bytes::Bytes;
 
 use super::epoch::FlushEpoch;
-use super::{Engine, Expiry, Tier, Write};
+use super::{Aging, Engine, Expiry, Tier, Write};
 use crate::clock::now_ms;
-use crate::codec::{self, Envelope};
+use crate::codec::{self, Envelope, Lifetime};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key;
 use crate::layer::{Layer, LayerSet};
 use crate::store::Slot;
 
 impl Engine {
+    /// A count is exact or absent: never jittered, never kept stale.
+    const COUNTER_AGING: Aging = Aging {
+        stale_for: Some(std::time::Duration::ZERO),
+        jitter: Some(0.0),
+        load_ms: 0,
+    };
+
     pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         key::validate(key, "key")?;
         let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % self.counter_locks.len();
@@ -32,15 +39,15 @@ impl Engine {
                 let (_, tags) = FlushEpoch::split(&env.tags);
                 let epoch = self.flush_epoch.current().await.unwrap_or(0);
                 let stamps = FlushEpoch::stamp(tags.into(), epoch);
-                (n, Some(env.expires_at_ms), stamps)
+                (n, Some(env.fresh_until_ms), stamps)
             }
             None => (0, None, self.stamps_for(&[]).await?),
         };
         let next = Self::add(key, current, delta)?;
         let serialization = self.config.serialization;
         let payload = Bytes::from(codec::serialize(serialization, &next)?);
-        let expiry = expires_at_ms.map_or(Expiry::Ttl(None), Expiry::At);
-        let write = Write::set(expiry, LayerSet::ALL, stamps);
+        let expiry = expires_at_ms.map_or(Expiry::Ttl(None), |at| Expiry::At(Lifetime::plain(at)));
+        let write = Write::set(expiry, LayerSet::ALL, stamps).aged(Self::COUNTER_AGING);
         self.write(key, payload, serialization, write, Some(Box::new(next)))
             .await?;
         Ok(next)
@@ -80,7 +87,7 @@ impl Engine {
                 .as_ref()
                 .map(|b| Envelope::decode(b, self.config.max_value_bytes))
             {
-                Some(Ok(env)) if env.key == key && env.expires_at_ms > now => {
+                Some(Ok(env)) if env.key == key && env.fresh_until_ms > now => {
                     if self.stamps_valid(&env.tags).await? {
                         Some(env)
                     } else {
@@ -92,7 +99,7 @@ impl Engine {
             let (current, expires_at_ms, tags) = match &live {
                 Some(env) => (
                     Self::counter_value(key, env)?,
-                    env.expires_at_ms,
+                    env.fresh_until_ms,
                     env.tags.clone(),
                 ),
                 None => (
@@ -107,7 +114,7 @@ impl Engine {
             let (bytes, ttl) = Self::encode_for(
                 authority,
                 key,
-                expires_at_ms,
+                Lifetime::plain(expires_at_ms),
                 now,
                 &tags,
                 serialization,
@@ -126,7 +133,7 @@ impl Engine {
                     // authority: they get a new tombstone instead (a set that skips a layer),
                     // and reads fall through to the authority and fill them by compare-and-set.
                     let mut write = Write::set(
-                        Expiry::At(expires_at_ms),
+                        Expiry::At(Lifetime::plain(expires_at_ms)),
                         LayerSet::of(&[Layer::L1]),
                         tags.into_boxed_slice(),
                     );

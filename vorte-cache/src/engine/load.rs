@@ -5,24 +5,31 @@
 //! the load, stores its value as a [fill](super::WriteKind::Fill) under the fence ticket it took
 //! before the load began, and hands the value to the waiters. A waiter whose leader failed or was
 //! cancelled goes round again, and may lead.
+//!
+//! What a slow or failing loader does to the caller (fail-safe, soft and hard timeouts) is in
+//! `fallback.rs`; background refreshes of entries still fresh are in `refresh.rs`.
 
 use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::fallback::{LoadOptions, Policy, Ran, elapsed_ms, wait_detached};
+use super::read::{ReadThrough, Stale};
 use super::{Engine, Expiry, Fill, SeenSlots, Write};
 use crate::cached::{Callsite, Output};
 use crate::codec::{self, TagStamp};
 use crate::error::{Error, ErrorKind, Result};
-use crate::flight::Role;
+use crate::flight::{Leader, Role};
 use crate::key;
 use crate::layer::LayerSet;
+use crate::stats::Counters;
+use crate::store::BoxFuture;
 
 /// What a load ran: the caller's answer, and what the cache keeps of it (with its TTL), if
 /// anything.
@@ -31,109 +38,127 @@ pub(crate) struct LoadResult<O, S> {
     pub(crate) keep: Option<(S, Option<Duration>)>,
 }
 
+/// A load's result.
+pub(crate) type Loaded<L> = std::result::Result<
+    LoadResult<<L as Loader>::Output, <L as Loader>::Stored>,
+    <L as Loader>::Error,
+>;
+
+/// A load that can outlive its caller, so that it can go on in the background.
+pub(crate) type DetachedLoad<L> = BoxFuture<'static, Loaded<L>>;
+
+/// The caller's answer when a hard timeout passes and no stale value stands in.
+pub(crate) enum TimeoutAnswer<O, E> {
+    /// An error (`get_or_set`).
+    Error(fn(Error) -> E),
+    /// An output made from the error (a `#[cached]` function returning `Result<_, E>` with
+    /// `E: From<vorte_cache::Error>`).
+    Output(fn(Error) -> O),
+}
+
 /// A load in the cache-aside loop: what runs on a miss, and how cache failures are treated.
-pub(crate) trait Loader: Send {
+pub(crate) trait Loader: Send + Sized {
     /// What the cache stores and the waiters receive.
     type Stored: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
     /// What the caller receives.
-    type Output;
+    type Output: Send + 'static;
     /// The caller's error type: [`Error`] for `get_or_set`, [`Infallible`] for `#[cached]`, which
     /// never fails because of the cache.
-    type Error;
+    type Error: Send + 'static;
 
     /// A cache failure (a type mismatch, a layer error, unavailable tag versions, a failed
     /// write) as the caller's error, or `None` to go on without the cache.
     fn cache_failure(e: Error) -> Option<Self::Error>;
 
     /// Runs the load.
-    fn run(
-        self,
-    ) -> impl Future<
-        Output = std::result::Result<LoadResult<Self::Output, Self::Stored>, Self::Error>,
-    > + Send;
+    fn run(self) -> impl Future<Output = Loaded<Self>> + Send;
+
+    /// The load as a future that can outlive its caller, when it can (its loader is `'static`).
+    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self>;
 
     /// The caller's answer from a cached value.
     fn from_stored(stored: Self::Stored) -> Self::Output;
+
+    /// Whether a result is a failure, for which a stale value may stand in.
+    fn failed(result: &Loaded<Self>) -> bool;
+
+    /// How a hard timeout without a stale value answers, if this load can answer one.
+    fn timeout_answer(&self) -> Option<TimeoutAnswer<Self::Output, Self::Error>>;
+}
+
+/// A value handed to the waiters of a flight, and whether it is a stale stand-in.
+struct Shared<T> {
+    value: T,
+    stale: bool,
+}
+
+fn share<T: Send + Sync + 'static>(value: T, stale: bool) -> Arc<dyn Any + Send + Sync> {
+    Arc::new(Shared { value, stale })
+}
+
+/// A caller's answer and whether it is a stale stand-in (`docs/resilience.md#fail-safe`).
+pub(crate) struct Served<O> {
+    pub(crate) output: O,
+    pub(crate) stale: bool,
+}
+
+impl<O> Served<O> {
+    fn fresh(output: O) -> Self {
+        Served {
+            output,
+            stale: false,
+        }
+    }
 }
 
 impl Engine {
     /// The cache-aside loop: see the module docs. The caller has validated `key`.
     pub(crate) async fn load<L: Loader>(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         tags: &[String],
         layers: LayerSet,
+        options: &LoadOptions,
         loader: L,
-    ) -> std::result::Result<L::Output, L::Error> {
+    ) -> std::result::Result<Served<L::Output>, L::Error> {
+        let policy = self.policy(options);
         loop {
-            match self.try_l1_hit::<L::Stored>(key) {
-                Some(Ok(v)) => return Ok(L::from_stored(v)),
-                Some(Err(e)) => Self::fail::<L>(key, e)?,
-                None => {}
+            if let Some(entry) = self.l1.as_ref().and_then(|l1| l1.get(key)) {
+                match self.l1_hit_now::<L::Stored>(key, &entry) {
+                    Some(Ok(v)) => {
+                        if policy.refreshes_early()
+                            && entry.refresh_due(policy.eager_refresh, policy.xfetch_beta)
+                        {
+                            self.refresh_early(key, tags, layers, &policy, loader);
+                        }
+                        return Ok(Served::fresh(L::from_stored(v)));
+                    }
+                    Some(Err(e)) => Self::fail::<L>(key, e)?,
+                    None => {}
+                }
             }
             match self.flights.join(key, tags) {
                 Role::Leader(leader) => {
-                    // Every layer now, once for all the waiters: the value may be below L1, or
-                    // a previous leader may have stored it between our miss and our joining.
-                    // What the layers hold now is what the fill will expect to replace: a delete
-                    // after this read leaves a new tombstone, in any process, and refuses it.
-                    let seen = match self.read_through_seeing::<L::Stored>(key).await {
-                        Ok((Some(v), _)) => {
-                            leader.finish(Some(Arc::new(v.clone())));
-                            return Ok(L::from_stored(v));
-                        }
-                        Ok((None, seen)) => seen,
-                        Err(e) => {
-                            Self::fail::<L>(key, e)?;
-                            SeenSlots::default()
-                        }
-                    };
-                    // Taken before the load begins: an invalidation after this drops its value.
-                    let fill = Fill {
-                        ticket: self.fence.ticket(),
-                        seen,
-                    };
-                    let stamps = match self.stamps_for(tags).await {
-                        Ok(stamps) => Some(stamps),
-                        Err(e) => {
-                            // The layer of the tag versions is down: skipped, like any failing
-                            // layer. The load runs; its value, unstampable, is not cached.
-                            tracing::warn!(key, error = %e, "tag versions unavailable; the value is not cached");
-                            None
-                        }
-                    };
-                    let LoadResult { output, keep } = loader.run().await?;
-                    let shared = match (keep, stamps) {
-                        (Some((stored, ttl)), Some(stamps)) => {
-                            // Boxed: the write path's future is several kilobytes, and inline it
-                            // would make every call's future that large.
-                            let stored_ok = Box::pin(
-                                self.store_loaded(key, &stored, ttl, layers, stamps, fill),
-                            )
-                            .await;
-                            if let Err(e) = stored_ok {
-                                Self::fail::<L>(key, e)?;
-                            }
-                            Some(Arc::new(stored) as Arc<dyn Any + Send + Sync>)
-                        }
-                        _ => None,
-                    };
-                    leader.finish(shared);
-                    return Ok(output);
+                    // Boxed: the leader's path (timeouts, a task, fail-safe) is large, and
+                    // inline it would grow every call's future, the waiters' too.
+                    return Box::pin(self.lead(key, tags, layers, &policy, loader, leader)).await;
                 }
                 Role::Waiter(waiter) => {
                     use crate::flight::Waited;
                     match waiter.wait(key, self.config.load_wait_timeout).await {
                         Waited::Value(shared) => {
-                            if let Some(v) = shared.downcast_ref::<L::Stored>().cloned() {
-                                return Ok(L::from_stored(v));
+                            if let Some(v) = shared.downcast_ref::<Shared<L::Stored>>() {
+                                return Ok(Served {
+                                    output: L::from_stored(v.value.clone()),
+                                    stale: v.stale,
+                                });
                             }
                         }
                         Waited::Retry => {}
                         // The flight is detached: going round again leads a load (or joins the
                         // one that another caller who gave up leads).
                         Waited::GaveUp => {
-                            crate::stats::Counters::bump(&self.counters.load_wait_timeouts);
+                            Counters::bump(&self.counters.load_wait_timeouts);
                             tracing::warn!(
                                 key,
                                 load_wait_timeout = ?self.config.load_wait_timeout,
@@ -147,8 +172,246 @@ impl Engine {
         }
     }
 
+    /// The leader's part: read every layer once, then load, store and share.
+    async fn lead<L: Loader>(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        layers: LayerSet,
+        policy: &Policy,
+        loader: L,
+        leader: Leader<'_>,
+    ) -> std::result::Result<Served<L::Output>, L::Error> {
+        // Every layer now, once for all the waiters: the value may be below L1, or a previous
+        // leader may have stored it between our miss and our joining. What the layers hold now
+        // is what the fill will expect to replace: a delete after this read leaves a new
+        // tombstone, in any process, and refuses it.
+        let read = match self
+            .read_through_seeing::<L::Stored>(key, policy.fail_safe_max.is_some())
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                Self::fail::<L>(key, e)?;
+                ReadThrough {
+                    value: None,
+                    seen: SeenSlots::default(),
+                    stale: None,
+                }
+            }
+        };
+        if let Some(v) = read.value {
+            leader.finish(Some(share(v.clone(), false)));
+            return Ok(Served::fresh(L::from_stored(v)));
+        }
+        // Taken before the load begins: an invalidation after this drops its value.
+        let fill = Fill {
+            ticket: self.fence.ticket(),
+            seen: read.seen,
+        };
+        let stamps = match self.stamps_for(tags).await {
+            Ok(stamps) => Some(stamps),
+            Err(e) => {
+                // The layer of the tag versions is down: skipped, like any failing layer. The
+                // load runs; its value, unstampable, is not cached.
+                tracing::warn!(key, error = %e, "tag versions unavailable; the value is not cached");
+                None
+            }
+        };
+        let ran = self
+            .run_loader(key, layers, policy, loader, &stamps, &fill, read.stale)
+            .await;
+        let (result, load_ms, stored, stale) = match ran {
+            Ran::Done {
+                result,
+                load_ms,
+                stored,
+                stale,
+            } => (result, load_ms, stored, stale),
+            Ran::StandIn {
+                soft,
+                background,
+                stale,
+            } => {
+                Counters::bump(if soft {
+                    &self.counters.loads.soft_timeouts
+                } else {
+                    &self.counters.loads.hard_timeouts
+                });
+                self.served_stale(key, if soft { "soft timeout" } else { "hard timeout" });
+                if let Some(stamps) = stamps {
+                    // A load still running in the background fills the layers below itself,
+                    // expecting what it saw there: only L1 takes the stand-in then.
+                    self.recache_stale(
+                        key,
+                        &stale,
+                        stamps,
+                        fill,
+                        policy.throttle,
+                        layers,
+                        background,
+                    )
+                    .await;
+                }
+                return Ok(self.finish_stale::<L>(leader, &stale));
+            }
+            Ran::TimedOut(answer) => {
+                Counters::bump(&self.counters.loads.hard_timeouts);
+                Counters::bump(&self.counters.loads.failures);
+                leader.finish(None);
+                let after = policy.hard_timeout.unwrap_or_default();
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "key `{key}`: the loader did not finish within {after:?} (hard_timeout)"
+                    ),
+                );
+                return match answer {
+                    TimeoutAnswer::Error(f) => Err(f(e)),
+                    TimeoutAnswer::Output(f) => Ok(Served::fresh(f(e))),
+                };
+            }
+        };
+        let failed = L::failed(&result);
+        if failed {
+            Counters::bump(&self.counters.loads.failures);
+            if let Some(stale) = &stale {
+                // The loader failed: the stale value stands in, cached again for a while.
+                self.served_stale(key, "the loader failed");
+                if let Some(stamps) = stamps {
+                    self.recache_stale(key, stale, stamps, fill, policy.throttle, layers, false)
+                        .await;
+                }
+                return Ok(self.finish_stale::<L>(leader, stale));
+            }
+        }
+        let LoadResult { output, keep } = result?;
+        let shared = match (keep, stamps) {
+            (Some((stored_value, _)), Some(_)) if stored => Some(share(stored_value, false)),
+            (Some((stored_value, ttl)), Some(stamps)) => {
+                // Boxed: the write path's future is several kilobytes, and inline it would make
+                // every call's future that large.
+                let aging = policy.aging(load_ms);
+                let stored_ok = Box::pin(self.store_loaded(
+                    key,
+                    &stored_value,
+                    ttl,
+                    layers,
+                    stamps,
+                    fill,
+                    aging,
+                ))
+                .await;
+                if let Err(e) = stored_ok {
+                    Self::fail::<L>(key, e)?;
+                }
+                Some(share(stored_value, false))
+            }
+            _ => None,
+        };
+        leader.finish(shared);
+        Ok(Served::fresh(output))
+    }
+
+    /// Ends the flight with a stale stand-in and answers with it.
+    fn finish_stale<L: Loader>(
+        &self,
+        leader: Leader<'_>,
+        stale: &Stale<L::Stored>,
+    ) -> Served<L::Output> {
+        leader.finish(Some(share(stale.value.clone(), true)));
+        Served {
+            output: L::from_stored(stale.value.clone()),
+            stale: true,
+        }
+    }
+
+    /// Runs the loader under the policy's timeouts. A load that can outlive its caller runs in a
+    /// task of its own when a timeout may cut the wait short, and stores its value from there
+    /// when it finishes, whenever that is; otherwise it runs here, and a hard timeout cancels it.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    async fn run_loader<L: Loader>(
+        self: &Arc<Self>,
+        key: &str,
+        layers: LayerSet,
+        policy: &Policy,
+        loader: L,
+        stamps: &Option<Box<[TagStamp]>>,
+        fill: &Fill,
+        stale: Option<Box<Stale<L::Stored>>>,
+    ) -> Ran<Loaded<L>, TimeoutAnswer<L::Output, L::Error>, Box<Stale<L::Stored>>> {
+        Counters::bump(&self.counters.loads.runs);
+        let answer = loader.timeout_answer();
+        let soft = policy.soft_timeout.filter(|_| stale.is_some());
+        let hard = policy
+            .hard_timeout
+            .filter(|_| stale.is_some() || answer.is_some());
+        let started = Instant::now();
+        let done = |result, stale| Ran::Done {
+            result,
+            load_ms: elapsed_ms(started),
+            stored: false,
+            stale,
+        };
+        if soft.is_none() && hard.is_none() {
+            return done(loader.run().await, stale);
+        }
+        let loader = match loader.detach() {
+            Ok(detached) => {
+                let engine = Arc::clone(self);
+                let key = key.to_owned();
+                let stamps = stamps.clone();
+                let fill = fill.clone();
+                let policy = *policy;
+                let task = tokio::spawn(async move {
+                    let result = detached.await;
+                    let load_ms = elapsed_ms(started);
+                    // A copy, so that no borrow of the result lives across the await.
+                    let kept = match &result {
+                        Ok(LoadResult {
+                            keep: Some((stored, ttl)),
+                            ..
+                        }) if !L::failed(&result) => Some((stored.clone(), *ttl)),
+                        _ => None,
+                    };
+                    if let (Some((stored, ttl)), Some(stamps)) = (kept, stamps) {
+                        let aging = policy.aging(load_ms);
+                        if let Err(e) = engine
+                            .store_loaded(&key, &stored, ttl, layers, stamps, fill, aging)
+                            .await
+                        {
+                            tracing::debug!(key, error = %e, "a background load's value was not stored");
+                        }
+                    }
+                    (result, load_ms)
+                });
+                return wait_detached(task, &policy, stale, answer).await;
+            }
+            Err(loader) => loader,
+        };
+        // Runs here: a soft timeout cannot let it go on, so only the hard one applies.
+        let Some(hard) = hard else {
+            return done(loader.run().await, stale);
+        };
+        match (
+            tokio::time::timeout(hard, loader.run()).await,
+            stale,
+            answer,
+        ) {
+            (Ok(result), stale, _) => done(result, stale),
+            (Err(_), Some(stale), _) => Ran::StandIn {
+                soft: false,
+                background: false,
+                stale,
+            },
+            (Err(_), None, Some(answer)) => Ran::TimedOut(answer),
+            // `hard` is set only with a stale value or an answer.
+            (Err(_), None, None) => std::future::pending().await,
+        }
+    }
+
     /// A cache failure inside a load: the caller's error, or logged and passed over.
-    fn fail<L: Loader>(key: &str, e: Error) -> std::result::Result<(), L::Error> {
+    pub(super) fn fail<L: Loader>(key: &str, e: Error) -> std::result::Result<(), L::Error> {
         match L::cache_failure(e.clone()) {
             Some(failure) => Err(failure),
             None => {
@@ -159,7 +422,8 @@ impl Engine {
     }
 
     /// Writes a loaded value as a fill with `fill`'s credentials.
-    async fn store_loaded<T>(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn store_loaded<T>(
         &self,
         key: &str,
         value: &T,
@@ -167,11 +431,12 @@ impl Engine {
         layers: LayerSet,
         stamps: Box<[TagStamp]>,
         fill: Fill,
+        aging: super::Aging,
     ) -> Result<()>
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
-        let write = Write::fill(fill, Expiry::Ttl(ttl), layers, stamps);
+        let write = Write::fill(fill, Expiry::Ttl(ttl), layers, stamps).aged(aging);
         if self.writes_decoded(layers) {
             // L1 alone: kept decoded, encoded only if its bytes are asked for.
             let value = Box::new(value.clone());
@@ -190,36 +455,57 @@ impl Engine {
         )
         .await
     }
+}
 
+/// The error a `get_or_set` loader returns.
+pub(crate) type LoaderError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Makes a `get_or_set` loader's future outlive its caller; exists only for `'static` loaders.
+pub(crate) type DetachFn<F, T> = fn(F) -> BoxFuture<'static, std::result::Result<T, LoaderError>>;
+
+/// Makes a `#[cached]` body outlive its caller; exists only for bodies with owned arguments.
+pub(crate) type DetachBody<F, O> = fn(F) -> BoxFuture<'static, O>;
+
+impl Engine {
     /// `cache.get_or_set(..)`: see [`Cache::get_or_set`](crate::Cache::get_or_set).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn get_or_set<T, F, Fut, E>(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         loader: F,
+        detach: Option<DetachFn<F, T>>,
         ttl: Option<Duration>,
         tags: &[String],
         layers: LayerSet,
-    ) -> Result<T>
+        options: &LoadOptions,
+    ) -> Result<Served<T>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = std::result::Result<T, E>> + Send,
-        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        E: Into<LoaderError>,
     {
         key::validate(key, "key")?;
         key::validate_tags(tags)?;
-        let load = LoaderFn { key, loader, ttl };
-        self.load(key, tags, layers, load).await
+        let load = LoaderFn {
+            key,
+            loader,
+            detach,
+            ttl,
+        };
+        self.load(key, tags, layers, options, load).await
     }
 
     /// The body of every `#[cached]` function: never fails because of the cache. Without a valid
     /// key, or with a tag `get_or_set` would refuse (`key::validate_tags`), it runs uncached.
     pub(crate) async fn run_cached<O, F>(
-        &self,
+        self: &Arc<Self>,
         callsite: &'static Callsite,
         key: Result<String>,
         tags: Vec<String>,
         body: F,
+        detach: Option<DetachBody<F, O>>,
+        on_timeout: Option<fn(Error) -> O>,
     ) -> O
     where
         O: Output,
@@ -236,27 +522,48 @@ impl Engine {
             }
         };
         let layers = callsite.layers.map_or(LayerSet::ALL, LayerSet::of);
-        let load = CachedBody { callsite, body };
-        match self.load(&key, &tags, layers, load).await {
-            Ok(out) => out,
+        let loads = &callsite.loads;
+        let options = LoadOptions {
+            fail_safe_max: loads.fail_safe,
+            fail_safe_throttle: loads.fail_safe_throttle,
+            soft_timeout: loads.soft_timeout,
+            hard_timeout: loads.hard_timeout,
+            eager_refresh: loads.early_refresh,
+            xfetch_beta: loads.xfetch,
+            ttl_jitter: None,
+            distributed_lock: loads.distributed_lock,
+        };
+        let load = CachedBody {
+            callsite,
+            body,
+            detach,
+            on_timeout,
+        };
+        match self.load(&key, &tags, layers, &options, load).await {
+            Ok(served) => served.output,
             Err(never) => match never {},
         }
     }
 }
 
 /// `get_or_set`'s loader: a loader error is the caller's error, and so is a cache failure.
-struct LoaderFn<'k, F> {
+struct LoaderFn<'k, F, T> {
     key: &'k str,
     loader: F,
+    detach: Option<DetachFn<F, T>>,
     ttl: Option<Duration>,
 }
 
-impl<T, F, Fut, E> Loader for LoaderFn<'_, F>
+fn loader_error(key: &str, source: LoaderError) -> Error {
+    Error::new(ErrorKind::Loader, format!("key `{key}`: {source}")).with_source(source)
+}
+
+impl<T, F, Fut, E> Loader for LoaderFn<'_, F, T>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = std::result::Result<T, E>> + Send,
-    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    E: Into<LoaderError>,
 {
     type Stored = T;
     type Output = T;
@@ -268,28 +575,67 @@ where
 
     async fn run(self) -> Result<LoadResult<T, T>> {
         let key = self.key;
-        let value = (self.loader)().await.map_err(|e| {
-            let source = e.into();
-            Error::new(ErrorKind::Loader, format!("key `{key}`: {source}")).with_source(source)
-        })?;
+        let value = (self.loader)()
+            .await
+            .map_err(|e| loader_error(key, e.into()))?;
         Ok(LoadResult {
             output: value.clone(),
             keep: Some((value, self.ttl)),
         })
     }
 
+    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self> {
+        let Some(detach) = self.detach else {
+            return Err(self);
+        };
+        let load = detach(self.loader);
+        let key = self.key.to_owned();
+        let ttl = self.ttl;
+        Ok(Box::pin(async move {
+            let value = load.await.map_err(|e| loader_error(&key, e))?;
+            Ok(LoadResult {
+                output: value.clone(),
+                keep: Some((value, ttl)),
+            })
+        }))
+    }
+
     fn from_stored(stored: T) -> T {
         stored
+    }
+
+    fn failed(result: &Loaded<Self>) -> bool {
+        result.is_err()
+    }
+
+    fn timeout_answer(&self) -> Option<TimeoutAnswer<T, Error>> {
+        Some(TimeoutAnswer::Error(|e| e))
     }
 }
 
 /// A `#[cached]` body: its output is always the caller's; what is kept depends on its shape.
-struct CachedBody<F> {
+struct CachedBody<F, O> {
     callsite: &'static Callsite,
     body: F,
+    detach: Option<DetachBody<F, O>>,
+    on_timeout: Option<fn(Error) -> O>,
 }
 
-impl<O, F> Loader for CachedBody<F>
+/// What a `#[cached]` function keeps of its output, with the TTL for it.
+fn kept<O: Output>(callsite: &Callsite, output: &O) -> Option<(O::Stored, Option<Duration>)> {
+    output
+        .to_stored(callsite.negative_ttl.is_some())
+        .map(|stored| {
+            let ttl = if O::is_negative(&stored) {
+                callsite.negative_ttl
+            } else {
+                callsite.ttl
+            };
+            (stored, ttl)
+        })
+}
+
+impl<O, F> Loader for CachedBody<F, O>
 where
     O: Output,
     F: Future<Output = O> + Send,
@@ -304,20 +650,35 @@ where
 
     async fn run(self) -> std::result::Result<LoadResult<O, O::Stored>, Infallible> {
         let output = self.body.await;
-        let keep = output
-            .to_stored(self.callsite.negative_ttl.is_some())
-            .map(|stored| {
-                let ttl = if O::is_negative(&stored) {
-                    self.callsite.negative_ttl
-                } else {
-                    self.callsite.ttl
-                };
-                (stored, ttl)
-            });
+        let keep = kept(self.callsite, &output);
         Ok(LoadResult { output, keep })
+    }
+
+    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self> {
+        let Some(detach) = self.detach else {
+            return Err(self);
+        };
+        let body = detach(self.body);
+        let callsite = self.callsite;
+        Ok(Box::pin(async move {
+            let output = body.await;
+            let keep = kept(callsite, &output);
+            Ok(LoadResult { output, keep })
+        }))
     }
 
     fn from_stored(stored: O::Stored) -> O {
         O::from_stored(stored)
+    }
+
+    fn failed(result: &Loaded<Self>) -> bool {
+        match result {
+            Ok(loaded) => loaded.output.is_failure(),
+            Err(never) => match *never {},
+        }
+    }
+
+    fn timeout_answer(&self) -> Option<TimeoutAnswer<O, Infallible>> {
+        self.on_timeout.map(TimeoutAnswer::Output)
     }
 }

@@ -22,10 +22,12 @@
 mod background;
 mod counter;
 mod epoch;
+mod fallback;
 mod invalidate;
 mod load;
 mod read;
 mod recovery;
+mod refresh;
 mod scan;
 mod write;
 
@@ -47,7 +49,9 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::tags::TagIndex;
 
-pub(crate) use write::{Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
+pub(crate) use fallback::LoadOptions;
+pub(crate) use load::{DetachFn, LoaderError, Served};
+pub(crate) use write::{Aging, Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
 
 /// A layer below L1, as the engine uses it.
 #[derive(Debug)]
@@ -94,6 +98,8 @@ pub(crate) struct Engine {
     /// The flush epoch every entry below L1 carries (`epoch.rs`).
     flush_epoch: epoch::FlushEpoch,
     flights: Flights,
+    /// The keys this process is refreshing early (`refresh.rs`).
+    refreshing: refresh::Refreshing,
     fence: Arc<Fence>,
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
@@ -189,6 +195,7 @@ impl Engine {
             flush_epoch: epoch::FlushEpoch::new(authority_store, memo_ttl),
             authority,
             flights: Flights::default(),
+            refreshing: refresh::Refreshing::default(),
             fence: Arc::default(),
             counters,
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),

@@ -23,10 +23,32 @@ use crate::store::{Slot, is_tombstone};
 
 /// What one layer's read found.
 pub(super) enum TierRead {
-    /// A live, valid entry.
+    /// A fresh, valid entry.
     Hit(Envelope),
+    /// A valid entry past its freshness, inside its fail-safe window: a miss to every read, kept
+    /// for a load whose loader fails (`docs/resilience.md#fail-safe`). A fill expects its bytes.
+    Stale(Envelope, Bytes),
     /// No usable entry, and what the slot held.
     Miss(Seen),
+}
+
+/// A valid entry past its freshness, which a failing load may serve instead of an error.
+pub(crate) struct Stale<T> {
+    pub(crate) value: T,
+    pub(crate) payload: Bytes,
+    pub(crate) serialization: crate::config::Serialization,
+    pub(crate) life: crate::codec::Lifetime,
+}
+
+/// What a read through every layer found.
+pub(crate) struct ReadThrough<T> {
+    /// The fresh value, if any layer had one.
+    pub(crate) value: Option<T>,
+    /// On a miss, what each layer's slot held, for a fill to expect.
+    pub(crate) seen: SeenSlots,
+    /// On a miss, the first stale entry found, when the read asked for one. Boxed: it lives
+    /// across the read's awaits, and inline it would grow every read's future.
+    pub(crate) stale: Option<Box<Stale<T>>>,
 }
 
 impl Engine {
@@ -56,19 +78,31 @@ impl Engine {
         valid
     }
 
-    /// The live, valid L1 entry of `key`, removing it when expired or invalidated.
+    /// The fresh, valid L1 entry of `key`, removing it when expired or invalidated.
     #[inline]
     pub(super) async fn l1_entry(&self, key: &str) -> Option<Arc<L1Entry>> {
+        match self.l1_entry_or_stale(key).await {
+            Some(entry) if entry.is_live() => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// The valid L1 entry of `key`, fresh or stale inside its fail-safe window, removing it when
+    /// past that or invalidated. Anything but a fresh entry counts as a miss.
+    async fn l1_entry_or_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
         let l1 = self.l1.as_ref()?;
         let counters = self.counters.layer(Layer::L1);
         let Some(entry) = l1.get(key) else {
             Counters::bump(&counters.misses);
             return None;
         };
-        if !entry.is_live() || !self.l1_tags_valid(&entry).await {
+        if !entry.is_kept() || !self.l1_tags_valid(&entry).await {
             l1.remove_entry(key, &entry);
             Counters::bump(&counters.misses);
             return None;
+        }
+        if !entry.is_live() {
+            Counters::bump(&counters.misses);
         }
         Some(entry)
     }
@@ -122,7 +156,8 @@ impl Engine {
                 return TierRead::Miss(self.clean_up(tier, key, bytes).await);
             }
         };
-        let valid = env.expires_at_ms > now_ms()
+        let now = now_ms();
+        let valid = env.expires_at_ms > now
             && match self.stamps_valid(&env.tags).await {
                 Ok(v) => v,
                 Err(e) => {
@@ -133,6 +168,11 @@ impl Engine {
         if !valid {
             Counters::bump(&counters.misses);
             return TierRead::Miss(self.clean_up(tier, key, bytes).await);
+        }
+        if env.fresh_until_ms <= now {
+            // Left in place: the store drops it at the end of its window, and a fill replaces it.
+            Counters::bump(&counters.misses);
+            return TierRead::Stale(env, bytes);
         }
         TierRead::Hit(env)
     }
@@ -197,7 +237,7 @@ impl Engine {
 
     /// The value of a live L1 entry whose tags need no check; see [`Engine::try_l1_hit`].
     #[inline(always)]
-    fn l1_hit_now<T>(&self, key: &str, entry: &L1Entry) -> Option<Result<T>>
+    pub(super) fn l1_hit_now<T>(&self, key: &str, entry: &L1Entry) -> Option<Result<T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
@@ -252,25 +292,56 @@ impl Engine {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        Ok(self.read_through_seeing(key).await?.0)
+        Ok(self.read_through_seeing(key, false).await?.value)
     }
 
     /// Reads `key` through every layer, back-filling the layers above a hit; on a miss, also what
-    /// each layer's slot held, which a load's fill then expects to find unchanged. (A load
-    /// validates its key once, up front.)
-    pub(super) async fn read_through_seeing<T>(&self, key: &str) -> Result<(Option<T>, SeenSlots)>
+    /// each layer's slot held, which a load's fill then expects to find unchanged, and, when
+    /// `want_stale`, the first stale entry (`docs/resilience.md#fail-safe`). (A load validates
+    /// its key once, up front.)
+    pub(super) async fn read_through_seeing<T>(
+        &self,
+        key: &str,
+        want_stale: bool,
+    ) -> Result<ReadThrough<T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(entry) = self.l1_entry(key).await {
-            let v = entry.value::<T>(key)?;
-            Counters::bump(&self.counters.layer(Layer::L1).hits);
-            return Ok((Some(v), SeenSlots::default()));
+        let mut stale = None;
+        if let Some(entry) = self.l1_entry_or_stale(key).await {
+            if entry.is_live() {
+                let v = entry.value::<T>(key)?;
+                Counters::bump(&self.counters.layer(Layer::L1).hits);
+                return Ok(ReadThrough {
+                    value: Some(v),
+                    seen: SeenSlots::default(),
+                    stale: None,
+                });
+            }
+            if want_stale && let Ok(payload) = entry.payload() {
+                stale = Some(Box::new(Stale {
+                    value: entry.value::<T>(key)?,
+                    payload,
+                    serialization: entry.serialization,
+                    life: entry.lifetime(),
+                }));
+            }
         }
         let ticket = self.fence.ticket();
         let mut seen = SeenSlots::default();
         for (i, tier) in self.tiers.iter().enumerate() {
             match self.read_tier(tier, key).await {
+                TierRead::Stale(env, bytes) => {
+                    if want_stale && stale.is_none() {
+                        stale = Some(Box::new(Stale {
+                            value: codec::deserialize(env.serialization, key, &env.payload)?,
+                            life: env.lifetime(),
+                            payload: env.payload,
+                            serialization: env.serialization,
+                        }));
+                    }
+                    seen.push(Seen::Bytes(bytes));
+                }
                 TierRead::Hit(env) => {
                     let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
                     Counters::bump(&self.counters.layer(tier.layer).hits);
@@ -286,13 +357,21 @@ impl Engine {
                         // every call.
                         Box::pin(self.backfill(key, &env, i, fill, Box::new(v.clone()))).await;
                     }
-                    return Ok((Some(v), SeenSlots::default()));
+                    return Ok(ReadThrough {
+                        value: Some(v),
+                        seen: SeenSlots::default(),
+                        stale: None,
+                    });
                 }
                 TierRead::Miss(what) => seen.push(what),
             }
         }
         Counters::bump(&self.counters.misses);
-        Ok((None, seen))
+        Ok(ReadThrough {
+            value: None,
+            seen,
+            stale,
+        })
     }
 
     /// The first live, valid entry of `key`, without decoding or back-filling.
@@ -307,6 +386,8 @@ impl Engine {
                         Envelope {
                             expires_at_ms: entry.expires_at_ms,
                             created_at_ms: entry.created_at_ms,
+                            fresh_until_ms: entry.fresh_until_ms,
+                            load_ms: entry.load_ms,
                             key: key.to_owned(),
                             tags: entry.tags.to_vec(),
                             serialization: entry.serialization,
@@ -354,7 +435,7 @@ impl Engine {
         }
         let write = Write::fill(
             fill,
-            Expiry::At(env.expires_at_ms),
+            Expiry::At(env.lifetime()),
             targets,
             env.tags.clone().into_boxed_slice(),
         );

@@ -105,6 +105,7 @@ impl Engine {
             l4_hits: hits(Layer::L4),
             misses: self.counters.misses.load(Ordering::Relaxed),
             load_wait_timeouts: self.counters.load_wait_timeouts.load(Ordering::Relaxed),
+            loads: self.counters.loads.snapshot(),
             // A layer that cannot list is already counted as an error above; stats still answer.
             total_keys: self.live_keys("*", false).await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),

@@ -7,19 +7,22 @@ use super::*;
 /// made `get`'s future 6.5 KB; boxed, `get`'s is 0.7 KB and `get_or_set`'s 0.9 KB.
 #[test]
 fn read_futures_stay_small() {
-    let engine = Engine::embedded_default();
+    let engine = Arc::new(Engine::embedded_default());
     let get = engine.get::<String>("k");
     assert!(
         std::mem::size_of_val(&get) <= 1_024,
         "Engine::get future: {} bytes",
         std::mem::size_of_val(&get)
     );
+    let options = LoadOptions::default();
     let get_or_set = engine.get_or_set::<i32, _, _, std::io::Error>(
         "k",
         || async { Ok(1) },
         None,
+        None,
         &[],
         LayerSet::ALL,
+        &options,
     );
     assert!(
         std::mem::size_of_val(&get_or_set) <= 1_536,

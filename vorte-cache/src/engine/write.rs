@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::invalidate::{TOMBSTONE_TTL, new_tombstone, remove_if_unchanged};
 use super::{Engine, Tier};
 use crate::clock::now_ms;
-use crate::codec::{self, Envelope, TagStamp};
+use crate::codec::{self, Envelope, Lifetime, TagStamp};
 use crate::config::Serialization;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fenced;
@@ -51,7 +51,7 @@ pub(crate) enum Seen {
 
 /// What a read found in the slots of the layers below L1, in their order; a layer past the end
 /// was not read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct SeenSlots(Vec<Seen>);
 
 impl SeenSlots {
@@ -83,7 +83,7 @@ impl SeenSlots {
 
 /// A copy's credentials: the fence ticket taken before its read or load began, and what that
 /// read found in each layer below L1.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Fill {
     pub(crate) ticket: u64,
     pub(crate) seen: SeenSlots,
@@ -92,10 +92,22 @@ pub(crate) struct Fill {
 /// When a written entry expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expiry {
-    /// From now; `None` is the cache's `default_ttl`.
+    /// Fresh for this long from now (`None`: the cache's `default_ttl`), aged by the write's
+    /// [`Aging`].
     Ttl(Option<Duration>),
-    /// At this wall-clock time in ms: a copy keeps what is left of its original's TTL.
-    At(u64),
+    /// Exactly this lifetime: a copy keeps what is left of its original's.
+    At(Lifetime),
+}
+
+/// What turns a TTL into a [`Lifetime`], besides the TTL itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Aging {
+    /// Kept stale this long past its TTL, for fail-safe; `None`: the config's `fail_safe_max`.
+    pub(crate) stale_for: Option<Duration>,
+    /// The TTL times a random factor in `1 ± jitter`; `None`: the config's `ttl_jitter`.
+    pub(crate) jitter: Option<f64>,
+    /// How long the load that made the value took.
+    pub(crate) load_ms: u32,
 }
 
 /// One write: its kind, expiry, the layers it may go to, and the tag stamps it carries.
@@ -110,6 +122,8 @@ pub(crate) struct Write {
     pub(crate) already_written: LayerSet,
     /// For a fill: what its read found in each layer below L1.
     seen: SeenSlots,
+    /// How a TTL expiry becomes a lifetime.
+    pub(crate) aging: Aging,
 }
 
 impl Write {
@@ -122,6 +136,7 @@ impl Write {
             stamps,
             already_written: LayerSet::default(),
             seen: SeenSlots::default(),
+            aging: Aging::default(),
         }
     }
 
@@ -141,7 +156,14 @@ impl Write {
             stamps,
             already_written: LayerSet::default(),
             seen: fill.seen,
+            aging: Aging::default(),
         }
+    }
+
+    /// The same write, aged by `aging`.
+    pub(crate) fn aged(mut self, aging: Aging) -> Write {
+        self.aging = aging;
+        self
     }
 }
 
@@ -254,9 +276,9 @@ impl Engine {
             self.record_set(key);
         }
         let now = now_ms();
-        let expires_at_ms = self.expires_at(write.expiry, now);
+        let life = self.lifetime(write.expiry, write.aging, now);
         let entry = L1Entry::decoded(
-            Self::capped(expires_at_ms, l1.ttl_cap, now),
+            life.capped(l1.ttl_cap, now),
             now,
             Self::l1_stamps(&write.stamps),
             self.config.serialization,
@@ -326,20 +348,30 @@ impl Engine {
         .await;
     }
 
-    fn expires_at(&self, expiry: Expiry, now: u64) -> u64 {
-        match expiry {
-            Expiry::At(at) => at,
-            Expiry::Ttl(ttl) => {
-                let ttl = ttl.unwrap_or(self.config.default_ttl);
-                now.saturating_add(ttl.as_millis().max(1) as u64)
-            }
-        }
-    }
-
-    fn capped(expires_at_ms: u64, cap: Option<Duration>, now: u64) -> u64 {
-        match cap {
-            Some(cap) => expires_at_ms.min(now.saturating_add(cap.as_millis() as u64)),
-            None => expires_at_ms,
+    /// When an entry written `now` stops being fresh and when it goes
+    /// (`docs/resilience.md#ttl-jitter`, `docs/resilience.md#fail-safe`).
+    pub(super) fn lifetime(&self, expiry: Expiry, aging: Aging, now: u64) -> Lifetime {
+        let ttl = match expiry {
+            Expiry::At(life) => return life,
+            Expiry::Ttl(ttl) => ttl.unwrap_or(self.config.default_ttl).as_millis().max(1) as u64,
+        };
+        let loads = &self.config.loads;
+        let jitter = aging.jitter.unwrap_or(loads.ttl_jitter);
+        let ttl = if jitter > 0.0 {
+            let factor = 1.0 + jitter * (2.0 * rand::random::<f64>() - 1.0);
+            ((ttl as f64) * factor).max(1.0) as u64
+        } else {
+            ttl
+        };
+        let fresh_until_ms = now.saturating_add(ttl);
+        let stale_ms = aging
+            .stale_for
+            .or(loads.fail_safe_max)
+            .map_or(0, |d| d.as_millis() as u64);
+        Lifetime {
+            fresh_until_ms,
+            expires_at_ms: fresh_until_ms.saturating_add(stale_ms),
+            load_ms: aging.load_ms,
         }
     }
 
@@ -348,15 +380,18 @@ impl Engine {
     pub(super) fn encode_for(
         tier: &Tier,
         key: &str,
-        expires_at_ms: u64,
+        life: Lifetime,
         now: u64,
         stamps: &[TagStamp],
         serialization: Serialization,
         payload: &Bytes,
     ) -> (Bytes, Duration) {
+        let life = life.capped(tier.ttl_cap, now);
         let env = Envelope {
-            expires_at_ms: Self::capped(expires_at_ms, tier.ttl_cap, now),
+            expires_at_ms: life.expires_at_ms,
             created_at_ms: now,
+            fresh_until_ms: life.fresh_until_ms,
+            load_ms: life.load_ms,
             key: key.to_owned(),
             tags: stamps.to_vec(),
             serialization,
@@ -398,7 +433,7 @@ impl Engine {
         }
         let fill = matches!(write.kind, WriteKind::Fill { .. });
         let now = now_ms();
-        let expires_at_ms = self.expires_at(write.expiry, now);
+        let life = self.lifetime(write.expiry, write.aging, now);
         let mut accepted = 0usize;
         let mut first_error = None;
 
@@ -433,15 +468,8 @@ impl Engine {
                 (true, Seen::Nothing) => None,
                 (true, Seen::Bytes(seen)) => Some(seen),
             };
-            let (bytes, ttl) = Self::encode_for(
-                tier,
-                key,
-                expires_at_ms,
-                now,
-                &write.stamps,
-                serialization,
-                &payload,
-            );
+            let (bytes, ttl) =
+                Self::encode_for(tier, key, life, now, &write.stamps, serialization, &payload);
             if let (Some(behind), false) = (&tier.behind, fill) {
                 if behind.enqueue(key, bytes, ttl, now) {
                     accepted += 1;
@@ -530,7 +558,7 @@ impl Engine {
                 Counters::bump(&self.counters.layer(Layer::L1).too_large);
             } else {
                 let mut entry = L1Entry::new(
-                    Self::capped(expires_at_ms, l1.ttl_cap, now),
+                    life.capped(l1.ttl_cap, now),
                     now,
                     Self::l1_stamps(&write.stamps),
                     serialization,

@@ -114,6 +114,8 @@ fn envelope(key: &str) -> Bytes {
     Envelope {
         expires_at_ms: u64::MAX,
         created_at_ms: 0,
+        fresh_until_ms: u64::MAX,
+        load_ms: 0,
         key: key.to_owned(),
         tags: vec![],
         serialization: Serialization::Msgpack,

@@ -281,6 +281,8 @@ mod tests {
         let env = Envelope {
             expires_at_ms: u64::MAX,
             created_at_ms: 0,
+            fresh_until_ms: u64::MAX,
+            load_ms: 0,
             key: long.clone(),
             tags: vec![],
             serialization: Serialization::Msgpack,

@@ -117,6 +117,8 @@ mod tests {
             let env = Envelope {
                 expires_at_ms,
                 created_at_ms: now,
+                fresh_until_ms: expires_at_ms,
+                load_ms: 0,
                 key: format!("k{i}"),
                 tags: vec![],
                 serialization: Serialization::Msgpack,

@@ -27,6 +27,8 @@ pub(super) fn envelope_at(key: &str, payload: &[u8], expires_at_ms: u64) -> Byte
     Envelope {
         expires_at_ms,
         created_at_ms: now_ms(),
+        fresh_until_ms: expires_at_ms,
+        load_ms: 0,
         key: key.to_owned(),
         tags: Vec::new(),
         serialization: Serialization::Msgpack,

@@ -1,0 +1,141 @@
+//! Fail-safe on each of the eight stacks (`docs/resilience.md#fail-safe`): an entry kept past its
+//! TTL stands in for a loader that fails, in this process and in another one (a second cache over
+//! the same servers), and never after an invalidation.
+#![allow(clippy::expect_used, reason = "a failed step fails the test")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use vorte_cache::{Cache, ErrorKind, Freshness};
+use vorte_cache_tests::{Env, Stack, on_every_stack};
+
+on_every_stack!(
+    a_failing_loader_gets_the_stale_value_in_every_process,
+    no_stale_value_after_a_delete,
+    no_stale_value_after_a_tag_invalidation,
+    no_stale_value_after_a_flush,
+);
+
+const TTL: Duration = Duration::from_millis(300);
+const KEEP: Duration = Duration::from_secs(60);
+
+/// Loads `key` as `"v1"` with a short TTL and a long fail-safe window, then lets it go stale.
+async fn stale_entry(cache: &Cache, key: &str, tags: &[&str]) {
+    let v: String = cache
+        .get_or_set(key, || async { Ok::<_, std::io::Error>("v1".to_owned()) })
+        .ttl(TTL)
+        .tags(tags.iter().copied())
+        .fail_safe(KEEP)
+        .await
+        .expect("first load");
+    assert_eq!(v, "v1");
+    tokio::time::sleep(TTL + Duration::from_millis(150)).await;
+}
+
+/// A call whose loader fails, counting its runs.
+async fn failing_call(
+    cache: &Cache,
+    key: &str,
+    runs: &Arc<AtomicUsize>,
+) -> vorte_cache::Result<vorte_cache::Fetched<String>> {
+    let runs = runs.clone();
+    cache
+        .get_or_set(key, move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>(std::io::Error::other("the database is down"))
+        })
+        .ttl(TTL)
+        .fail_safe(KEEP)
+        .fetch()
+        .await
+}
+
+async fn a_failing_loader_gets_the_stale_value_in_every_process(stack: Stack) {
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
+    stale_entry(&cache, "k", &[]).await;
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get"),
+        None,
+        "{stack:?}: a stale entry is a miss to a plain read"
+    );
+    let runs = Arc::new(AtomicUsize::new(0));
+    let got = failing_call(&cache, "k", &runs)
+        .await
+        .expect("the stale value, not the error");
+    assert_eq!(got.value, "v1", "{stack:?}");
+    assert_eq!(got.freshness, Freshness::Stale, "{stack:?}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "{stack:?}: the loader was tried"
+    );
+    let stats = cache.stats().await.expect("stats");
+    assert_eq!(stats.loads.fail_safe_serves, 1, "{stack:?}");
+    assert!(stats.loads.failures >= 1, "{stack:?}");
+    // Cached again for the throttle period: the next call does not ask the failing source.
+    let again = failing_call(&cache, "k", &runs).await.expect("served");
+    assert_eq!(
+        (again.value.as_str(), runs.load(Ordering::SeqCst)),
+        ("v1", 1),
+        "{stack:?}"
+    );
+
+    if stack.has_redis() || stack.has_file() || stack == Stack::L1S3 {
+        // Another process finds the stale entry in the shared layers.
+        let other = env.cache("").await;
+        let other_runs = Arc::new(AtomicUsize::new(0));
+        let got = failing_call(&other, "k", &other_runs)
+            .await
+            .expect("served in the other process");
+        assert_eq!(got.value, "v1", "{stack:?}: another process");
+    }
+}
+
+/// What `invalidate` does between the entry going stale and the failing load.
+async fn no_stale_value_after(stack: Stack, what: &str) {
+    let env = Env::new(stack);
+    let cache = env.cache("").await;
+    stale_entry(&cache, "k", &["t"]).await;
+    match what {
+        "delete" => {
+            cache.delete("k").await.expect("delete");
+        }
+        "tag" => cache.invalidate_tag("t").await.expect("invalidate_tag"),
+        _ => cache.flush().await.expect("flush"),
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let err = failing_call(&cache, "k", &runs)
+        .await
+        .expect_err("after an invalidation the loader's error reaches the caller");
+    assert_eq!(err.kind(), ErrorKind::Loader, "{stack:?} {what}");
+    assert_eq!(
+        cache.stats().await.expect("stats").loads.fail_safe_serves,
+        0,
+        "{stack:?} {what}"
+    );
+    if stack.has_redis() || stack.has_file() || stack == Stack::L1S3 {
+        let other = env.cache("").await;
+        let err = failing_call(&other, "k", &runs)
+            .await
+            .expect_err("nor in another process");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Loader,
+            "{stack:?} {what}: another process"
+        );
+    }
+}
+
+async fn no_stale_value_after_a_delete(stack: Stack) {
+    no_stale_value_after(stack, "delete").await;
+}
+
+async fn no_stale_value_after_a_tag_invalidation(stack: Stack) {
+    no_stale_value_after(stack, "tag").await;
+}
+
+async fn no_stale_value_after_a_flush(stack: Stack) {
+    no_stale_value_after(stack, "flush").await;
+}
