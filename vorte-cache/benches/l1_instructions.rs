@@ -81,6 +81,14 @@ fn main() {
             n as usize <= keys.len() || !miss_insert,
             "at most {TRACE_KEYS} requests"
         );
+        // Fail-safe cost (`docs/performance.md#fail-safe-cost`): the same hits on a cache whose
+        // entries carry a stale window.
+        let mut fail_safe_config = CacheConfig::default();
+        fail_safe_config.loads.fail_safe_max = Some(std::time::Duration::from_secs(3600));
+        let fail_safe = Cache::from_config(&fail_safe_config).await.expect("cache");
+        fail_safe.set("user:1", &user(42)).await.expect("set");
+        fail_safe.get::<User>("user:1").await.expect("warm");
+        let load = || async { Ok::<_, std::io::Error>(user(42)) };
         let value = user(42);
         let mut l1_config = CacheConfig::default();
         l1_config.layers.l1.max_size = CAPACITY;
@@ -100,6 +108,18 @@ fn main() {
                 "raw_quick_cache_arc" => drop(black_box(raw_arc.get(black_box("user:arc")))),
                 "vorte_get_arc" => drop(black_box(
                     cache.get::<Arc<User>>(black_box("user:arc")).await,
+                )),
+                "vorte_get_fail_safe" => {
+                    drop(black_box(fail_safe.get::<User>(black_box("user:1")).await))
+                }
+                "get_or_set_hit" => {
+                    drop(black_box(cache.get_or_set(black_box("user:1"), load).await))
+                }
+                "get_or_set_hit_fail_safe" => drop(black_box(
+                    fail_safe
+                        .get_or_set(black_box("user:1"), load)
+                        .fail_safe(std::time::Duration::from_secs(3600))
+                        .await,
                 )),
                 "hand_written" => drop(black_box(hand_written_user(black_box(7)).await)),
                 "cached_fn" => drop(black_box(cached_user(black_box(7)).await)),

@@ -40,3 +40,42 @@ fn an_entry_this_build_cannot_read_is_left_for_the_builds_that_can() {
         "checksum mismatch"
     )));
 }
+
+/// `docs/resilience.md#ttl-jitter`: each TTL is multiplied by a factor in `1 ± ttl_jitter`,
+/// spread over the whole range, and a write without jitter keeps its TTL exactly; the fail-safe
+/// window is added after the jittered freshness.
+#[test]
+fn ttl_jitter_spreads_expiries_within_its_bounds() {
+    let mut config = CacheConfig::default();
+    config.loads.ttl_jitter = 0.2;
+    config.loads.fail_safe_max = Some(Duration::from_secs(5));
+    let engine = Engine::new(&config, Vec::new(), None);
+    let now = 1_000_000;
+    let ttl = Some(Duration::from_secs(10));
+    let lives: Vec<_> = (0..2_000)
+        .map(|_| engine.lifetime(Expiry::Ttl(ttl), Aging::default(), now))
+        .collect();
+    let fresh: Vec<u64> = lives.iter().map(|l| l.fresh_until_ms - now).collect();
+    let (min, max) = (
+        fresh.iter().copied().min().unwrap_or(0),
+        fresh.iter().copied().max().unwrap_or(0),
+    );
+    assert!(min >= 8_000 && max <= 12_000, "{min}..{max}");
+    assert!(min < 8_400 && max > 11_600, "spread over the range: {min}..{max}");
+    assert!(
+        lives
+            .iter()
+            .all(|l| l.expires_at_ms == l.fresh_until_ms + 5_000),
+        "the stale window follows the jittered freshness"
+    );
+    let exact = Aging {
+        jitter: Some(0.0),
+        stale_for: Some(Duration::ZERO),
+        load_ms: 0,
+    };
+    let plain = engine.lifetime(Expiry::Ttl(ttl), exact, now);
+    assert_eq!(
+        (plain.fresh_until_ms, plain.expires_at_ms),
+        (now + 10_000, now + 10_000)
+    );
+}
