@@ -396,7 +396,7 @@ impl RedisStore {
     /// Keys under `prefix`, bounded by the layer's timeout scaled for a listing.
     async fn scan_all(&self, what: &str, pattern: String) -> Result<Vec<String>> {
         if let Some(nodes) = &self.nodes {
-            nodes.admit_scan()?;
+            nodes.admit_scan(&self.pool)?;
         }
         // A listing is allowed far longer than one command, so fail fast when there is no
         // connection at all rather than wait out that long bound.

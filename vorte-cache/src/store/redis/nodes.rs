@@ -102,17 +102,20 @@ impl NodeCircuits {
         circuit.breaker.record(call.await, &circuit.name)
     }
 
-    /// Lets a scan go (it reaches every primary) while no node's circuit is open: a listing
-    /// that waits on a hung node would take its whole bound, many times a command's timeout. A
-    /// scan never probes and is never counted (`store/circuit.rs`).
-    pub(super) fn admit_scan(&self) -> Result<()> {
+    /// Lets a scan go (it reaches every primary) while the circuit of no current primary is
+    /// open: a listing that waits on a hung node would take its whole bound, many times a
+    /// command's timeout. A scan never probes and is never counted (`store/circuit.rs`). Only
+    /// the primaries of the current routing count: a node that left it (failed over) gets no
+    /// more calls, so its circuit stays as it was and must not refuse scans for ever.
+    pub(super) fn admit_scan(&self, pool: &Pool) -> Result<()> {
         self.unknown.breaker.admit_scan(&self.unknown.name)?;
-        for circuit in self
-            .nodes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
+        let primaries = pool
+            .next()
+            .cached_cluster_state()
+            .map(|routing| routing.unique_primary_nodes())
+            .unwrap_or_default();
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        for circuit in primaries.iter().filter_map(|server| nodes.get(server)) {
             circuit.breaker.admit_scan(&circuit.name)?;
         }
         Ok(())
