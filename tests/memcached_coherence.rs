@@ -37,17 +37,6 @@ async fn cache(servers: &[&Memcached], prefix: &str, l1: bool) -> Cache {
     cache
 }
 
-/// Whether `server` holds the entry of `key` in its current generation (read with the text
-/// protocol, as `store/memcached/names.rs` names it: `<prefix><gen>:e:<key>`).
-fn holds(server: &Memcached, prefix: &str, key: &str) -> bool {
-    let reply = server.cmd(&format!("get {prefix}gen\r\n"));
-    let Some(generation) = reply.lines().nth(1) else {
-        return false;
-    };
-    let reply = server.cmd(&format!("get {prefix}{generation}:e:{key}\r\n"));
-    reply.starts_with("VALUE ")
-}
-
 /// Two processes on `server`: A has just flushed, and B still holds the generation from before
 /// it (read within the last `GEN_REFRESH`).
 async fn b_behind_a_flush_of_a(server: &Memcached, prefix: &str) -> (Cache, Cache) {
@@ -105,8 +94,8 @@ async fn keys_over(live: &Memcached, other: &Memcached, prefix: &str) -> (Vec<St
     for (i, key) in keys.iter().enumerate() {
         writer.set(key, &i).await.unwrap();
     }
-    let on_live: Vec<bool> = keys.iter().map(|k| holds(live, prefix, k)).collect();
-    let on_other = keys.iter().filter(|k| holds(other, prefix, k)).count();
+    let on_live: Vec<bool> = keys.iter().map(|k| live.holds(prefix, k)).collect();
+    let on_other = keys.iter().filter(|k| other.holds(prefix, k)).count();
     assert_eq!(
         on_live.iter().filter(|l| **l).count() + on_other,
         keys.len()

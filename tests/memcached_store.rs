@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use vorte_cache::config::{BackendConfig, LayerConfig, MemcachedConfig, Secret, WritePolicy};
+use vorte_cache::config::{
+    BackendConfig, BreakerConfig, LayerConfig, MemcachedConfig, Secret, WritePolicy,
+};
 use vorte_cache::{ErrorKind, Layer, Slot, Store, Usage};
 use vorte_cache_tests::servers::Memcached;
 
@@ -20,8 +22,9 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 const LONG: Duration = Duration::from_secs(300);
 /// How old a cached generation may get before the store re-reads it (`GEN_REFRESH`, 1 s).
 const GEN_REFRESH: Duration = Duration::from_secs(1);
-/// How long an open circuit refuses calls before a probe (`store/circuit.rs`, `COOLDOWN_MS`).
-const CIRCUIT_COOLDOWN: Duration = Duration::from_millis(500);
+/// The longest an open circuit refuses calls before a probe: the default `breaker_cooldown`
+/// (0.5 s) with its +20 % jitter (`store/circuit.rs`).
+const CIRCUIT_COOLDOWN: Duration = Duration::from_millis(600);
 /// The most connections the store opens to one server (`MAX_CONNECTIONS`).
 const MAX_CONNECTIONS: u64 = 16;
 
@@ -36,6 +39,7 @@ fn layer(urls: &[String], timeout: Duration) -> LayerConfig {
         compression: None,
         write: WritePolicy::Through,
         sweep: None,
+        breaker: BreakerConfig::default(),
     }
 }
 

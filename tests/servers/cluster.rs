@@ -34,7 +34,14 @@ impl RedisCluster {
     /// the cluster, and waits until every node reports `cluster_state:ok` with all 16384 slots
     /// assigned and every replica's link to its primary is up ([`RedisCluster::wait_ok`]).
     pub fn start(masters: usize, replicas_per_master: usize) -> Self {
-        let cluster = Self::create(masters, replicas_per_master);
+        Self::start_with(masters, replicas_per_master, &[])
+    }
+
+    /// Like [`RedisCluster::start`], with extra `redis-server` arguments for every node (e.g.
+    /// `&["--cluster-require-full-coverage", "no"]`, so that the other primaries keep serving
+    /// their slots while one without a replica is down).
+    pub fn start_with(masters: usize, replicas_per_master: usize, args: &[&str]) -> Self {
+        let cluster = Self::create(masters, replicas_per_master, args);
         cluster.wait_ok();
         cluster
     }
@@ -43,7 +50,7 @@ impl RedisCluster {
     /// `cluster_state:ok`: what an operator sees right after `redis-cli --cluster create`, while
     /// the nodes' views of each other (addresses, replicas, links) may still be settling.
     pub fn start_fresh(masters: usize, replicas_per_master: usize) -> Self {
-        let cluster = Self::create(masters, replicas_per_master);
+        let cluster = Self::create(masters, replicas_per_master, &[]);
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         for node in &cluster.nodes {
             while !node
@@ -61,18 +68,20 @@ impl RedisCluster {
         cluster
     }
 
-    /// Starts the nodes and runs `redis-cli --cluster create`; waits for nothing more.
-    fn create(masters: usize, replicas_per_master: usize) -> Self {
+    /// Starts the nodes (with `args` after [`NODE_ARGS`]) and runs `redis-cli --cluster create`;
+    /// waits for nothing more.
+    fn create(masters: usize, replicas_per_master: usize, args: &[&str]) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
         );
         let total = masters * (1 + replicas_per_master);
+        let node_args: Vec<&str> = NODE_ARGS.iter().chain(args).copied().collect();
         // Start the nodes in parallel: each start is mostly waiting.
         let nodes: Vec<RedisServer> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..total)
                 .map(|_| {
-                    scope.spawn(|| RedisServer::launch(Some(free_cluster_port()), NODE_ARGS, None))
+                    scope.spawn(|| RedisServer::launch(Some(free_cluster_port()), &node_args, None))
                 })
                 .collect();
             handles

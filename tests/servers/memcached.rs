@@ -102,6 +102,18 @@ impl Memcached {
     pub fn cmd(&self, input: &str) -> String {
         memcached_cmd(self.port(), input)
     }
+
+    /// Whether this server holds the entry of `key` of a cache under `prefix`, in its current
+    /// generation (read with the text protocol, as `store/memcached/names.rs` names it:
+    /// `<prefix><gen>:e:<key>`).
+    pub fn holds(&self, prefix: &str, key: &str) -> bool {
+        let reply = self.cmd(&format!("get {prefix}gen\r\n"));
+        let Some(generation) = reply.lines().nth(1) else {
+            return false;
+        };
+        let reply = self.cmd(&format!("get {prefix}{generation}:e:{key}\r\n"));
+        reply.starts_with("VALUE ")
+    }
 }
 
 fn is_root() -> bool {

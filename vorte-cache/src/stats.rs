@@ -124,6 +124,34 @@ pub struct LayerStats {
     /// (a fixed 160 B covering the entry and quick_cache's slot).
     /// Other layers: stored bytes, envelopes included.
     pub bytes: u64,
+    /// The layer's circuit breakers (`docs/guarantees.md#f2-circuit-breaker`): one for the whole
+    /// layer, or one per server where the store keeps its own (each memcached server, each Redis
+    /// Cluster node, and one for cluster keys whose node is not known yet). Empty for L1.
+    pub circuits: Vec<CircuitStats>,
+}
+
+/// One circuit breaker's state, in [`LayerStats::circuits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitStats {
+    /// What it guards: `"l2 redis"`, or one server, `"l3 redis-cluster on 127.0.0.1:7000"`.
+    pub name: String,
+    /// Closed, open or half-open, at the time of the snapshot.
+    pub state: CircuitState,
+    /// How many times it opened (went from closed to open), since the store was opened.
+    pub opened: u64,
+}
+
+/// Where a circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once, until the cool-down ends.
+    Open,
+    /// The cool-down ended: the next call (or the one in flight) is the probe that closes the
+    /// circuit if it succeeds.
+    HalfOpen,
 }
 
 /// A snapshot of the cache's counters and contents, from [`Cache::stats`](crate::Cache::stats).

@@ -259,6 +259,8 @@ fn layer_to_raw(l: &LayerConfig) -> RawLayer {
         timeout_ms: Some(Positive(super::raw::millis_ceil(l.timeout))),
         max_value_bytes: l.max_value_bytes.map(Positive),
         compression: l.compression.map(compression_to_raw),
+        breaker_threshold: Some(Positive(l.breaker.threshold)),
+        breaker_cooldown: Some(Seconds(l.breaker.cooldown)),
         ..RawLayer::default()
     };
     if let WritePolicy::Behind { queue } = l.write {

@@ -31,6 +31,8 @@
 //! url = "redis://localhost:6379/0"
 //! timeout_ms = 250
 //! pool_size = 2                      # redis / redis-cluster: clients in the pool
+//! breaker_threshold = 5              # consecutive failures that open a circuit breaker
+//! breaker_cooldown = 0.5             # seconds an open circuit waits before a probe (±20 %)
 //!
 //! [cache.bus]                        # optional: a Redis for invalidation traffic
 //! url = "redis://localhost:6380"     # or redis-cluster://host:7000 for a Redis Cluster
@@ -83,6 +85,10 @@ pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_L1_MAX_SIZE: u64 = 10_000;
 /// The default of [`BusConfig::retention`]: messages kept per bus stream.
 pub(crate) const DEFAULT_BUS_RETENTION: u64 = 100_000;
+/// The default of [`BreakerConfig::threshold`].
+const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+/// The default of [`BreakerConfig::cooldown`]: 500 ms.
+const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_millis(500);
 /// The default of [`BusConfig::handler_timeout`]: 30 s.
 pub(crate) const DEFAULT_BUS_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -189,7 +195,8 @@ pub struct L1Config {
 /// | `http` | `url` | `allow_http`, `prefix` |
 ///
 /// Every backend also takes `enabled`, `backend`, `ttl`, `timeout_ms`, `max_value_bytes`,
-/// `compression`, `write_policy` and `write_behind_queue`; the object stores also take
+/// `compression`, `write_policy`, `write_behind_queue`, `breaker_threshold` and
+/// `breaker_cooldown`; the object stores also take
 /// `sweep_interval` and `sweep_batch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerConfig {
@@ -214,6 +221,33 @@ pub struct LayerConfig {
     /// expired objects. `None` (the default): no sweeper; expired objects are removed when read,
     /// and an S3 lifecycle rule can back that up (`docs/l4.md`).
     pub sweep: Option<Sweep>,
+    /// `breaker_threshold` and `breaker_cooldown`: this layer's circuit breakers.
+    pub breaker: BreakerConfig,
+}
+
+/// A layer's circuit breakers (`docs/guarantees.md#f2-circuit-breaker`): one per server where the
+/// backend reaches several (each memcached server, each Redis Cluster node), else one per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BreakerConfig {
+    /// `breaker_threshold`: consecutive failures (errors or timeouts of reads and writes, not of
+    /// listings and not size refusals) that open a circuit; its calls then fail at once. Default
+    /// 5; must be > 0.
+    pub threshold: u32,
+    /// `breaker_cooldown` (seconds, integer or float): how long an open circuit refuses calls
+    /// before it lets one through as a probe. Each opening draws its own cool-down within ±20 %
+    /// of this, so that processes do not probe a recovering server all at once. Default 0.5 s;
+    /// must be > 0.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    /// 5 failures, 0.5 s.
+    fn default() -> Self {
+        BreakerConfig {
+            threshold: DEFAULT_BREAKER_THRESHOLD,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+        }
+    }
 }
 
 impl LayerConfig {

@@ -128,6 +128,10 @@ pub(super) struct RawLayer {
     pub(super) sweep_batch: Option<Positive<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) pool_size: Option<Positive<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) breaker_threshold: Option<Positive<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) breaker_cooldown: Option<Seconds>,
 }
 
 #[derive(Deserialize, Serialize)]

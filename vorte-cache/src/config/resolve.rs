@@ -14,9 +14,9 @@ use super::raw::{
 };
 use super::url::ServerUrl;
 use super::{
-    BusConfig, CacheConfig, Config, DEFAULT_BUS_HANDLER_TIMEOUT, DEFAULT_BUS_RETENTION,
-    DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE, DEFAULT_LOAD_WAIT_TIMEOUT, DEFAULT_MAX_VALUE_BYTES,
-    DEFAULT_TTL, L1Config, LayerConfig, LayersConfig, Sweep, WritePolicy,
+    BreakerConfig, BusConfig, CacheConfig, Config, DEFAULT_BUS_HANDLER_TIMEOUT,
+    DEFAULT_BUS_RETENTION, DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_SIZE, DEFAULT_LOAD_WAIT_TIMEOUT,
+    DEFAULT_MAX_VALUE_BYTES, DEFAULT_TTL, L1Config, LayerConfig, LayersConfig, Sweep, WritePolicy,
 };
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
@@ -329,6 +329,7 @@ fn resolve_layer(
     };
     refuse_other_backends_keys(&raw, backend, path)?;
     let backend_config = BackendConfig::resolve(backend, &raw, path)?;
+    let breaker = resolve_breaker(&raw);
 
     let write = match raw.write_policy.as_deref() {
         None | Some("through") => WritePolicy::Through,
@@ -360,7 +361,24 @@ fn resolve_layer(
             every: every.0,
             batch: raw.sweep_batch.map_or(DEFAULT_SWEEP_BATCH, |b| b.0),
         }),
+        breaker,
     }))
+}
+
+/// `breaker_threshold` and `breaker_cooldown`, with the defaults of [`BreakerConfig`]. Their
+/// bounds (> 0) are checked by the grammar, with the path of the value.
+fn resolve_breaker(raw: &RawLayer) -> BreakerConfig {
+    let default = BreakerConfig::default();
+    BreakerConfig {
+        threshold: raw
+            .breaker_threshold
+            .as_ref()
+            .map_or(default.threshold, |t| t.0),
+        cooldown: raw
+            .breaker_cooldown
+            .as_ref()
+            .map_or(default.cooldown, |s| s.0),
+    }
 }
 
 /// Refuses a key that some backend takes and `backend` does not ([`Backend::keys`]), naming

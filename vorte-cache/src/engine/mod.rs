@@ -81,6 +81,8 @@ pub(crate) struct TierSpec {
     /// `Some(capacity)` for a write-behind layer.
     pub(crate) write_behind: Option<usize>,
     pub(crate) sweep: Option<(Duration, usize)>,
+    /// The layer's circuit breakers.
+    pub(crate) breaker: crate::config::BreakerConfig,
 }
 
 /// See the module docs.
@@ -133,6 +135,7 @@ impl Engine {
                     store: crate::store::circuit::CircuitStore::guard(
                         spec.store,
                         spec.layer.name(),
+                        spec.breaker,
                     ),
                     ttl_cap: spec.ttl_cap,
                     max_value_bytes: spec.max_value_bytes.unwrap_or(max_value).min(max_value),
@@ -285,6 +288,7 @@ pub(crate) async fn open_tiers(
                         crate::config::WritePolicy::Through => None,
                     },
                     sweep: cfg.sweep.map(|sweep| (sweep.every, sweep.batch)),
+                    breaker: cfg.breaker,
                 }
             }
             (None, Some(store)) => TierSpec {
@@ -295,6 +299,7 @@ pub(crate) async fn open_tiers(
                 compression: None,
                 write_behind: None,
                 sweep: None,
+                breaker: crate::config::BreakerConfig::default(),
             },
             (None, None) => continue,
         };

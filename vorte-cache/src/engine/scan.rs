@@ -57,7 +57,11 @@ impl Engine {
     }
 
     pub(crate) async fn stats(&self) -> Result<CacheStats> {
-        let layer_stats = |layer: Layer, backend: &'static str, keys: u64, bytes: u64| {
+        let layer_stats = |layer: Layer,
+                           backend: &'static str,
+                           keys: u64,
+                           bytes: u64,
+                           circuits: Vec<crate::stats::CircuitStats>| {
             let c = self.counters.layer(layer);
             LayerStats {
                 layer,
@@ -73,6 +77,7 @@ impl Engine {
                 recovered: c.recovered.load(Ordering::Relaxed),
                 keys,
                 bytes,
+                circuits,
             }
         };
         let mut layers = Vec::new();
@@ -80,7 +85,7 @@ impl Engine {
         if let Some(l1) = &self.l1 {
             let (keys, bytes) = l1.usage();
             l1_bytes = bytes;
-            layers.push(layer_stats(Layer::L1, "memory", keys, bytes));
+            layers.push(layer_stats(Layer::L1, "memory", keys, bytes, Vec::new()));
         }
         for tier in &self.tiers {
             let usage = match tier.store.usage().await {
@@ -95,6 +100,7 @@ impl Engine {
                 tier.store.backend(),
                 usage.keys,
                 usage.bytes,
+                tier.store.circuits(),
             ));
         }
         let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);

@@ -181,6 +181,14 @@ pub trait Store: Send + Sync + Debug + 'static {
         false
     }
 
+    /// The state of each circuit breaker the store keeps itself ([`Store::has_own_breakers`]),
+    /// which the cache reports in [`LayerStats::circuits`](crate::LayerStats::circuits). A store
+    /// without breakers of its own reports none (the default): the cache reports the one it
+    /// puts the layer behind.
+    fn circuits(&self) -> Vec<crate::stats::CircuitStats> {
+        Vec::new()
+    }
+
     /// Forgets whatever the store caches about its server's contents, because another process
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}

@@ -74,6 +74,7 @@ pub async fn open(
                 cluster,
                 cfg.timeout,
                 key_prefix,
+                cfg.breaker,
             )
             .await?,
         )),
@@ -84,6 +85,7 @@ pub async fn open(
                 memcached,
                 key_prefix,
                 cfg.timeout,
+                cfg.breaker,
             )
             .await?,
         )),

@@ -30,9 +30,12 @@ use super::BoxFuture;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Reads many physical keys in one round trip, within the given time; answers in the order of the
-/// keys.
+/// keys, one result per key (on a cluster, the keys of one node may fail while the others are
+/// read), or one error for all.
 pub(crate) type MultiGet = Arc<
-    dyn Fn(Vec<String>, Duration) -> BoxFuture<'static, Result<Vec<Option<Bytes>>>> + Send + Sync,
+    dyn Fn(Vec<String>, Duration) -> BoxFuture<'static, Result<Vec<Result<Option<Bytes>>>>>
+        + Send
+        + Sync,
 >;
 
 /// One store's read coalescer.
@@ -210,7 +213,7 @@ async fn run_batch(inner: &Arc<Inner>, batch: Vec<Waiter>) {
     match result {
         Ok(values) if values.len() == count => {
             for (reply, value) in replies.into_iter().zip(values) {
-                let _ = reply.send(Ok(value)); // the caller may have given up
+                let _ = reply.send(value); // the caller may have given up
             }
         }
         Ok(values) => {
@@ -254,7 +257,7 @@ mod tests {
                 }
                 Ok(keys
                     .iter()
-                    .map(|k| Some(Bytes::from(format!("value-of-{k}"))))
+                    .map(|k| Ok(Some(Bytes::from(format!("value-of-{k}")))))
                     .collect())
             })
         });
@@ -412,7 +415,7 @@ mod tests {
         let seen = given.clone();
         let multi: MultiGet = Arc::new(move |keys: Vec<String>, left| {
             *seen.lock().expect("lock") = Some(left);
-            Box::pin(async move { Ok(vec![None; keys.len()]) })
+            Box::pin(async move { Ok(keys.iter().map(|_| Ok(None)).collect()) })
         });
         let reads = ReadBatch::new(multi, 1, 64, Duration::from_millis(500), "test".into());
         let (reply, answer) = oneshot::channel();

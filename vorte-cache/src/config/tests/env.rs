@@ -149,6 +149,8 @@ max_value_bytes = 5
 backend = "memcached"
 urls = ["memcached://a:1", "memcached://b:2"]
 timeout_ms = 17
+breaker_threshold = 2
+breaker_cooldown = 0.25
 [cache.layers.l3]
 backend = "redis"
 url = "rediss://u:p@h:1/2"

@@ -411,3 +411,88 @@ fn bus_errors_name_the_key() {
         e.message()
     );
 }
+
+/// `breaker_threshold` and `breaker_cooldown` on every remote layer, with the defaults
+/// (`docs/guarantees.md#f2-circuit-breaker`).
+#[test]
+fn breakers_per_layer() {
+    let c = Config::from_toml_str(
+        "[cache.layers.l2]\nbackend = \"memcached\"\nurl = \"memcached://h\"\n\
+         breaker_threshold = 2\nbreaker_cooldown = 0.2\n\
+         [cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = [\"redis://h:7000\"]\n\
+         breaker_cooldown = 3\n\
+         [cache.layers.l4]\nbackend = \"file\"\npath = \"/p\"\n",
+    )
+    .unwrap()
+    .cache;
+    let l2 = c.layers.l2.unwrap().breaker;
+    assert_eq!((l2.threshold, l2.cooldown), (2, Duration::from_millis(200)));
+    let l3 = c.layers.l3.unwrap().breaker;
+    assert_eq!((l3.threshold, l3.cooldown), (5, Duration::from_secs(3)));
+    let l4 = c.layers.l4.unwrap().breaker;
+    assert_eq!(l4, BreakerConfig::default());
+    assert_eq!(
+        (l4.threshold, l4.cooldown),
+        (5, Duration::from_millis(500)),
+        "the defaults"
+    );
+
+    let redis = "[cache.layers.l2]\nbackend = \"redis\"\nurl = \"redis://h\"\n";
+    for (extra, message) in [
+        (
+            "breaker_threshold = 0",
+            "cache.layers.l2.breaker_threshold: must be greater than 0",
+        ),
+        (
+            "breaker_threshold = -1",
+            "cache.layers.l2.breaker_threshold: invalid value",
+        ),
+        (
+            "breaker_threshold = \"many\"",
+            "cache.layers.l2.breaker_threshold: invalid type",
+        ),
+        (
+            "breaker_cooldown = 0",
+            "cache.layers.l2.breaker_cooldown: must be greater than 0 seconds",
+        ),
+        (
+            "breaker_cooldown = -0.5",
+            "cache.layers.l2.breaker_cooldown: must be greater than 0 seconds",
+        ),
+        (
+            "breaker_cooldown = 0.0001",
+            "cache.layers.l2.breaker_cooldown: 0.0001 seconds is below the 1 ms resolution",
+        ),
+    ] {
+        assert_err(&format!("{redis}{extra}"), message);
+    }
+
+    // From the environment: set like any key, checked with the path and the variable named.
+    let base = Config::from_toml_str(redis).unwrap();
+    let c = base
+        .clone()
+        .with_env_overrides_from([(
+            "VORTE__CACHE__LAYERS__L2__BREAKER_THRESHOLD".to_owned(),
+            "9".to_owned(),
+        )])
+        .unwrap();
+    assert_eq!(c.cache.layers.l2.unwrap().breaker.threshold, 9);
+    let e = base
+        .with_env_overrides_from([(
+            "VORTE__CACHE__LAYERS__L2__BREAKER_COOLDOWN".to_owned(),
+            "0".to_owned(),
+        )])
+        .unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("cache.layers.l2.breaker_cooldown: must be greater than 0 seconds"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message()
+            .contains("VORTE__CACHE__LAYERS__L2__BREAKER_COOLDOWN"),
+        "{}",
+        e.message()
+    );
+}

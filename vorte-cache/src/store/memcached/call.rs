@@ -74,6 +74,16 @@ fn is_outcome(e: &McError) -> bool {
     )
 }
 
+/// Memcached refused a value for its size (`SERVER_ERROR object too large for cache`, past the
+/// server's `-I` item size): the server is healthy, so this is no failure of its circuit.
+fn is_too_large(e: &McError) -> bool {
+    matches!(
+        e,
+        McError::Protocol(Status::Error(async_memcached::ErrorKind::Server(message)))
+            if message.contains("too large")
+    )
+}
+
 /// A failure of the connection itself, as when an idle connection's server has restarted.
 fn is_connection_error(e: &McError) -> bool {
     matches!(e, McError::Io(_) | McError::ConnectionClosed)
@@ -217,6 +227,11 @@ impl MemcachedStore {
         let attempt = self.attempt(server, op);
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) if is_too_large(&e) => Err(Error::new(
+                ErrorKind::ValueTooLarge,
+                format!("{} memcached {what} on {}: {e}", self.layer, server.label),
+            )
+            .with_source(e)),
             Ok(Err(e)) => Err(Error::new(
                 ErrorKind::Backend,
                 format!("{} memcached {what} on {}: {e}", self.layer, server.label),

@@ -8,8 +8,11 @@
 //! (`Backend` or `Timeout`); its keys are not re-routed to another server, so a server that comes
 //! back never serves values that another server has meanwhile replaced. Each server has its own
 //! circuit breaker ([`Breaker`](super::circuit::Breaker),
-//! `docs/guarantees.md#f2-circuit-breaker`): after 5 consecutive failures the calls for its keys
-//! fail at once, and one is let through as a probe every 500 ms. The cache does not put the layer
+//! `docs/guarantees.md#f2-circuit-breaker`): after `breaker_threshold` consecutive failures (5 by
+//! default) the calls for its keys fail at once, and one is let through as a probe after each
+//! `breaker_cooldown` (0.5 s by default, ±20 %). A value memcached refuses for its size
+//! (`SERVER_ERROR object too large for cache`) is a [`ValueTooLarge`](ErrorKind::ValueTooLarge)
+//! error and does not count. The cache does not put the layer
 //! behind one more circuit ([`Store::has_own_breakers`]), so a dead server never stops the keys of
 //! the others, and a `delete_many` tries every key, whatever server failed.
 //!
@@ -78,8 +81,8 @@ use self::call::{Done, Op};
 use self::ring::rendezvous;
 use self::server::Server;
 use super::{BoxFuture, Slot, Store, Usage, delete_each};
-use crate::config::MemcachedConfig;
 use crate::config::url::ServerUrl;
+use crate::config::{BreakerConfig, MemcachedConfig};
 use crate::error::{Error, ErrorKind, Result};
 
 mod call;
@@ -132,6 +135,7 @@ impl MemcachedStore {
         cfg: &MemcachedConfig,
         key_prefix: &str,
         timeout: Duration,
+        breaker: BreakerConfig,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.urls");
         if cfg.urls.is_empty() {
@@ -149,7 +153,7 @@ impl MemcachedStore {
             if servers.iter().any(|s| s.label == label) {
                 continue;
             }
-            servers.push(Server::new(layer, label));
+            servers.push(Server::new(layer, label, breaker));
         }
         let store = MemcachedStore {
             layer,
@@ -345,6 +349,13 @@ impl Store for MemcachedStore {
     /// One circuit per server (see the module docs).
     fn has_own_breakers(&self) -> bool {
         true
+    }
+
+    fn circuits(&self) -> Vec<crate::stats::CircuitStats> {
+        self.servers
+            .iter()
+            .map(|s| s.breaker.stats(&s.circuit))
+            .collect()
     }
 
     fn has_compare_and_set(&self) -> bool {

@@ -11,6 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use async_memcached::Client;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::config::BreakerConfig;
 use crate::store::circuit::Breaker;
 
 /// The most connections open to one server, in use or idle: memcached's default `maxconns` is
@@ -44,7 +45,7 @@ pub(super) struct Server {
 
 impl Server {
     /// A server of `layer` at `label` (`host:port`), with no connection yet.
-    pub(super) fn new(layer: &str, label: String) -> Self {
+    pub(super) fn new(layer: &str, label: String, breaker: BreakerConfig) -> Self {
         Server {
             circuit: format!("{layer} memcached on {label}"),
             dsn: format!("tcp://{label}"),
@@ -55,7 +56,7 @@ impl Server {
             generation: AtomicU64::new(0),
             checked: AtomicU64::new(0),
             gen_lock: tokio::sync::Mutex::new(()),
-            breaker: Breaker::default(),
+            breaker: Breaker::new(breaker),
         }
     }
 

@@ -39,12 +39,13 @@ use futures_util::{Stream, TryStreamExt};
 
 mod conn;
 mod listing;
+mod nodes;
 mod redirect;
 
 pub(crate) use self::conn::{RedisTarget, fred_config};
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
-use crate::config::RedisConfig;
+use crate::config::{BreakerConfig, RedisConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -86,6 +87,9 @@ pub(crate) struct RedisStore {
     options: Options,
     /// Coalesces concurrent entry reads into `MGET`s (see [`super::read_batch`]).
     reads: ReadBatch,
+    /// On a cluster, one circuit breaker per node ([`nodes`]); a single server is put behind the
+    /// layer's circuit by the cache instead.
+    nodes: Option<nodes::NodeCircuits>,
 }
 
 /// The `MOVED` or `ASK` redirections fred follows for one command (its default). Each is one more
@@ -134,6 +138,11 @@ fn command_error(
             ErrorKind::Timeout,
             format!("{layer} {backend} {what} took longer than {timeout:?}"),
         )
+    } else if is_too_large(e) {
+        Error::new(
+            ErrorKind::ValueTooLarge,
+            format!("{layer} {backend} {what}: {}", e.details()),
+        )
     } else {
         Error::new(
             ErrorKind::Backend,
@@ -142,13 +151,23 @@ fn command_error(
     }
 }
 
+/// Whether Redis refused a value for its size: a bulk string longer than the server's
+/// `proto-max-bulk-len` (`-ERR Protocol error: invalid bulk length`, after which the server closes
+/// the connection; `string exceeds maximum allowed size` from commands that grow a value). The
+/// server is healthy: no failure of its circuit (`docs/guarantees.md#f2-circuit-breaker`).
+fn is_too_large(e: &fred::error::Error) -> bool {
+    let details = e.details();
+    details.contains("invalid bulk length") || details.contains("exceeds maximum allowed size")
+}
+
 /// Whether Redis refused a command because it is at `maxmemory` with `noeviction` (`-OOM ...`).
 fn is_out_of_memory(e: &fred::error::Error) -> bool {
     e.details().contains("OOM command not allowed")
 }
 
 /// The batched read: one `MGET` on a single server; on a cluster, one `MGET` per hash slot
-/// (a multi-key command may not cross slots), sent concurrently.
+/// (a multi-key command may not cross slots), sent concurrently, each with its own outcome: the
+/// keys of a dead node fail, and only they (each counted by that node's circuit).
 fn multi_get(
     pool: Pool,
     clustered: bool,
@@ -170,6 +189,7 @@ fn multi_get(
                     .with_options(&options)
                     .mget::<Vec<Option<Bytes>>, _>(keys)
                     .await
+                    .map(|values| values.into_iter().map(Ok).collect())
                     .map_err(fail);
             }
             let mut groups: std::collections::HashMap<u16, Vec<usize>> =
@@ -188,23 +208,31 @@ fn multi_get(
                     let values = redirect::follow(left, || async move {
                         client.mget::<Vec<Option<Bytes>>, _>(group.clone()).await
                     })
-                    .await?;
-                    if values.len() != positions.len() {
-                        return Err(fred::error::Error::new(
+                    .await;
+                    let values = match values {
+                        Ok(values) if values.len() == positions.len() => Ok(values),
+                        Ok(_) => Err(fail(fred::error::Error::new(
                             fred::error::ErrorKind::Protocol,
                             "MGET answered a different number of values",
-                        ));
-                    }
-                    Ok((positions, values))
+                        ))),
+                        Err(e) => Err(fail(e)),
+                    };
+                    (positions, values)
                 }
             });
-            let mut out = vec![None; keys.len()];
-            for (positions, values) in futures_util::future::try_join_all(reads)
-                .await
-                .map_err(fail)?
-            {
-                for (i, value) in positions.into_iter().zip(values) {
-                    out[i] = value;
+            let mut out: Vec<Result<Option<Bytes>>> = keys.iter().map(|_| Ok(None)).collect();
+            for (positions, values) in futures_util::future::join_all(reads).await {
+                match values {
+                    Ok(values) => {
+                        for (i, value) in positions.into_iter().zip(values) {
+                            out[i] = Ok(value);
+                        }
+                    }
+                    Err(e) => {
+                        for i in positions {
+                            out[i] = Err(e.clone());
+                        }
+                    }
                 }
             }
             Ok(out)
@@ -223,7 +251,7 @@ impl RedisStore {
         let path = format!("cache.layers.{layer}.url");
         let target = RedisTarget::server(&cfg.url, &path)?;
         let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
-        Self::open(layer, config, false, cfg.pool_size, timeout, key_prefix).await
+        Self::open(layer, config, None, cfg.pool_size, timeout, key_prefix).await
     }
 
     /// Connects to the seed nodes of a `redis-cluster` layer (see [`Self::open`]).
@@ -233,24 +261,35 @@ impl RedisStore {
         cfg: &crate::config::RedisClusterConfig,
         timeout: Duration,
         key_prefix: &str,
+        breaker: BreakerConfig,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.urls");
         let target = RedisTarget::cluster(&cfg.urls, &path)?;
         let config = fred_config(&target, cfg.tls_ca_file.as_deref(), &path)?;
-        Self::open(layer, config, true, cfg.pool_size, timeout, key_prefix).await
+        let nodes = nodes::NodeCircuits::new(layer, breaker);
+        Self::open(
+            layer,
+            config,
+            Some(nodes),
+            cfg.pool_size,
+            timeout,
+            key_prefix,
+        )
+        .await
     }
 
     /// Builds the pool and connects (in the background: a server that is down at start-up is
-    /// retried, and the layer is skipped until it answers).
+    /// retried, and the layer is skipped until it answers). `nodes`: a cluster's breakers.
     async fn open(
         layer: &'static str,
         mut config: FredConfig,
-        clustered: bool,
+        nodes: Option<nodes::NodeCircuits>,
         pool_size: usize,
         timeout: Duration,
         key_prefix: &str,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.url");
+        let clustered = nodes.is_some();
         config.version = fred::types::RespVersion::RESP3;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -295,7 +334,20 @@ impl RedisStore {
             timeout,
             options: command_options(),
             reads,
+            nodes,
         })
+    }
+
+    /// Runs `call`, a command on the physical key `name`: on a cluster through the circuit of
+    /// the key's node, else as it is (the layer's circuit is around the whole store).
+    async fn guarded<T>(&self, name: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match &self.nodes {
+            Some(nodes) => {
+                let slot = fred::util::redis_keyslot(name.as_bytes());
+                nodes.guard(&self.pool, slot, call).await
+            }
+            None => call.await,
+        }
     }
 
     /// The next client of the pool, with [`command_options`].
@@ -343,6 +395,9 @@ impl RedisStore {
 
     /// Keys under `prefix`, bounded by the layer's timeout scaled for a listing.
     async fn scan_all(&self, what: &str, pattern: String) -> Result<Vec<String>> {
+        if let Some(nodes) = &self.nodes {
+            nodes.admit_scan(&self.pool)?;
+        }
         // A listing is allowed far longer than one command, so fail fast when there is no
         // connection at all rather than wait out that long bound.
         if !self.pool.is_connected() {
@@ -427,17 +482,19 @@ impl Store for RedisStore {
             if let Slot::Tag(_) = slot {
                 // Tag records are read rarely (their versions are memoised): no batching.
                 let name = name.as_str();
-                return self
-                    .mapped("get", || async move { self.client().get(name).await })
-                    .await;
+                let get = self.mapped("get", || async move { self.client().get(name).await });
+                return self.guarded(name, get).await;
             }
-            self.reads
-                .get(name, |name| async move {
-                    let name = name.as_str();
-                    self.mapped("get", || async move { self.client().get(name).await })
-                        .await
-                })
-                .await
+            let slot = fred::util::redis_keyslot(name.as_bytes());
+            let read = self.reads.get(name, |name| async move {
+                let name = name.as_str();
+                self.mapped("get", || async move { self.client().get(name).await })
+                    .await
+            });
+            match &self.nodes {
+                Some(nodes) => nodes.guard(&self.pool, slot, read).await,
+                None => read.await,
+            }
         })
     }
 
@@ -446,13 +503,13 @@ impl Store for RedisStore {
             let name = self.name(slot);
             let px = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
             let (name, value) = (name.as_str(), &value);
-            self.mapped("set", || async move {
+            let set = self.mapped("set", || async move {
                 let px = Expiration::PX(px);
                 self.client()
                     .set::<(), _, _>(name, value.clone(), Some(px), None, false)
                     .await
-            })
-            .await
+            });
+            self.guarded(name, set).await
         })
     }
 
@@ -460,9 +517,8 @@ impl Store for RedisStore {
         Box::pin(async move {
             let name = self.name(slot);
             let name = name.as_str();
-            let n: i64 = self
-                .mapped("delete", || async move { self.client().unlink(name).await })
-                .await?;
+            let unlink = self.mapped("delete", || async move { self.client().unlink(name).await });
+            let n: i64 = self.guarded(name, unlink).await?;
             Ok(n > 0)
         })
     }
@@ -539,7 +595,12 @@ impl Store for RedisStore {
         new: Bytes,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
-        Box::pin(async move { self.cas(key, expected, new, ttl).await.map(Some) })
+        Box::pin(async move {
+            let name = self.name(Slot::Entry(key));
+            self.guarded(&name, self.cas(key, expected, new, ttl))
+                .await
+                .map(Some)
+        })
     }
 
     fn tombstone<'a>(
@@ -550,32 +611,58 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         Box::pin(async move {
             let name = self.name(Slot::Entry(key));
-            let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
-            let args = vec![
-                marker,
-                ttl,
-                Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
-            ];
-            let (key_name, args) = (name.as_str(), &args);
-            let tombstone = || async move {
-                self.client()
-                    .eval(TOMBSTONE_SCRIPT, vec![key_name], args.clone())
-                    .await
-            };
-            let existed: i64 = match redirect::follow(self.timeout, tombstone).await {
-                Ok(existed) => existed,
-                Err(e) if is_out_of_memory(&e) => return self.delete_when_full(key, &name).await,
-                Err(e) => {
-                    return Err(command_error(
-                        self.layer,
-                        self.backend,
-                        self.timeout,
-                        "delete",
-                        &e,
-                    ));
-                }
-            };
-            Ok(Some(existed == 1))
+            self.guarded(&name, self.tombstone_at(key, &name, marker, ttl))
+                .await
         })
+    }
+
+    /// On a cluster, one circuit per node ([`nodes`]).
+    fn has_own_breakers(&self) -> bool {
+        self.nodes.is_some()
+    }
+
+    fn circuits(&self) -> Vec<crate::stats::CircuitStats> {
+        self.nodes
+            .as_ref()
+            .map(nodes::NodeCircuits::stats)
+            .unwrap_or_default()
+    }
+}
+
+impl RedisStore {
+    /// [`Store::tombstone`] of `key`, whose physical name is `name`.
+    async fn tombstone_at(
+        &self,
+        key: &str,
+        name: &str,
+        marker: Bytes,
+        ttl: Duration,
+    ) -> Result<Option<bool>> {
+        let ttl = Bytes::from(ttl.as_millis().max(1).to_string());
+        let args = vec![
+            marker,
+            ttl,
+            Bytes::from_static(crate::store::TOMBSTONE_PREFIX),
+        ];
+        let args = &args;
+        let tombstone = || async move {
+            self.client()
+                .eval(TOMBSTONE_SCRIPT, vec![name], args.clone())
+                .await
+        };
+        let existed: i64 = match redirect::follow(self.timeout, tombstone).await {
+            Ok(existed) => existed,
+            Err(e) if is_out_of_memory(&e) => return self.delete_when_full(key, name).await,
+            Err(e) => {
+                return Err(command_error(
+                    self.layer,
+                    self.backend,
+                    self.timeout,
+                    "delete",
+                    &e,
+                ));
+            }
+        };
+        Ok(Some(existed == 1))
     }
 }
