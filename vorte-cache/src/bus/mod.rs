@@ -68,6 +68,9 @@ use crate::store::BoxFuture;
 pub(crate) use publisher::Publisher;
 #[cfg(feature = "redis")]
 pub(crate) use redis::Receivers;
+/// A real `redis-server` for the crate's own tests.
+#[cfg(all(test, feature = "redis"))]
+pub(crate) use redis::tests::redis_server;
 pub use stats::BusStats;
 
 /// An invalidation one process tells the others.

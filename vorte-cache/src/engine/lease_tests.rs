@@ -214,3 +214,82 @@ fn leases_need_a_bus_and_a_layer_that_keeps_them() {
         Some(Layer::L3)
     );
 }
+
+/// How many `SET` commands `server` has run (`INFO commandstats`).
+#[cfg(feature = "redis")]
+async fn sets_run(client: &fred::prelude::Client) -> u64 {
+    use fred::prelude::ClientLike;
+    let info: String = client
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `docs/leases.md#waiting-for-another-process` end to end over a real Redis: two caches (two
+/// processes, in effect) with the bus riding on their L2; the holder's release reaches the
+/// waiter as `Notice::Landed` through the stream and the waiter's `NoticeSink`, and the notice
+/// drops nothing from the waiter's L1.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landed_travels_over_a_real_bus_and_drops_nothing() {
+    use fred::prelude::{ClientLike, Config as FredConfig};
+
+    let server = crate::bus::redis_server();
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let toml = format!(
+        "[cache]\nkey_prefix = \"lease:\"\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n"
+    );
+    let config = crate::Config::from_toml_str(&toml).expect("config").cache;
+    let a = crate::Cache::from_config(&config).await.expect("cache a");
+    let b = crate::Cache::from_config(&config).await.expect("cache b");
+    let leases = |cache: &crate::Cache| cache.engine().leases.is_some();
+    assert!(
+        leases(&a) && leases(&b),
+        "L2 Redis keeps leases; the bus rides on it"
+    );
+    let probe = fred::types::Builder::from_config(FredConfig::from_url(&url).expect("url"))
+        .build()
+        .expect("client");
+    probe.init().await.expect("connect");
+
+    b.set("kept", &"v".to_owned()).await.expect("set");
+    let guard = held(
+        a.engine()
+            .leases
+            .as_ref()
+            .expect("leases")
+            .acquire("k", NEVER)
+            .await,
+    );
+    let before = sets_run(&probe).await;
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let leases = b.engine().leases.as_ref().expect("leases");
+            leases.acquire("k", NEVER).await
+        }
+    });
+    // The waiter's `SET NX` has run (and failed: `a` holds the lease) before `a` releases.
+    while sets_run(&probe).await == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    guard.release().await;
+    let outcome = waiter.await.expect("the waiter task");
+    assert!(matches!(outcome, LeaseOutcome::Landed), "{outcome:?}");
+
+    let l1_hits = b.stats().await.expect("stats").l1_hits;
+    assert_eq!(
+        b.get::<String>("kept").await.expect("get").as_deref(),
+        Some("v")
+    );
+    let stats = b.stats().await.expect("stats");
+    assert_eq!(stats.l1_hits, l1_hits + 1, "`kept` is still in b's L1");
+    assert_eq!(stats.lease_waits_landed, 1);
+    assert_eq!(a.stats().await.expect("stats").leases_acquired, 1);
+    let _ = probe.quit().await;
+}
