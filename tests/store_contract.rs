@@ -69,17 +69,18 @@ fn assert_broken(backend: &str, outcome: Result<(), contract::Violations>, known
     );
 }
 
-/// Redis and Redis Cluster keep every rule. (Their compare-and-set script once took "no entry"
+/// Redis and Redis Cluster keep every rule, leases included. (Their compare-and-set script once took "no entry"
 /// as an empty `expected`, so it swapped a missing entry for an expected `b""` and an empty value
 /// for an expected absence: `Rule::CompareAndSetEmptyValue` caught it.)
 const REDIS_KNOWN: &[Rule] = &[];
 
 /// What the object stores (file, s3) can do: compare-and-set (under a lock on `file`, by
 /// conditional puts on S3) and tombstones, but no native expiry (the sweeper removes expired
-/// objects and tombstones).
+/// objects and tombstones) and no leases (docs/leases.md#where-the-lease-lives).
 fn object_store() -> Capabilities {
     let mut caps = Capabilities::full();
     caps.native_expiry = false;
+    caps.leases = false;
     caps
 }
 

@@ -96,8 +96,12 @@ fn main() {
         .build()
         .expect("runtime");
     let windows = span.as_secs_f64() / TTL.as_secs_f64();
-    println!("P8: {TASKS} tasks, TTL {TTL:?}, loader {LOAD:?}, {span:?} per variant ({windows:.0} TTL windows)");
-    println!("| variant | calls | loads | loads per TTL window | calls that waited for a load | waited per window |");
+    println!(
+        "P8: {TASKS} tasks, TTL {TTL:?}, loader {LOAD:?}, {span:?} per variant ({windows:.0} TTL windows)"
+    );
+    println!(
+        "| variant | calls | loads | loads per TTL window | calls that waited for a load | waited per window |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for variant in [Variant::Plain, Variant::Eager, Variant::XFetch] {
         let (loads, waited, calls) = rt.block_on(run(variant, span));

@@ -19,6 +19,15 @@ pub(crate) struct LayerCounters {
     pub(crate) recovered: AtomicU64,
 }
 
+/// Counters of the distributed single-flight (`engine/lease.rs`), shared with its renewal tasks.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseCounters {
+    pub(crate) acquired: AtomicU64,
+    pub(crate) waits_landed: AtomicU64,
+    pub(crate) waits_bounded: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
 /// Counters of one cache.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -26,6 +35,7 @@ pub(crate) struct Counters {
     pub(crate) layers: [std::sync::Arc<LayerCounters>; 4],
     pub(crate) misses: AtomicU64,
     pub(crate) load_wait_timeouts: AtomicU64,
+    pub(crate) leases: std::sync::Arc<LeaseCounters>,
     pub(crate) loads: LoadCounters,
 }
 
@@ -171,6 +181,18 @@ pub struct CacheStats {
     /// Callers that waited on another caller's load of their key longer than `load_wait_timeout`
     /// and then loaded the value themselves: a count of loads that hung or ran that long.
     pub load_wait_timeouts: u64,
+    /// Leases this process took to load a key while other processes wait
+    /// (`docs/leases.md`).
+    pub leases_acquired: u64,
+    /// Waits for another process's lease that ended with its load landing: the caller read the
+    /// layers again instead of loading.
+    pub lease_waits_landed: u64,
+    /// Waits for another process's lease that reached their bound (the holder died or was slow,
+    /// or its notice was lost): the caller then loaded itself.
+    pub lease_waits_bounded: u64,
+    /// Lease calls that failed (the layer erred, or a held lease was lost before its load
+    /// ended); the load went on without the lease.
+    pub lease_errors: u64,
     /// What the loads did: runs, failures, fail-safe serves, timeouts, early refreshes.
     pub loads: LoadStats,
     /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns). It

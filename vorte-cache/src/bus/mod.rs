@@ -68,6 +68,9 @@ use crate::store::BoxFuture;
 pub(crate) use publisher::Publisher;
 #[cfg(feature = "redis")]
 pub(crate) use redis::Receivers;
+/// A real `redis-server` for the crate's own tests.
+#[cfg(all(test, feature = "redis"))]
+pub(crate) use redis::tests::redis_server;
 pub use stats::BusStats;
 
 /// An invalidation one process tells the others.
@@ -80,6 +83,10 @@ pub(crate) enum Notice {
     Tag { tag: String, version: u64 },
     /// Everything under the prefix was flushed.
     Flush,
+    /// Another process's load of this key finished (its value is in the shared layers) or gave
+    /// up, and its lease is released: a waiter for the key reads the layers again. Drops nothing
+    /// (`docs/leases.md#waiting-for-another-process`).
+    Landed { key: String },
 }
 
 /// An event for the `#[on_event]` handlers of other processes.
@@ -154,6 +161,9 @@ pub(crate) enum Body {
         version: u64,
     },
     Flush,
+    Landed {
+        key: String,
+    },
     Event {
         event: String,
         payload: serde_json::Value,
@@ -166,6 +176,7 @@ impl From<Notice> for Body {
             Notice::Keys { keys } => Body::Keys { keys },
             Notice::Tag { tag, version } => Body::Tag { tag, version },
             Notice::Flush => Body::Flush,
+            Notice::Landed { key } => Body::Landed { key },
         }
     }
 }
@@ -202,6 +213,10 @@ impl Publisher {
     }
 
     pub(crate) async fn publish_event(&self, _: EventNotice) -> crate::error::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) async fn publish_hint(&self, _: Notice) -> crate::error::Result<()> {
         match *self {}
     }
 
@@ -248,5 +263,18 @@ mod tests {
         );
         let back: Message = serde_json::from_str(&json).expect("parse");
         assert_eq!(back.body, m.body);
+
+        let landed = Message {
+            origin: 7,
+            process: 0,
+            body: Notice::Landed { key: "k".into() }.into(),
+        };
+        let json = serde_json::to_string(&landed).expect("json");
+        assert_eq!(
+            json,
+            r#"{"origin":7,"process":0,"kind":"landed","key":"k"}"#
+        );
+        let back: Message = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.body, Body::Landed { key: "k".into() });
     }
 }

@@ -162,6 +162,25 @@ impl Publisher {
         self.send(stream, notice.into(), 0).await
     }
 
+    /// Appends a hint to the main stream if the bus takes it at once; otherwise drops it and
+    /// returns why. For [`Notice::Landed`]: a hint that comes late is of no
+    /// use, and one that is lost only makes a waiter load at its bound, so it never waits in the
+    /// queue, where it could push invalidations towards the flush a full queue collapses into.
+    pub(crate) async fn publish_hint(&self, notice: Notice) -> Result<()> {
+        if !self.queue.lock().is_empty() {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "bus publish: the bus is behind; hint dropped",
+            ));
+        }
+        let body = self.link.encode(notice.into(), 0)?;
+        let appended = self.link.append(&self.link.stream, &body).await;
+        if appended.is_ok() {
+            Counters::add(&self.counters.published, 1);
+        }
+        appended
+    }
+
     /// Appends an event to its name's event stream, now or later.
     pub(crate) async fn publish_event(&self, event: EventNotice) -> Result<()> {
         let shard = event_shard(&event.event, self.events.len());

@@ -289,6 +289,7 @@ impl Receiver {
             Body::Keys { keys } => self.apply(Notice::Keys { keys }).await,
             Body::Tag { tag, version } => self.apply(Notice::Tag { tag, version }).await,
             Body::Flush => self.apply(Notice::Flush).await,
+            Body::Landed { key } => self.apply(Notice::Landed { key }).await,
         }
     }
 

@@ -280,7 +280,7 @@ pub(super) async fn stream_info(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::streams::lost_after;
     use super::*;
 
@@ -312,9 +312,9 @@ mod tests {
     }
 
     /// A `redis-server` on a free loopback port, killed on drop.
-    struct Server {
+    pub(crate) struct Server {
         child: std::process::Child,
-        port: u16,
+        pub(crate) port: u16,
     }
 
     impl Drop for Server {
@@ -324,7 +324,7 @@ mod tests {
         }
     }
 
-    fn redis_server() -> Server {
+    pub(crate) fn redis_server() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())

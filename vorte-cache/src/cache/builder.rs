@@ -108,7 +108,12 @@ impl<'a> CacheBuilder<'a> {
             Some((publisher, receivers)) => (Some(publisher), Some(receivers)),
             None => (None, None),
         };
-        let engine = Arc::new(Engine::new(self.config, tiers, publisher));
+        let engine = Arc::new(Engine::new(
+            self.config,
+            tiers,
+            publisher,
+            engine::DEFAULT_LEASE_TTL,
+        ));
         engine.start_sweepers();
         if let Some(receivers) = receivers {
             let notices = Arc::downgrade(&engine) as Weak<dyn NoticeSink>;

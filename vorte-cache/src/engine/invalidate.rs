@@ -249,6 +249,12 @@ impl Engine {
                 self.withdraw_queued_writes();
                 self.forget_local_state();
             }
+            // Not an invalidation: the other process's value is in the shared layers now.
+            Notice::Landed { key } => {
+                if let Some(leases) = &self.leases {
+                    leases.notify_landed(&key);
+                }
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::fallback::{LoadOptions, Policy, Ran, elapsed_ms, wait_detached};
+use super::lease::{LeaseGuard, LeaseOutcome};
 use super::read::{ReadThrough, Stale};
 use super::{Engine, Expiry, Fill, SeenSlots, Write};
 use crate::cached::{Callsite, Output};
@@ -186,22 +187,28 @@ impl Engine {
         // leader may have stored it between our miss and our joining. What the layers hold now
         // is what the fill will expect to replace: a delete after this read leaves a new
         // tombstone, in any process, and refuses it.
-        let read = match self
-            .read_through_seeing::<L::Stored>(key, policy.fail_safe_max.is_some())
-            .await
+        let mut read = self.read_for_load::<L>(key, policy).await?;
+        let mut lease = None;
+        if read.value.is_none()
+            && policy.distributed_lock
+            && let Some(leases) = &self.leases
         {
-            Ok(read) => read,
-            Err(e) => {
-                Self::fail::<L>(key, e)?;
-                ReadThrough {
-                    value: None,
-                    seen: SeenSlots::default(),
-                    stale: None,
+            // One process at a time loads the key (`docs/leases.md`). Held or landed, the
+            // layers are read again: another process's value may have landed since our read.
+            match leases.acquire(key, policy.lock_wait).await {
+                LeaseOutcome::Held(guard) => {
+                    lease = Some(guard);
+                    read = self.read_for_load::<L>(key, policy).await?;
                 }
+                LeaseOutcome::Landed => read = self.read_for_load::<L>(key, policy).await?,
+                LeaseOutcome::Proceed => {}
             }
-        };
+        }
         if let Some(v) = read.value {
             leader.finish(Some(share(v.clone(), false)));
+            if let Some(guard) = lease {
+                guard.release().await;
+            }
             return Ok(Served::fresh(L::from_stored(v)));
         }
         // Taken before the load begins: an invalidation after this drops its value.
@@ -219,7 +226,9 @@ impl Engine {
             }
         };
         let ran = self
-            .run_loader(key, layers, policy, loader, &stamps, &fill, read.stale)
+            .run_loader(
+                key, layers, policy, loader, &stamps, &fill, read.stale, &mut lease,
+            )
             .await;
         let (result, load_ms, stored, stale) = match ran {
             Ran::Done {
@@ -309,8 +318,34 @@ impl Engine {
             }
             _ => None,
         };
+        // The value is in the shared layers: the waiting processes may read it.
+        if let Some(guard) = lease {
+            guard.release().await;
+        }
         leader.finish(shared);
         Ok(Served::fresh(output))
+    }
+
+    /// A leader's read of every layer; a failure is the caller's error or an empty read.
+    async fn read_for_load<L: Loader>(
+        &self,
+        key: &str,
+        policy: &Policy,
+    ) -> std::result::Result<ReadThrough<L::Stored>, L::Error> {
+        match self
+            .read_through_seeing::<L::Stored>(key, policy.fail_safe_max.is_some())
+            .await
+        {
+            Ok(read) => Ok(read),
+            Err(e) => {
+                Self::fail::<L>(key, e)?;
+                Ok(ReadThrough {
+                    value: None,
+                    seen: SeenSlots::default(),
+                    stale: None,
+                })
+            }
+        }
     }
 
     /// Ends the flight with a stale stand-in and answers with it.
@@ -339,6 +374,7 @@ impl Engine {
         stamps: &Option<Box<[TagStamp]>>,
         fill: &Fill,
         stale: Option<Box<Stale<L::Stored>>>,
+        lease: &mut Option<LeaseGuard>,
     ) -> Ran<Loaded<L>, TimeoutAnswer<L::Output, L::Error>, Box<Stale<L::Stored>>> {
         Counters::bump(&self.counters.loads.runs);
         let answer = loader.timeout_answer();
@@ -363,6 +399,8 @@ impl Engine {
                 let stamps = stamps.clone();
                 let fill = fill.clone();
                 let policy = *policy;
+                // The lease goes with the load: it ends once the value is stored.
+                let lease = lease.take();
                 let task = tokio::spawn(async move {
                     let result = detached.await;
                     let load_ms = elapsed_ms(started);
@@ -382,6 +420,9 @@ impl Engine {
                         {
                             tracing::debug!(key, error = %e, "a background load's value was not stored");
                         }
+                    }
+                    if let Some(guard) = lease {
+                        guard.release().await;
                     }
                     (result, load_ms)
                 });

@@ -24,6 +24,7 @@ mod counter;
 mod epoch;
 mod fallback;
 mod invalidate;
+mod lease;
 mod load;
 mod read;
 mod recovery;
@@ -50,6 +51,7 @@ use crate::store::Store;
 use crate::tags::TagIndex;
 
 pub(crate) use fallback::LoadOptions;
+pub(crate) use lease::DEFAULT_LEASE_TTL;
 pub(crate) use load::{DetachFn, LoaderError, Served};
 pub(crate) use write::{Aging, Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
 
@@ -105,8 +107,12 @@ pub(crate) struct Engine {
     fence: Arc<Fence>,
     counters: Counters,
     counter_locks: Box<[tokio::sync::Mutex<()>]>,
-    /// The bus to the other processes, when there is one.
-    publisher: Option<Publisher>,
+    /// The bus to the other processes, when there is one (shared with the leases, which
+    /// announce on it).
+    publisher: Option<Arc<Publisher>>,
+    /// The distributed single-flight (`lease.rs`): `None` without a layer that keeps leases or
+    /// without a bus.
+    leases: Option<lease::Leases>,
     /// Whether a write to L1 alone may keep its value decoded, never encoded: L1 is bounded by
     /// entries, not bytes, and neither it nor the cache sets a `max_value_bytes` below the
     /// default, so no limit needs the encoded size (derived from the configuration once).
@@ -115,11 +121,13 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// An engine over already opened stores: starts the write-behind workers (the caller starts
-    /// the sweepers once the engine is shared).
+    /// the sweepers once the engine is shared). `lease_ttl` is how long a lease of the
+    /// distributed single-flight lives unless renewed ([`DEFAULT_LEASE_TTL`]).
     pub(crate) fn new(
         config: &CacheConfig,
         specs: Vec<TierSpec>,
         publisher: Option<Publisher>,
+        lease_ttl: Duration,
     ) -> Engine {
         let max_value = config.max_value_bytes;
         let mut queues = Vec::new();
@@ -188,6 +196,23 @@ impl Engine {
                 })
                 .collect(),
         );
+        let publisher = publisher.map(Arc::new);
+        let leases = lease::Leases::build(
+            &tiers
+                .iter()
+                .map(|t| (t.layer, t.store.clone()))
+                .collect::<Vec<_>>(),
+            publisher.clone().map(|p| p as Arc<dyn lease::Announce>),
+            lease_ttl,
+            counters.leases.clone(),
+        );
+        if config.loads.distributed_lock && leases.is_none() {
+            tracing::warn!(
+                "distributed_lock is on, but this cache has no shared layer that keeps leases \
+                 (redis, redis-cluster, memcached) or no bus: each process loads on its own \
+                 (docs/leases.md#without-a-bus)"
+            );
+        }
         let mut engine = Engine {
             recovery,
             config: config.clone(),
@@ -203,6 +228,7 @@ impl Engine {
             counters,
             counter_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             publisher,
+            leases,
             l1_keeps_decoded,
         };
         for (i, capacity) in queues {
@@ -213,7 +239,7 @@ impl Engine {
 
     /// The embedded default: L1 only.
     pub(crate) fn embedded_default() -> Engine {
-        Engine::new(&CacheConfig::default(), Vec::new(), None)
+        Engine::new(&CacheConfig::default(), Vec::new(), None, DEFAULT_LEASE_TTL)
     }
 
     /// Whether invalidations and events travel to other processes.
@@ -223,7 +249,7 @@ impl Engine {
 
     /// What the bus counted, when there is one.
     pub(crate) fn bus_stats(&self) -> Option<crate::bus::BusStats> {
-        self.publisher.as_ref().map(Publisher::stats)
+        self.publisher.as_deref().map(Publisher::stats)
     }
 
     fn skip(&self, layer: Layer, what: &str, key: &str, e: &Error) {

@@ -104,6 +104,7 @@ impl Engine {
             ));
         }
         let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);
+        let leases = &self.counters.leases;
         Ok(CacheStats {
             l1_hits: hits(Layer::L1),
             l2_hits: hits(Layer::L2),
@@ -112,6 +113,10 @@ impl Engine {
             misses: self.counters.misses.load(Ordering::Relaxed),
             load_wait_timeouts: self.counters.load_wait_timeouts.load(Ordering::Relaxed),
             loads: self.counters.loads.snapshot(),
+            leases_acquired: leases.acquired.load(Ordering::Relaxed),
+            lease_waits_landed: leases.waits_landed.load(Ordering::Relaxed),
+            lease_waits_bounded: leases.waits_bounded.load(Ordering::Relaxed),
+            lease_errors: leases.errors.load(Ordering::Relaxed),
             // A layer that cannot list is already counted as an error above; stats still answer.
             total_keys: self.live_keys("*", false).await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),

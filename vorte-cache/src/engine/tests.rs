@@ -49,7 +49,7 @@ fn ttl_jitter_spreads_expiries_within_its_bounds() {
     let mut config = CacheConfig::default();
     config.loads.ttl_jitter = 0.2;
     config.loads.fail_safe_max = Some(Duration::from_secs(5));
-    let engine = Engine::new(&config, Vec::new(), None);
+    let engine = Engine::new(&config, Vec::new(), None, DEFAULT_LEASE_TTL);
     let now = 1_000_000;
     let ttl = Some(Duration::from_secs(10));
     let lives: Vec<_> = (0..2_000)
@@ -61,7 +61,10 @@ fn ttl_jitter_spreads_expiries_within_its_bounds() {
         fresh.iter().copied().max().unwrap_or(0),
     );
     assert!(min >= 8_000 && max <= 12_000, "{min}..{max}");
-    assert!(min < 8_400 && max > 11_600, "spread over the range: {min}..{max}");
+    assert!(
+        min < 8_400 && max > 11_600,
+        "spread over the range: {min}..{max}"
+    );
     assert!(
         lives
             .iter()

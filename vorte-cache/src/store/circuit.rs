@@ -313,6 +313,28 @@ impl Store for CircuitStore {
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         guarded!(self, self.inner.compare_and_set(key, expected, new, ttl))
     }
+    fn has_leases(&self) -> bool {
+        self.inner.has_leases()
+    }
+    fn lease_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        guarded!(self, self.inner.lease_acquire(key, token, ttl))
+    }
+    fn lease_renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        guarded!(self, self.inner.lease_renew(key, token, ttl))
+    }
+    fn lease_release<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<bool>> {
+        guarded!(self, self.inner.lease_release(key, token))
+    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,10 @@ pub struct Usage {
 /// - where a store has them, tombstones and compare-and-set are atomic and behave as
 ///   [`Store::tombstone`] and [`Store::compare_and_set`] say: a compare-and-set that expects no
 ///   entry fails on a tombstone, and one that expects a tombstone (or any exact bytes) succeeds
-///   only while those very bytes are there.
+///   only while those very bytes are there;
+/// - where a store has leases ([`Store::has_leases`]), they live in a namespace of their own
+///   inside the prefix, apart from entries and tag records, and behave as
+///   [`Store::lease_acquire`], [`Store::lease_renew`] and [`Store::lease_release`] say.
 ///
 /// The entry values the cache writes are envelopes that carry the logical key and the expiry
 /// (big-endian milliseconds at bytes 8..16); a store may read them, as the object stores do to
@@ -219,6 +222,48 @@ pub trait Store: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         let _ = (key, expected, new, ttl);
         Box::pin(async { Ok(None) })
+    }
+
+    /// Whether this store keeps leases ([`Store::lease_acquire`]); otherwise the three lease
+    /// methods answer "unsupported" and the cache loads without one
+    /// (`docs/leases.md#where-the-lease-lives`).
+    fn has_leases(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease of `key` for `ttl` under `token` if nobody holds it: `Ok(Some(true))` when
+    /// taken, `Ok(Some(false))` when another token holds it, `Ok(None)` when the store has no
+    /// leases. A lease is a name of its own, apart from the entry and any tag record of `key`,
+    /// and expires by itself after `ttl` unless renewed.
+    fn lease_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        let _ = (key, token, ttl);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Extends the lease of `key` to `ttl` from now, only while `token` holds it: `true` when
+    /// extended; `false` when it expired or another token holds it (and when the store has no
+    /// leases).
+    fn lease_renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, token, ttl);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Ends the lease of `key`, only while `token` holds it: `true` when it was ours and is
+    /// gone; `false`, changing nothing, when it expired or another token holds it (and when the
+    /// store has no leases).
+    fn lease_release<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, token);
+        Box::pin(async { Ok(false) })
     }
 }
 

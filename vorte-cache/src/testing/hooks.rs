@@ -42,6 +42,12 @@ pub enum Op {
     Usage,
     /// `sweep` (key `""`).
     Sweep,
+    /// `lease_acquire` of a key's lease.
+    LeaseAcquire,
+    /// `lease_renew` of a key's lease.
+    LeaseRenew,
+    /// `lease_release` of a key's lease.
+    LeaseRelease,
 }
 
 /// Which call a hook catches: an operation on a key, the `nth` such call from when the hook is

@@ -12,8 +12,8 @@ use super::hooks::{Call, Hooks, Op, Pause};
 use crate::error::{Error, Result};
 use crate::store::{BoxFuture, Slot, Store, Usage};
 
-/// An in-memory [`Store`] for tests: compare-and-set, tombstones and native expiry like the Redis
-/// store, plus hooks that hold or fail a chosen call.
+/// An in-memory [`Store`] for tests: compare-and-set, tombstones, leases and native expiry like
+/// the Redis store, plus hooks that hold or fail a chosen call.
 ///
 /// Several stores can share one "server" ([`TestStore::neighbour`]), each under its own key
 /// prefix, as several processes or key prefixes share one Redis. Two caches built over one
@@ -47,7 +47,10 @@ pub struct TestStore {
     server: Arc<Server>,
     entries: String,
     tags: String,
+    /// Where leases live: `<key_prefix>l:`, apart from entries and tag records.
+    leases: String,
     compare_and_set: bool,
+    has_leases: bool,
 }
 
 /// What the stores of one "server" share.
@@ -69,6 +72,7 @@ impl std::fmt::Debug for TestStore {
         f.debug_struct("TestStore")
             .field("entries", &self.entries)
             .field("compare_and_set", &self.compare_and_set)
+            .field("has_leases", &self.has_leases)
             .finish_non_exhaustive()
     }
 }
@@ -80,14 +84,16 @@ impl Default for TestStore {
 }
 
 impl TestStore {
-    /// An empty store on a server of its own, with key prefix `""`, compare-and-set and
-    /// tombstones.
+    /// An empty store on a server of its own, with key prefix `""`, compare-and-set,
+    /// tombstones and leases.
     pub fn new() -> Self {
         TestStore {
             server: Arc::default(),
             entries: "e:".into(),
             tags: "t:".into(),
+            leases: "l:".into(),
             compare_and_set: true,
+            has_leases: true,
         }
     }
 
@@ -98,7 +104,9 @@ impl TestStore {
             server: self.server.clone(),
             entries: format!("{key_prefix}e:"),
             tags: format!("{key_prefix}t:"),
+            leases: format!("{key_prefix}l:"),
             compare_and_set: self.compare_and_set,
+            has_leases: self.has_leases,
         }
     }
 
@@ -107,6 +115,14 @@ impl TestStore {
     #[must_use]
     pub fn without_compare_and_set(mut self) -> Self {
         self.compare_and_set = false;
+        self
+    }
+
+    /// The same store without leases, as the object stores are: [`Store::lease_acquire`]
+    /// answers `Ok(None)`, renew and release `Ok(false)`.
+    #[must_use]
+    pub fn without_leases(mut self) -> Self {
+        self.has_leases = false;
         self
     }
 
@@ -193,6 +209,23 @@ impl TestStore {
             .collect()
     }
 
+    /// Runs `work` on the lease of `key` (its name, and the server's live names), or answers
+    /// `unsupported` without touching anything when this store has no leases.
+    fn lease_call<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        key: &'a str,
+        unsupported: T,
+        work: impl FnOnce(&mut BTreeMap<String, Stored>, String) -> T + Send + 'a,
+    ) -> BoxFuture<'a, Result<T>> {
+        Box::pin(self.call(op, key, move || {
+            if !self.has_leases {
+                return Ok(unsupported);
+            }
+            Ok(work(&mut self.names(), format!("{}{key}", self.leases)))
+        }))
+    }
+
     fn tombstone_now(&self, key: &str, marker: Bytes, ttl: Duration) -> bool {
         let mut names = self.names();
         let name = self.name(Slot::Entry(key));
@@ -209,6 +242,13 @@ fn op_of(slot: Slot<'_>, entry: Op, tag: Op) -> (Op, &str) {
         Slot::Entry(k) => (entry, k),
         Slot::Tag(t) => (tag, t),
     }
+}
+
+/// Whether `name` holds the lease of `token` (a lease's value is its token in decimal).
+fn holds(names: &BTreeMap<String, Stored>, name: &str, token: u64) -> bool {
+    names
+        .get(name)
+        .is_some_and(|s| s.value == token.to_string().as_bytes())
 }
 
 impl Store for TestStore {
@@ -342,6 +382,46 @@ impl Store for TestStore {
             Ok(Some(true))
         }))
     }
+
+    fn has_leases(&self) -> bool {
+        self.has_leases
+    }
+
+    fn lease_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        self.lease_call(Op::LeaseAcquire, key, None, move |names, name| {
+            if names.contains_key(&name) {
+                return Some(false);
+            }
+            Self::store(names, name, Bytes::from(token.to_string()), ttl);
+            Some(true)
+        })
+    }
+
+    fn lease_renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.lease_call(Op::LeaseRenew, key, false, move |names, name| {
+            if !holds(names, &name, token) {
+                return false;
+            }
+            Self::store(names, name, Bytes::from(token.to_string()), ttl);
+            true
+        })
+    }
+
+    fn lease_release<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<bool>> {
+        self.lease_call(Op::LeaseRelease, key, false, move |names, name| {
+            holds(names, &name, token) && names.remove(&name).is_some()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +467,26 @@ mod tests {
         let claimed =
             contract::check_rule(Rule::CompareAndSet, &stores, &Capabilities::full()).await;
         assert_eq!(claimed.map_err(|v| v.rule), Err(Rule::CompareAndSet));
+    }
+
+    #[tokio::test]
+    async fn without_leases_passes_as_a_store_without_them() {
+        let store = TestStore::new().without_leases();
+        let stores = Stores {
+            store: &store,
+            twin: &store.clone(),
+            neighbour: &store.neighbour("other:"),
+        };
+        let caps = Capabilities {
+            leases: false,
+            ..Capabilities::full()
+        };
+        if let Err(v) = contract::check(&stores, &caps).await {
+            panic!("{v}");
+        }
+        let claimed =
+            contract::check_rule(Rule::LeaseExclusive, &stores, &Capabilities::full()).await;
+        assert_eq!(claimed.map_err(|v| v.rule), Err(Rule::LeaseExclusive));
     }
 
     #[tokio::test]

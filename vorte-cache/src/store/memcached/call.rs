@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_memcached::{Client, MetaProtocol, Status};
 use bytes::Bytes;
 
+use super::lease::LeaseOp;
 use super::names::{exptime, physical_name, unix_now};
 use super::server::Server;
 use super::{McError, MemcachedStore};
@@ -46,6 +47,8 @@ pub(super) enum Op<'a> {
     Bump,
     /// Connect and load the generation only.
     Warm,
+    /// A lease (`lease.rs`): outside every generation.
+    Lease(LeaseOp<'a>),
 }
 
 impl Op<'_> {
@@ -54,7 +57,7 @@ impl Op<'_> {
             Op::Put { read_after, .. }
             | Op::Delete { read_after, .. }
             | Op::Tombstone { read_after, .. } => *read_after,
-            Op::Get(_) | Op::Cas { .. } | Op::Bump | Op::Warm => 0,
+            Op::Get(_) | Op::Cas { .. } | Op::Bump | Op::Warm | Op::Lease(_) => 0,
         }
     }
 }
@@ -105,11 +108,17 @@ impl MemcachedStore {
             Self::remember(server, generation, at);
             return Ok(Done::Unit);
         }
+        if let Op::Lease(lease) = op {
+            return match self.run_lease(client, lease).await {
+                Err(e) if is_outcome(&e) => Ok(Done::Flag(false)),
+                other => other,
+            };
+        }
         let generation = self.generation(server, client, op.read_after()).await?;
         let name = |slot: Slot<'_>| physical_name(&self.prefix, generation, slot);
         let ttl_flag = |ttl: Duration| format!("T{}", exptime(ttl, unix_now()));
         let outcome = match op {
-            Op::Warm | Op::Bump => return Ok(Done::Unit),
+            Op::Warm | Op::Bump | Op::Lease(_) => return Ok(Done::Unit),
             Op::Get(slot) => client
                 .meta_get(name(*slot), false, None, Some(&["v"]))
                 .await

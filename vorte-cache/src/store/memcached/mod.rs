@@ -68,6 +68,9 @@
 //! `Cache::keys` is complete from the layers that can list: L1 and any other layer. Memcached
 //! does not report per-prefix usage either: [`usage`](Store::usage) reports 0 keys and 0 bytes.
 //!
+//! **Leases** (`lease.rs`): an add with the token, and a renew or release conditional on the CAS
+//! token of a value that is still ours; outside the generations.
+//!
 //! **Compare-and-set** is native: `mg <name> v c` reads the value and its CAS token, and
 //! `ms <name> <len> T<ttl> C<cas>` writes only if nothing changed in between (`ms … ME`, an add,
 //! when no entry is expected), so counters are exact across processes.
@@ -78,6 +81,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use self::call::{Done, Op};
+use self::lease::LeaseOp;
 use self::ring::rendezvous;
 use self::server::Server;
 use super::{BoxFuture, Slot, Store, Usage, delete_each};
@@ -87,6 +91,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 mod call;
 mod generation;
+mod lease;
 mod names;
 mod ring;
 mod server;
@@ -384,6 +389,33 @@ impl Store for MemcachedStore {
                 _ => Ok(Some(false)),
             }
         })
+    }
+
+    fn has_leases(&self) -> bool {
+        true
+    }
+
+    fn lease_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        let op = LeaseOp::Acquire { key, token, ttl };
+        Box::pin(async move { self.lease("lease acquire", op).await.map(Some) })
+    }
+
+    fn lease_renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.lease("lease renew", LeaseOp::Renew { key, token, ttl }))
+    }
+
+    fn lease_release<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.lease("lease release", LeaseOp::Release { key, token }))
     }
 }
 

@@ -23,14 +23,24 @@ pub(super) fn physical_name(prefix: &str, generation: u64, slot: Slot<'_>) -> St
         Slot::Entry(k) => ("e", "h", k),
         Slot::Tag(t) => ("t", "th", t),
     };
-    let name = format!("{prefix}{generation}:{plain}:{key}");
+    fitted(&format!("{prefix}{generation}:"), plain, hashed, key)
+}
+
+/// The name of `key`'s lease: `<prefix>l:<key>`, or `<prefix>lh:<hex xxh3_128(key)>` when that
+/// does not fit. Outside every generation (a flush does not end a load in flight), and never
+/// mistaken for an entry, a tag record or the generation record, whose names go on with digits
+/// or `gen` after the prefix.
+pub(super) fn lease_name(prefix: &str, key: &str) -> String {
+    fitted(prefix, "l", "lh", key)
+}
+
+/// `<head><plain>:<key>` when memcached takes that name, else `<head><hashed>:<hex hash>`.
+fn fitted(head: &str, plain: &str, hashed: &str, key: &str) -> String {
+    let name = format!("{head}{plain}:{key}");
     if name.len() <= MAX_NAME_LEN && name.bytes().all(is_key_byte) {
         name
     } else {
-        format!(
-            "{prefix}{generation}:{hashed}:{:032x}",
-            xxh3_128(key.as_bytes())
-        )
+        format!("{head}{hashed}:{:032x}", xxh3_128(key.as_bytes()))
     }
 }
 
@@ -101,6 +111,15 @@ mod tests {
                 assert!(name.starts_with("vorte:"));
             }
         }
+    }
+
+    #[test]
+    fn lease_names_fit_and_stay_apart() {
+        assert_eq!(lease_name("v:", "user:1"), "v:l:user:1");
+        let hashed = lease_name("v:", "has space");
+        assert_eq!(hashed, format!("v:lh:{:032x}", xxh3_128(b"has space")));
+        let long = lease_name("v:", &"k".repeat(400));
+        assert!(long.len() <= MAX_NAME_LEN && long.starts_with("v:lh:"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! L2 `redis` and L3 `redis-cluster`, on fred.
 //!
-//! Physical names: `<key_prefix>e:<key>` for entries and `<key_prefix>t:<tag>` for tag records, so
-//! every key this store touches starts with `key_prefix` (`docs/guarantees.md#g6-prefix-isolation`). Listing and flushing use
+//! Physical names: `<key_prefix>e:<key>` for entries, `<key_prefix>t:<tag>` for tag records and
+//! `<key_prefix>l:<key>` for leases ([`lease`]), so every key this store touches starts with
+//! `key_prefix` (`docs/guarantees.md#g6-prefix-isolation`). Listing and flushing use
 //! `SCAN MATCH <escaped prefix>*` (on every primary of a cluster, checked complete by
 //! [`listing`]) and `UNLINK` one key at a time, so no cross-slot multi-key command is sent, and
 //! `KEYS`, `FLUSHDB` and `FLUSHALL` never are.
@@ -38,11 +39,13 @@ use fred::types::scan::Scanner;
 use futures_util::{Stream, TryStreamExt};
 
 mod conn;
+mod lease;
 mod listing;
 mod nodes;
 mod redirect;
 
 pub(crate) use self::conn::{RedisTarget, fred_config};
+use self::lease::LeaseScript;
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
 use crate::config::{BreakerConfig, RedisConfig};
@@ -80,6 +83,8 @@ pub(crate) struct RedisStore {
     layer: &'static str,
     entries: String,
     tags: String,
+    /// Where leases live ([`lease`]).
+    leases: String,
     root: String,
     clustered: bool,
     timeout: Duration,
@@ -329,6 +334,7 @@ impl RedisStore {
             layer,
             entries: format!("{key_prefix}e:"),
             tags: format!("{key_prefix}t:"),
+            leases: format!("{key_prefix}l:"),
             root: key_prefix.to_owned(),
             clustered,
             timeout,
@@ -614,6 +620,33 @@ impl Store for RedisStore {
             self.guarded(&name, self.tombstone_at(key, &name, marker, ttl))
                 .await
         })
+    }
+
+    fn has_leases(&self) -> bool {
+        true
+    }
+
+    fn lease_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move { self.acquire_lease(key, token, ttl).await.map(Some) })
+    }
+
+    fn lease_renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.lease_script("lease renew", LeaseScript::Renew, key, token, ttl))
+    }
+
+    fn lease_release<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<bool>> {
+        let release = LeaseScript::Release;
+        Box::pin(self.lease_script("lease release", release, key, token, Duration::ZERO))
     }
 
     /// On a cluster, one circuit per node ([`nodes`]).

@@ -32,6 +32,7 @@ use crate::store::Store;
 
 mod ctx;
 mod entries;
+mod leases;
 mod namespace;
 mod swaps;
 
@@ -56,6 +57,9 @@ pub struct Capabilities {
     /// Entries disappear by themselves once their TTL has passed; otherwise `sweep` removes
     /// expired entries.
     pub native_expiry: bool,
+    /// [`Store::has_leases`] is `true`, and leases are exclusive, expire and are renewed as
+    /// [`Store::lease_acquire`] says (otherwise the lease methods answer "unsupported").
+    pub leases: bool,
 }
 
 impl Capabilities {
@@ -68,6 +72,7 @@ impl Capabilities {
             compare_and_set: true,
             tombstones: true,
             native_expiry: true,
+            leases: true,
         }
     }
 }
@@ -135,11 +140,23 @@ pub enum Rule {
     /// clears, the other sees nothing of the old contents once told so
     /// ([`Store::forget_cached_state`]), and what it writes then is seen by both.
     TwinHandles,
+    /// A lease is held by one token at a time, whichever handle on the prefix asks: a second
+    /// acquire fails; renew and release with another token fail and change nothing; release by
+    /// its token frees it. A store without leases answers `Ok(None)` and `false`, changing
+    /// nothing, and says so in [`Store::has_leases`].
+    LeaseExclusive,
+    /// A lease ends by itself once its TTL has passed; a renewal by its token extends it; a
+    /// renewal after it ended fails, and does not take back a lease another token took since.
+    LeaseExpiry,
+    /// A lease is a name of its own: it neither hides nor is hidden by the entry or tag record of
+    /// its key, `list` and `usage` do not count it, and a store under another prefix has leases
+    /// of its own.
+    LeaseSeparate,
 }
 
 impl Rule {
     /// Every rule, in the order [`check`] runs them.
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 23] = [
         Rule::GetMissing,
         Rule::PutReplaces,
         Rule::DeleteReports,
@@ -160,6 +177,9 @@ impl Rule {
         Rule::Usage,
         Rule::Sweep,
         Rule::TwinHandles,
+        Rule::LeaseExclusive,
+        Rule::LeaseExpiry,
+        Rule::LeaseSeparate,
     ];
 
     /// A stable, kebab-case name (`"delete-many"`).
@@ -185,6 +205,9 @@ impl Rule {
             Rule::Usage => "usage",
             Rule::Sweep => "sweep",
             Rule::TwinHandles => "twin-handles",
+            Rule::LeaseExclusive => "lease-exclusive",
+            Rule::LeaseExpiry => "lease-expiry",
+            Rule::LeaseSeparate => "lease-separate",
         }
     }
 }
@@ -295,6 +318,9 @@ pub async fn check_rule(
         Rule::Usage => c.usage().await,
         Rule::Sweep => c.sweep().await,
         Rule::TwinHandles => c.twin_handles().await,
+        Rule::LeaseExclusive => c.lease_exclusive().await,
+        Rule::LeaseExpiry => c.lease_expiry().await,
+        Rule::LeaseSeparate => c.lease_separate().await,
     }
 }
 
@@ -352,6 +378,7 @@ mod tests {
         let caps = Capabilities {
             compare_and_set: false,
             tombstones: false,
+            leases: false,
             ..Capabilities::full()
         };
         let broken_rules = check(&stores, &caps)
