@@ -139,3 +139,46 @@ async fn no_stale_value_after_a_tag_invalidation(stack: Stack) {
 async fn no_stale_value_after_a_flush(stack: Stack) {
     no_stale_value_after(stack, "flush").await;
 }
+
+/// `docs/consistency.md#stale-values-background-loads-and-refreshes`: a stale value that stands in
+/// while a delete is still on its way down (L2 tombstoned, L3 not yet) may answer that concurrent
+/// caller, but caching it again may not replace the tombstone it saw in L2, or the deleting
+/// process would find it there after its delete returned. Deterministic, over two `TestStore`s,
+/// the second cache standing in for another process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_stand_in_never_replaces_a_delete_s_tombstone() {
+    use vorte_cache::Layer;
+    use vorte_cache::testing::{Op, TestStore};
+    let (l2, l3) = (TestStore::new(), TestStore::new());
+    let config = vorte_cache::Config::from_toml_str("[cache.layers.l1]\nmax_size = 100")
+        .expect("config")
+        .cache;
+    let build = || {
+        Cache::builder(&config)
+            .store(Layer::L2, Arc::new(l2.clone()))
+            .store(Layer::L3, Arc::new(l3.clone()))
+            .build()
+    };
+    let (deleter, other) = (build().await.expect("cache"), build().await.expect("cache"));
+    stale_entry(&deleter, "k", &[]).await;
+    // The delete has tombstoned L2 and is held before it changes L3.
+    let pause = l3.pause(Op::DeleteMany, "k");
+    let deleting = {
+        let deleter = deleter.clone();
+        tokio::spawn(async move { deleter.delete("k").await })
+    };
+    pause.reached().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let during = failing_call(&other, "k", &runs)
+        .await
+        .expect("concurrent with the delete");
+    assert_eq!(during.freshness, Freshness::Stale);
+    pause.release();
+    deleting.await.expect("the delete task").expect("delete");
+    let after = failing_call(&deleter, "k", &runs).await;
+    assert_eq!(
+        after.map(|f| f.value).map_err(|e| e.kind()),
+        Err(ErrorKind::Loader),
+        "the stale value came back after the delete returned"
+    );
+}

@@ -134,6 +134,12 @@ impl Engine {
         } else {
             layers
         };
+        // An old value, like a back-fill: it may not replace a tombstone it saw, which may be
+        // a delete's on its way down (`docs/consistency.md#a-back-fill-never-replaces-a-tombstone`).
+        let fill = Fill {
+            ticket: fill.ticket,
+            seen: fill.seen.without_tombstones(),
+        };
         let write = Write::fill(fill, Expiry::At(life), layers, stamps);
         let payload: Bytes = stale.payload.clone();
         if let Err(e) = self
