@@ -269,3 +269,35 @@ async fn a_dead_memcached_server_opens_its_own_breaker_and_the_other_keeps_servi
     );
     assert_eq!(breaker_of(&all, live.port()).opened, 0, "{all:?}");
 }
+
+/// A store that refuses a value for its size (memcached's item limit, Redis's bulk length: the
+/// stores report `ValueTooLarge`) is well: the write counts it in `too_large`, not in `errors`,
+/// and the layer's older value goes, as for a value over the layer's own `max_value_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_refusal_by_a_store_counts_as_too_large_not_as_an_error() {
+    use vorte_cache::testing::{Op, TestStore};
+    use vorte_cache::{Error, ErrorKind, Layer};
+    let store = TestStore::new();
+    let config = vorte_cache::Config::from_toml_str("[cache.layers.l1]\nenabled = false")
+        .expect("config")
+        .cache;
+    let cache = vorte_cache::Cache::builder(&config)
+        .store(Layer::L2, std::sync::Arc::new(store.clone()))
+        .build()
+        .await
+        .expect("cache");
+    cache.set("k", &"small").await.expect("set");
+    store.fail(
+        Op::Put,
+        "k",
+        Error::new(
+            ErrorKind::ValueTooLarge,
+            "SERVER_ERROR object too large for cache",
+        ),
+    );
+    let refused = cache.set("k", &"large").await;
+    assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::ValueTooLarge));
+    let stats = cache.stats().await.expect("stats");
+    let l2 = stats.layer(Layer::L2).expect("L2");
+    assert_eq!((l2.too_large, l2.errors), (1, 0));
+}

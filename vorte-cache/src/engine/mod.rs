@@ -253,6 +253,13 @@ impl Engine {
     }
 
     fn skip(&self, layer: Layer, what: &str, key: &str, e: &Error) {
+        if e.kind() == ErrorKind::ValueTooLarge {
+            // The server refused the value's size (a memcached item limit, Redis's bulk
+            // length): the layer is well, the value is not for it.
+            Counters::bump(&self.counters.layer(layer).too_large);
+            tracing::debug!(layer = %layer, key, error = %e, "{what} refused for its size; layer skipped for this value");
+            return;
+        }
         Counters::bump(&self.counters.layer(layer).errors);
         tracing::warn!(layer = %layer, key, error = %e, "{what} failed; layer skipped for this call");
     }
