@@ -23,9 +23,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(prefix: &str, key: &str) -> Worker {
+    fn start(prefix: &str, key: &str, lock: &str) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vorte-lease-worker"))
-            .args([&shared_redis().url(), prefix, key, &TASKS.to_string(), "50"])
+            .args([&shared_redis().url(), prefix, key, &TASKS.to_string(), "50", lock])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -82,16 +82,25 @@ impl Drop for Worker {
     }
 }
 
-#[test]
-fn two_processes_miss_one_key_and_the_loader_runs_once() {
+/// Runs two workers over one key; the loader calls of both.
+fn run(lock: &str) -> u64 {
     let prefix = unique_prefix();
-    let mut workers = [Worker::start(&prefix, "hot"), Worker::start(&prefix, "hot")];
+    let mut workers = [
+        Worker::start(&prefix, "hot", lock),
+        Worker::start(&prefix, "hot", lock),
+    ];
     for worker in &mut workers {
         assert_eq!(worker.line(), "ready", "the worker did not start");
     }
     for worker in &mut workers {
         worker.go();
     }
-    let calls: u64 = workers.iter_mut().map(Worker::loader_calls).sum();
-    assert_eq!(calls, 1, "the loader ran once over both processes");
+    workers.iter_mut().map(Worker::loader_calls).sum()
+}
+
+#[test]
+fn two_processes_miss_one_key_and_the_loader_runs_once() {
+    assert_eq!(run("lock"), 1, "the loader ran once over both processes");
+    // The same run without the lock, P7's peer: each process loads once.
+    assert_eq!(run("nolock"), 2, "without the lock each process loads");
 }

@@ -5,8 +5,10 @@
 //! of KEY whose loader counts its calls and sleeps LOADER_MS.
 //!
 //! ```text
-//! vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS]
+//! vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS [lock|nolock]]
 //! ```
+//!
+//! `nolock` turns the distributed lock off (the peer of P7: each process loads once).
 //!
 //! It prints `loader_calls N` (how many times this process's loader ran), then one
 //! `wait_us MICROS` line per task (how long its call took, from `go`), then `done`. A call that
@@ -31,12 +33,13 @@ fn say(out: &mut impl Write, line: &str) {
 #[tokio::main]
 async fn main() {
     let mut argv = std::env::args().skip(1);
-    let usage = "usage: vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS]";
+    let usage = "usage: vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS [lock|nolock]]";
     let url = argv.next().expect(usage);
     let prefix = argv.next().expect(usage);
     let key = argv.next().expect(usage);
     let tasks: usize = argv.next().expect(usage).parse().expect("TASKS");
     let loader_ms: u64 = argv.next().map_or(50, |ms| ms.parse().expect("LOADER_MS"));
+    let lock = argv.next().is_none_or(|l| l != "nolock");
 
     let toml = format!(
         "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n"
@@ -64,7 +67,7 @@ async fn main() {
                         tokio::time::sleep(Duration::from_millis(loader_ms)).await;
                         Ok::<_, std::io::Error>("loaded".to_owned())
                     })
-                    .distributed_lock(true);
+                    .distributed_lock(lock);
                 let outcome = loaded.await;
                 (outcome, start.elapsed())
             })
