@@ -9,12 +9,11 @@
 //! Borrowed, for this check: a receiver of any kind (`&self` borrows; `self` and `self: Arc<Self>`
 //! carry the impl's type, whose lifetimes and type parameters the macro cannot see), a type or
 //! lifetime parameter of the fn, and an argument type with a `&` (other than `&'static`), a
-//! lifetime (other than `'static`), an `impl Trait`, `Self`, a `Cow` without its lifetime written
-//! out (which is elided, hence borrowed), or a type macro.
+//! lifetime (other than `'static`), an `impl Trait`, `Self`, or a type macro.
 //!
-//! A type alias that hides a borrow (`type Name<'a> = &'a str;` used as `Name`) is what this
-//! check cannot see: such a fn fails to compile on the `#[cached]` attribute with a lifetime
-//! error; writing the alias's lifetime out (`Name<'_>`) makes the check see it.
+//! No borrow can hide from this: an `async fn` may not elide a lifetime in a path (`Cow<str>`, or
+//! an alias `Name` of `&'a str`, is error E0726 and must be written `Cow<'_, str>`), so every
+//! lifetime of an argument type is in its tokens.
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
@@ -88,15 +87,6 @@ fn borrowed_token(tokens: TokenStream) -> Option<String> {
             }
             TokenTree::Ident(ident) if ident == "Self" => {
                 Some("names `Self`, whose lifetimes the macro cannot see".to_owned())
-            }
-            // `Cow<str>`; a written lifetime (`Cow<'a, str>`) is checked as a lifetime.
-            TokenTree::Ident(ident) if ident == "Cow" => {
-                let opens =
-                    matches!(tokens.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '<');
-                let lifetime =
-                    matches!(tokens.get(i + 2), Some(TokenTree::Punct(p)) if p.as_char() == '\'');
-                (opens && !lifetime)
-                    .then(|| "is a `Cow` that borrows (its lifetime is elided)".to_owned())
             }
             _ => None,
         };

@@ -52,10 +52,21 @@ async fn soft_off(name: &str) -> Result<String, std::io::Error> {
     Ok(name.to_owned())
 }
 
+struct Service<T>(T);
+
+impl<T: Send + Sync> Service<T> {
+    /// A receiver may carry the impl's type parameters: no detached body either.
+    #[cached(ttl = 60, key = "service:{id}", hard_timeout = "1s")]
+    async fn find(self: std::sync::Arc<Self>, id: u32) -> Result<u32, DbError> {
+        Ok(id)
+    }
+}
+
 fn main() {
     let _ = every_argument(1);
     let _ = result_option(1, String::new());
     let _ = borrowed("a");
     let _ = statics("a", "b".into());
     let _ = soft_off("a");
+    let _ = std::sync::Arc::new(Service(&1)).find(1);
 }
