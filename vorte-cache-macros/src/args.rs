@@ -9,7 +9,17 @@
 //! tags         = ["products", "category:{category}"]
 //! returns      = result | option | result_option | value
 //! crate        = ::my::reexport::vorte_cache
+//! fail_safe          = "1h" | 3600 | 1h | Duration::from_secs(3600)   (every duration: as `ttl`)
+//! fail_safe_throttle = "30s"
+//! soft_timeout       = "100ms"
+//! hard_timeout       = "2s"
+//! early_refresh      = 0.8      (a fraction of the TTL, 0 < f < 1)
+//! xfetch             = 1.0      (XFetch's beta, > 0)
+//! distributed_lock   = true | false
 //! ```
+//!
+//! A duration is whole seconds (`300`), a suffixed literal (`500ms`, `300s`, `5m`, `1h`), the same
+//! in a string (`"500ms"`), or any `Duration` expression usable in a `const`.
 //!
 //! Parsing checks only what each argument says on its own (a known name, a value of the right
 //! form, no argument twice, layer names). What depends on the fn or on other arguments is checked
@@ -19,7 +29,11 @@ use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, Ident, Lit, LitInt, LitStr, Path, Token, bracketed};
+use syn::{Expr, Ident, Lit, LitStr, Path, Token, bracketed};
+
+mod loads;
+
+pub(crate) use loads::LoadArgs;
 
 mod kw {
     syn::custom_keyword!(ttl);
@@ -29,7 +43,33 @@ mod kw {
     syn::custom_keyword!(layers);
     syn::custom_keyword!(tags);
     syn::custom_keyword!(returns);
+    syn::custom_keyword!(fail_safe);
+    syn::custom_keyword!(fail_safe_throttle);
+    syn::custom_keyword!(soft_timeout);
+    syn::custom_keyword!(hard_timeout);
+    syn::custom_keyword!(early_refresh);
+    syn::custom_keyword!(xfetch);
+    syn::custom_keyword!(distributed_lock);
 }
+
+/// Every argument name, in the order the unknown-argument message lists them.
+const ARGUMENTS: &[&str] = &[
+    "ttl",
+    "key",
+    "layer",
+    "layers",
+    "tags",
+    "negative_ttl",
+    "returns",
+    "crate",
+    "fail_safe",
+    "fail_safe_throttle",
+    "soft_timeout",
+    "hard_timeout",
+    "early_refresh",
+    "xfetch",
+    "distributed_lock",
+];
 
 /// The arguments of one `#[cached(..)]`, each with the span of its keyword.
 #[derive(Default)]
@@ -42,6 +82,7 @@ pub(crate) struct Args {
     pub(crate) tags: Option<Setting<Vec<LitStr>>>,
     pub(crate) returns: Option<Setting<Shape>>,
     pub(crate) krate: Option<Setting<Path>>,
+    pub(crate) loads: LoadArgs,
 }
 
 /// An argument's value and the span of the keyword that set it.
@@ -50,12 +91,13 @@ pub(crate) struct Setting<T> {
     pub(crate) value: T,
 }
 
-/// A TTL: whole seconds, a suffixed literal, or any `Duration` expression.
+/// A TTL or any other duration: whole seconds, a suffixed literal (bare or in a string), or any
+/// `Duration` expression.
 pub(crate) enum Ttl {
-    /// `300` or `300s`.
-    Secs(LitInt, u64),
-    /// `500ms`.
-    Millis(LitInt, u64),
+    /// `300`, `300s` or `"300s"`; the span is the literal's.
+    Secs(Span, u64),
+    /// `500ms` or `"500ms"`.
+    Millis(Span, u64),
     /// A `core::time::Duration` expression, evaluated in a `const` context.
     Expr(Box<Expr>),
 }
@@ -126,6 +168,8 @@ impl Parse for Args {
                 if let Some(value) = errors.check(Shape::from_hint(&hint)) {
                     errors.set(&mut args.returns, "returns", keyword, value);
                 }
+            } else if args.loads.parse_next(input, &lookahead, &mut errors)? {
+                // A resilience argument.
             } else if lookahead.peek(Token![crate]) {
                 let keyword = input.parse::<Token![crate]>()?.span;
                 let value = parse_value(input, Path::parse_mod_style)?;
@@ -133,13 +177,7 @@ impl Parse for Args {
             } else {
                 let mut error = lookahead.error();
                 if let Ok(ident) = input.fork().call(<Ident as syn::ext::IdentExt>::parse_any) {
-                    error = syn::Error::new(
-                        ident.span(),
-                        format_args!(
-                            "unknown argument `{ident}`; expected one of `ttl`, `key`, `layer`, \
-                             `layers`, `tags`, `negative_ttl`, `returns`, `crate`"
-                        ),
-                    );
+                    error = unknown_argument(&ident);
                 }
                 return Err(errors.with(error));
             }
@@ -191,36 +229,103 @@ impl Ttl {
         let Expr::Lit(lit) = &expr else {
             return Ok(Ttl::Expr(Box::new(expr)));
         };
-        let Lit::Int(int) = &lit.lit else {
-            return Err(syn::Error::new(
+        match &lit.lit {
+            Lit::Int(int) => Ttl::of_number(int.base10_parse()?, int.suffix(), int.span()),
+            Lit::Str(text) => {
+                let value = text.value();
+                let digits = value
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(value.len());
+                let (number, unit) = value.split_at(digits);
+                match number.parse::<u64>() {
+                    Ok(n) => Ttl::of_number(n, unit, text.span()),
+                    Err(_) => Err(syn::Error::new(
+                        text.span(),
+                        "expected a duration such as \"300ms\", \"30s\", \"5m\" or \"1h\"",
+                    )),
+                }
+            }
+            _ => Err(syn::Error::new(
                 lit.span(),
-                "expected a number of seconds (`300`, `5m`, `500ms`) or a `Duration` expression",
-            ));
-        };
-        let n: u64 = int.base10_parse()?;
-        let (secs, millis) = match int.suffix() {
-            "" | "s" => (Some(n), None),
-            "ms" => (None, Some(n)),
-            "m" => (n.checked_mul(60), None),
-            "h" => (n.checked_mul(3600), None),
-            suffix => {
+                "expected a number of seconds (`300`, `5m`, `500ms`, `\"1h\"`) or a `Duration` \
+                 expression",
+            )),
+        }
+    }
+
+    /// `n` in `unit`, which is the suffix of an integer literal or the text after a string's
+    /// digits.
+    fn of_number(n: u64, unit: &str, span: Span) -> syn::Result<Self> {
+        let secs = match unit {
+            "" | "s" => Some(n),
+            "ms" => return Ok(Ttl::Millis(span, n)),
+            "m" => n.checked_mul(60),
+            "h" => n.checked_mul(3600),
+            unit => {
                 return Err(syn::Error::new(
-                    int.span(),
+                    span,
                     format_args!(
-                        "unknown unit `{suffix}`; write seconds (`300` or `300s`), `ms`, `m` or `h`"
+                        "unknown unit `{unit}`; write seconds (`300` or `300s`), `ms`, `m` or `h`"
                     ),
                 ));
             }
         };
-        match (secs, millis) {
-            (Some(secs), _) => Ok(Ttl::Secs(int.clone(), secs)),
-            (None, Some(millis)) => Ok(Ttl::Millis(int.clone(), millis)),
-            (None, None) => Err(syn::Error::new(
-                int.span(),
-                "this TTL overflows a `u64` of seconds",
+        match secs {
+            Some(secs) => Ok(Ttl::Secs(span, secs)),
+            None => Err(syn::Error::new(
+                span,
+                "this duration overflows a `u64` of seconds",
             )),
         }
     }
+
+    /// The duration in milliseconds when it is a literal; `None` for an expression.
+    pub(crate) fn literal_millis(&self) -> Option<u128> {
+        match self {
+            Ttl::Secs(_, secs) => Some(u128::from(*secs) * 1000),
+            Ttl::Millis(_, millis) => Some(u128::from(*millis)),
+            Ttl::Expr(_) => None,
+        }
+    }
+}
+
+/// The error for an argument that does not exist, with the likeliest one meant when the name is
+/// close to one (`failsafe`, `soft_timout`).
+fn unknown_argument(ident: &Ident) -> syn::Error {
+    let name = ident.to_string();
+    let expected = ARGUMENTS
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let closest = ARGUMENTS
+        .iter()
+        .map(|known| (edit_distance(&name, known), known))
+        .filter(|(distance, known)| *distance <= known.len() / 4 + 1)
+        .min_by_key(|(distance, _)| *distance);
+    let message = match closest {
+        Some((_, known)) => {
+            format!("unknown argument `{name}`; did you mean `{known}`? expected one of {expected}")
+        }
+        None => format!("unknown argument `{name}`; expected one of {expected}"),
+    };
+    syn::Error::new(ident.span(), message)
+}
+
+/// The Levenshtein distance of two ASCII-ish names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl LayerName {

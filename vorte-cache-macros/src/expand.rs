@@ -29,7 +29,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
 
-use crate::args::{Args, Shape, Ttl};
+use crate::args::{Args, LoadArgs, Setting, Shape, Ttl};
 use crate::valid::{self, Key, Plan, Rendered, Template};
 
 /// `#[cached(args)] item`.
@@ -130,16 +130,23 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
     // Spanned on the return type: a type that cannot be cached (not `Serialize`, say) is reported
     // there rather than on the attribute.
     let cached = respan(quote!(#private::cached), ret_span);
+    let detach = if plan.owned {
+        quote!(::core::option::Option::Some(#private::detach_body))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let on_timeout = on_timeout(&private, plan);
     let call = quote_spanned! {ret_span=>
         #cached(
             &__VORTE_CALLSITE,
             __vorte_key,
             __vorte_tags,
             __vorte_body,
-            ::core::option::Option::None,
-            ::core::option::Option::None,
+            #detach,
+            #on_timeout,
         )
     };
+    let with_loads = with_loads(&private, &plan.loads);
     // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
     // that holds the non-`Send` value.
     let assert_send = quote!(#private::assert_send);
@@ -159,7 +166,7 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
                 #ttl,
                 #negative_ttl,
                 #layers,
-            );
+            )#with_loads;
             // In a block, so that the key's buffer is gone before the await: the future of the
             // call does not carry it.
             let __vorte_call = {
@@ -195,15 +202,81 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
+/// `.with_loads(CachedLoads { .. })` when the attribute sets a resilience argument.
+fn with_loads(private: &TokenStream, loads: &LoadArgs) -> TokenStream {
+    let LoadArgs {
+        fail_safe,
+        fail_safe_throttle,
+        soft_timeout,
+        hard_timeout,
+        early_refresh,
+        xfetch,
+        distributed_lock,
+    } = loads;
+    if loads.is_empty() {
+        return TokenStream::new();
+    }
+    let value = |setting: Option<&Setting<Ttl>>| duration(setting.map(|setting| &setting.value));
+    let fraction = |setting: &Option<Setting<f64>>| match setting {
+        Some(setting) => {
+            let mut lit = proc_macro2::Literal::f64_suffixed(setting.value);
+            lit.set_span(setting.keyword);
+            quote!(::core::option::Option::Some(#lit))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let (fail_safe, fail_safe_throttle) = (
+        value(fail_safe.as_ref()),
+        value(fail_safe_throttle.as_ref()),
+    );
+    let (soft_timeout, hard_timeout) = (value(soft_timeout.as_ref()), value(hard_timeout.as_ref()));
+    let (early_refresh, xfetch) = (fraction(early_refresh), fraction(xfetch));
+    let distributed_lock = match distributed_lock {
+        Some(setting) => {
+            let lock = setting.value;
+            quote!(::core::option::Option::Some(#lock))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        .with_loads(#private::CachedLoads {
+            fail_safe: #fail_safe,
+            fail_safe_throttle: #fail_safe_throttle,
+            soft_timeout: #soft_timeout,
+            hard_timeout: #hard_timeout,
+            early_refresh: #early_refresh,
+            xfetch: #xfetch,
+            distributed_lock: #distributed_lock,
+        })
+    }
+}
+
+/// The function's answer when its `hard_timeout` passes with no stale value: the timeout as the
+/// `Result`'s error. Spanned on `hard_timeout`, so a missing `From<vorte_cache::Error>` impl is
+/// reported at the argument that needs it.
+fn on_timeout(private: &TokenStream, plan: &Plan) -> TokenStream {
+    let Some(hard) = &plan.loads.hard_timeout else {
+        return quote!(::core::option::Option::None);
+    };
+    let answer = match plan.shape {
+        Shape::Result => quote!(#private::timed_out),
+        Shape::ResultOption => quote!(#private::timed_out_option),
+        // Refused by `valid::check`.
+        Shape::Option | Shape::Value => return quote!(::core::option::Option::None),
+    };
+    let answer = respan(answer, hard.keyword);
+    quote!(::core::option::Option::Some(#answer))
+}
+
 /// `Option<Duration>`, in a `const` context.
 fn duration(ttl: Option<&Ttl>) -> TokenStream {
     let duration = match ttl {
         None => return quote!(::core::option::Option::None),
-        Some(Ttl::Secs(lit, secs)) => {
-            quote_spanned!(lit.span()=> ::core::time::Duration::from_secs(#secs))
+        Some(Ttl::Secs(span, secs)) => {
+            quote_spanned!(*span=> ::core::time::Duration::from_secs(#secs))
         }
-        Some(Ttl::Millis(lit, millis)) => {
-            quote_spanned!(lit.span()=> ::core::time::Duration::from_millis(#millis))
+        Some(Ttl::Millis(span, millis)) => {
+            quote_spanned!(*span=> ::core::time::Duration::from_millis(#millis))
         }
         // The binding gives a type error on the user's expression, not on `Callsite::new`.
         Some(Ttl::Expr(expr)) => quote_spanned! {expr.span()=>

@@ -10,6 +10,7 @@
 //! - [`args`]: the typed grammar of `#[cached(..)]`;
 //! - [`template`]: the `"user:{user_id}"` key and tag templates;
 //! - [`valid`]: the semantic checks, which turn the arguments and the fn into a [`valid::Plan`];
+//! - [`owned`]: whether the fn's arguments are all owned, so that its body may outlive the call;
 //! - [`expand`]: the code generation;
 //! - [`fallback`]: what is emitted on error (the user's fn unchanged, next to the errors);
 //! - [`on_event`]: `#[on_event("event.name")]`, from parse to expansion.
@@ -29,6 +30,7 @@ mod debug;
 mod expand;
 mod fallback;
 mod on_event;
+mod owned;
 mod template;
 mod valid;
 

@@ -7,7 +7,8 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
 use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType, Type};
 
-use crate::args::{Args, Errors, LayerName, Setting, Shape, Ttl};
+use crate::args::{Args, Errors, LayerName, LoadArgs, Setting, Shape, Ttl};
+use crate::owned;
 use crate::template::{self, Piece};
 
 /// Everything the expansion needs, checked.
@@ -20,6 +21,11 @@ pub(crate) struct Plan {
     pub(crate) key: Key,
     pub(crate) tags: Vec<Template>,
     pub(crate) shape: Shape,
+    pub(crate) loads: LoadArgs,
+    /// Whether the arguments are all owned ([`owned`]), so that the body may outlive the call:
+    /// then the runtime may detach it for a soft timeout or an early refresh, whether the
+    /// attribute or the config asks for one.
+    pub(crate) owned: bool,
 }
 
 /// Where the key comes from.
@@ -105,6 +111,9 @@ pub(crate) fn check(args: syn::Result<Args>, item: &ItemFn) -> syn::Result<Plan>
         ));
     }
 
+    let borrow = owned::borrow(sig);
+    check_loads(&args.loads, borrow.as_ref(), shape, &mut errors);
+
     let krate = match &args.krate {
         Some(path) => path.value.to_token_stream(),
         None => quote!(::vorte_cache),
@@ -126,7 +135,87 @@ pub(crate) fn check(args: syn::Result<Args>, item: &ItemFn) -> syn::Result<Plan>
         key,
         tags,
         shape,
+        loads: args.loads,
+        owned: borrow.is_none(),
     })
+}
+
+/// The checks of the resilience arguments that depend on the fn or on each other.
+fn check_loads(
+    loads: &LoadArgs,
+    borrow: Option<&owned::Borrow>,
+    shape: Shape,
+    errors: &mut Errors,
+) {
+    // Each of these runs the body after the caller has its answer (a soft timeout serves the
+    // stale value and lets the load finish; an early refresh reloads behind a hit).
+    let background = [
+        (
+            "soft_timeout",
+            loads
+                .soft_timeout
+                .as_ref()
+                .filter(|soft| soft.value.literal_millis() != Some(0))
+                .map(|soft| soft.keyword),
+        ),
+        (
+            "early_refresh",
+            loads.early_refresh.as_ref().map(|setting| setting.keyword),
+        ),
+        (
+            "xfetch",
+            loads.xfetch.as_ref().map(|setting| setting.keyword),
+        ),
+    ];
+    if let Some(borrow) = borrow {
+        for (name, keyword) in background {
+            if let Some(keyword) = keyword {
+                errors.push(syn::Error::new(
+                    keyword,
+                    format_args!(
+                        "`{name}` needs owned arguments: the load goes on after the call \
+                         returns, and {}",
+                        borrow.reason
+                    ),
+                ));
+            }
+        }
+    }
+
+    if let Some(hard) = &loads.hard_timeout
+        && !matches!(shape, Shape::Result | Shape::ResultOption)
+    {
+        let returns = match shape {
+            Shape::Option => "`Option<T>`",
+            _ => "a plain value",
+        };
+        errors.push(syn::Error::new(
+            hard.keyword,
+            format_args!(
+                "a hard timeout with no stale value returns an error, and this function returns \
+                 {returns}: return `Result<T, E>` or `Result<Option<T>, E>` with \
+                 `E: From<vorte_cache::Error>`"
+            ),
+        ));
+    }
+
+    if let (Some(soft), Some(hard)) = (&loads.soft_timeout, &loads.hard_timeout)
+        && let (Some(soft_ms), Some(hard_ms)) =
+            (soft.value.literal_millis(), hard.value.literal_millis())
+        // Zero turns a timeout off.
+        && soft_ms != 0
+        && hard_ms != 0
+        && soft_ms >= hard_ms
+    {
+        errors.push(syn::Error::new(
+            soft.keyword,
+            format_args!(
+                "`soft_timeout` ({soft_ms} ms) must be shorter than `hard_timeout` ({hard_ms} ms): \
+                 the soft timeout serves the stale value while the load goes on, the hard one \
+                 ends the wait"
+            ),
+        ));
+    }
 }
 
 /// The function's parameters, as the templates and the default key see them.
