@@ -25,7 +25,14 @@ struct Worker {
 impl Worker {
     fn start(prefix: &str, key: &str, lock: &str) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vorte-lease-worker"))
-            .args([&shared_redis().url(), prefix, key, &TASKS.to_string(), "50", lock])
+            .args([
+                &shared_redis().url(),
+                prefix,
+                key,
+                &TASKS.to_string(),
+                "50",
+                lock,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vorte_cache::{Cache, Freshness, GetOrSet};
-use vorte_cache_tests::{Env, Stack};
+use vorte_cache_tests::{Env, Stack, on_l1_and_redis};
 
 type Loader = Box<
     dyn FnOnce() -> std::pin::Pin<
@@ -130,19 +130,6 @@ async fn a_hot_key_never_expires_in_front_of_its_callers(stack: Stack) {
         );
         assert_eq!(stale, 0, "{stack:?} {name}");
     }
-}
-
-macro_rules! on_l1_and_redis {
-    ($($name:ident),* $(,)?) => {
-        mod l1 { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(vorte_cache_tests::Stack::L1).await }
-        )* }
-        mod l1_redis { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(vorte_cache_tests::Stack::L1Redis).await }
-        )* }
-    };
 }
 
 on_l1_and_redis!(

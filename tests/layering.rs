@@ -73,13 +73,10 @@ fn no_module_names_a_module_above_it() {
     for file in &files {
         let relative = file.strip_prefix(&root).unwrap_or(file);
         // A test module in a file of its own (`#[cfg(test)] mod tests;`) is no code path either.
-        if relative
-            .components()
-            .any(|c| {
-                let c = c.as_os_str().to_string_lossy();
-                c == "tests" || c == "tests.rs" || c.ends_with("_tests.rs")
-            })
-        {
+        if relative.components().any(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            c == "tests" || c == "tests.rs" || c.ends_with("_tests.rs")
+        }) {
             continue;
         }
         let module = relative

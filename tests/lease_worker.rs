@@ -33,7 +33,8 @@ fn say(out: &mut impl Write, line: &str) {
 #[tokio::main]
 async fn main() {
     let mut argv = std::env::args().skip(1);
-    let usage = "usage: vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS [lock|nolock]]";
+    let usage =
+        "usage: vorte-lease-worker REDIS_URL KEY_PREFIX KEY TASKS [LOADER_MS [lock|nolock]]";
     let url = argv.next().expect(usage);
     let prefix = argv.next().expect(usage);
     let key = argv.next().expect(usage);

@@ -288,3 +288,13 @@ macro_rules! on_every_stack {
         )* }
     };
 }
+
+/// Runs each `async fn name(stack: Stack)` as a test on L1 alone and on L1 + L2 `redis`: for
+/// behaviours of the engine, proved once in memory and once over a real server.
+#[macro_export]
+macro_rules! on_l1_and_redis {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_every_stack!(@stack l1, L1, $($name),*);
+        $crate::on_every_stack!(@stack l1_redis, L1Redis, $($name),*);
+    };
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, ErrorKind, Freshness};
-use vorte_cache_tests::{Env, Stack};
+use vorte_cache_tests::{Env, Stack, on_l1_and_redis};
 
 const TTL: Duration = Duration::from_millis(300);
 const KEEP: Duration = Duration::from_secs(60);
@@ -40,6 +40,20 @@ fn slow(
             Ok(value.to_owned())
         })
     }
+}
+
+/// Waits out a `slow` load that went on in the background, and checks that its value landed.
+async fn background_load_landed(cache: &Cache, finished: &AtomicBool, stack: Stack) {
+    tokio::time::sleep(SLOW + Duration::from_millis(300)).await;
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "{stack:?}: in the background, the load went on"
+    );
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get").as_deref(),
+        Some("v2"),
+        "{stack:?}: the background load stored its value"
+    );
 }
 
 async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes(stack: Stack) {
@@ -82,16 +96,7 @@ async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes(stack: Sta
         ("v1", 0),
         "{stack:?}"
     );
-    tokio::time::sleep(SLOW + Duration::from_millis(300)).await;
-    assert!(
-        finished.load(Ordering::SeqCst),
-        "{stack:?}: the load went on"
-    );
-    assert_eq!(
-        cache.get::<String>("k").await.expect("get").as_deref(),
-        Some("v2"),
-        "{stack:?}: the background load stored its value"
-    );
+    background_load_landed(&cache, &finished, stack).await;
     let stats = cache.stats().await.expect("stats");
     assert_eq!(
         (stats.loads.soft_timeouts, stats.loads.fail_safe_serves),
@@ -145,16 +150,7 @@ async fn a_hard_timeout_with_a_stale_value_serves_it(stack: Stack) {
         ("v1", Freshness::Stale),
         "{stack:?}"
     );
-    tokio::time::sleep(SLOW + Duration::from_millis(300)).await;
-    assert!(
-        finished.load(Ordering::SeqCst),
-        "{stack:?}: in the background, it went on"
-    );
-    assert_eq!(
-        cache.get::<String>("k").await.expect("get").as_deref(),
-        Some("v2"),
-        "{stack:?}"
-    );
+    background_load_landed(&cache, &finished, stack).await;
 }
 
 /// A soft timeout in the config applies to a call marked `in_background`; without a stale value
@@ -177,19 +173,6 @@ async fn the_config_soft_timeout_waits_when_nothing_can_stand_in(stack: Stack) {
         "{stack:?}"
     );
     assert!(finished.load(Ordering::SeqCst));
-}
-
-macro_rules! on_l1_and_redis {
-    ($($name:ident),* $(,)?) => {
-        mod l1 { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(vorte_cache_tests::Stack::L1).await }
-        )* }
-        mod l1_redis { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(vorte_cache_tests::Stack::L1Redis).await }
-        )* }
-    };
 }
 
 on_l1_and_redis!(
