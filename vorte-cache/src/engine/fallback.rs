@@ -109,8 +109,9 @@ impl Engine {
 
     /// Caches a stale value as fresh for the policy's throttle, so the failing source is asked
     /// again at most once per period (`docs/resilience.md#fail-safe`). A fill under the load's
-    /// ticket: an invalidation since the load began drops it. `l1_only` while a load that goes
-    /// on in the background will still fill the layers below, expecting what it saw there.
+    /// ticket: an invalidation since the load began drops it. Only L1 while a load that goes on
+    /// in the background will still fill the layers below, expecting what it saw there
+    /// ([`stand_in_layers`]).
     pub(crate) async fn recache_stale<T>(
         &self,
         key: &str,
@@ -119,7 +120,6 @@ impl Engine {
         fill: Fill,
         throttle: Duration,
         layers: LayerSet,
-        l1_only: bool,
     ) where
         T: Clone + Send + Sync + 'static,
     {
@@ -128,11 +128,6 @@ impl Engine {
             fresh_until_ms,
             expires_at_ms: stale.life.expires_at_ms.max(fresh_until_ms),
             load_ms: stale.life.load_ms,
-        };
-        let layers = if l1_only {
-            LayerSet::of(&[Layer::L1])
-        } else {
-            layers
         };
         // An old value, like a back-fill: it may not replace a tombstone it saw, which may be
         // a delete's on its way down (`docs/consistency.md#a-back-fill-never-replaces-a-tombstone`).
@@ -160,6 +155,16 @@ impl Engine {
     pub(crate) fn served_stale(&self, key: &str, why: &'static str) {
         Counters::bump(&self.counters.loads.fail_safe_serves);
         tracing::warn!(key, why, "fail-safe: the stale value is served");
+    }
+}
+
+/// The layers a stale stand-in is cached again in: only L1 while the load goes on in the
+/// background (it fills the layers below itself, expecting what it saw there).
+pub(crate) fn stand_in_layers(layers: LayerSet, background: bool) -> LayerSet {
+    if background {
+        LayerSet::of(&[Layer::L1])
+    } else {
+        layers
     }
 }
 

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::fallback::{LoadOptions, Policy, Ran, elapsed_ms, wait_detached};
+use super::fallback::{LoadOptions, Policy, Ran, elapsed_ms, stand_in_layers, wait_detached};
 use super::lease::{LeaseGuard, LeaseOutcome};
 use super::read::{ReadThrough, Stale};
 use super::{Engine, Expiry, Fill, SeenSlots, Write};
@@ -251,16 +251,9 @@ impl Engine {
                 if let Some(stamps) = stamps {
                     // A load still running in the background fills the layers below itself,
                     // expecting what it saw there: only L1 takes the stand-in then.
-                    self.recache_stale(
-                        key,
-                        &stale,
-                        stamps,
-                        fill,
-                        policy.throttle,
-                        layers,
-                        background,
-                    )
-                    .await;
+                    let layers = stand_in_layers(layers, background);
+                    self.recache_stale(key, &stale, stamps, fill, policy.throttle, layers)
+                        .await;
                 }
                 return Ok(self.finish_stale::<L>(leader, &stale));
             }
@@ -288,7 +281,7 @@ impl Engine {
                 // The loader failed: the stale value stands in, cached again for a while.
                 self.served_stale(key, "the loader failed");
                 if let Some(stamps) = stamps {
-                    self.recache_stale(key, stale, stamps, fill, policy.throttle, layers, false)
+                    self.recache_stale(key, stale, stamps, fill, policy.throttle, layers)
                         .await;
                 }
                 return Ok(self.finish_stale::<L>(leader, stale));
