@@ -6,9 +6,15 @@ use std::time::Duration;
 use vorte_cache_tests::servers::{RedisCluster, try_redis_cmd};
 
 use crate::setup::{
-    KNOWN_FAILING, LAYER_TIMEOUT, LOAD, Plan, RECONNECT_MS, config, exclusive, long, now_ms,
-    report_row, run, sleep_until_ms, time_until,
+    KNOWN_FAILING, LAYER_TIMEOUT, LOAD, Plan, config, exclusive, long, now_ms, report_row, run,
+    sleep_until_ms, time_until,
 };
+
+/// How long after the dead node rejoined the bus may still deliver notices late: its stream
+/// shard's receivers and publisher find the promoted primary only after their commands' deadline
+/// and a topology refresh. Measured: a notice 2.9 s late, 4.1 s after the rejoining (an open
+/// question of issue 10's chaos suite: the table wants no stale read beyond the bound).
+const CLUSTER_BUS_RECOVERY_MS: u64 = 6_000;
 
 /// An L3 `redis-cluster` layer on `cluster`.
 fn l3_cluster(cluster: &RedisCluster) -> String {
@@ -80,36 +86,13 @@ fn a_cluster_master_killed_fails_over_with_no_error_and_no_stale_read() {
     // the cluster's view once more). No stale read may begin outside those windows.
     let windows: Vec<(u64, u64)> = failovers
         .iter()
-        .map(|&(killed, _, rejoined)| (killed, rejoined + RECONNECT_MS))
+        .map(|&(killed, _, rejoined)| (killed, rejoined))
         .collect();
-    let outside = run.stale_outside(&windows);
-    for s in &outside {
-        println!(
-            "    stale outside a failover, +{} ms: {}",
-            s.at_ms - run.go_ms,
-            s.text
-        );
-    }
-    let tail = run.stale_tail_ms(
-        &failovers
-            .iter()
-            .map(|&(killed, took, _)| (killed, killed + took.as_millis() as u64))
-            .collect::<Vec<_>>(),
-    );
     println!(
-        "  go {}, kills (at, failover, rejoined): {failovers:?}; the last stale read {tail} ms \
-         after a failover",
+        "  go {}, kills (at, failover, rejoined): {failovers:?}",
         run.go_ms
     );
-    for r in &run.reports {
-        assert!(r.reads_checked > 0, "{}: no read was checked", r.process);
-    }
-    assert!(
-        outside.is_empty(),
-        "{} stale reads outside the failovers",
-        outside.len()
-    );
-    let stale: u64 = run.reports.iter().map(|r| r.stale).sum();
+    let (stale, tail) = run.assert_stale_only_during(&windows, CLUSTER_BUS_RECOVERY_MS);
     let times: Vec<String> = failovers
         .iter()
         .map(|(_, d, _)| format!("{:.1} s", d.as_secs_f64()))
@@ -120,7 +103,7 @@ fn a_cluster_master_killed_fails_over_with_no_error_and_no_stale_read() {
         duration,
         &format!(
             "failover {}; {stale} stale reads, all during a failover, the last {tail} ms after \
-             it",
+             the killed node rejoined",
             times.join(", ")
         ),
     );

@@ -169,6 +169,37 @@ impl Run {
             .collect()
     }
 
+    /// Asserts that every stale read began during a fault: within `(from, to + after_ms)` of one
+    /// of `faults`; prints those that did not. Returns how many there were in all, and how long
+    /// after the end of its fault the last one began (ms).
+    pub(crate) fn assert_stale_only_during(
+        &self,
+        faults: &[(u64, u64)],
+        after_ms: u64,
+    ) -> (u64, u64) {
+        let windows: Vec<(u64, u64)> = faults.iter().map(|&(f, t)| (f, t + after_ms)).collect();
+        let outside = self.stale_outside(&windows);
+        for s in &outside {
+            println!(
+                "    stale outside a fault, +{} ms: {}",
+                s.at_ms.saturating_sub(self.go_ms),
+                s.text
+            );
+        }
+        let tail = self.stale_tail_ms(faults);
+        let all: u64 = self.reports.iter().map(|r| r.stale).sum();
+        println!("  {all} stale reads; the last {tail} ms after the end of its fault");
+        for r in &self.reports {
+            assert!(r.reads_checked > 0, "{}: no read was checked", r.process);
+        }
+        assert!(
+            outside.is_empty(),
+            "{} stale reads outside the faults (and {after_ms} ms after each)",
+            outside.len()
+        );
+        (all, tail)
+    }
+
     /// How long after the end of its fault the last stale read began, at worst (ms; a stale
     /// read belongs to the last fault that began before it; 0 when each began during its fault).
     pub(crate) fn stale_tail_ms(&self, faults: &[(u64, u64)]) -> u64 {
@@ -305,12 +336,25 @@ pub(crate) fn report_row(fault: &str, run: &Run, duration: Duration, measured: &
     let sum = |f: fn(&Report) -> u64| run.reports.iter().map(f).sum::<u64>();
     let p99 = run.reports.iter().map(|r| r.p99_us).max().unwrap_or(0);
     let max = run.reports.iter().map(|r| r.max_us).max().unwrap_or(0);
+    let known: u64 = run
+        .reports
+        .iter()
+        .flat_map(|r| {
+            KNOWN_FAILING
+                .iter()
+                .filter_map(|c| r.errors_by_call.get(*c))
+        })
+        .sum();
+    let errors = match sum(Report::error_count) {
+        0 => "0".to_owned(),
+        n if n == known => format!("{n} (all `invalidate_tag`)"),
+        n => format!("{n} ({known} `invalidate_tag`)"),
+    };
     println!(
-        "CHAOS-ROW|{fault}|{}|{} s|{}|{}|{}|{}|{:.1} ms|{:.1} ms|{measured}",
+        "CHAOS-ROW|{fault}|{}|{} s|{}|{errors}|{}|{}|{:.1} ms|{:.1} ms|{measured}",
         run.reports.len(),
         duration.as_secs(),
         sum(|r| r.calls),
-        sum(Report::error_count),
         sum(|r| r.stale),
         sum(|r| r.loader_calls),
         p99 as f64 / 1000.0,
