@@ -59,6 +59,8 @@ pub struct StaleRead {
     pub at_ms: u64,
     /// How long beyond the bound the write that replaced its version had returned, µs.
     pub late_us: u64,
+    /// When that write returned, ms since the epoch.
+    pub write_end_ms: u64,
     /// The read and that write, described.
     pub text: String,
 }
@@ -133,14 +135,6 @@ impl Report {
     /// Hit rate over the buckets that start in `[from_ms, to_ms)`; `None` without reads.
     pub fn hit_rate_between(&self, from_ms: u64, to_ms: u64) -> Option<f64> {
         hit_rate_of(self.in_range(from_ms, to_ms))
-    }
-
-    /// The slowest call that began in `[from_ms, to_ms)`, µs.
-    pub fn max_us_between(&self, from_ms: u64, to_ms: u64) -> u64 {
-        self.in_range(from_ms, to_ms)
-            .map(|b| b.max_us)
-            .max()
-            .unwrap_or(0)
     }
 
     /// Calls that began in `[from_ms, to_ms)`.

@@ -30,6 +30,8 @@ pub struct Stale {
     pub by_process: String,
     /// What kind of write it was.
     pub by_kind: WriteKind,
+    /// When that write returned, µs.
+    pub by_end_us: u64,
     /// How long beyond the bound, µs.
     pub late_us: u64,
 }
@@ -59,6 +61,7 @@ pub fn judge(
                 by_version: version,
                 by_process: w.process.clone(),
                 by_kind: w.kind,
+                by_end_us: w.end_us,
                 late_us: read.start_us - deadline,
             })
         })

@@ -62,6 +62,13 @@ async fn main() -> ExitCode {
         eprintln!("chaos_worker: expected `go` on stdin");
         return ExitCode::from(2);
     }
+    // The test keeps stdin open until it has our report: its end means the test is gone (it
+    // failed, and killed the `faketime` wrapper rather than us), so stop rather than run on.
+    std::thread::spawn(|| {
+        let mut rest = String::new();
+        while std::io::stdin().read_line(&mut rest).is_ok_and(|n| n > 0) {}
+        std::process::exit(3);
+    });
     let state: &'static State = State::install(args).await;
     let deadline_us = state.start_us + state.args.duration.as_micros() as u64;
     let sampler = tokio::spawn(report::sample(state, cache.clone(), deadline_us));

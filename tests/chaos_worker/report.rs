@@ -120,6 +120,7 @@ async fn stale_reads(state: &State, reads: &[Read]) -> Vec<StaleRead> {
             Some(StaleRead {
                 at_ms: read.start_us / 1000,
                 late_us: stale.late_us,
+                write_end_ms: stale.by_end_us / 1000,
                 text: described,
             })
         })
