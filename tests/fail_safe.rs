@@ -15,6 +15,7 @@ on_every_stack!(
     no_stale_value_after_a_delete,
     no_stale_value_after_a_tag_invalidation,
     no_stale_value_after_a_flush,
+    the_stale_window_outlives_a_layer_ttl_cap,
 );
 
 const TTL: Duration = Duration::from_millis(300);
@@ -91,6 +92,23 @@ async fn a_failing_loader_gets_the_stale_value_in_every_process(stack: Stack) {
             .expect("served in the other process");
         assert_eq!(got.value, "v1", "{stack:?}: another process");
     }
+}
+
+/// A layer's `ttl` (here every layer's, from `default_ttl`) caps how long an entry is fresh
+/// there, not its fail-safe window: capped at the TTL, the window would be gone from every layer.
+async fn the_stale_window_outlives_a_layer_ttl_cap(stack: Stack) {
+    let env = Env::new(stack);
+    let cache = env.cache("default_ttl = 0.3").await;
+    stale_entry(&cache, "k", &[]).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let got = failing_call(&cache, "k", &runs)
+        .await
+        .expect("the stale value, not the error");
+    assert_eq!(
+        (got.value.as_str(), got.freshness),
+        ("v1", Freshness::Stale),
+        "{stack:?}"
+    );
 }
 
 /// What `invalidate` does between the entry going stale and the failing load.

@@ -25,6 +25,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use vorte_cache::{Cache, Config};
+use vorte_cache_tests::chaos_kit::Rng;
 use vorte_cache_tests::history_check::{Call, Op, Version, value_of};
 
 /// The longest a loader sleeps after reading the database.
@@ -109,23 +110,6 @@ impl Args {
     }
 }
 
-/// splitmix64: a seeded, reproducible stream of numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One connection to the database.
 struct Db {
     reader: BufReader<OwnedReadHalf>,
@@ -172,18 +156,6 @@ fn now_us() -> u64 {
     u64::try_from(since.as_micros()).expect("µs fit in u64")
 }
 
-fn pick(rng: &mut Rng) -> Kind {
-    let total: u64 = MIX.iter().map(|(_, w)| w).sum();
-    let mut roll = rng.below(total);
-    for (kind, weight) in MIX {
-        if roll < weight {
-            return kind;
-        }
-        roll -= weight;
-    }
-    unreachable!("the roll is below the total")
-}
-
 /// One task: `ops` random calls, each recorded.
 async fn run_task(args: &Args, cache: &Cache, task: u32, ops: u64) -> Vec<Call> {
     let mut rng = Rng(args.seed ^ (u64::from(task) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -192,7 +164,7 @@ async fn run_task(args: &Args, cache: &Cache, task: u32, ops: u64) -> Vec<Call> 
     for _ in 0..ops {
         let i = usize::try_from(rng.below(args.keys as u64)).expect("a key index");
         let key = args.key(i);
-        let kind = pick(&mut rng);
+        let kind = rng.pick(&MIX);
         let start_us = now_us();
         let (op, error) = match kind {
             Kind::Get => {

@@ -98,14 +98,20 @@ impl Lifetime {
         }
     }
 
-    /// Both times at most `cap` from `now` (a layer's `ttl`).
+    /// Fresh at most `cap` from `now` (a layer's `ttl`), keeping the stale window after it: the
+    /// cap bounds freshness, not fail-safe (`docs/resilience.md#fail-safe`).
     pub(crate) fn capped(self, cap: Option<std::time::Duration>, now: u64) -> Lifetime {
         match cap {
             Some(cap) => {
-                let limit = now.saturating_add(cap.as_millis() as u64);
+                let fresh_until_ms = self
+                    .fresh_until_ms
+                    .min(now.saturating_add(cap.as_millis() as u64));
+                let stale_ms = self.expires_at_ms.saturating_sub(self.fresh_until_ms);
                 Lifetime {
-                    fresh_until_ms: self.fresh_until_ms.min(limit),
-                    expires_at_ms: self.expires_at_ms.min(limit),
+                    fresh_until_ms,
+                    expires_at_ms: self
+                        .expires_at_ms
+                        .min(fresh_until_ms.saturating_add(stale_ms)),
                     load_ms: self.load_ms,
                 }
             }
