@@ -185,8 +185,27 @@ fn l2_redis_hung_for_3_s_keeps_every_call_within_the_layer_timeout() {
                 "{}: {slow} of {calls} calls waited for the hung Redis: the breaker did not open",
                 r.process
             );
-            // TODO(breaker state in stats): assert the breaker's own state once `LayerStats`
-            // carries it; meanwhile L2 answering reads again shows that it closed.
+            // The breaker's own state, from `LayerStats::circuits`: it opened while hung, and
+            // is closed a second after SIGCONT (L2 answering reads again shows it too).
+            let l2 = |at| r.layer_at("L2", at);
+            let before = r
+                .samples
+                .iter()
+                .rfind(|s| s.at_ms < stopped)
+                .and_then(|s| s.layers.iter().find(|l| l.layer == "L2"))
+                .map_or(0, |l| l.breaker_openings);
+            let after = l2(resumed).map_or(0, |l| l.breaker_openings);
+            assert!(
+                after > before,
+                "{}: the L2 breaker did not open while Redis was hung ({before} -> {after} openings)",
+                r.process
+            );
+            assert_eq!(
+                l2(resumed + 1_000).map(|l| l.breakers_open),
+                Some(0),
+                "{}: the L2 breaker was still open 1 s after SIGCONT",
+                r.process
+            );
             let hits = |at| r.layer_at("L2", at).map_or(0, |l| l.hits);
             let (at_resume, a_second_later) = (hits(resumed), hits(resumed + 1_000));
             assert!(

@@ -113,6 +113,12 @@ pub struct LayerSample {
     pub write_behind_dropped: u64,
     /// Invalidations it still owes.
     pub recovery_pending: u64,
+    /// How many times its circuit breakers opened, all of them together.
+    #[serde(default)]
+    pub breaker_openings: u64,
+    /// How many of its circuit breakers are open (or half-open) now.
+    #[serde(default)]
+    pub breakers_open: u64,
 }
 
 /// The check of every key of the workload after the run.

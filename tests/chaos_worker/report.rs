@@ -43,6 +43,12 @@ async fn sample_now(state: &State, cache: &Cache, within: Duration) -> Option<Sa
                 errors: l.errors,
                 write_behind_dropped: l.write_behind_dropped,
                 recovery_pending: l.recovery_pending,
+                breaker_openings: l.circuits.iter().map(|c| c.opened).sum(),
+                breakers_open: l
+                    .circuits
+                    .iter()
+                    .filter(|c| c.state != vorte_cache::CircuitState::Closed)
+                    .count() as u64,
             })
             .collect(),
     })
