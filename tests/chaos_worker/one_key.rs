@@ -80,7 +80,7 @@ pub(crate) async fn fail_safe(state: &'static State, cache: &Cache, deadline_us:
         }
         let key = args.key(n % args.hot.max(1));
         n += 1;
-        let error = if n % 2 == 0 {
+        let error = if n.is_multiple_of(2) {
             read(&key).await.err().map(|e| ("Loader".to_owned(), e.0))
         } else {
             let load_key = key.clone();
