@@ -26,6 +26,7 @@ mod fallback;
 mod invalidate;
 mod lease;
 mod load;
+mod loaders;
 mod read;
 mod recovery;
 mod refresh;
@@ -52,7 +53,8 @@ use crate::tags::TagIndex;
 
 pub(crate) use fallback::LoadOptions;
 pub(crate) use lease::DEFAULT_LEASE_TTL;
-pub(crate) use load::{DetachFn, LoaderError, Served};
+pub(crate) use load::Served;
+pub(crate) use loaders::{DetachFn, LoaderError};
 pub(crate) use write::{Aging, Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
 
 /// A layer below L1, as the engine uses it.
