@@ -229,8 +229,10 @@ async fn reads_during_resharding_find_every_key() {
             tokio::spawn(async move {
                 let mut missed = Vec::new();
                 for i in (r..KEYS).step_by(8) {
-                    if cache.get::<String>(&key(i)).await.ok().flatten().is_none() {
-                        missed.push(key(i));
+                    match cache.get::<String>(&key(i)).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => missed.push(format!("{}: none", key(i))),
+                        Err(e) => missed.push(format!("{}: {e}", key(i))),
                     }
                 }
                 missed
