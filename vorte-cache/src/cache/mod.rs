@@ -261,7 +261,7 @@ impl Cache {
             key,
             loader,
             options: WriteOptions::default(),
-            load: crate::engine::LoadOptions::default(),
+            load: None,
             detach: None,
             _t: PhantomData,
         }

@@ -73,7 +73,9 @@ pub struct GetOrSet<'a, T, F> {
     pub(super) key: &'a str,
     pub(super) loader: F,
     pub(super) options: WriteOptions,
-    pub(super) load: LoadOptions,
+    /// Boxed, and only once an option is set: most calls set none, and the builder moves into
+    /// the call's future.
+    pub(super) load: Option<Box<LoadOptions>>,
     pub(super) detach: Option<DetachFn<F, T>>,
     pub(super) _t: PhantomData<fn() -> T>,
 }
@@ -109,6 +111,10 @@ impl<T, F> std::fmt::Debug for GetOrSet<'_, T, F> {
 }
 
 impl<T, F> GetOrSet<'_, T, F> {
+    fn load_options(&mut self) -> &mut LoadOptions {
+        self.load.get_or_insert_default()
+    }
+
     /// The loaded entry's time to live; without it, the cache's `default_ttl`.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.options.ttl = Some(ttl);
@@ -147,14 +153,14 @@ impl<T, F> GetOrSet<'_, T, F> {
     /// # let _ = price; Ok(()) }
     /// ```
     pub fn fail_safe(mut self, max: Duration) -> Self {
-        self.load.fail_safe_max = Some(max);
+        self.load_options().fail_safe_max = Some(max);
         self
     }
 
     /// How long a stale value that stood in for a failed load is cached as fresh, so the failing
     /// source is asked again at most once per `period` (default: the config's, 30 s).
     pub fn fail_safe_throttle(mut self, period: Duration) -> Self {
-        self.load.fail_safe_throttle = Some(period);
+        self.load_options().fail_safe_throttle = Some(period);
         self
     }
 
@@ -163,21 +169,21 @@ impl<T, F> GetOrSet<'_, T, F> {
     /// that cannot outlive the call is cancelled; one marked [`in_background`](Self::in_background)
     /// goes on and stores its value when it finishes.
     pub fn hard_timeout(mut self, timeout: Duration) -> Self {
-        self.load.hard_timeout = Some(timeout);
+        self.load_options().hard_timeout = Some(timeout);
         self
     }
 
     /// Multiplies the TTL by a random factor in `1 ± fraction`, so that keys written together
     /// do not expire together (default: the config's `ttl_jitter`).
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.load.ttl_jitter = Some(fraction.clamp(0.0, 0.99));
+        self.load_options().ttl_jitter = Some(fraction.clamp(0.0, 0.99));
         self
     }
 
     /// With a shared layer and a bus, at most one process at a time runs this key's loader; the
     /// others wait for its value (`docs/resilience.md#distributed-single-flight`).
     pub fn distributed_lock(mut self, on: bool) -> Self {
-        self.load.distributed_lock = Some(on);
+        self.load_options().distributed_lock = Some(on);
         self
     }
 }
@@ -214,7 +220,7 @@ where
     /// (`docs/resilience.md#loader-timeouts`).
     pub fn soft_timeout(self, timeout: Duration) -> Self {
         let mut call = self.in_background();
-        call.load.soft_timeout = Some(timeout);
+        call.load_options().soft_timeout = Some(timeout);
         call
     }
 
@@ -234,7 +240,7 @@ where
     /// ```
     pub fn early_refresh(self, fraction: f64) -> Self {
         let mut call = self.in_background();
-        call.load.eager_refresh = Some(fraction);
+        call.load_options().eager_refresh = Some(fraction);
         call
     }
 
@@ -243,7 +249,7 @@ where
     /// measured load time (`docs/resilience.md#early-refresh`). 1.0 is the paper's choice.
     pub fn xfetch(self, beta: f64) -> Self {
         let mut call = self.in_background();
-        call.load.xfetch_beta = Some(beta);
+        call.load_options().xfetch_beta = Some(beta);
         call
     }
 }
@@ -282,7 +288,7 @@ where
                 ttl,
                 &tags,
                 layers.unwrap_or(LayerSet::ALL),
-                &self.load,
+                self.load.as_deref().unwrap_or(&LoadOptions::NONE),
             )
             .await
     }

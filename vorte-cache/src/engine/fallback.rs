@@ -26,6 +26,20 @@ pub(crate) struct LoadOptions {
     pub(crate) distributed_lock: Option<bool>,
 }
 
+impl LoadOptions {
+    /// Every option from the config.
+    pub(crate) const NONE: LoadOptions = LoadOptions {
+        fail_safe_max: None,
+        fail_safe_throttle: None,
+        soft_timeout: None,
+        hard_timeout: None,
+        eager_refresh: None,
+        xfetch_beta: None,
+        ttl_jitter: None,
+        distributed_lock: None,
+    };
+}
+
 /// [`LoadOptions`] resolved against the config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
@@ -33,8 +47,6 @@ pub(crate) struct Policy {
     pub(crate) throttle: Duration,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
-    pub(crate) eager_refresh: Option<f64>,
-    pub(crate) xfetch_beta: Option<f64>,
     pub(crate) ttl_jitter: Option<f64>,
     pub(crate) distributed_lock: bool,
     pub(crate) lock_wait: Duration,
@@ -45,11 +57,6 @@ fn nonzero(d: Option<Duration>) -> Option<Duration> {
 }
 
 impl Policy {
-    /// Whether a hit may start a background refresh.
-    pub(crate) fn refreshes_early(&self) -> bool {
-        self.eager_refresh.is_some() || self.xfetch_beta.is_some()
-    }
-
     /// How a loaded value's TTL becomes its lifetime.
     pub(crate) fn aging(&self, load_ms: u32) -> Aging {
         Aging {
@@ -93,18 +100,27 @@ impl Engine {
                 .unwrap_or(loads.fail_safe_throttle),
             soft_timeout: nonzero(options.soft_timeout.or(loads.soft_timeout)),
             hard_timeout: nonzero(options.hard_timeout.or(loads.hard_timeout)),
-            eager_refresh: options
-                .eager_refresh
-                .or(loads.eager_refresh)
-                .filter(|f| *f > 0.0 && *f < 1.0),
-            xfetch_beta: options
-                .xfetch_beta
-                .or(loads.xfetch_beta)
-                .filter(|b| *b > 0.0),
             ttl_jitter: options.ttl_jitter,
             distributed_lock: options.distributed_lock.unwrap_or(loads.distributed_lock),
             lock_wait: loads.distributed_lock_wait,
         }
+    }
+
+    /// The early-refresh options of a call: the eager fraction and XFetch's β, each `None` when
+    /// off. Resolved apart from the rest of the policy, since every hit asks for them.
+    #[inline]
+    pub(crate) fn early_refresh(&self, options: &LoadOptions) -> (Option<f64>, Option<f64>) {
+        let loads = &self.config.loads;
+        (
+            options
+                .eager_refresh
+                .or(loads.eager_refresh)
+                .filter(|f| *f > 0.0 && *f < 1.0),
+            options
+                .xfetch_beta
+                .or(loads.xfetch_beta)
+                .filter(|b| *b > 0.0),
+        )
     }
 
     /// Caches a stale value as fresh for the policy's throttle, so the failing source is asked

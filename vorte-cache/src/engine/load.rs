@@ -120,14 +120,15 @@ impl Engine {
         options: &LoadOptions,
         loader: L,
     ) -> std::result::Result<Served<L::Output>, L::Error> {
-        let policy = self.policy(options);
         loop {
             if let Some(entry) = self.l1.as_ref().and_then(|l1| l1.get(key)) {
                 match self.l1_hit_now::<L::Stored>(key, &entry) {
                     Some(Ok(v)) => {
-                        if policy.refreshes_early()
-                            && entry.refresh_due(policy.eager_refresh, policy.xfetch_beta)
-                        {
+                        // The whole policy only when early refresh is on: a hit resolves two
+                        // options, not nine (`docs/performance.md#fail-safe-cost`).
+                        let (eager, beta) = self.early_refresh(options);
+                        if (eager.is_some() || beta.is_some()) && entry.refresh_due(eager, beta) {
+                            let policy = self.policy(options);
                             self.refresh_early(key, tags, layers, &policy, loader);
                         }
                         return Ok(Served::fresh(L::from_stored(v)));
@@ -140,6 +141,7 @@ impl Engine {
                 Role::Leader(leader) => {
                     // Boxed: the leader's path (timeouts, a task, fail-safe) is large, and
                     // inline it would grow every call's future, the waiters' too.
+                    let policy = self.policy(options);
                     return Box::pin(self.lead(key, tags, layers, &policy, loader, leader)).await;
                 }
                 Role::Waiter(waiter) => {
