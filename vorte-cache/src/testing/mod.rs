@@ -8,6 +8,8 @@
 //! - [`contract`]: the rules every store must obey, as one suite that runs against any store,
 //!   including one written outside this crate.
 
+#[cfg(test)]
+mod circuit_tests;
 pub mod contract;
 mod hooks;
 mod store;
