@@ -738,3 +738,49 @@ async fn a_tagged_write_goes_on_when_tag_versions_are_unavailable() -> vorte_cac
     assert_eq!(loaded, "loaded");
     Ok(())
 }
+
+/// `docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back` for tags: an
+/// `invalidate_tag` while the layer holding tag records is down returns `Ok`, like a delete that
+/// missed a layer. The invalidating process treats the tag's entries as invalid at once (also
+/// those it wrote before, in L1), and a retry writes the new version once the layer is back, after
+/// which no process reads the tag's old entries. Before, the call returned the layer's error and
+/// nothing was retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_that_missed_its_layer_is_retried_and_holds_meanwhile()
+-> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let a = process(&store).await?;
+    a.set("k", &"old").tags(["t"]).await?;
+    store.set_unavailable(true);
+    a.invalidate_tag("t").await?;
+    assert_eq!(
+        a.get::<String>("k").await?,
+        None,
+        "the invalidating process read the tag's old entry from its L1"
+    );
+    // Written while the tag is owed: stamped with the local version, valid here.
+    a.set("j", &"during").tags(["t"]).await?;
+    assert_eq!(a.get::<String>("j").await?.as_deref(), Some("during"));
+    store.set_unavailable(false);
+    assert_eq!(a.get::<String>("k").await?, None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    // A new process each time: one that read "old" would keep it in its L1.
+    while process(&store).await?.get::<String>("k").await?.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tag's new version never reached L2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let recovered = a
+        .stats()
+        .await?
+        .layers
+        .iter()
+        .find(|l| l.layer == Layer::L2)
+        .map(|l| l.recovered);
+    // The tag's record, and the older value of "j", which the set during the outage owed to L2.
+    assert_eq!(recovered, Some(2), "both deliveries are counted on L2");
+    assert_eq!(a.get::<String>("k").await?, None);
+    Ok(())
+}

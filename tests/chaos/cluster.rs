@@ -6,8 +6,8 @@ use std::time::Duration;
 use vorte_cache_tests::servers::{RedisCluster, try_redis_cmd};
 
 use crate::setup::{
-    KNOWN_FAILING, LAYER_TIMEOUT, LOAD, Plan, config, exclusive, long, now_ms, report_row, run,
-    sleep_until_ms, time_until,
+    LAYER_TIMEOUT, LOAD, Plan, config, exclusive, long, now_ms, report_row, run, sleep_until_ms,
+    time_until,
 };
 
 /// How long after the dead node rejoined the bus may still deliver notices late: its stream
@@ -78,7 +78,7 @@ fn a_cluster_master_killed_fails_over_with_no_error_and_no_stale_read() {
         },
     );
     run.print("cluster master killed");
-    run.assert_no_errors_except(KNOWN_FAILING);
+    run.assert_no_errors();
     // The bus's streams are sharded over the primaries: while a primary is down and not yet
     // replaced, notices to its shard wait in the publisher's queue, and receivers of it
     // reconnect after the failover. Other processes' reads may be stale until then: from the

@@ -191,6 +191,14 @@ impl Report {
             .and_then(|s| s.layers.iter().find(|l| l.layer == layer))
     }
 
+    /// The counters of `layer` in the last sample taken before `at_ms`.
+    pub fn layer_before(&self, layer: &str, at_ms: u64) -> Option<&LayerSample> {
+        self.samples
+            .iter()
+            .rfind(|s| s.at_ms < at_ms)
+            .and_then(|s| s.layers.iter().find(|l| l.layer == layer))
+    }
+
     /// The counters of `layer` in the last sample.
     pub fn layer_last(&self, layer: &str) -> Option<&LayerSample> {
         self.samples

@@ -42,6 +42,10 @@ struct Memo {
     fetched: Instant,
     /// The epoch at which an invalidation, here or in another process, last moved the tag.
     moved_at: u64,
+    /// An invalidation here could not write the record: `version` is a local one, kept (never
+    /// refetched, never replaced by what the authority says) until a retry has written a new
+    /// record ([`TagIndex::deliver`]).
+    owed: bool,
 }
 
 /// The memoised versions, and when they were last all dropped.
@@ -118,7 +122,7 @@ impl TagIndex {
         let memo = self.memo_read();
         let m = memo.tags.get(tag)?;
         // With an authority, another process may have moved the version: refetch after memo_ttl.
-        if self.authority.is_some() && m.fetched.elapsed() > self.memo_ttl {
+        if !m.owed && self.authority.is_some() && m.fetched.elapsed() > self.memo_ttl {
             return None;
         }
         m.version
@@ -126,9 +130,19 @@ impl TagIndex {
 
     /// Writes the memo of `tag`, keeping its `moved_at`; the epoch moves if the version changed.
     fn memo_put(&self, memo: &mut MemoTable, tag: &str, version: Option<u64>, moved_at: u64) {
+        self.memo_insert(memo, tag, version, moved_at, false);
+    }
+
+    fn memo_insert(
+        &self,
+        memo: &mut MemoTable,
+        tag: &str,
+        version: Option<u64>,
+        moved_at: u64,
+        owed: bool,
+    ) {
         if memo.tags.len() >= MEMO_LIMIT && !memo.tags.contains_key(tag) {
-            memo.tags.clear();
-            memo.cleared_at = self.advance();
+            self.clear_memo(memo);
         }
         let previous = memo.tags.insert(
             Arc::from(tag),
@@ -136,6 +150,7 @@ impl TagIndex {
                 version,
                 fetched: Instant::now(),
                 moved_at,
+                owed,
             },
         );
         if previous.and_then(|m| m.version) != version {
@@ -147,7 +162,7 @@ impl TagIndex {
     /// unless the tag moved meanwhile: the invalidation or notice that moved it knows better.
     fn memo_fetched(&self, tag: &str, version: u64, began: u64) {
         let mut memo = self.memo_write();
-        if memo.moved_since(tag, began) {
+        if memo.moved_since(tag, began) || memo.tags.get(tag).is_some_and(|m| m.owed) {
             return;
         }
         let moved_at = memo.tags.get(tag).map_or(0, |m| m.moved_at);
@@ -160,16 +175,44 @@ impl TagIndex {
     /// landed after this one, and only the authority knows which is current.
     fn memo_moved(&self, tag: &str, version: Option<u64>, began: u64) {
         let mut memo = self.memo_write();
+        if version.is_none() && memo.tags.get(tag).is_some_and(|m| m.owed) {
+            // Another process moved the tag while this one owes it: the authority cannot be
+            // trusted yet, and what this process stamped with its local version predates that
+            // move too. A new local version invalidates both.
+            self.pin(&mut memo, tag);
+            return;
+        }
         let version = version.filter(|_| !memo.moved_since(tag, began));
         let moved_at = self.advance();
         self.memo_put(&mut memo, tag, version, moved_at);
     }
 
+    /// Moves `tag` to a new local version, owed to the authority.
+    fn pin(&self, memo: &mut MemoTable, tag: &str) {
+        let moved_at = self.advance();
+        self.memo_insert(memo, tag, Some(fresh_version()), moved_at, true);
+    }
+
+    /// Empties the memo, but for the tags this process owes: those move to new local versions,
+    /// as whatever was stamped with the old ones may be invalid now.
+    fn clear_memo(&self, memo: &mut MemoTable) {
+        let owed: Vec<Arc<str>> = memo
+            .tags
+            .iter()
+            .filter(|(_, m)| m.owed)
+            .map(|(tag, _)| tag.clone())
+            .collect();
+        memo.tags.clear();
+        memo.cleared_at = self.advance();
+        for tag in owed {
+            self.pin(memo, &tag);
+        }
+    }
+
     /// Forgets every memoised version (after a flush, or when notifications may have been lost).
     pub(crate) fn forget_all(&self) {
         let mut memo = self.memo_write();
-        memo.tags.clear();
-        memo.cleared_at = self.advance();
+        self.clear_memo(&mut memo);
     }
 
     /// The current version of `tag`, creating a record when there is none.
@@ -257,6 +300,61 @@ impl TagIndex {
             None => fresh_version(),
         };
         self.memo_moved(tag, Some(v), began);
+        Ok(v)
+    }
+
+    /// Like [`invalidate`](Self::invalidate), but when the record cannot be written the new
+    /// version is *owed*: this process moves the tag to a local version at once (every entry
+    /// stamped before is invalid here), stamps new entries with it, never trusts the authority for
+    /// the tag meanwhile, and [`deliver`](Self::deliver) writes a new record later
+    /// (`docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`). Returns the version
+    /// and whether it is owed.
+    pub(crate) async fn invalidate_or_owe(&self, tag: &str) -> (u64, Option<crate::Error>) {
+        match self.invalidate(tag).await {
+            Ok(v) => (v, None),
+            Err(e) => {
+                let mut memo = self.memo_write();
+                self.pin(&mut memo, tag);
+                let v = memo.tags.get(tag).and_then(|m| m.version).unwrap_or(0);
+                (v, Some(e))
+            }
+        }
+    }
+
+    /// The tags whose record this process owes, each with its local version.
+    pub(crate) fn owed(&self) -> Vec<(Arc<str>, u64)> {
+        self.memo_read()
+            .tags
+            .iter()
+            .filter(|(_, m)| m.owed)
+            .filter_map(|(tag, m)| Some((tag.clone(), m.version?)))
+            .collect()
+    }
+
+    /// Writes the record of an owed tag (`local`: its version when [`owed`](Self::owed) listed
+    /// it): a *new* version, not the local one, since another process may have moved the tag
+    /// meanwhile and the entries stamped with the local version must not become valid after
+    /// that move. Returns the version written; the tag is settled unless it moved here again.
+    pub(crate) async fn deliver(&self, tag: &str, local: u64) -> Result<u64> {
+        let Some(store) = &self.authority else {
+            return Ok(local);
+        };
+        let v = Self::write_record(store.as_ref(), tag).await?;
+        let mut memo = self.memo_write();
+        match memo.tags.get(tag) {
+            Some(m) if m.owed && m.version == Some(local) => {
+                let moved_at = self.advance();
+                self.memo_put(&mut memo, tag, Some(v), moved_at);
+            }
+            // Moved again here meanwhile: still owed (a later round writes again), or settled
+            // by an invalidation that reached the authority, which this write may have undone:
+            // fetch it again.
+            Some(m) if m.owed => {}
+            _ => {
+                let moved_at = self.advance();
+                self.memo_put(&mut memo, tag, None, moved_at);
+            }
+        }
         Ok(v)
     }
 

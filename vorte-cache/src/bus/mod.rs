@@ -212,6 +212,10 @@ impl Publisher {
         match *self {}
     }
 
+    pub(crate) fn publish_queued(&self, _: Notice) -> crate::error::Result<()> {
+        match *self {}
+    }
+
     pub(crate) async fn publish_event(&self, _: EventNotice) -> crate::error::Result<()> {
         match *self {}
     }

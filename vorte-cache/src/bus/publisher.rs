@@ -4,8 +4,8 @@
 //! within the bus timeout), the message waits in a queue, and every message after it queues
 //! behind it, so the order is kept; a task of the publisher's own retries the queue with backoff
 //! until the bus takes each message. The caller waits for one attempt at most (while messages
-//! wait, none): it gets `Ok`, as the message is now the publisher's to deliver (the engine's
-//! `announce` is unchanged).
+//! wait, none; nor after a layer failed in the same call, [`Publisher::publish_queued`]): it
+//! gets `Ok`, as the message is now the publisher's to deliver.
 //!
 //! The queue is bounded. When it is full, the messages in it are replaced by one flush notice:
 //! every other process drops its L1 when it reads it, which is what a lost message needs, so
@@ -160,6 +160,19 @@ impl Publisher {
     pub(crate) async fn publish(&self, notice: Notice) -> Result<()> {
         let stream = self.link.stream.clone();
         self.send(stream, notice.into(), 0).await
+    }
+
+    /// Hands an invalidation to the retry task without waiting for the bus: for a call that
+    /// already waited out a failing layer, which the bus usually shares (it rides on the Redis of
+    /// L2 or L3), so that the call does not wait a second time. The task appends it at once, in
+    /// order, behind anything waiting.
+    pub(crate) fn publish_queued(&self, notice: Notice) -> Result<()> {
+        let body = self.link.encode(notice.into(), 0)?;
+        self.wait(Waiting {
+            stream: self.link.stream.clone(),
+            body,
+        });
+        Ok(())
     }
 
     /// Appends a hint to the main stream if the bus takes it at once; otherwise drops it and

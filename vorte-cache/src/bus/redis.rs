@@ -7,9 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use fred::prelude::{
-    Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy, StreamsInterface, Value,
-};
+use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, StreamsInterface, Value};
 
 use super::publisher::{Publisher, PublisherSetup};
 use super::receiver::Receiver;
@@ -20,7 +18,7 @@ use crate::config::{
     BackendConfig, CacheConfig, DEFAULT_BUS_HANDLER_TIMEOUT, DEFAULT_BUS_RETENTION,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::redis::{RedisTarget, fred_config};
+use crate::store::redis::{RedisTarget, fred_config, reconnect_policy};
 
 /// How long `connect` waits for the server before it goes on and lets the clients connect in
 /// the background.
@@ -159,7 +157,7 @@ fn bounded_connecting(connection: &mut fred::types::config::ConnectionConfig) {
 pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publisher, Receivers)> {
     let mut config = setup.fred;
     config.version = fred::types::RespVersion::RESP3;
-    let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
+    let policy = reconnect_policy();
     let pool = Builder::from_config(config.clone())
         .with_performance_config(|p| p.default_command_timeout = setup.timeout)
         .with_connection_config(bounded_connecting)

@@ -151,7 +151,7 @@ impl Engine {
                                 self.invalidate_quietly(tier, key).await;
                             }
                         }
-                        self.announce_key(key).await;
+                        self.announce_key(key, false).await;
                     }
                     return Ok(Some(next));
                 }

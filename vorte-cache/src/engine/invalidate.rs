@@ -80,10 +80,19 @@ pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Tells the other processes, when there is a bus; a failure is logged, never returned.
-    pub(crate) async fn announce(&self, notice: impl FnOnce() -> Notice) {
-        if let Some(publisher) = &self.publisher
-            && let Err(e) = publisher.publish(notice()).await
-        {
+    /// After a layer failed in the same call (`layer_failed`), the notice goes to the publisher's
+    /// queue without waiting for the bus: the call already waited once, and the bus usually rides
+    /// on the server that failed (`docs/resilience.md#l2-redis-hung`).
+    pub(crate) async fn announce(&self, layer_failed: bool, notice: impl FnOnce() -> Notice) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let published = if layer_failed {
+            publisher.publish_queued(notice())
+        } else {
+            publisher.publish(notice()).await
+        };
+        if let Err(e) = published {
             tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
         }
     }
@@ -108,6 +117,7 @@ impl Engine {
             key::validate(key, "key")?;
         }
         let mut existed = vec![false; keys.len()];
+        let mut layer_failed = false;
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
             self.fence.record(key, Fenced::Deleted);
             self.flights.forget(key);
@@ -135,6 +145,7 @@ impl Engine {
                     }
                 }
                 Err(e) => {
+                    layer_failed = true;
                     self.skip(
                         tier.layer,
                         "delete",
@@ -161,7 +172,7 @@ impl Engine {
                 }
             }
         }
-        self.announce(|| Notice::Keys {
+        self.announce(layer_failed, || Notice::Keys {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
         })
         .await;
@@ -170,9 +181,18 @@ impl Engine {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
-        let version = self.tags.invalidate(tag).await?;
+        let (version, failed) = self.tags.invalidate_or_owe(tag).await;
+        let layer_failed = failed.is_some();
+        if let Some(e) = failed {
+            // Like a delete that missed a layer: this process holds the tag invalid from now on
+            // and a retry writes the record once the layer is back (`recovery.rs`).
+            if let Some(tier) = self.authority.and_then(|i| self.tiers.get(i)) {
+                self.skip(tier.layer, "invalidate_tag", tag, &e);
+            }
+            self.recovery.owe_tag();
+        }
         self.forget_tagged_loads(tag);
-        self.announce(|| Notice::Tag {
+        self.announce(layer_failed, || Notice::Tag {
             tag: tag.to_owned(),
             version,
         })
@@ -221,7 +241,7 @@ impl Engine {
             }
         }
         self.tags.forget_all();
-        self.announce(|| Notice::Flush).await;
+        self.announce(first_error.is_some(), || Notice::Flush).await;
         // A flush that left a layer full would serve old values later: report it.
         match first_error {
             Some(e) => Err(e),

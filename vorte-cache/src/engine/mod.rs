@@ -98,7 +98,7 @@ pub(crate) struct Engine {
     /// Index in `tiers` of the most shared layer: it holds tag records and decides counters.
     authority: Option<usize>,
     enabled: LayerSet,
-    tags: TagIndex,
+    tags: Arc<TagIndex>,
     /// Invalidations that did not reach a layer, retried until they do (`recovery.rs`).
     recovery: recovery::Recovery,
     /// The flush epoch every entry below L1 carries (`epoch.rs`).
@@ -186,6 +186,8 @@ impl Engine {
             && layers.l1.max_value_bytes.is_none()
             && config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES;
         let counters = Counters::default();
+        let publisher = publisher.map(Arc::new);
+        let tags = Arc::new(TagIndex::new(authority_store.clone(), memo_ttl));
         let recovery = recovery::Recovery::new(
             tiers
                 .iter()
@@ -197,8 +199,12 @@ impl Engine {
                     )
                 })
                 .collect(),
+            authority.map(|i| recovery::OwedTags {
+                tags: tags.clone(),
+                authority: tiers[i].layer,
+                publisher: publisher.clone(),
+            }),
         );
-        let publisher = publisher.map(Arc::new);
         let leases = lease::Leases::build(
             &tiers
                 .iter()
@@ -221,7 +227,7 @@ impl Engine {
             l1,
             tiers,
             enabled,
-            tags: TagIndex::new(authority_store.clone(), memo_ttl),
+            tags,
             flush_epoch: epoch::FlushEpoch::new(authority_store, memo_ttl),
             authority,
             flights: Flights::default(),

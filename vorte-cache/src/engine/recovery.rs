@@ -8,17 +8,23 @@
 //! layer blocks the whole layer until a retry of its clear succeeds. Too many blocked keys on one
 //! layer (it has been away long) turn into the same: the layer is cleared when it is back.
 //!
-//! One background task per cache retries, with a backoff from 100 ms to 10 s, and ends with the
-//! cache. It starts with the first blocked key.
+//! A tag invalidation whose new version could not be written to the layer holding tag records is
+//! owed too: the tag index keeps a local version for it meanwhile (`tags.rs`), and the retry
+//! writes a new record, then tells the other processes, as the invalidation would have.
+//!
+//! One background task per cache retries, with a backoff from 100 ms to 1 s, and ends with the
+//! cache. It starts with the first debt.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::bus::{Notice, Publisher};
 use crate::layer::Layer;
 use crate::stats::LayerCounters;
 use crate::store::Store;
+use crate::tags::TagIndex;
 
 use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
 
@@ -27,7 +33,10 @@ const MAX_BLOCKED: usize = 100_000;
 /// Keys per retried `delete_many`.
 const RETRY_CHUNK: usize = 500;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A debt is delivered within this long of its layer's coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the idle task checks that its cache still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 /// What one layer still owes.
 #[derive(Debug, Default)]
@@ -70,9 +79,19 @@ impl Layered {
     }
 }
 
+/// The tag versions owed to the layer holding the records, and who to tell once delivered.
+#[derive(Debug)]
+pub(super) struct OwedTags {
+    pub(super) tags: Arc<TagIndex>,
+    /// The layer holding the records (counted there).
+    pub(super) authority: Layer,
+    pub(super) publisher: Option<Arc<Publisher>>,
+}
+
 #[derive(Debug)]
 struct Shared {
     layers: Vec<Layered>,
+    tags: Option<OwedTags>,
     wake: Arc<tokio::sync::Notify>,
     started: AtomicBool,
 }
@@ -84,7 +103,10 @@ pub(super) struct Recovery {
 }
 
 impl Recovery {
-    pub(super) fn new(layers: Vec<(Layer, Arc<dyn Store>, Arc<LayerCounters>)>) -> Self {
+    pub(super) fn new(
+        layers: Vec<(Layer, Arc<dyn Store>, Arc<LayerCounters>)>,
+        tags: Option<OwedTags>,
+    ) -> Self {
         let layers = layers
             .into_iter()
             .map(|(layer, store, counters)| Layered {
@@ -98,6 +120,7 @@ impl Recovery {
         Recovery {
             shared: Arc::new(Shared {
                 layers,
+                tags,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 started: AtomicBool::new(false),
             }),
@@ -158,6 +181,11 @@ impl Recovery {
         self.start();
     }
 
+    /// A tag's new version could not be written (the tag index keeps it, see [`OwedTags`]).
+    pub(super) fn owe_tag(&self) {
+        self.start();
+    }
+
     /// `key` reached `layer` anew (a set, or a delete that succeeded): nothing is owed for it.
     pub(super) fn settled(&self, layer: Layer, key: &str) {
         let Some(l) = self.layer(layer) else {
@@ -199,6 +227,9 @@ async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify
         for l in &strong.layers {
             still_owed |= !retry(l).await;
         }
+        if let Some(tags) = &strong.tags {
+            still_owed |= !retry_tags(tags, &strong.layers).await;
+        }
         if still_owed {
             drop(strong);
             tokio::time::sleep(backoff).await;
@@ -208,8 +239,38 @@ async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify
         backoff = FIRST_BACKOFF;
         drop(strong);
         // Wakes for new debts; checks now and then that the cache still exists.
-        let _ = tokio::time::timeout(MAX_BACKOFF, wake.notified()).await;
+        let _ = tokio::time::timeout(IDLE_CHECK, wake.notified()).await;
     }
+}
+
+/// Writes the records of the tags owed, and tells the other processes each new version; `true`
+/// when nothing is owed any more.
+async fn retry_tags(owed: &OwedTags, layers: &[Layered]) -> bool {
+    let mut settled = true;
+    for (tag, local) in owed.tags.owed() {
+        match owed.tags.deliver(&tag, local).await {
+            Ok(version) => {
+                if let Some(l) = layers.iter().find(|l| l.layer == owed.authority) {
+                    l.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(tag = %tag, "owed tag invalidation delivered");
+                if let Some(publisher) = &owed.publisher {
+                    let notice = Notice::Tag {
+                        tag: tag.to_string(),
+                        version,
+                    };
+                    if let Err(e) = publisher.publish(notice).await {
+                        tracing::warn!(error = %e, "owed tag invalidation not published; other processes keep their tag versions until their memo expires");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(tag = %tag, error = %e, "owed tag invalidation not delivered yet");
+                settled = false;
+            }
+        }
+    }
+    settled && owed.tags.owed().is_empty()
 }
 
 /// Retries what `l` owes; `true` when it owes nothing any more.

@@ -288,7 +288,7 @@ impl Engine {
         // With L1 alone there is no copy below to take back if a delete fenced the fill.
         let _ = self.insert_l1(key, entry, write.kind);
         if write.kind == WriteKind::Set {
-            self.announce_key(key).await;
+            self.announce_key(key, false).await;
         }
         Ok(())
     }
@@ -340,9 +340,9 @@ impl Engine {
         }
     }
 
-    /// Tells the other processes that `key` was written.
-    pub(super) async fn announce_key(&self, key: &str) {
-        self.announce(|| crate::bus::Notice::Keys {
+    /// Tells the other processes that `key` was written (see [`Engine::announce`]).
+    pub(super) async fn announce_key(&self, key: &str, layer_failed: bool) {
+        self.announce(layer_failed, || crate::bus::Notice::Keys {
             keys: vec![key.to_owned()],
         })
         .await;
@@ -616,7 +616,7 @@ impl Engine {
         }
         if accepted > 0 {
             if write.kind == WriteKind::Set {
-                self.announce_key(key).await;
+                self.announce_key(key, first_error.is_some()).await;
             }
             return Ok(());
         }

@@ -8,6 +8,11 @@
 //!
 //! Only what says something about the server's health counts: a call that failed
 //! ([`ErrorKind::Backend`]) or timed out ([`ErrorKind::Timeout`]) on the read and write path.
+//! A timeout opens the circuit at once, whatever the threshold: the server left a call
+//! unanswered for the layer's whole timeout, every call behind it would wait as long, and a call
+//! that goes on to the same layer (a tagged `set` reads the tag versions, then writes) must not
+//! wait a second time (`docs/resilience.md#l2-redis-hung`). A failure that comes back at once (a
+//! refused connection, an error reply) costs no wait and counts one towards the threshold.
 //! A value refused for its size ([`ErrorKind::ValueTooLarge`]) does not: the server answered, and
 //! one large value must not close the layer to every other key. Nor do scans (`list`, `usage`,
 //! `clear`, `sweep`): they are long and touch every server, and a slow or failing scan must not
@@ -90,7 +95,7 @@ impl Breaker {
         Error::new(
             ErrorKind::Backend,
             format!(
-                "{what}: circuit open after {} consecutive failures",
+                "{what}: circuit open after a timeout or {} consecutive failures",
                 self.threshold
             ),
         )
@@ -147,13 +152,14 @@ impl Breaker {
                 // The server answered; the call says nothing of its health either way.
                 self.probing.store(false, Ordering::Release);
             }
-            Err(_) => {
+            Err(e) => {
                 self.probing.store(false, Ordering::Release);
                 let n = self
                     .failures
                     .fetch_add(1, Ordering::AcqRel)
                     .saturating_add(1);
-                if n >= self.threshold
+                // A call left unanswered for the whole timeout opens it at once (module docs).
+                if (n >= self.threshold || e.kind() == ErrorKind::Timeout)
                     && self
                         .open_until
                         .compare_exchange(

@@ -167,3 +167,59 @@ async fn without_an_authority_the_memo_is_the_record() {
         "a notice moves the tag"
     );
 }
+
+/// `docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back` for tags: an invalidation
+/// whose record cannot be written moves the tag here at once, to a local version that nothing
+/// the authority says replaces, and the delivery writes a *new* version, which every index then
+/// reads.
+#[tokio::test]
+async fn an_owed_version_holds_until_delivered() -> Result<()> {
+    let store = TestStore::new();
+    let writer = index(&store);
+    let other = index(&store);
+    let before = writer.current("t").await?;
+    store.fail(Op::PutTag, "t", Error::backend("down"));
+    let (local, failed) = writer.invalidate_or_owe("t").await;
+    assert!(failed.is_some(), "the record write was made to fail");
+    assert_ne!(local, before);
+    assert_eq!(writer.owed(), vec![(Arc::from("t"), local)]);
+    // The authority still says `before`; the writer does not believe it, however long it waits.
+    assert!(!writer.check(&stamp("t", before)).await?);
+    assert!(writer.check(&stamp("t", local)).await?);
+    assert!(other.check(&stamp("t", before)).await?);
+    let delivered = writer.deliver("t", local).await?;
+    assert!(writer.owed().is_empty());
+    assert_ne!(
+        delivered, local,
+        "the local version must not become valid elsewhere"
+    );
+    assert_ne!(delivered, before);
+    assert!(writer.check(&stamp("t", delivered)).await?);
+    assert!(!writer.check(&stamp("t", local)).await?);
+    let third = index(&store);
+    assert!(third.check(&stamp("t", delivered)).await?);
+    Ok(())
+}
+
+/// While a tag is owed, another process's notice or a lost-notices `forget_all` moves it to a
+/// new local version: entries stamped with the older local one were made before that move and
+/// must not stay valid here; the tag stays owed, and is never refetched from the authority.
+#[tokio::test]
+async fn a_move_while_owed_invalidates_the_local_version_too() -> Result<()> {
+    let store = TestStore::new();
+    let writer = index(&store);
+    store.fail(Op::PutTag, "t", Error::backend("down"));
+    let (first, _) = writer.invalidate_or_owe("t").await;
+    writer.learn("t", 7);
+    assert!(!writer.check(&stamp("t", first)).await?);
+    let second = writer.current("t").await?;
+    assert_ne!(second, first);
+    writer.forget_all();
+    assert!(!writer.check(&stamp("t", second)).await?);
+    let owed = writer.owed();
+    assert_eq!(owed.len(), 1, "still owed after the notice and the forget");
+    // A delivery of a version that is no longer the local one writes, but leaves the debt.
+    writer.deliver("t", first).await?;
+    assert_eq!(writer.owed(), owed);
+    Ok(())
+}

@@ -51,7 +51,7 @@ async fn threshold_and_cooldown_come_from_the_config() {
     let reached = server.calls(Op::Get, "k");
     for _ in 0..100 {
         let e = store.get(Slot::Entry("k")).await.expect_err("open");
-        assert!(e.message().contains("after 3 consecutive failures"), "{e}");
+        assert!(e.message().contains("or 3 consecutive failures"), "{e}");
     }
     assert_eq!(
         server.calls(Op::Get, "k"),
@@ -168,4 +168,41 @@ async fn a_timed_out_scan_does_not_count() {
         assert!(store.usage().await.is_err());
     }
     assert_eq!(state(&store), CircuitState::Closed);
+}
+
+/// `docs/guarantees.md#f2-circuit-breaker`: a call the server left unanswered for the whole
+/// layer timeout opens the circuit at once, whatever the threshold: every call behind it would
+/// wait as long, and a call that goes on to the same layer (a tagged `set`: the tag versions,
+/// then the write) must not wait a second time. A refused call still counts one.
+#[tokio::test]
+async fn a_timeout_opens_the_circuit_at_once() {
+    let (server, store) = circuit(5, Duration::from_secs(10));
+    server.fail(Op::Get, "k", Error::timeout("no answer within 250 ms"));
+    assert!(store.get(Slot::Entry("k")).await.is_err());
+    assert_eq!(state(&store), CircuitState::Open, "one timeout opens it");
+    let reached = server.calls(Op::Put, "k");
+    assert!(
+        store
+            .put(
+                Slot::Entry("k"),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(1)
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        server.calls(Op::Put, "k"),
+        reached,
+        "the next call waits for nothing"
+    );
+
+    let (server, store) = circuit(5, Duration::from_secs(10));
+    server.fail(Op::Get, "k", Error::backend("connection refused"));
+    assert!(store.get(Slot::Entry("k")).await.is_err());
+    assert_eq!(
+        state(&store),
+        CircuitState::Closed,
+        "an answered failure counts one"
+    );
 }

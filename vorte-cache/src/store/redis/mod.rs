@@ -31,7 +31,6 @@ use bytes::Bytes;
 use fred::clients::WithOptions;
 use fred::prelude::{
     Client, ClientLike, Config as FredConfig, Expiration, KeysInterface, LuaInterface, Pool,
-    ReconnectPolicy,
 };
 use fred::types::Builder;
 use fred::types::config::Options;
@@ -44,7 +43,7 @@ mod listing;
 mod nodes;
 mod redirect;
 
-pub(crate) use self::conn::{RedisTarget, fred_config};
+pub(crate) use self::conn::{RedisTarget, fred_config, reconnect_policy};
 use self::lease::LeaseScript;
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
@@ -306,7 +305,7 @@ impl RedisStore {
                 c.max_command_attempts = 1 + REDIRECTIONS;
                 c.max_redirections = REDIRECTIONS;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .set_policy(reconnect_policy())
             .build_pool(pool_size)
             .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: {}", e.details())))?;
         // Connect in the background; wait briefly so that a healthy server is ready at once.
