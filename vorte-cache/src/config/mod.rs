@@ -229,9 +229,9 @@ pub struct LayerConfig {
 /// backend reaches several (each memcached server, each Redis Cluster node), else one per layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BreakerConfig {
-    /// `breaker_threshold`: consecutive failures (errors or timeouts of reads and writes, not of
-    /// listings and not size refusals) that open a circuit; its calls then fail at once. Default
-    /// 5; must be > 0.
+    /// `breaker_threshold`: consecutive failures (errors of reads and writes, not of listings and
+    /// not size refusals) that open a circuit; its calls then fail at once. A timeout opens it at
+    /// once, whatever the threshold. Default 5; must be > 0.
     pub threshold: u32,
     /// `breaker_cooldown` (seconds, integer or float): how long an open circuit refuses calls
     /// before it lets one through as a probe. Each opening draws its own cool-down within ±20 %
