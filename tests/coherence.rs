@@ -353,6 +353,22 @@ async fn a_fill_that_began_before_a_flush_does_not_survive_it() -> vorte_cache::
     Ok(())
 }
 
+/// Waits (10 s at most, else fails with `what`) until a new process over `store` misses `key`:
+/// a retry in the background has delivered an owed invalidation. A new process each time: one
+/// that read the old value would keep it in its L1.
+async fn until_a_new_process_misses(
+    store: &TestStore,
+    key: &str,
+    what: &str,
+) -> vorte_cache::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while process(store).await?.get::<String>(key).await?.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// `docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`: a delete that fails on
 /// one layer still returns `Ok` (the others took it), but that layer no longer serves the deleted
 /// value: the key is not read there until a retry in the background has delivered the delete,
@@ -381,15 +397,7 @@ async fn a_delete_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_m
             .find(|l| l.layer == Layer::L2)
             .map(|l| (l.recovery_pending, l.recovered))
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    // A new process each time: one that read "old" from L2 would keep it in its L1.
-    while process(&store).await?.get::<String>("k").await?.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the delete never reached L2"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_a_new_process_misses(&store, "k", "the delete never reached L2").await?;
     assert_eq!(pending(&a.stats().await?), Some((0, 1)));
     Ok(())
 }
@@ -763,15 +771,7 @@ async fn a_tag_invalidation_that_missed_its_layer_is_retried_and_holds_meanwhile
     assert_eq!(a.get::<String>("j").await?.as_deref(), Some("during"));
     store.set_unavailable(false);
     assert_eq!(a.get::<String>("k").await?, None);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    // A new process each time: one that read "old" would keep it in its L1.
-    while process(&store).await?.get::<String>("k").await?.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tag's new version never reached L2"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_a_new_process_misses(&store, "k", "the tag's new version never reached L2").await?;
     let recovered = a
         .stats()
         .await?
