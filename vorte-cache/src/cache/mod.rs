@@ -262,6 +262,7 @@ impl Cache {
             loader,
             options: WriteOptions::default(),
             load: None,
+            fail_safe_max: None,
             detach: None,
             _t: PhantomData,
         }

@@ -76,6 +76,10 @@ pub struct GetOrSet<'a, T, F> {
     /// Boxed, and only once an option is set: most calls set none, and the builder moves into
     /// the call's future.
     pub(super) load: Option<Box<LoadOptions>>,
+    /// `.fail_safe(..)`, the option most often set on a call, apart from the box so that setting
+    /// it allocates nothing: it travels with the loader, and only a load reads it
+    /// (`docs/performance.md#fail-safe-cost`).
+    pub(super) fail_safe_max: Option<Duration>,
     pub(super) detach: Option<DetachFn<F, T>>,
     pub(super) _t: PhantomData<fn() -> T>,
 }
@@ -153,7 +157,7 @@ impl<T, F> GetOrSet<'_, T, F> {
     /// # let _ = price; Ok(()) }
     /// ```
     pub fn fail_safe(mut self, max: Duration) -> Self {
-        self.load_options().fail_safe_max = Some(max);
+        self.fail_safe_max = Some(max);
         self
     }
 
@@ -289,6 +293,7 @@ where
                 &tags,
                 layers.unwrap_or(LayerSet::ALL),
                 self.load.as_deref().unwrap_or(&LoadOptions::NONE),
+                self.fail_safe_max,
             )
             .await
     }

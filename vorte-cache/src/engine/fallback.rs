@@ -88,6 +88,16 @@ pub(crate) enum Ran<R, A, S> {
     TimedOut(A),
 }
 
+impl Policy {
+    /// With the call's own `fail_safe_max`, when it set one (zero: off).
+    pub(crate) fn with_fail_safe(mut self, max: Option<Duration>) -> Policy {
+        if max.is_some() {
+            self.fail_safe_max = nonzero(max);
+        }
+        self
+    }
+}
+
 impl Engine {
     /// The policy of one call.
     pub(crate) fn policy(&self, options: &LoadOptions) -> Policy {

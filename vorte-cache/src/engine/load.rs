@@ -83,6 +83,12 @@ pub(crate) trait Loader: Send + Sized {
 
     /// How a hard timeout without a stale value answers, if this load can answer one.
     fn timeout_answer(&self) -> Option<TimeoutAnswer<Self::Output, Self::Error>>;
+
+    /// `fail_safe_max` set on the call itself, apart from its other options (see
+    /// `GetOrSet::fail_safe`): `Some(ZERO)` turns fail-safe off for the call.
+    fn fail_safe_max(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A value handed to the waiters of a flight, and whether it is a stale stand-in.
@@ -128,7 +134,8 @@ impl Engine {
                         // options, not nine (`docs/performance.md#fail-safe-cost`).
                         let (eager, beta) = self.early_refresh(options);
                         if (eager.is_some() || beta.is_some()) && entry.refresh_due(eager, beta) {
-                            let policy = self.policy(options);
+                            let policy =
+                                self.policy(options).with_fail_safe(loader.fail_safe_max());
                             self.refresh_early(key, tags, layers, &policy, loader);
                         }
                         return Ok(Served::fresh(L::from_stored(v)));
@@ -141,7 +148,7 @@ impl Engine {
                 Role::Leader(leader) => {
                     // Boxed: the leader's path (timeouts, a task, fail-safe) is large, and
                     // inline it would grow every call's future, the waiters' too.
-                    let policy = self.policy(options);
+                    let policy = self.policy(options).with_fail_safe(loader.fail_safe_max());
                     return Box::pin(self.lead(key, tags, layers, &policy, loader, leader)).await;
                 }
                 Role::Waiter(waiter) => {

@@ -40,6 +40,7 @@ impl Engine {
         tags: &[String],
         layers: LayerSet,
         options: &LoadOptions,
+        fail_safe_max: Option<Duration>,
     ) -> Result<Served<T>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
@@ -54,6 +55,7 @@ impl Engine {
             loader,
             detach,
             ttl,
+            fail_safe_max,
         };
         self.load(key, tags, layers, options, load).await
     }
@@ -114,6 +116,7 @@ struct LoaderFn<'k, F, T> {
     loader: F,
     detach: Option<DetachFn<F, T>>,
     ttl: Option<Duration>,
+    fail_safe_max: Option<Duration>,
 }
 
 fn loader_error(key: &str, source: LoaderError) -> Error {
@@ -172,6 +175,10 @@ where
 
     fn timeout_answer(&self) -> Option<TimeoutAnswer<T, Error>> {
         Some(TimeoutAnswer::Error(|e| e))
+    }
+
+    fn fail_safe_max(&self) -> Option<Duration> {
+        self.fail_safe_max
     }
 }
 

@@ -23,6 +23,7 @@ fn read_futures_stay_small() {
         &[],
         LayerSet::ALL,
         &options,
+        None,
     );
     assert!(
         std::mem::size_of_val(&get_or_set) <= 1_536,
