@@ -187,10 +187,12 @@ impl TagIndex {
         self.memo_put(&mut memo, tag, version, moved_at);
     }
 
-    /// Moves `tag` to a new local version, owed to the authority.
-    fn pin(&self, memo: &mut MemoTable, tag: &str) {
+    /// Moves `tag` to a new local version, owed to the authority, and returns it.
+    fn pin(&self, memo: &mut MemoTable, tag: &str) -> u64 {
         let moved_at = self.advance();
-        self.memo_insert(memo, tag, Some(fresh_version()), moved_at, true);
+        let version = fresh_version();
+        self.memo_insert(memo, tag, Some(version), moved_at, true);
+        version
     }
 
     /// Empties the memo, but for the tags this process owes: those move to new local versions,
@@ -312,12 +314,7 @@ impl TagIndex {
     pub(crate) async fn invalidate_or_owe(&self, tag: &str) -> (u64, Option<crate::Error>) {
         match self.invalidate(tag).await {
             Ok(v) => (v, None),
-            Err(e) => {
-                let mut memo = self.memo_write();
-                self.pin(&mut memo, tag);
-                let v = memo.tags.get(tag).and_then(|m| m.version).unwrap_or(0);
-                (v, Some(e))
-            }
+            Err(e) => (self.pin(&mut self.memo_write(), tag), Some(e)),
         }
     }
 

@@ -88,22 +88,17 @@ pub(crate) enum Ran<R, A, S> {
     TimedOut(A),
 }
 
-impl Policy {
-    /// With the call's own `fail_safe_max`, when it set one (zero: off).
-    pub(crate) fn with_fail_safe(mut self, max: Option<Duration>) -> Policy {
-        if max.is_some() {
-            self.fail_safe_max = nonzero(max);
-        }
-        self
-    }
-}
-
 impl Engine {
-    /// The policy of one call.
-    pub(crate) fn policy(&self, options: &LoadOptions) -> Policy {
+    /// The policy of one call; `fail_safe_max` is the one set on the call beside its options
+    /// ([`Loader::fail_safe_max`](super::load::Loader::fail_safe_max)), which wins.
+    pub(crate) fn policy(&self, options: &LoadOptions, fail_safe_max: Option<Duration>) -> Policy {
         let loads = &self.config.loads;
         Policy {
-            fail_safe_max: nonzero(options.fail_safe_max.or(loads.fail_safe_max)),
+            fail_safe_max: nonzero(
+                fail_safe_max
+                    .or(options.fail_safe_max)
+                    .or(loads.fail_safe_max),
+            ),
             throttle: options
                 .fail_safe_throttle
                 .filter(|d| !d.is_zero())

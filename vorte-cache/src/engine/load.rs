@@ -134,8 +134,7 @@ impl Engine {
                         // options, not nine (`docs/performance.md#fail-safe-cost`).
                         let (eager, beta) = self.early_refresh(options);
                         if (eager.is_some() || beta.is_some()) && entry.refresh_due(eager, beta) {
-                            let policy =
-                                self.policy(options).with_fail_safe(loader.fail_safe_max());
+                            let policy = self.policy(options, loader.fail_safe_max());
                             self.refresh_early(key, tags, layers, &policy, loader);
                         }
                         return Ok(Served::fresh(L::from_stored(v)));
@@ -148,7 +147,7 @@ impl Engine {
                 Role::Leader(leader) => {
                     // Boxed: the leader's path (timeouts, a task, fail-safe) is large, and
                     // inline it would grow every call's future, the waiters' too.
-                    let policy = self.policy(options).with_fail_safe(loader.fail_safe_max());
+                    let policy = self.policy(options, loader.fail_safe_max());
                     return Box::pin(self.lead(key, tags, layers, &policy, loader, leader)).await;
                 }
                 Role::Waiter(waiter) => {
