@@ -48,6 +48,7 @@ pub(crate) struct LoadCounters {
     pub(crate) soft_timeouts: AtomicU64,
     pub(crate) hard_timeouts: AtomicU64,
     pub(crate) early_refreshes: AtomicU64,
+    pub(crate) late_fills: AtomicU64,
 }
 
 impl LoadCounters {
@@ -60,6 +61,7 @@ impl LoadCounters {
             soft_timeouts: get(&self.soft_timeouts),
             hard_timeouts: get(&self.hard_timeouts),
             early_refreshes: get(&self.early_refreshes),
+            late_fills: get(&self.late_fills),
         }
     }
 }
@@ -81,6 +83,10 @@ pub struct LoadStats {
     pub hard_timeouts: u64,
     /// Background refreshes started by a hit (eager refresh or XFetch).
     pub early_refreshes: u64,
+    /// Loaded values whose storing outlasted what was left of one layer timeout after the
+    /// call's reads: the caller had its answer, the storing went on in the background
+    /// (`docs/resilience.md#one-timeout-per-call`).
+    pub late_fills: u64,
 }
 
 impl Counters {

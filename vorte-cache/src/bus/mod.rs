@@ -208,11 +208,11 @@ pub(crate) enum Publisher {}
 
 #[cfg(not(feature = "redis"))]
 impl Publisher {
-    pub(crate) async fn publish(&self, _: Notice) -> crate::error::Result<()> {
-        match *self {}
-    }
-
-    pub(crate) fn publish_queued(&self, _: Notice) -> crate::error::Result<()> {
+    pub(crate) async fn publish(
+        &self,
+        _: Notice,
+        _: std::time::Duration,
+    ) -> crate::error::Result<()> {
         match *self {}
     }
 

@@ -1,10 +1,10 @@
 //! The publishing half of a cache's connection to the bus.
 //!
 //! A message is appended at once when the bus answers. When it does not (an error, no answer
-//! within the bus timeout), the message waits in a queue, and every message after it queues
-//! behind it, so the order is kept; a task of the publisher's own retries the queue with backoff
-//! until the bus takes each message. The caller waits for one attempt at most (while messages
-//! wait, none; nor after a layer failed in the same call, [`Publisher::publish_queued`]): it
+//! within the bus timeout or what is left of the caller's), the message waits in a queue, and
+//! every message after it queues behind it, so the order is kept; a task of the publisher's own
+//! retries the queue with backoff until the bus takes each message. The caller waits for one
+//! attempt at most (while messages wait, none; nor after a layer failed in the same call): it
 //! gets `Ok`, as the message is now the publisher's to deliver.
 //!
 //! The queue is bounded. When it is full, the messages in it are replaced by one flush notice:
@@ -157,22 +157,12 @@ impl Publisher {
     }
 
     /// Appends an invalidation to the main stream, now or, if the bus does not take it, later.
-    pub(crate) async fn publish(&self, notice: Notice) -> Result<()> {
+    /// The caller waits for the bus at most `wait` (and never past the bus timeout): a call whose
+    /// layers took most of its budget, or failed (`Duration::ZERO`: the message is queued without
+    /// an attempt), does not wait for the bus on top (`docs/resilience.md#one-timeout-per-call`).
+    pub(crate) async fn publish(&self, notice: Notice, wait: Duration) -> Result<()> {
         let stream = self.link.stream.clone();
-        self.send(stream, notice.into(), 0).await
-    }
-
-    /// Hands an invalidation to the retry task without waiting for the bus: for a call that
-    /// already waited out a failing layer, which the bus usually shares (it rides on the Redis of
-    /// L2 or L3), so that the call does not wait a second time. The task appends it at once, in
-    /// order, behind anything waiting.
-    pub(crate) fn publish_queued(&self, notice: Notice) -> Result<()> {
-        let body = self.link.encode(notice.into(), 0)?;
-        self.wait(Waiting {
-            stream: self.link.stream.clone(),
-            body,
-        });
-        Ok(())
+        self.send(stream, notice.into(), 0, wait).await
     }
 
     /// Appends a hint to the main stream if the bus takes it at once; otherwise drops it and
@@ -202,17 +192,31 @@ impl Publisher {
             event: event.event,
             payload: event.payload,
         };
-        self.send(stream, body, event.process).await
+        self.send(stream, body, event.process, self.link.timeout)
+            .await
     }
 
-    async fn send(&self, stream: String, body: Body, process: u64) -> Result<()> {
+    async fn send(&self, stream: String, body: Body, process: u64, wait: Duration) -> Result<()> {
         let body = self.link.encode(body, process)?;
         // Behind messages still waiting, in order.
-        if !self.queue.lock().is_empty() {
+        if wait.is_zero() || !self.queue.lock().is_empty() {
             self.wait(Waiting { stream, body });
             return Ok(());
         }
-        match self.link.append(&stream, &body).await {
+        let append = self.link.append(&stream, &body);
+        let appended = if wait < self.link.timeout {
+            tokio::time::timeout(wait, append)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("bus publish: the call's time ran out after {wait:?}"),
+                    ))
+                })
+        } else {
+            append.await
+        };
+        match appended {
             Ok(()) => Counters::add(&self.counters.published, 1),
             Err(e) => {
                 Counters::add(&self.counters.publish_retries, 1);

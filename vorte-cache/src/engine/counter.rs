@@ -151,7 +151,8 @@ impl Engine {
                                 self.invalidate_quietly(tier, key).await;
                             }
                         }
-                        self.announce_key(key, false).await;
+                        self.announce_key(key, std::time::Instant::now(), false)
+                            .await;
                     }
                     return Ok(Some(next));
                 }

@@ -1,7 +1,7 @@
 //! Invalidation: `delete`, `delete_many`, `invalidate_tag` and `flush` in this process, the
 //! notices that carry them to the others, and the other processes' notices applied here.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -80,21 +80,35 @@ pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Tells the other processes, when there is a bus; a failure is logged, never returned.
-    /// After a layer failed in the same call (`layer_failed`), the notice goes to the publisher's
-    /// queue without waiting for the bus: the call already waited once, and the bus usually rides
-    /// on the server that failed (`docs/resilience.md#l2-redis-hung`).
-    pub(crate) async fn announce(&self, layer_failed: bool, notice: impl FnOnce() -> Notice) {
+    /// The notice waits for the bus at most what the call, which `began` then, left of its
+    /// budget; after a layer failed in the call (`layer_failed`), not at all: it goes to the
+    /// publisher's queue, as the call already waited once and the bus usually rides on the
+    /// server that failed (`docs/resilience.md#one-timeout-per-call`).
+    pub(crate) async fn announce(
+        &self,
+        began: Instant,
+        layer_failed: bool,
+        notice: impl FnOnce() -> Notice,
+    ) {
         let Some(publisher) = &self.publisher else {
             return;
         };
-        let published = if layer_failed {
-            publisher.publish_queued(notice())
-        } else {
-            publisher.publish(notice()).await
+        let wait = match (layer_failed, self.call_budget) {
+            (true, _) => Duration::ZERO,
+            (false, Some(budget)) => budget.saturating_sub(began.elapsed()),
+            (false, None) => Duration::MAX,
         };
-        if let Err(e) = published {
+        if let Err(e) = publisher.publish(notice(), wait).await {
             tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
         }
+    }
+
+    /// Tells the other processes that `key` was written (see [`Engine::announce`]).
+    pub(super) async fn announce_key(&self, key: &str, began: Instant, layer_failed: bool) {
+        self.announce(began, layer_failed, || Notice::Keys {
+            keys: vec![key.to_owned()],
+        })
+        .await;
     }
 
     /// Publishes an event for the other processes' handlers, when there is a bus. The engine
@@ -113,6 +127,7 @@ impl Engine {
 
     /// Deletes `keys` from every layer: one bulk call per store, one bus message.
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let began = Instant::now();
         for key in keys {
             key::validate(key, "key")?;
         }
@@ -172,7 +187,7 @@ impl Engine {
                 }
             }
         }
-        self.announce(layer_failed, || Notice::Keys {
+        self.announce(began, layer_failed, || Notice::Keys {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
         })
         .await;
@@ -181,6 +196,7 @@ impl Engine {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
+        let began = Instant::now();
         let (version, failed) = self.tags.invalidate_or_owe(tag).await;
         let layer_failed = failed.is_some();
         if let Some(e) = failed {
@@ -192,7 +208,7 @@ impl Engine {
             self.recovery.owe_tag();
         }
         self.forget_tagged_loads(tag);
-        self.announce(layer_failed, || Notice::Tag {
+        self.announce(began, layer_failed, || Notice::Tag {
             tag: tag.to_owned(),
             version,
         })
@@ -201,6 +217,7 @@ impl Engine {
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
+        let began = Instant::now();
         self.fence.record_all();
         self.flights.forget_all();
         self.withdraw_queued_writes();
@@ -241,7 +258,8 @@ impl Engine {
             }
         }
         self.tags.forget_all();
-        self.announce(first_error.is_some(), || Notice::Flush).await;
+        self.announce(began, first_error.is_some(), || Notice::Flush)
+            .await;
         // A flush that left a layer full would serve old values later: report it.
         match first_error {
             Some(e) => Err(e),

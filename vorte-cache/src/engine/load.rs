@@ -91,6 +91,23 @@ pub(crate) trait Loader: Send + Sized {
     }
 }
 
+/// How a loaded value is stored: everything of its fill but the key and the value.
+struct FillJob {
+    ttl: Option<Duration>,
+    layers: LayerSet,
+    stamps: Box<[TagStamp]>,
+    fill: Fill,
+    aging: super::Aging,
+}
+
+/// Awaits `step`, adding the time it took to `spent`.
+async fn timed<F: Future>(spent: &mut Duration, step: F) -> F::Output {
+    let began = Instant::now();
+    let output = step.await;
+    *spent += began.elapsed();
+    output
+}
+
 /// A value handed to the waiters of a flight, and whether it is a stale stand-in.
 struct Shared<T> {
     value: T,
@@ -193,7 +210,9 @@ impl Engine {
         // leader may have stored it between our miss and our joining. What the layers hold now
         // is what the fill will expect to replace: a delete after this read leaves a new
         // tombstone, in any process, and refuses it.
-        let mut read = self.read_for_load::<L>(key, policy).await?;
+        // The time spent reading the layers: the fill has what is left of the call's budget.
+        let mut spent = Duration::ZERO;
+        let mut read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
         let mut lease = None;
         if read.value.is_none()
             && policy.distributed_lock
@@ -204,9 +223,11 @@ impl Engine {
             match leases.acquire(key, policy.lock_wait).await {
                 LeaseOutcome::Held(guard) => {
                     lease = Some(guard);
-                    read = self.read_for_load::<L>(key, policy).await?;
+                    read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
                 }
-                LeaseOutcome::Landed => read = self.read_for_load::<L>(key, policy).await?,
+                LeaseOutcome::Landed => {
+                    read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
+                }
                 LeaseOutcome::Proceed => {}
             }
         }
@@ -222,7 +243,7 @@ impl Engine {
             ticket: self.fence.ticket(),
             seen: read.seen,
         };
-        let stamps = match self.stamps_for(tags).await {
+        let stamps = match timed(&mut spent, self.stamps_for(tags)).await {
             Ok(stamps) => Some(stamps),
             Err(e) => {
                 // The layer of the tag versions is down: skipped, like any failing layer. The
@@ -300,16 +321,16 @@ impl Engine {
                 // Boxed: the write path's future is several kilobytes, and inline it would make
                 // every call's future that large.
                 let aging = policy.aging(load_ms);
-                let stored_ok = Box::pin(self.store_loaded(
-                    key,
-                    &stored_value,
+                let filled = FillJob {
                     ttl,
                     layers,
                     stamps,
                     fill,
                     aging,
-                ))
-                .await;
+                };
+                let stored_ok = self
+                    .fill_within(key, &stored_value, filled, spent, &mut lease)
+                    .await;
                 if let Err(e) = stored_ok {
                     Self::fail::<L>(key, e)?;
                 }
@@ -459,6 +480,59 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Stores a loaded value, waiting at most what the call's reads (`spent`) left of its budget
+    /// (the longest layer timeout): past that the caller has its answer and the fill goes on in
+    /// the background, with the lease, which it releases once the value is stored
+    /// (`docs/resilience.md#one-timeout-per-call`). Safe whenever it lands: its compare-and-set
+    /// expects what the read saw and its L1 copy is fenced by its ticket, so an invalidation
+    /// after the caller returned still refuses it.
+    async fn fill_within<T>(
+        self: &Arc<Self>,
+        key: &str,
+        value: &T,
+        job: FillJob,
+        spent: Duration,
+        lease: &mut Option<LeaseGuard>,
+    ) -> Result<()>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
+        let FillJob {
+            ttl,
+            layers,
+            stamps,
+            fill,
+            aging,
+        } = job;
+        // Boxed either way: the write path's future is several kilobytes, and inline it would
+        // make every call's future that large.
+        let Some(budget) = self.call_budget.filter(|_| !self.writes_decoded(layers)) else {
+            return Box::pin(self.store_loaded(key, value, ttl, layers, stamps, fill, aging)).await;
+        };
+        let engine = Arc::clone(self);
+        let (owned_key, value) = (key.to_owned(), value.clone());
+        let mut storing: BoxFuture<'static, Result<()>> = Box::pin(async move {
+            engine
+                .store_loaded(&owned_key, &value, ttl, layers, stamps, fill, aging)
+                .await
+        });
+        if let Ok(stored) = tokio::time::timeout(budget.saturating_sub(spent), &mut storing).await {
+            return stored;
+        }
+        Counters::bump(&self.counters.loads.late_fills);
+        let lease = lease.take();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = storing.await {
+                tracing::debug!(key, error = %e, "a late fill was not stored");
+            }
+            if let Some(guard) = lease {
+                guard.release().await;
+            }
+        });
+        Ok(())
     }
 
     /// Writes a loaded value as a fill with `fill`'s credentials.

@@ -87,6 +87,8 @@ pub(crate) struct TierSpec {
     pub(crate) sweep: Option<(Duration, usize)>,
     /// The layer's circuit breakers.
     pub(crate) breaker: crate::config::BreakerConfig,
+    /// The layer's `timeout_ms`, when the configuration names the layer.
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// See the module docs.
@@ -119,6 +121,9 @@ pub(crate) struct Engine {
     /// entries, not bytes, and neither it nor the cache sets a `max_value_bytes` below the
     /// default, so no limit needs the encoded size (derived from the configuration once).
     l1_keeps_decoded: bool,
+    /// How long a call waits for the layers in all, when known: the longest `timeout_ms` of the
+    /// layers below L1. A load's fill has what its reads left of it (`load.rs`).
+    call_budget: Option<Duration>,
 }
 
 impl Engine {
@@ -132,6 +137,7 @@ impl Engine {
         lease_ttl: Duration,
     ) -> Engine {
         let max_value = config.max_value_bytes;
+        let call_budget = specs.iter().filter_map(|s| s.timeout).max();
         let mut queues = Vec::new();
         let tiers: Vec<Tier> = specs
             .into_iter()
@@ -238,6 +244,7 @@ impl Engine {
             publisher,
             leases,
             l1_keeps_decoded,
+            call_budget,
         };
         for (i, capacity) in queues {
             engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));
@@ -330,6 +337,7 @@ pub(crate) async fn open_tiers(
                     },
                     sweep: cfg.sweep.map(|sweep| (sweep.every, sweep.batch)),
                     breaker: cfg.breaker,
+                    timeout: Some(cfg.timeout),
                 }
             }
             (None, Some(store)) => TierSpec {
@@ -341,6 +349,7 @@ pub(crate) async fn open_tiers(
                 write_behind: None,
                 sweep: None,
                 breaker: crate::config::BreakerConfig::default(),
+                timeout: None,
             },
             (None, None) => continue,
         };

@@ -259,7 +259,7 @@ async fn retry_tags(owed: &OwedTags, layers: &[Layered]) -> bool {
                         tag: tag.to_string(),
                         version,
                     };
-                    if let Err(e) = publisher.publish(notice).await {
+                    if let Err(e) = publisher.publish(notice, Duration::MAX).await {
                         tracing::warn!(error = %e, "owed tag invalidation not published; other processes keep their tag versions until their memo expires");
                     }
                 }

@@ -288,7 +288,8 @@ impl Engine {
         // With L1 alone there is no copy below to take back if a delete fenced the fill.
         let _ = self.insert_l1(key, entry, write.kind);
         if write.kind == WriteKind::Set {
-            self.announce_key(key, false).await;
+            self.announce_key(key, std::time::Instant::now(), false)
+                .await;
         }
         Ok(())
     }
@@ -338,14 +339,6 @@ impl Engine {
                 self.recovery.owe_delete(tier.layer, &[key]);
             }
         }
-    }
-
-    /// Tells the other processes that `key` was written (see [`Engine::announce`]).
-    pub(super) async fn announce_key(&self, key: &str, layer_failed: bool) {
-        self.announce(layer_failed, || crate::bus::Notice::Keys {
-            keys: vec![key.to_owned()],
-        })
-        .await;
     }
 
     /// When an entry written `now` stops being fresh and when it goes
@@ -412,6 +405,7 @@ impl Engine {
         write: Write,
         decoded: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<()> {
+        let began = std::time::Instant::now();
         let selected = self.selected(write.layers)?;
         if payload.len() > self.config.max_value_bytes {
             return Err(Error::new(
@@ -616,7 +610,7 @@ impl Engine {
         }
         if accepted > 0 {
             if write.kind == WriteKind::Set {
-                self.announce_key(key, first_error.is_some()).await;
+                self.announce_key(key, began, first_error.is_some()).await;
             }
             return Ok(());
         }
