@@ -94,10 +94,18 @@ async fn reads_within(bound: Duration, cache: &Cache, key: &str, want: Option<&s
 }
 
 /// Waits up to 10 s for `cache` to read `"new"` under `held` (the value [`make_stale`] hid from
-/// it), which it can only once it dropped its L1, and for that to be counted as a gap.
+/// it), which it can only once it dropped its L1, and for a gap to be counted.
 async fn drops_l1_within_10s(cache: &Cache, why: &str) {
     reads_within_10s(cache, "held", Some("new"), why).await;
-    assert!(stats(cache).gaps >= 1, "{:?}", stats(cache));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(cache).gaps == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no gap counted: {:?}",
+            stats(cache)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A proxy to `env`'s Redis, a cache whose bus goes through it, and one whose bus does not (both
@@ -206,18 +214,33 @@ async fn a_receiver_lagging_behind_a_slow_handler_notices_trimmed_messages() {
 }
 
 /// (b) The bus is unreachable while the cache is built: its receivers fix their positions later,
-/// and whatever was sent in between is unknown, so L1 is dropped then.
+/// and whatever was sent in between is unknown. Until the receiver of invalidations has started,
+/// the cache keeps nothing in L1 (it could not hear of a change); then it counts a gap and uses
+/// L1 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_that_starts_late_drops_l1_when_it_starts() {
+async fn a_receiver_that_starts_late_keeps_l1_suspended_until_it_starts() {
     let env = Env::with_own_redis();
     let bus = RedisServer::start();
     bus.pause();
     let config = env.config(&format!("[cache.bus]\nurl = {:?}", bus.url()), "");
     let cache = Cache::from_config(&config.cache).await.expect("cache");
     assert!(cache.has_bus());
-    make_stale(&env, &cache, "held").await;
+    cache.set("held", &"old").await.expect("set");
+    silent_writer(&env)
+        .await
+        .set("held", &"new")
+        .await
+        .expect("set");
+    assert_eq!(
+        cache.get::<String>("held").await.expect("get").as_deref(),
+        Some("new"),
+        "a cache that could not hear its bus served its own L1 copy"
+    );
+    assert_eq!(l1_hits(&cache).await, 0, "nothing read from L1");
     bus.resume();
-    drops_l1_within_10s(&cache, "the late receiver kept serving its stale L1").await;
+    let why = "L1 serves once the late receiver has started";
+    until_l1_serves(AFTER_SILENCE, &cache, "held", "new", why).await;
+    assert!(stats(&cache).gaps >= 1, "{:?}", stats(&cache));
 }
 
 /// (c) The bus's Redis comes back from an older snapshot: the stream's last id is now behind what
@@ -396,4 +419,71 @@ async fn a_publish_queue_that_overflows_becomes_one_flush() {
     )
     .await;
     assert_eq!(stats(&reader).gaps, 0, "a flush notice, not a gap");
+}
+
+/// The hits of `cache`'s L1 so far.
+async fn l1_hits(cache: &Cache) -> u64 {
+    let stats = cache.stats().await.expect("stats");
+    stats.layer(vorte_cache::Layer::L1).map_or(0, |l| l.hits)
+}
+
+/// Reads `key` until `cache` answers `want` from its L1 (a notice in flight may drop the copy
+/// a first read put there); fails after `bound` with `why`.
+async fn until_l1_serves(bound: Duration, cache: &Cache, key: &str, want: &str, why: &str) {
+    let deadline = Instant::now() + bound;
+    loop {
+        let before = l1_hits(cache).await;
+        let got = cache.get::<String>(key).await.expect("get");
+        assert_eq!(got.as_deref(), Some(want), "{why}");
+        if l1_hits(cache).await > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: L1 never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (h) A process whose bus is down or hung does not serve from L1 what another process may have
+/// changed meanwhile: the other's notices wait in its publisher's queue, so nothing would tell
+/// this one. From the moment its receiver finds the bus gone it drops L1 and reads the shared
+/// layers, until the receiver reads the bus again (`docs/guarantees.md#g4-gap-detection`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_whose_bus_is_gone_does_not_trust_its_l1() {
+    let env = Env::with_own_redis();
+    for hang in [false, true] {
+        let mut bus = RedisServer::start();
+        let toml = format!("[cache.bus]\nurl = {:?}", bus.url());
+        let (a, b) = (env.cache(&toml).await, env.cache(&toml).await);
+        a.set("k", &"old").await.expect("set");
+        let why = format!("hang: {hang}: B keeps the value in L1");
+        until_l1_serves(Duration::from_secs(10), &b, "k", "old", &why).await;
+        let errors = stats(&b).receiver_errors;
+        if hang {
+            bus.pause();
+        } else {
+            bus.kill();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats(&b).receiver_errors == errors {
+            assert!(
+                Instant::now() < deadline,
+                "B's receiver never found its bus gone"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // L2 takes it; its notice waits in A's queue.
+        a.set("k", &"new").await.expect("set");
+        assert_eq!(
+            b.get::<String>("k").await.expect("get").as_deref(),
+            Some("new"),
+            "hang: {hang}: B served its L1 copy while its bus was gone"
+        );
+        if hang {
+            bus.resume();
+        } else {
+            bus.restart();
+        }
+        let why = format!("hang: {hang}: B's L1 serves again once its bus is back");
+        until_l1_serves(AFTER_SILENCE, &b, "k", "new", &why).await;
+    }
 }

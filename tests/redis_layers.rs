@@ -191,15 +191,18 @@ async fn acl_users_work_and_passwords_stay_out_of_debug() {
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");
     }
 
-    // A wrong password: the layer fails and is skipped, the cache still answers from L1.
+    // A wrong password: the layer fails and is skipped, and the cache still answers. Its bus
+    // (on the same Redis) cannot be heard either, so it keeps nothing in L1: another process's
+    // invalidation could not reach it (`docs/guarantees.md#g4-gap-detection`).
     let wrong = server.url().replace("s3cr3t-pw", "wrong");
     let bad = Cache::from_config(&l2(&wrong, &unique_prefix(), "").cache)
         .await
         .expect("builds");
     bad.set("x", &1).await.expect("L1 takes it");
-    assert_eq!(bad.get::<i32>("x").await.expect("get"), Some(1));
+    assert_eq!(bad.get::<i32>("x").await.expect("get"), None);
     let stats = bad.stats().await.expect("stats");
     assert!(stats.layer(Layer::L2).expect("l2").errors > 0);
+    assert!(bad.bus_stats().expect("a bus").suspensions >= 1);
 }
 
 static LOADS: AtomicUsize = AtomicUsize::new(0);

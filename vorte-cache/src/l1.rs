@@ -9,11 +9,16 @@
 //! (a load, or a write to L1 alone) need not be encoded at all: it keeps a monomorphised
 //! [`Encoder`] and encodes only when something asks for bytes (`exists`, `keys`, a counter, a
 //! byte-bounded L1's weight), once (`docs/performance.md#l1-miss-then-insert`).
+//!
+//! L1 can be *suspended* while the bus does not answer: it is emptied, every read misses and
+//! every insert is undone, until it is resumed (`docs/guarantees.md#g4-gap-detection`). An
+//! insert checks after it has put its entry in, so one that races a suspension is either cleared
+//! by it or sees it and removes itself.
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -268,6 +273,8 @@ pub(crate) struct L1Memory {
     by_bytes: bool,
     pub(crate) ttl_cap: Option<Duration>,
     pub(crate) max_value_bytes: usize,
+    /// Suspended while the bus does not answer (module docs).
+    suspended: AtomicBool,
     /// Hits check deadlines against the coarse clock: keep its thread running while L1 lives.
     _clock: crate::clock::Ticker,
 }
@@ -326,6 +333,7 @@ impl L1Memory {
             by_bytes,
             ttl_cap,
             max_value_bytes,
+            suspended: AtomicBool::new(false),
             _clock: crate::clock::Ticker::acquire(),
         }
     }
@@ -337,11 +345,27 @@ impl L1Memory {
 
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
+        if self.suspended.load(Ordering::Relaxed) {
+            return None;
+        }
         self.cache.get(key)
     }
 
     pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
         self.cache.insert(key.to_owned(), Arc::new(entry));
+        if self.suspended.load(Ordering::SeqCst) {
+            self.cache.remove(key);
+        }
+    }
+
+    /// Empties L1 and keeps it empty until [`resume`](Self::resume) (module docs).
+    pub(crate) fn suspend(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
+    pub(crate) fn resume(&self) {
+        self.suspended.store(false, Ordering::SeqCst);
     }
 
     /// Removes `key` only if it still holds `entry`.

@@ -19,7 +19,7 @@
 //! and another process's notice makes the next use re-read the authority (see [`TagIndex`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,9 @@ pub(crate) struct TagIndex {
     /// Moves whenever the memo changes; also the clock of [`Memo::moved_at`]. Changed under the
     /// memo's write lock.
     epoch: AtomicU64,
+    /// While the bus does not answer, no memoised version is trusted: each use reads the
+    /// authority (owed versions excepted) (`docs/guarantees.md#g4-gap-detection`).
+    suspended: AtomicBool,
 }
 
 fn fresh_version() -> u64 {
@@ -96,6 +99,7 @@ impl TagIndex {
             memo: RwLock::new(MemoTable::default()),
             memo_ttl,
             epoch: AtomicU64::new(1),
+            suspended: AtomicBool::new(false),
         }
     }
 
@@ -121,8 +125,12 @@ impl TagIndex {
     fn memo_get(&self, tag: &str) -> Option<u64> {
         let memo = self.memo_read();
         let m = memo.tags.get(tag)?;
-        // With an authority, another process may have moved the version: refetch after memo_ttl.
-        if !m.owed && self.authority.is_some() && m.fetched.elapsed() > self.memo_ttl {
+        // With an authority, another process may have moved the version: refetch after memo_ttl,
+        // or at every use while no notice of such a move could arrive.
+        if !m.owed
+            && self.authority.is_some()
+            && (self.suspended.load(Ordering::Relaxed) || m.fetched.elapsed() > self.memo_ttl)
+        {
             return None;
         }
         m.version
@@ -209,6 +217,15 @@ impl TagIndex {
         for tag in owed {
             self.pin(memo, &tag);
         }
+    }
+
+    /// Trusts no memoised version until [`resume`](Self::resume) (the bus does not answer).
+    pub(crate) fn suspend(&self) {
+        self.suspended.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn resume(&self) {
+        self.suspended.store(false, Ordering::Relaxed);
     }
 
     /// Forgets every memoised version (after a flush, or when notifications may have been lost).

@@ -108,6 +108,11 @@ pub(crate) trait NoticeSink: Send + Sync {
     fn apply(&self, notice: Notice) -> BoxFuture<'_, ()>;
     /// Forgets everything held locally: the transport lost messages and cannot tell which.
     fn drop_local_state(&self);
+    /// The transport cannot tell whether messages arrive (its stream fails or went silent):
+    /// forgets everything held locally, and keeps nothing until [`resume_local_state`](Self::resume_local_state).
+    fn suspend_local_state(&self);
+    /// The transport reads its stream again: what is learnt from now on may be kept.
+    fn resume_local_state(&self);
 }
 
 /// Where the transport delivers events: the application.

@@ -6,6 +6,11 @@
 //! connection and is tried again, a handler or sink that panics is caught, and even a panic in
 //! the loop itself restarts the loop from the position it had reached
 //! (`docs/consistency.md#gaps-g4`).
+//!
+//! While the receiver of the main stream (the invalidations) cannot read it (a command failed,
+//! or went unanswered past the bus timeout), its cache keeps nothing locally: another process's
+//! invalidation may be waiting in that process's queue, and nothing would tell this one. It
+//! trusts its local state again once it has read the stream (`docs/guarantees.md#g4-gap-detection`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +53,13 @@ enum Failure {
 pub(super) struct Receiver {
     pub(super) reader: Client,
     pub(super) stream: String,
+    /// Whether this is the main stream, whose invalidations the local state depends on.
+    pub(super) carries_notices: bool,
+    /// Whether the local state is suspended because of this receiver (module docs).
+    pub(super) suspended: AtomicBool,
+    /// How long past its blocking time a command may go unanswered before the local state is
+    /// suspended: the bus timeout.
+    pub(super) trusted_within: Duration,
     /// The id of the cache this receiver belongs to: its own invalidations are skipped.
     pub(super) origin: u64,
     pub(super) notices: Weak<dyn NoticeSink>,
@@ -98,7 +110,10 @@ impl Receiver {
                 Some(at) => self.step(at).await,
             };
             match step {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    self.resume();
+                }
                 Err(failure) => {
                     failures = failures.saturating_add(1);
                     self.recover(failure, failures).await;
@@ -183,13 +198,62 @@ impl Receiver {
         let wait =
             self.reader
                 .xread::<Value, _, _>(Some(1), Some(block), self.stream.as_str(), last);
-        match tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+        match self.answer(BLOCK, BLOCK + COMMAND_TIMEOUT, wait).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
                 Err(Failure::Silent("XREAD".to_owned()))
             }
-            Ok(Err(e)) => Err(Failure::Error(format!("XREAD: {}", e.details()))),
-            Err(_) => Err(Failure::Silent("XREAD".to_owned())),
+            Some(Err(e)) => Err(Failure::Error(format!("XREAD: {}", e.details()))),
+            None => Err(Failure::Silent("XREAD".to_owned())),
+        }
+    }
+
+    /// Awaits `answer` for at most `limit`. One that has not come `trusted_within` after
+    /// `blocking` (how long the command may block by design) suspends the local state.
+    async fn answer<T>(
+        &self,
+        blocking: Duration,
+        limit: Duration,
+        answer: impl Future<Output = T>,
+    ) -> Option<T> {
+        let mut answer = std::pin::pin!(answer);
+        let trusted = blocking + self.trusted_within;
+        if let Ok(answered) = tokio::time::timeout(trusted, answer.as_mut()).await {
+            return Some(answered);
+        }
+        self.suspend();
+        tokio::time::timeout(limit.saturating_sub(trusted), answer)
+            .await
+            .ok()
+    }
+
+    /// Suspends the cache's local state, if this receiver carries its invalidations (module
+    /// docs). Also before a receiver whose stream could not be asked starts.
+    pub(super) fn suspend(&self) {
+        if !self.carries_notices || self.suspended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        Counters::add(&self.counters.suspensions, 1);
+        tracing::warn!(
+            stream = self.stream,
+            "the bus does not answer: L1 and memoised versions are not used until it does"
+        );
+        if let Some(sink) = self.notices.upgrade() {
+            sink.suspend_local_state();
+        }
+    }
+
+    /// Ends a suspension: the stream has been read (from the position, gap checked) since.
+    fn resume(&self) {
+        if !self.suspended.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!(
+            stream = self.stream,
+            "the bus answers again: L1 is used again"
+        );
+        if let Some(sink) = self.notices.upgrade() {
+            sink.resume_local_state();
         }
     }
 
@@ -199,13 +263,13 @@ impl Receiver {
         what: &str,
         command: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, Failure> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
+        match self.answer(Duration::ZERO, COMMAND_TIMEOUT, command).await {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
                 Err(Failure::Silent(what.to_owned()))
             }
-            Ok(Err(e)) => Err(Failure::Error(format!("{what}: {}", e.details()))),
-            Err(_) => Err(Failure::Silent(what.to_owned())),
+            Some(Err(e)) => Err(Failure::Error(format!("{what}: {}", e.details()))),
+            None => Err(Failure::Silent(what.to_owned())),
         }
     }
 
@@ -214,6 +278,7 @@ impl Receiver {
     /// position inclusive, so it checks for a gap whatever happened meanwhile.
     async fn recover(&self, failure: Failure, failures: u32) {
         Counters::add(&self.counters.receiver_errors, 1);
+        self.suspend();
         match failure {
             Failure::Error(e) => {
                 tracing::debug!(stream = self.stream, error = e, "bus read failed; retrying");

@@ -92,6 +92,8 @@ pub(crate) struct Receivers {
     closed: Arc<AtomicBool>,
     counters: Arc<Counters>,
     handler_timeout: Duration,
+    /// The bus timeout: a read of the main stream unanswered for longer suspends L1.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Receivers {
@@ -126,10 +128,14 @@ impl Receivers {
         notices: Weak<dyn NoticeSink>,
         events: Option<Weak<dyn EventSink>>,
     ) {
-        for (reader, stream, start) in self.readers.drain(..) {
+        for (i, (reader, stream, start)) in self.readers.drain(..).enumerate() {
             let receiver = Receiver {
                 reader,
                 stream,
+                // The first stream is the main one, which carries the invalidations.
+                carries_notices: i == 0,
+                suspended: AtomicBool::new(false),
+                trusted_within: self.timeout,
                 origin: self.origin,
                 notices: notices.clone(),
                 events: events.clone(),
@@ -137,6 +143,11 @@ impl Receivers {
                 counters: self.counters.clone(),
                 handler_timeout: self.handler_timeout,
             };
+            if start.is_none() {
+                // Its stream could not be asked: what it carries cannot be heard until it can,
+                // and the cache is about to be used.
+                receiver.suspend();
+            }
             drop(tokio::spawn(receiver.run(start)));
         }
     }
@@ -240,6 +251,7 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
         closed: closed.clone(),
         counters: counters.clone(),
         handler_timeout: setup.handler_timeout,
+        timeout: setup.timeout,
     };
     let publisher = Publisher::start(PublisherSetup {
         pool,

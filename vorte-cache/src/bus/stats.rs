@@ -24,6 +24,10 @@ pub struct BusStats {
     /// Receiver commands that failed or went unanswered; the receiver renewed its connection and
     /// checked for a gap before reading on.
     pub receiver_errors: u64,
+    /// Times this cache stopped trusting its L1 and memoised versions because the receiver of
+    /// invalidations found its bus failing or silent; it trusts them again once the receiver
+    /// reads the bus again (`docs/guarantees.md#g4-gap-detection`).
+    pub suspensions: u64,
     /// `#[on_event]` handlers that panicked while running an event read from the bus.
     pub handler_panics: u64,
     /// Such handlers abandoned after `[cache.bus] handler_timeout_ms`.
@@ -39,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) publish_dropped: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) receiver_errors: AtomicU64,
+    pub(crate) suspensions: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
     pub(crate) handler_timeouts: AtomicU64,
 }
@@ -57,6 +62,7 @@ impl Counters {
             publish_dropped: get(&self.publish_dropped),
             gaps: get(&self.gaps),
             receiver_errors: get(&self.receiver_errors),
+            suspensions: get(&self.suspensions),
             handler_panics: get(&self.handler_panics),
             handler_timeouts: get(&self.handler_timeouts),
         }

@@ -13,8 +13,8 @@
 //! invalid (misses, never stale values), and a record lost with a restarted server leaves the
 //! entries of every process valid rather than splitting them into two camps.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub(super) struct FlushEpoch {
     /// The epoch as last read or written here, and when.
     memo: Mutex<Option<(u64, Instant)>>,
     memo_ttl: Duration,
+    /// While the bus does not answer, the memo is not trusted: each use reads the record.
+    suspended: AtomicBool,
 }
 
 impl FlushEpoch {
@@ -44,6 +46,7 @@ impl FlushEpoch {
             authority,
             memo: Mutex::new(None),
             memo_ttl,
+            suspended: AtomicBool::new(false),
         }
     }
 
@@ -58,6 +61,7 @@ impl FlushEpoch {
         };
         if let Some((epoch, at)) = *self.memo()
             && at.elapsed() < self.memo_ttl
+            && !self.suspended.load(Ordering::Relaxed)
         {
             return Ok(epoch);
         }
@@ -95,6 +99,15 @@ impl FlushEpoch {
             .await?;
         self.learn(next);
         Ok(())
+    }
+
+    /// Trusts the memo no more until [`resume`](Self::resume) (the bus does not answer).
+    pub(super) fn suspend(&self) {
+        self.suspended.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn resume(&self) {
+        self.suspended.store(false, Ordering::Relaxed);
     }
 
     /// Forgets the memoised epoch: another process flushed, or notices may have been lost.

@@ -365,4 +365,26 @@ impl NoticeSink for Engine {
     fn drop_local_state(&self) {
         self.forget_local_state();
     }
+
+    /// Keeps nothing while the bus does not answer: an invalidation may be waiting in another
+    /// process's queue, and nothing would tell this one (`docs/guarantees.md#g4-gap-detection`).
+    fn suspend_local_state(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.suspend();
+        }
+        self.tags.suspend();
+        self.flush_epoch.suspend();
+        self.forget_local_state();
+    }
+
+    /// What was learnt while suspended (a tag version, a load in flight) may predate a notice
+    /// still on its way: forgotten too, before anything is kept again.
+    fn resume_local_state(&self) {
+        self.forget_local_state();
+        if let Some(l1) = &self.l1 {
+            l1.resume();
+        }
+        self.tags.resume();
+        self.flush_epoch.resume();
+    }
 }
