@@ -10,10 +10,11 @@
 //! [`Encoder`] and encodes only when something asks for bytes (`exists`, `keys`, a counter, a
 //! byte-bounded L1's weight), once (`docs/performance.md#l1-miss-then-insert`).
 //!
-//! L1 can be *suspended* while the bus does not answer: it is emptied, every read misses and
-//! every insert is undone, until it is resumed (`docs/guarantees.md#g4-gap-detection`). An
-//! insert checks after it has put its entry in, so one that races a suspension is either cleared
-//! by it or sees it and removes itself.
+//! L1 can be *suspended* while the bus does not answer: it is emptied and every insert is undone,
+//! so every read misses, until it is resumed (`docs/guarantees.md#g4-gap-detection`). An insert
+//! checks after it has put its entry in, so one that races a suspension is either cleared by it
+//! or sees it and removes itself; a hit pays nothing for it. (A read that finds an entry in the
+//! instant between its insert and its removal gets what the inserter has just read below L1.)
 
 use std::any::Any;
 use std::sync::Arc;
@@ -345,9 +346,6 @@ impl L1Memory {
 
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
-        if self.suspended.load(Ordering::Relaxed) {
-            return None;
-        }
         self.cache.get(key)
     }
 
@@ -500,5 +498,18 @@ mod tests {
         }
         let (_, bytes) = l1.usage();
         assert!(bytes <= 20_000, "{bytes}");
+    }
+
+    #[test]
+    fn a_suspended_l1_keeps_nothing_until_resumed() {
+        let l1 = L1Memory::new(10, None, None, 1 << 20);
+        l1.insert("before", entry(10_000));
+        l1.suspend();
+        assert!(l1.get("before").is_none(), "emptied");
+        l1.insert("during", entry(10_000));
+        assert!(l1.get("during").is_none(), "an insert while suspended is undone");
+        l1.resume();
+        l1.insert("after", entry(10_000));
+        assert!(l1.get("after").is_some());
     }
 }

@@ -151,8 +151,7 @@ impl Engine {
                                 self.invalidate_quietly(tier, key).await;
                             }
                         }
-                        self.announce_key(key, std::time::Instant::now(), false)
-                            .await;
+                        self.announce_key(key, None, false).await;
                     }
                     return Ok(Some(next));
                 }

@@ -80,23 +80,24 @@ pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Tells the other processes, when there is a bus; a failure is logged, never returned.
-    /// The notice waits for the bus at most what the call, which `began` then, left of its
-    /// budget; after a layer failed in the call (`layer_failed`), not at all: it goes to the
+    /// The notice waits for the bus at most what the call, which `began` then (see
+    /// [`Engine::call_began`]), left of its budget; after a layer failed in the call
+    /// (`layer_failed`), not at all: it goes to the
     /// publisher's queue, as the call already waited once and the bus usually rides on the
     /// server that failed (`docs/resilience.md#one-timeout-per-call`).
     pub(crate) async fn announce(
         &self,
-        began: Instant,
+        began: Option<Instant>,
         layer_failed: bool,
         notice: impl FnOnce() -> Notice,
     ) {
         let Some(publisher) = &self.publisher else {
             return;
         };
-        let wait = match (layer_failed, self.call_budget) {
-            (true, _) => Duration::ZERO,
-            (false, Some(budget)) => budget.saturating_sub(began.elapsed()),
-            (false, None) => Duration::MAX,
+        let wait = match (layer_failed, self.call_budget, began) {
+            (true, _, _) => Duration::ZERO,
+            (false, Some(budget), Some(began)) => budget.saturating_sub(began.elapsed()),
+            (false, _, _) => Duration::MAX,
         };
         if let Err(e) = publisher.publish(notice(), wait).await {
             tracing::warn!(error = %e, "invalidation not published; other processes keep their L1 copies until their TTL");
@@ -104,7 +105,7 @@ impl Engine {
     }
 
     /// Tells the other processes that `key` was written (see [`Engine::announce`]).
-    pub(super) async fn announce_key(&self, key: &str, began: Instant, layer_failed: bool) {
+    pub(super) async fn announce_key(&self, key: &str, began: Option<Instant>, layer_failed: bool) {
         self.announce(began, layer_failed, || Notice::Keys {
             keys: vec![key.to_owned()],
         })
@@ -127,7 +128,7 @@ impl Engine {
 
     /// Deletes `keys` from every layer: one bulk call per store, one bus message.
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        let began = Instant::now();
+        let began = self.call_began();
         for key in keys {
             key::validate(key, "key")?;
         }
@@ -196,7 +197,7 @@ impl Engine {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
-        let began = Instant::now();
+        let began = self.call_began();
         let (version, failed) = self.tags.invalidate_or_owe(tag).await;
         let layer_failed = failed.is_some();
         if let Some(e) = failed {
@@ -217,7 +218,7 @@ impl Engine {
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
-        let began = Instant::now();
+        let began = self.call_began();
         self.fence.record_all();
         self.flights.forget_all();
         self.withdraw_queued_writes();

@@ -100,8 +100,11 @@ struct FillJob {
     aging: super::Aging,
 }
 
-/// Awaits `step`, adding the time it took to `spent`.
-async fn timed<F: Future>(spent: &mut Duration, step: F) -> F::Output {
+/// Awaits `step`, adding the time it took to `spent` if it is measured.
+async fn timed<F: Future>(spent: &mut Option<Duration>, step: F) -> F::Output {
+    let Some(spent) = spent else {
+        return step.await;
+    };
     let began = Instant::now();
     let output = step.await;
     *spent += began.elapsed();
@@ -210,8 +213,9 @@ impl Engine {
         // leader may have stored it between our miss and our joining. What the layers hold now
         // is what the fill will expect to replace: a delete after this read leaves a new
         // tombstone, in any process, and refuses it.
-        // The time spent reading the layers: the fill has what is left of the call's budget.
-        let mut spent = Duration::ZERO;
+        // The time spent reading the layers: the fill has what is left of the call's budget
+        // (measured only when there is one: a clock read is a good part of a miss's cost).
+        let mut spent = self.call_budget.map(|_| Duration::ZERO);
         let mut read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
         let mut lease = None;
         if read.value.is_none()
@@ -329,7 +333,13 @@ impl Engine {
                     aging,
                 };
                 let stored_ok = self
-                    .fill_within(key, &stored_value, filled, spent, &mut lease)
+                    .fill_within(
+                        key,
+                        &stored_value,
+                        filled,
+                        spent.unwrap_or_default(),
+                        &mut lease,
+                    )
                     .await;
                 if let Err(e) = stored_ok {
                     Self::fail::<L>(key, e)?;

@@ -257,6 +257,13 @@ impl Engine {
         Engine::new(&CacheConfig::default(), Vec::new(), None, DEFAULT_LEASE_TTL)
     }
 
+    /// When a call began, for its notice's share of the call's budget
+    /// (`docs/resilience.md#one-timeout-per-call`): read only where there is a bus to publish on
+    /// and a budget to share, since a clock read is a good part of an L1 write's cost.
+    pub(crate) fn call_began(&self) -> Option<std::time::Instant> {
+        (self.publisher.is_some() && self.call_budget.is_some()).then(std::time::Instant::now)
+    }
+
     /// Whether invalidations and events travel to other processes.
     pub(crate) fn has_bus(&self) -> bool {
         self.publisher.is_some()

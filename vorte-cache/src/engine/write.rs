@@ -288,8 +288,7 @@ impl Engine {
         // With L1 alone there is no copy below to take back if a delete fenced the fill.
         let _ = self.insert_l1(key, entry, write.kind);
         if write.kind == WriteKind::Set {
-            self.announce_key(key, std::time::Instant::now(), false)
-                .await;
+            self.announce_key(key, None, false).await;
         }
         Ok(())
     }
@@ -405,7 +404,7 @@ impl Engine {
         write: Write,
         decoded: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<()> {
-        let began = std::time::Instant::now();
+        let began = self.call_began();
         let selected = self.selected(write.layers)?;
         if payload.len() > self.config.max_value_bytes {
             return Err(Error::new(
