@@ -507,7 +507,10 @@ mod tests {
         l1.suspend();
         assert!(l1.get("before").is_none(), "emptied");
         l1.insert("during", entry(10_000));
-        assert!(l1.get("during").is_none(), "an insert while suspended is undone");
+        assert!(
+            l1.get("during").is_none(),
+            "an insert while suspended is undone"
+        );
         l1.resume();
         l1.insert("after", entry(10_000));
         assert!(l1.get("after").is_some());

@@ -55,6 +55,9 @@ struct MemoTable {
     /// The epoch of the last [`TagIndex::forget_all`] or size-bound clear: it also erased the
     /// `moved_at` of every tag.
     cleared_at: u64,
+    /// How many memos are owed, so that the retry task's look for them costs nothing while
+    /// none is (it looks every round).
+    owed: usize,
 }
 
 impl MemoTable {
@@ -161,6 +164,8 @@ impl TagIndex {
                 owed,
             },
         );
+        memo.owed = (memo.owed + usize::from(owed))
+            .saturating_sub(usize::from(previous.is_some_and(|m| m.owed)));
         if previous.and_then(|m| m.version) != version {
             self.advance();
         }
@@ -213,6 +218,7 @@ impl TagIndex {
             .map(|(tag, _)| tag.clone())
             .collect();
         memo.tags.clear();
+        memo.owed = 0;
         memo.cleared_at = self.advance();
         for tag in owed {
             self.pin(memo, &tag);
@@ -337,8 +343,11 @@ impl TagIndex {
 
     /// The tags whose record this process owes, each with its local version.
     pub(crate) fn owed(&self) -> Vec<(Arc<str>, u64)> {
-        self.memo_read()
-            .tags
+        let memo = self.memo_read();
+        if memo.owed == 0 {
+            return Vec::new();
+        }
+        memo.tags
             .iter()
             .filter(|(_, m)| m.owed)
             .filter_map(|(tag, m)| Some((tag.clone(), m.version?)))
