@@ -58,6 +58,9 @@ fn l2_redis_killed_and_restarted_surfaces_no_error_and_the_hit_rate_recovers() {
     // gap is noticed once the receiver is connected again (G4), which drops L1. Stale reads
     // from other processes' writes are bounded by that.
     let stale = run.assert_stale_explained_by(&restarts, RECONNECT_MS);
+    // A killed server resets the receivers' connections at once, and a process whose bus does
+    // not answer uses no L1 (G4): so no stale read while it is down.
+    run.assert_no_stale_read_during(&restarts, LAYER_TIMEOUT);
     let mut recoveries = Vec::new();
     for r in &run.reports {
         for &(killed, restarted) in &restarts {
@@ -150,6 +153,13 @@ fn l2_redis_hung_for_3_s_keeps_every_call_within_the_layer_timeout() {
     run.assert_no_errors();
     // The bus hangs too: notices wait until it answers again.
     let stale = run.assert_stale_explained_by(&windows, RECONNECT_MS);
+    // A hung server is noticed when the receivers' blocking read (500 ms) goes unanswered past
+    // the bus timeout; from then on no process uses its L1 (G4), so no stale read (250 ms more
+    // for two workers and the servers on two busy cores).
+    run.assert_no_stale_read_during(
+        &windows,
+        Duration::from_millis(500) + LAYER_TIMEOUT + Duration::from_millis(250),
+    );
     // One timeout per call: the first opens the breaker (the calls after it in the same call
     // fail at once), and a call that waited for it does not wait for the bus too.
     run.assert_latency("max", |r| r.max_us, LAYER_TIMEOUT + LOADER_TIME + SLACK);

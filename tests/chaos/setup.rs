@@ -198,6 +198,31 @@ impl Run {
         summary
     }
 
+    /// Asserts that no stale read began during a fault once `noticed` had passed since it
+    /// began: from then on the processes know their bus does not answer and use no L1
+    /// (`docs/guarantees.md#g4-gap-detection`).
+    pub(crate) fn assert_no_stale_read_during(&self, faults: &[(u64, u64)], noticed: Duration) {
+        let noticed = noticed.as_millis() as u64;
+        for r in &self.reports {
+            let during: Vec<&StaleRead> = r
+                .stale_reads
+                .iter()
+                .filter(|s| {
+                    faults
+                        .iter()
+                        .any(|&(from, to)| s.at_ms >= from + noticed && s.at_ms < to)
+                })
+                .collect();
+            assert!(
+                during.is_empty(),
+                "{}: {} stale reads during a fault, {noticed} ms or more after it began, e.g. {:?}",
+                r.process,
+                during.len(),
+                during.first().map(|s| &s.text)
+            );
+        }
+    }
+
     /// How long after the end of its fault the last stale read began, at worst (ms; a stale
     /// read belongs to the last fault that began before it; 0 when each began during its fault).
     pub(crate) fn stale_tail_ms(&self, faults: &[(u64, u64)]) -> u64 {
