@@ -121,40 +121,56 @@ impl Engine {
             Counters::bump(&counters.misses);
             return TierRead::Miss(Seen::Unknown);
         }
-        // A write still waiting for a write-behind layer is newer than what the layer holds.
-        let waiting = tier.behind.as_ref().and_then(|b| b.waiting(key));
-        let got = match waiting {
-            Some(bytes) => Ok(Some(bytes)),
-            None => tier.store.get(Slot::Entry(key)).await,
-        };
-        let bytes = match got {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
+        let mut reread = false;
+        let (env, bytes) = loop {
+            // A write still waiting for a write-behind layer is newer than what the layer holds.
+            let waiting = tier.behind.as_ref().and_then(|b| b.waiting(key));
+            let got = match waiting {
+                Some(bytes) => Ok(Some(bytes)),
+                None => tier.store.get(Slot::Entry(key)).await,
+            };
+            let bytes = match got {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    Counters::bump(&counters.misses);
+                    return TierRead::Miss(Seen::Nothing);
+                }
+                Err(e) => {
+                    self.skip(tier.layer, "read", key, &e);
+                    return TierRead::Miss(Seen::Unknown);
+                }
+            };
+            if is_tombstone(&bytes) {
                 Counters::bump(&counters.misses);
-                return TierRead::Miss(Seen::Nothing);
+                return TierRead::Miss(Seen::Bytes(bytes));
             }
-            Err(e) => {
-                self.skip(tier.layer, "read", key, &e);
-                return TierRead::Miss(Seen::Unknown);
-            }
-        };
-        if is_tombstone(&bytes) {
-            Counters::bump(&counters.misses);
-            return TierRead::Miss(Seen::Bytes(bytes));
-        }
-        let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
-            Ok(env) if env.key == key => env,
-            Err(e) if !Self::removes_undecodable(&e) => {
-                // Another build wrote what this one cannot read: a miss here, kept for them.
-                Counters::bump(&counters.misses);
-                tracing::debug!(layer = %tier.layer, key, reason = e.0, "entry unreadable by this build; left in place");
-                return TierRead::Miss(Seen::Unknown);
-            }
-            Ok(_) | Err(_) => {
-                Counters::bump(&counters.corrupt);
-                tracing::warn!(layer = %tier.layer, key, "corrupt entry; a miss");
-                return TierRead::Miss(self.clean_up(tier, key, bytes).await);
-            }
+            let env = match Envelope::decode(&bytes, self.config.max_value_bytes) {
+                Ok(env) if env.key == key => env,
+                // Another key's entry: the client mixed up its replies (fred did, while cluster
+                // slots moved: `docs/resilience.md#open-findings`, 11), not a corrupt entry. Read
+                // once more; a second such answer is a miss, and nothing is removed for it.
+                Ok(_) if !reread => {
+                    reread = true;
+                    continue;
+                }
+                Ok(_) => {
+                    Counters::bump(&counters.misses);
+                    tracing::warn!(layer = %tier.layer, key, "the layer answered with another key's entry twice; a miss");
+                    return TierRead::Miss(Seen::Unknown);
+                }
+                Err(e) if !Self::removes_undecodable(&e) => {
+                    // Another build wrote what this one cannot read: a miss here, kept for them.
+                    Counters::bump(&counters.misses);
+                    tracing::debug!(layer = %tier.layer, key, reason = e.0, "entry unreadable by this build; left in place");
+                    return TierRead::Miss(Seen::Unknown);
+                }
+                Err(_) => {
+                    Counters::bump(&counters.corrupt);
+                    tracing::warn!(layer = %tier.layer, key, "corrupt entry; a miss");
+                    return TierRead::Miss(self.clean_up(tier, key, bytes).await);
+                }
+            };
+            break (env, bytes);
         };
         let now = now_ms();
         let valid = env.expires_at_ms > now

@@ -210,7 +210,7 @@ fn multi_get(
                 async move {
                     let (client, group) = (&client, &group);
                     let values = redirect::follow(left, || async move {
-                        client.mget::<Vec<Option<Bytes>>, _>(group.clone()).await
+                        redirect::values(client.mget(group.clone()).await)
                     })
                     .await;
                     let values = match values {
@@ -487,14 +487,18 @@ impl Store for RedisStore {
             if let Slot::Tag(_) = slot {
                 // Tag records are read rarely (their versions are memoised): no batching.
                 let name = name.as_str();
-                let get = self.mapped("get", || async move { self.client().get(name).await });
+                let get = self.mapped("get", || async move {
+                    redirect::value(self.client().get(name).await)
+                });
                 return self.guarded(name, get).await;
             }
             let slot = fred::util::redis_keyslot(name.as_bytes());
             let read = self.reads.get(name, |name| async move {
                 let name = name.as_str();
-                self.mapped("get", || async move { self.client().get(name).await })
-                    .await
+                self.mapped("get", || async move {
+                    redirect::value(self.client().get(name).await)
+                })
+                .await
             });
             match &self.nodes {
                 Some(nodes) => nodes.guard(&self.pool, slot, read).await,
