@@ -404,7 +404,12 @@ impl Engine {
         write: Write,
         decoded: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<()> {
-        let began = self.call_began();
+        // Only a set publishes a notice, whose wait the call's start bounds; a fill reads no clock.
+        let began = if write.kind == WriteKind::Set {
+            self.call_began()
+        } else {
+            None
+        };
         let selected = self.selected(write.layers)?;
         if payload.len() > self.config.max_value_bytes {
             return Err(Error::new(
