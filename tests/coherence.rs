@@ -772,14 +772,23 @@ async fn a_tag_invalidation_that_missed_its_layer_is_retried_and_holds_meanwhile
     store.set_unavailable(false);
     assert_eq!(a.get::<String>("k").await?, None);
     until_a_new_process_misses(&store, "k", "the tag's new version never reached L2").await?;
-    let recovered = a
-        .stats()
-        .await?
-        .layers
-        .iter()
-        .find(|l| l.layer == Layer::L2)
-        .map(|l| l.recovered);
     // The tag's record, and the older value of "j", which the set during the outage owed to L2.
+    // Each is counted just after it lands, so a new process may miss "k" an instant before the
+    // count moves: read it until it does (10 s at most).
+    let mut recovered = None;
+    for _ in 0..500 {
+        recovered = a
+            .stats()
+            .await?
+            .layers
+            .iter()
+            .find(|l| l.layer == Layer::L2)
+            .map(|l| l.recovered);
+        if recovered == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(recovered, Some(2), "both deliveries are counted on L2");
     assert_eq!(a.get::<String>("k").await?, None);
     Ok(())
