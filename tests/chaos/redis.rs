@@ -58,9 +58,14 @@ fn l2_redis_killed_and_restarted_surfaces_no_error_and_the_hit_rate_recovers() {
     // gap is noticed once the receiver is connected again (G4), which drops L1. Stale reads
     // from other processes' writes are bounded by that.
     let stale = run.assert_stale_explained_by(&restarts, RECONNECT_MS);
-    // A killed server resets the receivers' connections at once, and a process whose bus does
-    // not answer uses no L1 (G4): so no stale read while it is down.
-    run.assert_no_stale_read_during(&restarts, LAYER_TIMEOUT);
+    // A process whose bus does not answer uses no L1 (G4): so no stale read while it is down,
+    // once the receivers noticed. A kill usually resets their connections at once, but not
+    // always (a stale read 364 ms into a kill was seen once); at the latest they notice as for a
+    // hang: the 500 ms blocking read unanswered past the bus timeout, plus 250 ms of scheduling.
+    run.assert_no_stale_read_during(
+        &restarts,
+        Duration::from_millis(500) + LAYER_TIMEOUT + Duration::from_millis(250),
+    );
     let mut recoveries = Vec::new();
     for r in &run.reports {
         for &(killed, restarted) in &restarts {
