@@ -487,3 +487,101 @@ async fn a_process_whose_bus_is_gone_does_not_trust_its_l1() {
         until_l1_serves(AFTER_SILENCE, &b, "k", "new", &why).await;
     }
 }
+
+/// (i) A killed bus server is noticed at once, not when a read of the stream misses its
+/// deadline: the client reports the reset connection, and the process stops using L1 then. With
+/// a 5 s layer timeout (the bus rides on L2), waiting for the blocking read's deadline would
+/// take 5.5 s; the connection error arrives within milliseconds. Seen in the chaos suite as
+/// stale reads in the first moments of a Redis or cluster node killed
+/// (`docs/guarantees.md#g4-gap-detection`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_bus_server_suspends_l1_at_once_not_at_the_read_deadline() {
+    let mut redis = RedisServer::start();
+    let toml = format!(
+        "[cache]\nkey_prefix = {:?}\n[cache.layers.l1]\nmax_size = 100\n\
+         [cache.layers.l2]\nbackend = \"redis\"\nurl = {:?}\ntimeout_ms = 5000\n",
+        vorte_cache_tests::unique_prefix(),
+        redis.url()
+    );
+    let config = vorte_cache::Config::from_toml_str(&toml).expect("config");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    cache.set("k", &"v").await.expect("set");
+    // Let the receiver settle into its blocking read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats(&cache).suspensions, 0);
+    redis.kill();
+    let killed = Instant::now();
+    while stats(&cache).suspensions == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "L1 was still trusted 2 s after the bus's server was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get"),
+        None,
+        "L1 served its copy (L2 is down: a miss)"
+    );
+    redis.restart();
+}
+
+/// (j) On a cluster, a node that dies suspends L1 at once, even one that does not hold the
+/// stream of invalidations: the client resynchronises with the cluster, and while it does, the
+/// other processes' notices and writes may be held up in theirs. L1 is used again once the
+/// stream has been read with no connection error meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_that_dies_suspends_l1_at_once() {
+    let mut cluster = vorte_cache_tests::servers::RedisCluster::start(3, 0);
+    let prefix = vorte_cache_tests::unique_prefix();
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l1]\nmax_size = 100\n\
+         [cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {:?}\ntimeout_ms = 5000\n",
+        cluster.urls()
+    );
+    let config = vorte_cache::Config::from_toml_str(&toml).expect("config");
+    let cache = Cache::from_config(&config.cache).await.expect("cache");
+    cache.set("k", &"v").await.expect("set");
+    until_l1_serves(Duration::from_secs(10), &cache, "k", "v", "before the kill").await;
+    // A primary that does not hold the stream (the others answer `MOVED` for it).
+    let stream = format!("{prefix}bus");
+    let ports = cluster.ports();
+    let holder = ports
+        .iter()
+        .position(|&p| {
+            vorte_cache_tests::servers::try_redis_cmd(p, None, &["TYPE", &stream])
+                .is_ok_and(|t| t.contains("stream"))
+        })
+        .expect("a node holds the stream");
+    let victim = (holder + 1) % ports.len();
+    assert_eq!(stats(&cache).suspensions, 0);
+    cluster.kill_node(victim);
+    let killed = Instant::now();
+    while stats(&cache).suspensions == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_millis(500),
+            "L1 was still trusted 500 ms after a cluster node was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.restart_node(victim);
+    // The node comes back empty ("k" may have lived there): write it again once it is taken.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cache.set("k", &"v").await.is_err()
+        || cache.get::<String>("k").await.expect("get").as_deref() != Some("v")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never took the set again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_l1_serves(
+        Duration::from_secs(20),
+        &cache,
+        "k",
+        "v",
+        "L1 serves again once the node is back",
+    )
+    .await;
+}

@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layer::Layer;
 use crate::store::BoxFuture;
 
 #[cfg(feature = "redis")]
@@ -74,13 +75,20 @@ pub(crate) use redis::tests::redis_server;
 pub use stats::BusStats;
 
 /// An invalidation one process tells the others.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Notice {
-    /// These keys were deleted or rewritten: drop their L1 copies.
-    Keys { keys: Vec<String> },
-    /// A tag has a new version.
-    Tag { tag: String, version: u64 },
+    /// These keys were deleted or rewritten: drop their L1 copies. `owed` names the shared
+    /// layers the sender could not remove their older values from: the receiver owes those
+    /// deletes too, and reads none of these keys there until they land
+    /// (`docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`).
+    Keys { keys: Vec<String>, owed: Vec<Layer> },
+    /// A tag has a new version. `owed`: its record could not be written, so the authority still
+    /// holds the old version, and the receiver must not trust it either until a new one lands.
+    Tag {
+        tag: String,
+        version: u64,
+        owed: bool,
+    },
     /// Everything under the prefix was flushed.
     Flush,
     /// Another process's load of this key finished (its value is in the shared layers) or gave
@@ -160,10 +168,15 @@ pub(crate) struct Message {
 pub(crate) enum Body {
     Keys {
         keys: Vec<String>,
+        /// The names of the layers owed (`l2`, ...); absent when none, as from older versions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        owed: Vec<String>,
     },
     Tag {
         tag: String,
         version: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        owed: bool,
     },
     Flush,
     Landed {
@@ -178,12 +191,27 @@ pub(crate) enum Body {
 impl From<Notice> for Body {
     fn from(notice: Notice) -> Body {
         match notice {
-            Notice::Keys { keys } => Body::Keys { keys },
-            Notice::Tag { tag, version } => Body::Tag { tag, version },
+            Notice::Keys { keys, owed } => Body::Keys {
+                keys,
+                owed: owed.iter().map(|l| l.name().to_owned()).collect(),
+            },
+            Notice::Tag { tag, version, owed } => Body::Tag { tag, version, owed },
             Notice::Flush => Body::Flush,
             Notice::Landed { key } => Body::Landed { key },
         }
     }
+}
+
+/// The layers named in a message's `owed`; a name this version does not know is left out.
+#[cfg_attr(
+    all(not(feature = "redis"), not(test)),
+    expect(dead_code, reason = "only the Redis transport receives messages")
+)]
+pub(crate) fn owed_layers(names: &[String]) -> Vec<Layer> {
+    names
+        .iter()
+        .filter_map(|n| Layer::ALL.into_iter().find(|l| l.name() == n))
+        .collect()
 }
 
 /// Connects the bus that a cache's configuration asks for (`[cache.bus]`, else the Redis of L2,
@@ -262,6 +290,7 @@ mod tests {
             body: Notice::Tag {
                 tag: "t".into(),
                 version: 9,
+                owed: false,
             }
             .into(),
         };
@@ -285,5 +314,36 @@ mod tests {
         );
         let back: Message = serde_json::from_str(&json).expect("parse");
         assert_eq!(back.body, Body::Landed { key: "k".into() });
+    }
+
+    #[test]
+    fn owed_layers_travel_by_name_and_are_absent_when_none() {
+        let owed = Message {
+            origin: 7,
+            process: 0,
+            body: Notice::Keys {
+                keys: vec!["k".into()],
+                owed: vec![Layer::L3],
+            }
+            .into(),
+        };
+        let json = serde_json::to_string(&owed).expect("json");
+        assert_eq!(
+            json,
+            r#"{"origin":7,"process":0,"kind":"keys","keys":["k"],"owed":["l3"]}"#
+        );
+        // A message without `owed` (none owed, or from an older version) owes nothing; a name
+        // this version does not know is left out.
+        let plain = r#"{"origin":7,"kind":"keys","keys":["k"]}"#;
+        let back: Message = serde_json::from_str(plain).expect("parse");
+        let Body::Keys { owed, .. } = back.body else {
+            panic!("not keys: {back:?}");
+        };
+        assert!(owed.is_empty());
+        let names = ["l2".to_owned(), "l9".to_owned(), "l4".to_owned()];
+        assert_eq!(owed_layers(&names), [Layer::L2, Layer::L4]);
+        let tag = r#"{"origin":7,"kind":"tag","tag":"t","version":9,"owed":true}"#;
+        let back: Message = serde_json::from_str(tag).expect("parse");
+        assert!(matches!(back.body, Body::Tag { owed: true, .. }));
     }
 }

@@ -33,7 +33,11 @@ const MAX_WAITING: usize = 10_000;
 
 /// The first pause before a retry; it doubles with each failure in a row, up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// Short, so that what waited reaches the other processes soon after the bus is back: until
+/// then they may read what it invalidates, and a notice that lands a second late removes what
+/// they cached meanwhile (the hit rate dips again). A retry while the bus is down costs one
+/// command that fails.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
 
 /// How long a forced reconnection is waited for (a connection attempt gives up after 2 s).
 const RENEW_WAIT: Duration = Duration::from_secs(3);

@@ -15,12 +15,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use fred::interfaces::EventInterface as _;
 use fred::prelude::{Client, ClientLike, StreamsInterface, Value};
 use futures_util::FutureExt as _;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::redis::stream_info;
 use super::stats::Counters;
@@ -57,6 +59,8 @@ pub(super) struct Receiver {
     pub(super) carries_notices: bool,
     /// Whether the local state is suspended because of this receiver (module docs).
     pub(super) suspended: AtomicBool,
+    /// Connection errors its client reported so far (main stream only).
+    pub(super) connection_errors: AtomicU64,
     /// How long past its blocking time a command may go unanswered before the local state is
     /// suspended: the bus timeout.
     pub(super) trusted_within: Duration,
@@ -83,28 +87,53 @@ impl Receiver {
     /// sent before it existed is not for it), or `None` when the stream could not be asked then.
     pub(super) async fn run(self, start: Option<Position>) {
         let mut position = start;
-        while !self.gone() {
-            // The loop catches what it can foresee; this catches the rest, so that no bug and
-            // no sink can end the receiver for good. The position survives.
-            if let Err(panic) = AssertUnwindSafe(self.receive(&mut position))
-                .catch_unwind()
-                .await
-            {
-                Counters::add(&self.counters.receiver_errors, 1);
-                tracing::error!(
-                    stream = self.stream,
-                    panic = panic_message(panic.as_ref()),
-                    "the bus receiver panicked; it starts again from where it was"
-                );
-                tokio::time::sleep(MAX_PAUSE).await;
+        let receive = async {
+            while !self.gone() {
+                // The loop catches what it can foresee; this catches the rest, so that no bug and
+                // no sink can end the receiver for good. The position survives.
+                if let Err(panic) = AssertUnwindSafe(self.receive(&mut position))
+                    .catch_unwind()
+                    .await
+                {
+                    Counters::add(&self.counters.receiver_errors, 1);
+                    tracing::error!(
+                        stream = self.stream,
+                        panic = panic_message(panic.as_ref()),
+                        "the bus receiver panicked; it starts again from where it was"
+                    );
+                    tokio::time::sleep(MAX_PAUSE).await;
+                }
             }
+        };
+        // The watch never ends; the receiving ends once there is nothing left to receive for.
+        tokio::select! {
+            () = receive => {}
+            () = self.watch_connections() => {}
         }
         let _ = self.reader.quit().await;
+    }
+
+    /// Suspends the local state at each connection error fred reports on the reader's client: a
+    /// connection reset by a server that died, a reconnection that failed, on any node of a
+    /// cluster. A killed server is seen at once, not when a blocking read misses its deadline,
+    /// and a cluster node that fails delays every command of the client while it resyncs, the
+    /// other processes' notices included (`docs/guarantees.md#g4-gap-detection`).
+    async fn watch_connections(&self) {
+        if self.carries_notices {
+            let mut errors = self.reader.error_rx();
+            // Ends only when the client is gone (a lagging watch counts what it missed as one).
+            while let Ok(_) | Err(RecvError::Lagged(_)) = errors.recv().await {
+                self.connection_errors.fetch_add(1, Ordering::AcqRel);
+                self.suspend();
+            }
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn receive(&self, position: &mut Option<Position>) {
         let mut failures = 0u32;
         while !self.gone() {
+            let errors_before = self.connection_errors.load(Ordering::Acquire);
             let step = match position {
                 None => self.start().await.map(|start| *position = Some(start)),
                 Some(at) => self.step(at).await,
@@ -112,7 +141,12 @@ impl Receiver {
             match step {
                 Ok(()) => {
                     failures = 0;
-                    self.resume();
+                    // Only a step with no connection error while it ran proves the client whole:
+                    // a cluster client reports a dead node's reconnection attempts until it has
+                    // resynchronised, while its reads of this stream's node go on answering.
+                    if self.connection_errors.load(Ordering::Acquire) == errors_before {
+                        self.resume();
+                    }
                 }
                 Err(failure) => {
                     failures = failures.saturating_add(1);
@@ -351,8 +385,13 @@ impl Receiver {
             }
             // Its own invalidations the cache applied before publishing them.
             _ if message.origin == self.origin => {}
-            Body::Keys { keys } => self.apply(Notice::Keys { keys }).await,
-            Body::Tag { tag, version } => self.apply(Notice::Tag { tag, version }).await,
+            Body::Keys { keys, owed } => {
+                let owed = super::owed_layers(&owed);
+                self.apply(Notice::Keys { keys, owed }).await;
+            }
+            Body::Tag { tag, version, owed } => {
+                self.apply(Notice::Tag { tag, version, owed }).await;
+            }
             Body::Flush => self.apply(Notice::Flush).await,
             Body::Landed { key } => self.apply(Notice::Landed { key }).await,
         }

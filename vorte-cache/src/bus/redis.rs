@@ -3,7 +3,7 @@
 //! the application (events). The publisher is `publisher.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -135,6 +135,7 @@ impl Receivers {
                 // The first stream is the main one, which carries the invalidations.
                 carries_notices: i == 0,
                 suspended: AtomicBool::new(false),
+                connection_errors: AtomicU64::new(0),
                 trusted_within: self.timeout,
                 origin: self.origin,
                 notices: notices.clone(),

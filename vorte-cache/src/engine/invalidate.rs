@@ -108,6 +108,7 @@ impl Engine {
     pub(super) async fn announce_key(&self, key: &str, began: Option<Instant>, layer_failed: bool) {
         self.announce(began, layer_failed, || Notice::Keys {
             keys: vec![key.to_owned()],
+            owed: self.recovery.owed_layers(&[key]),
         })
         .await;
     }
@@ -190,6 +191,7 @@ impl Engine {
         }
         self.announce(began, layer_failed, || Notice::Keys {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            owed: self.recovery.owed_layers(keys),
         })
         .await;
         Ok(existed.iter().filter(|e| **e).count() as u64)
@@ -212,6 +214,7 @@ impl Engine {
         self.announce(began, layer_failed, || Notice::Tag {
             tag: tag.to_owned(),
             version,
+            owed: layer_failed,
         })
         .await;
         Ok(())
@@ -271,8 +274,15 @@ impl Engine {
     /// Applies another cache's notice to this cache's L1 and tag versions.
     async fn apply_notice(&self, notice: Notice) {
         match notice {
-            Notice::Keys { keys } => {
-                for key in &keys {
+            Notice::Keys { keys, owed } => {
+                // The sender could not remove the older values from these layers: neither read
+                // them there nor trust them until a delete lands, this process's own or the
+                // sender's (`docs/guarantees.md#f3-invalidations-reach-a-layer-that-comes-back`).
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                for layer in owed {
+                    self.recovery.owe_delete(layer, &keys);
+                }
+                for key in keys {
                     self.fence.record(key, Fenced::Deleted);
                     self.flights.forget(key);
                     if let Some(l1) = &self.l1 {
@@ -280,8 +290,14 @@ impl Engine {
                     }
                 }
             }
-            Notice::Tag { tag, version } => {
-                self.tags.learn(&tag, version);
+            Notice::Tag { tag, version, owed } => {
+                if owed {
+                    // The authority still holds the old version (as for keys above).
+                    self.tags.owe(&tag);
+                    self.recovery.owe_tag();
+                } else {
+                    self.tags.learn(&tag, version);
+                }
                 self.forget_tagged_loads(&tag);
             }
             Notice::Flush => {
