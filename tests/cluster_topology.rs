@@ -252,3 +252,106 @@ async fn reads_during_resharding_find_every_key() {
     reshard.finish();
     assert!(rounds > 0, "the resharding ended before any read ran");
 }
+
+/// A delete the dying primary acknowledged and never sent to its replica is lost when the
+/// replica takes over: the promoted node serves the deleted value again. The cache sees the
+/// takeover in its routing and deletes again what it invalidated in the last 15 s, and tells the
+/// other processes, which hold those keys off the layer meanwhile
+/// (`docs/guarantees.md#f7-writes-a-failover-lost-are-made-again`). The loss is made certain: the
+/// primary drops its replica's link just before the delete (a replica reconnects once a second at
+/// most) and is killed just after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_lost_in_a_failover_is_made_again() {
+    use std::time::{Duration, Instant};
+    use vorte_cache_tests::servers::try_redis_cmd;
+    let mut cluster = RedisCluster::start(3, 1);
+    let prefix = unique_prefix();
+    let toml = format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l1]\nmax_size = 100\n\
+         [cache.layers.l3]\nbackend = \"redis-cluster\"\nurls = {urls:?}\ntimeout_ms = 2000\n",
+        urls = cluster.urls(),
+    );
+    let config = Config::from_toml_str(&toml).expect("config");
+    let a = Cache::from_config(&config.cache).await.expect("cache");
+    let b = Cache::from_config(&config.cache).await.expect("cache");
+    a.set("k", &"old").await.expect("set");
+    assert_eq!(
+        b.get::<String>("k").await.expect("get").as_deref(),
+        Some("old")
+    );
+    let entry = format!("{prefix}e:k");
+    let ports = cluster.ports();
+    let primary = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| try_redis_cmd(p, None, &["TYPE", &entry]).is_ok_and(|t| t.contains("string")))
+        .expect("a primary holds the entry");
+    // Replicated before the link goes: the replica has "old". Then the replica is stopped and
+    // its link dropped, so that it cannot reconnect before the primary is gone.
+    redis_cmd(primary, &["WAIT", "1", "2000"]);
+    let replica = cluster
+        .replicas()
+        .into_iter()
+        .find(|&r| {
+            try_redis_cmd(r, None, &["ROLE"]).is_ok_and(|role| role.contains(&primary.to_string()))
+        })
+        .expect("the primary's replica");
+    let node = |port: u16| ports.iter().position(|&p| p == port).expect("its node");
+    cluster.pause_node(node(replica));
+    redis_cmd(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert!(
+        a.delete("k").await.expect("delete"),
+        "the delete found the key"
+    );
+    cluster.kill_node(node(primary));
+    cluster.resume_node(node(replica));
+    let killed = Instant::now();
+    while cluster.primaries().contains(&primary) || cluster.primaries().len() < 3 {
+        assert!(killed.elapsed() < Duration::from_secs(30), "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = Instant::now();
+    let settled = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.port() != primary)
+        .expect("a node");
+    let probe = cluster.ports()[settled];
+    while !try_redis_cmd(probe, None, &["CLUSTER", "INFO"])
+        .is_ok_and(|i| i.contains("cluster_state:ok"))
+    {
+        assert!(
+            after.elapsed() < Duration::from_secs(30),
+            "the cluster never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The promoted replica holds the deleted value: the loss happened.
+    let promoted = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| try_redis_cmd(p, None, &["GET", &entry]).is_ok_and(|v| v.contains("old")));
+    assert!(
+        promoted.is_some(),
+        "the delete reached the replica after all: no loss to test"
+    );
+    // The deleting process never reads the old value again.
+    for _ in 0..20 {
+        assert_eq!(
+            a.get::<String>("k").await.expect("get"),
+            None,
+            "the deleting process read the value its delete removed, which the failover brought back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other process, told by the deleting one, does not either.
+    for _ in 0..20 {
+        assert_eq!(
+            b.get::<String>("k").await.expect("get"),
+            None,
+            "another process read the value brought back by the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(cluster);
+}

@@ -344,8 +344,8 @@ impl TagIndex {
     /// Another process could not write `tag`'s new version (its notice says so): the authority
     /// still holds the old one, so this process holds the tag at a local version it owes too, as
     /// if its own invalidation had failed ([`invalidate_or_owe`](Self::invalidate_or_owe)).
-    pub(crate) fn owe(&self, tag: &str) {
-        self.pin(&mut self.memo_write(), tag);
+    pub(crate) fn owe(&self, tag: &str) -> u64 {
+        self.pin(&mut self.memo_write(), tag)
     }
 
     /// The tags whose record this process owes, each with its local version.

@@ -144,14 +144,14 @@ impl Engine {
             *existed = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
         }
         let deletes = self.tiers.iter().map(|tier| async move {
-            (
-                tier,
-                tier.store
-                    .delete_many(keys, new_tombstone(), TOMBSTONE_TTL)
-                    .await,
-            )
+            let marker = new_tombstone();
+            let result = tier
+                .store
+                .delete_many(keys, marker.clone(), TOMBSTONE_TTL)
+                .await;
+            (tier, marker, result)
         });
-        for (tier, result) in join_all(deletes).await {
+        for (tier, marker, result) in join_all(deletes).await {
             match result {
                 Ok(found) => {
                     for (e, f) in existed.iter_mut().zip(found) {
@@ -159,6 +159,7 @@ impl Engine {
                     }
                     for key in keys {
                         self.recovery.settled(tier.layer, key);
+                        self.recovery.key_written(tier.layer, key, &marker);
                     }
                 }
                 Err(e) => {
@@ -202,6 +203,10 @@ impl Engine {
         let began = self.call_began();
         let (version, failed) = self.tags.invalidate_or_owe(tag).await;
         let layer_failed = failed.is_some();
+        let authority = self.authority.and_then(|i| self.tiers.get(i));
+        if let (None, Some(tier)) = (&failed, authority) {
+            self.recovery.tag_moved(tier.layer, tag, version);
+        }
         if let Some(e) = failed {
             // Like a delete that missed a layer: this process holds the tag invalid from now on
             // and a retry writes the record once the layer is back (`recovery.rs`).
@@ -293,7 +298,7 @@ impl Engine {
             Notice::Tag { tag, version, owed } => {
                 if owed {
                     // The authority still holds the old version (as for keys above).
-                    self.tags.owe(&tag);
+                    let _ = self.tags.owe(&tag);
                     self.recovery.owe_tag();
                 } else {
                     self.tags.learn(&tag, version);

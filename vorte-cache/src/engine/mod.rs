@@ -31,6 +31,7 @@ mod read;
 mod recovery;
 mod refresh;
 mod scan;
+mod takeover;
 mod write;
 
 #[cfg(test)]
@@ -210,6 +211,7 @@ impl Engine {
                 authority: tiers[i].layer,
                 publisher: publisher.clone(),
             }),
+            publisher.clone(),
         );
         let leases = lease::Leases::build(
             &tiers

@@ -125,11 +125,23 @@ impl Engine {
         let (env, bytes) = loop {
             // A write still waiting for a write-behind layer is newer than what the layer holds.
             let waiting = tier.behind.as_ref().and_then(|b| b.waiting(key));
+            let from_store = waiting.is_none();
             let got = match waiting {
                 Some(bytes) => Ok(Some(bytes)),
                 None => tier.store.get(Slot::Entry(key)).await,
             };
+            if from_store {
+                self.recovery.catch_up_with_takeover(tier.layer);
+            }
             let bytes = match got {
+                // A server that took over may lack this process's last write of the key
+                // (`takeover.rs`): then what it holds is older, and the write is made again.
+                Ok(Some(bytes))
+                    if from_store && !self.recovery.read_is_intact(tier.layer, key, &bytes) =>
+                {
+                    Counters::bump(&counters.misses);
+                    return TierRead::Miss(Seen::Unknown);
+                }
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => {
                     Counters::bump(&counters.misses);

@@ -12,34 +12,36 @@
 //! owed too: the tag index keeps a local version for it meanwhile (`tags.rs`), and the retry
 //! writes a new record, then tells the other processes, as the invalidation would have.
 //!
-//! One background task per cache retries, with a backoff from 50 ms to 200 ms, and ends with the
-//! cache. It starts with the first debt. The backoff stays short because a retry on a layer whose
-//! breaker is open is refused without touching the server: what it buys is a debt that lands
-//! soon after the layer is back, before the layers refill (a debt delivered a second late
-//! removes what was cached meanwhile, and the hit rate dips again).
+//! One background task per cache retries, with a backoff from 100 ms to 1 s, and ends with the
+//! cache. It starts with the first debt. (A shorter backoff was tried: its retries, large deletes,
+//! became the probes of a slow server's half-open breaker, timed out, and kept the layer closed to
+//! reads for good: the chaos suite's object-store row.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bus::{Notice, Publisher};
 use crate::layer::Layer;
 use crate::stats::LayerCounters;
-use crate::store::Store;
+use crate::store::{Slot, Store};
 use crate::tags::TagIndex;
 
 use super::invalidate::{TOMBSTONE_TTL, new_tombstone};
+use super::takeover::{self, RecentWrites, Verdict, Written};
 
 /// Blocked keys per layer beyond which the layer is cleared instead (its keys are then unknown).
 const MAX_BLOCKED: usize = 100_000;
 /// Keys per retried `delete_many`.
 const RETRY_CHUNK: usize = 500;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A debt is delivered within this long of its layer's coming back.
-const MAX_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the idle task checks that its cache still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// How often it checks for a takeover on a layer that can have one.
+const TAKEOVER_CHECK: Duration = Duration::from_millis(200);
 
 /// What one layer still owes.
 #[derive(Debug, Default)]
@@ -60,6 +62,10 @@ struct Layered {
     owed: Mutex<Owed>,
     /// Keys blocked, or `usize::MAX` when everything is: read without the lock on every read.
     blocked: AtomicUsize,
+    /// The writes a takeover of the layer's servers may lose, when its store tells of takeovers
+    /// (`takeover.rs`), and how many takeovers were caught up with.
+    recent: Option<RecentWrites>,
+    takeovers_seen: AtomicU64,
 }
 
 impl Layered {
@@ -95,6 +101,8 @@ pub(super) struct OwedTags {
 struct Shared {
     layers: Vec<Layered>,
     tags: Option<OwedTags>,
+    /// Tells the other processes of the writes made again after a takeover.
+    publisher: Option<Arc<Publisher>>,
     wake: Arc<tokio::sync::Notify>,
     started: AtomicBool,
 }
@@ -109,21 +117,28 @@ impl Recovery {
     pub(super) fn new(
         layers: Vec<(Layer, Arc<dyn Store>, Arc<LayerCounters>)>,
         tags: Option<OwedTags>,
+        publisher: Option<Arc<Publisher>>,
     ) -> Self {
         let layers = layers
             .into_iter()
-            .map(|(layer, store, counters)| Layered {
-                layer,
-                store,
-                counters,
-                owed: Mutex::default(),
-                blocked: AtomicUsize::new(0),
+            .map(|(layer, store, counters)| {
+                let takeovers = store.takeovers();
+                Layered {
+                    layer,
+                    store,
+                    counters,
+                    owed: Mutex::default(),
+                    blocked: AtomicUsize::new(0),
+                    recent: takeovers.map(|_| RecentWrites::default()),
+                    takeovers_seen: AtomicU64::new(takeovers.unwrap_or(0)),
+                }
             })
             .collect();
         Recovery {
             shared: Arc::new(Shared {
                 layers,
                 tags,
+                publisher,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 started: AtomicBool::new(false),
             }),
@@ -221,6 +236,142 @@ impl Recovery {
         }
     }
 
+    /// `key` was set or deleted on `layer`, which now holds `bytes` for it (`takeover.rs`).
+    pub(super) fn key_written(&self, layer: Layer, key: &str, bytes: &[u8]) {
+        self.wrote(layer, Written::Key(key.into()), bytes);
+    }
+
+    /// `tag` moved to `version` on `layer`, the layer of tag records (`takeover.rs`).
+    pub(super) fn tag_moved(&self, layer: Layer, tag: &str, version: u64) {
+        self.wrote(layer, Written::Tag(tag.into()), &version.to_be_bytes());
+    }
+
+    /// Keeps a write a takeover may lose; the retrying task watches for takeovers from then on.
+    fn wrote(&self, layer: Layer, written: Written, bytes: &[u8]) {
+        if let Some(recent) = self.layer(layer).and_then(|l| l.recent.as_ref()) {
+            recent.record(written, bytes);
+            if !self.shared.started.load(Ordering::Acquire) {
+                self.start();
+            }
+        }
+    }
+
+    /// Turns the writes of the window into suspects if a server of `layer` took over since the
+    /// last call (`takeover.rs`). Cheap when nothing happened: one load of a counter.
+    pub(super) fn catch_up_with_takeover(&self, layer: Layer) {
+        let Some(l) = self.layer(layer) else {
+            return;
+        };
+        let (Some(recent), Some(now)) = (&l.recent, l.store.takeovers()) else {
+            return;
+        };
+        if l.takeovers_seen.swap(now, Ordering::AcqRel) == now {
+            return;
+        }
+        let suspects = recent.suspect_all(Instant::now());
+        tracing::warn!(
+            layer = %layer,
+            suspects,
+            "a server of this layer took over from another, which may have acknowledged writes it \
+             had not replicated: this process's writes of the last {:?} are checked",
+            takeover::WINDOW
+        );
+        if suspects > 0 {
+            self.start();
+        }
+    }
+
+    /// Whether a read of `key` on `layer` that found `held` may be used: a suspect found
+    /// changed was lost in a takeover, and is owed again (`takeover.rs`).
+    #[inline]
+    pub(super) fn read_is_intact(&self, layer: Layer, key: &str, held: &[u8]) -> bool {
+        let Some(recent) = self.layer(layer).and_then(|l| l.recent.as_ref()) else {
+            return true;
+        };
+        if !recent.has_suspects() {
+            return true;
+        }
+        match recent.check(&Written::Key(key.into()), Some(held)) {
+            Verdict::Trusted | Verdict::Intact => true,
+            Verdict::Lost => {
+                self.lost(layer, vec![Written::Key(key.into())]);
+                false
+            }
+        }
+    }
+
+    /// Owes again what a takeover lost on `layer`, and tells the other processes.
+    fn lost(&self, layer: Layer, lost: Vec<Written>) {
+        tracing::warn!(layer = %layer, writes = lost.len(), "writes lost in a takeover are made again");
+        let keys: Vec<&str> = lost
+            .iter()
+            .filter_map(|w| match w {
+                Written::Key(k) => Some(&**k),
+                Written::Tag(_) => None,
+            })
+            .collect();
+        if !keys.is_empty() {
+            self.owe_delete(layer, &keys);
+        }
+        let mut notices: Vec<Notice> = keys
+            .chunks(RETRY_CHUNK)
+            .map(|chunk| Notice::Keys {
+                keys: chunk.iter().map(|k| (*k).to_owned()).collect(),
+                owed: vec![layer],
+            })
+            .collect();
+        if let Some(owed) = self.shared.tags.as_ref().filter(|t| t.authority == layer) {
+            for w in &lost {
+                if let Written::Tag(tag) = w {
+                    let version = owed.tags.owe(tag);
+                    notices.push(Notice::Tag {
+                        tag: tag.to_string(),
+                        version,
+                        owed: true,
+                    });
+                    self.owe_tag();
+                }
+            }
+        }
+        if let (Some(publisher), Ok(runtime)) = (
+            self.shared.publisher.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) && !notices.is_empty()
+        {
+            runtime.spawn(async move {
+                for notice in notices {
+                    if let Err(e) = publisher.publish(notice, Duration::ZERO).await {
+                        tracing::warn!(error = %e, "invalidation made again after a takeover not published");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Checks the suspects no read has checked yet; `true` when none is left.
+    async fn check_suspects(&self, l: &Layered) -> bool {
+        let Some(recent) = &l.recent else {
+            return true;
+        };
+        let mut lost = Vec::new();
+        for written in recent.suspect_list() {
+            let slot = match &written {
+                Written::Key(k) => Slot::Entry(k),
+                Written::Tag(t) => Slot::Tag(t),
+            };
+            // A layer that does not answer: checked again next round.
+            if let Ok(held) = l.store.get(slot).await
+                && recent.check(&written, held.as_deref()) == Verdict::Lost
+            {
+                lost.push(written);
+            }
+        }
+        if !lost.is_empty() {
+            self.lost(l.layer, lost);
+        }
+        !recent.has_suspects()
+    }
+
     /// Starts the retrying task once, in the runtime of the call that needed it.
     fn start(&self) {
         if self.shared.started.swap(true, Ordering::AcqRel) {
@@ -244,7 +395,16 @@ async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify
         let Some(strong) = shared.upgrade() else {
             return;
         };
+        // A quiet process learns of a takeover here, not only when it reads the layer.
+        let recovery = Recovery {
+            shared: strong.clone(),
+        };
         let mut still_owed = false;
+        for l in &strong.layers {
+            recovery.catch_up_with_takeover(l.layer);
+            still_owed |= !recovery.check_suspects(l).await;
+        }
+        drop(recovery);
         for l in &strong.layers {
             still_owed |= !retry(l).await;
         }
@@ -258,9 +418,15 @@ async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify
             continue;
         }
         backoff = FIRST_BACKOFF;
+        // Wakes for new debts; checks now and then that the cache still exists, and more often
+        // for a takeover when a layer can have one.
+        let idle = if strong.layers.iter().any(|l| l.recent.is_some()) {
+            TAKEOVER_CHECK
+        } else {
+            IDLE_CHECK
+        };
         drop(strong);
-        // Wakes for new debts; checks now and then that the cache still exists.
-        let _ = tokio::time::timeout(IDLE_CHECK, wake.notified()).await;
+        let _ = tokio::time::timeout(idle, wake.notified()).await;
     }
 }
 

@@ -507,6 +507,7 @@ impl Engine {
                     accepted += 1;
                     if !fill {
                         self.recovery.settled(tier.layer, key);
+                        self.recovery.key_written(tier.layer, key, &bytes);
                     }
                     written.push((tier, bytes));
                 }

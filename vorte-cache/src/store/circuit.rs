@@ -288,6 +288,9 @@ impl Store for CircuitStore {
     fn forget_cached_state(&self) {
         self.inner.forget_cached_state();
     }
+    fn takeovers(&self) -> Option<u64> {
+        self.inner.takeovers()
+    }
     fn has_compare_and_set(&self) -> bool {
         self.inner.has_compare_and_set()
     }

@@ -196,6 +196,16 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// flushed them. Most stores cache nothing.
     fn forget_cached_state(&self) {}
 
+    /// How many times a server took over data it did not serve before (a Redis Cluster replica
+    /// promoted to primary), as far as this store has seen: writes acknowledged just before a
+    /// takeover may be missing on the new server, since replication is asynchronous, and the
+    /// cache writes its recent invalidations again
+    /// (`docs/guarantees.md#f7-writes-a-failover-lost-are-made-again`). `None` (the default) for
+    /// a store whose acknowledged writes stay.
+    fn takeovers(&self) -> Option<u64> {
+        None
+    }
+
     /// Deletes up to `batch` expired entries nobody read (a bounded pass of a background sweeper);
     /// returns how many went. Successive passes cover every entry. Stores with native expiry
     /// have nothing to sweep.

@@ -47,7 +47,7 @@ pub(crate) use self::conn::{RedisTarget, fred_config, reconnect_policy};
 use self::lease::LeaseScript;
 use super::read_batch::{MultiGet, ReadBatch};
 use super::{BoxFuture, Slot, Store, Usage};
-use crate::config::{BreakerConfig, RedisConfig};
+use crate::config::RedisConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -265,7 +265,7 @@ impl RedisStore {
         cfg: &crate::config::RedisClusterConfig,
         timeout: Duration,
         key_prefix: &str,
-        breaker: BreakerConfig,
+        breaker: crate::config::BreakerConfig,
     ) -> Result<Self> {
         let path = format!("cache.layers.{layer}.urls");
         let target = RedisTarget::cluster(&cfg.urls, &path)?;
@@ -308,6 +308,9 @@ impl RedisStore {
             .set_policy(reconnect_policy())
             .build_pool(pool_size)
             .map_err(|e| Error::new(ErrorKind::Config, format!("{path}: {}", e.details())))?;
+        if let Some(nodes) = &nodes {
+            nodes.watch(&pool);
+        }
         // Connect in the background; wait briefly so that a healthy server is ready at once.
         drop(pool.connect()); // the connection tasks run on; the handles are not needed
         if tokio::time::timeout(Duration::from_secs(2), pool.wait_for_connect())
@@ -662,6 +665,10 @@ impl Store for RedisStore {
             .as_ref()
             .map(nodes::NodeCircuits::stats)
             .unwrap_or_default()
+    }
+
+    fn takeovers(&self) -> Option<u64> {
+        self.nodes.as_ref().map(nodes::NodeCircuits::takeovers)
     }
 }
 

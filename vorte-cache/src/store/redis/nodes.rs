@@ -10,12 +10,24 @@
 //! The routing is read when the call starts. A call that fred redirects (`MOVED`, `ASK`) is
 //! counted on the node it was routed to; fred re-reads the topology on `MOVED`, so the next calls
 //! of that slot go through the breaker of its new node.
+//!
+//! The store also counts *takeovers* ([`Store::takeovers`](crate::store::Store::takeovers)): each
+//! time one of its clients connects to a primary it had no connection to (fred's cluster-change
+//! events, `Add`), such as a replica promoted by a failover, which may lack the writes its
+//! primary acknowledged last. The events are read when the count is asked for, after a call: a
+//! client that found the new primary while the call ran has told of it by the time the call
+//! returns. A primary reconnected after a broken connection counts too; what that costs is a few
+//! invalidations made twice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use fred::interfaces::EventInterface as _;
 use fred::prelude::{ClusterInterface, Pool};
+use fred::types::ClusterStateChange;
 use fred::types::config::Server;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use crate::config::BreakerConfig;
 use crate::error::Result;
@@ -48,9 +60,16 @@ pub(super) struct NodeCircuits {
     /// Grows with the primaries the routing has named (a failover adds the promoted replica);
     /// a node that left keeps its entry, a few bytes.
     nodes: RwLock<HashMap<Server, Arc<NodeCircuit>>>,
+    /// The cluster-change events of every client of the pool (module docs).
+    changes: Mutex<Vec<broadcast::Receiver<Vec<ClusterStateChange>>>>,
+    takeovers: AtomicU64,
 }
 
 impl NodeCircuits {
+    #[cfg_attr(
+        not(feature = "redis-cluster"),
+        expect(dead_code, reason = "only a cluster layer has a breaker per node")
+    )]
     pub(super) fn new(layer: &'static str, config: BreakerConfig) -> Self {
         NodeCircuits {
             layer,
@@ -60,7 +79,44 @@ impl NodeCircuits {
                 config,
             ),
             nodes: RwLock::new(HashMap::new()),
+            changes: Mutex::new(Vec::new()),
+            takeovers: AtomicU64::new(0),
         }
+    }
+
+    /// Listens to the cluster-change events of `pool`'s clients, before they connect.
+    pub(super) fn watch(&self, pool: &Pool) {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(pool.clients().iter().map(|c| c.cluster_change_rx()));
+    }
+
+    /// How many times a client connected to a primary it had no connection to (module docs).
+    pub(super) fn takeovers(&self) -> u64 {
+        let mut added = 0;
+        for changes in self
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+        {
+            loop {
+                match changes.try_recv() {
+                    Ok(changed) => {
+                        added += u64::from(
+                            changed
+                                .iter()
+                                .any(|c| matches!(c, ClusterStateChange::Add(_))),
+                        );
+                    }
+                    // Events were missed: one of them may have been a takeover.
+                    Err(TryRecvError::Lagged(_)) => added += 1,
+                    Err(_) => break,
+                }
+            }
+        }
+        self.takeovers.fetch_add(added, Ordering::AcqRel) + added
     }
 
     /// The circuit of the primary that serves hash slot `slot`.
