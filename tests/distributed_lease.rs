@@ -62,6 +62,13 @@ impl Worker {
             .unwrap_or_else(|| panic!("expected loader_calls, got {first:?}"))
             .parse()
             .expect("a count");
+        let window = self.line();
+        let window: Vec<u64> = window
+            .strip_prefix("loader_us ")
+            .unwrap_or_else(|| panic!("expected loader_us, got {window:?}"))
+            .split(' ')
+            .map(|us| us.parse().expect("microseconds"))
+            .collect();
         let mut waits = Vec::with_capacity(TASKS);
         loop {
             let line = self.line();
@@ -76,8 +83,18 @@ impl Worker {
         assert_eq!(waits.len(), TASKS, "every task answered");
         // P7's figure (`docs/performance.md#p7--distributed-single-flight`), not asserted.
         waits.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
         let p99 = waits[waits.len() * 99 / 100];
-        eprintln!("waiter p99: {:.1} ms (loader 50 ms)", p99 as f64 / 1000.0);
+        eprintln!(
+            "waiter p99: {:.1} ms (loader 50 ms); first answer {:.1} ms, median {:.1} ms, last \
+             {:.1} ms; this process's load ran {:.1}-{:.1} ms",
+            ms(p99),
+            ms(waits[0]),
+            ms(waits[waits.len() / 2]),
+            ms(waits[waits.len() - 1]),
+            ms(window[0]),
+            ms(window[1]),
+        );
         calls
     }
 }

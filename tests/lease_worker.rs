@@ -10,7 +10,8 @@
 //!
 //! `nolock` turns the distributed lock off (the peer of P7: each process loads once).
 //!
-//! It prints `loader_calls N` (how many times this process's loader ran), then one
+//! It prints `loader_calls N` (how many times this process's loader ran), `loader_us START END`
+//! (when its last load began and ended, µs from `go`; `0 0` when it ran none), then one
 //! `wait_us MICROS` line per task (how long its call took, from `go`), then `done`. A call that
 //! fails prints `error MESSAGE` instead of its `wait_us` line.
 #![allow(
@@ -57,15 +58,20 @@ async fn main() {
     assert_eq!(line.trim(), "go", "the parent starts the run with `go`");
 
     let calls = Arc::new(AtomicU64::new(0));
+    let window = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let start = Instant::now();
     let runs: Vec<_> = (0..tasks)
         .map(|_| {
             let (cache, calls, key) = (cache.clone(), calls.clone(), key.clone());
+            let window = window.clone();
             tokio::spawn(async move {
                 let loaded = cache
                     .get_or_set(&key, || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
+                        let us = || start.elapsed().as_micros() as u64;
+                        window[0].store(us(), Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(loader_ms)).await;
+                        window[1].store(us(), Ordering::SeqCst);
                         Ok::<_, std::io::Error>("loaded".to_owned())
                     })
                     .distributed_lock(lock);
@@ -85,6 +91,14 @@ async fn main() {
     say(
         &mut out,
         &format!("loader_calls {}", calls.load(Ordering::SeqCst)),
+    );
+    say(
+        &mut out,
+        &format!(
+            "loader_us {} {}",
+            window[0].load(Ordering::SeqCst),
+            window[1].load(Ordering::SeqCst)
+        ),
     );
     for line in lines {
         say(&mut out, &line);
