@@ -141,10 +141,13 @@ impl Receiver {
             match step {
                 Ok(()) => {
                     failures = 0;
-                    // Only a step with no connection error while it ran proves the client whole:
-                    // a cluster client reports a dead node's reconnection attempts until it has
-                    // resynchronised, while its reads of this stream's node go on answering.
-                    if self.connection_errors.load(Ordering::Acquire) == errors_before {
+                    // Only a step with no connection error while it ran, by a client whose every
+                    // connection is up, proves the client whole: a cluster client's reads of this
+                    // stream's node go on answering while another node is down, and the other
+                    // processes' notices may wait in theirs until the cluster has failed over.
+                    if self.connection_errors.load(Ordering::Acquire) == errors_before
+                        && self.reader.is_connected()
+                    {
                         self.resume();
                     }
                 }
