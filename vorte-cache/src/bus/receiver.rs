@@ -33,9 +33,15 @@ use crate::events::panic_message;
 /// The most entries one read hands on.
 const BATCH: u64 = 1_000;
 
-/// How long the read that waits for new entries blocks before the receiver checks that its cache
-/// still exists.
+/// How long the read that waits for new entries of an event stream blocks before the receiver
+/// checks that its cache still exists.
 const BLOCK: Duration = Duration::from_millis(500);
+
+/// The same for the main stream: shorter, because a hung server is noticed only once this read
+/// goes unanswered past it (plus the bus timeout), and until then another process's
+/// invalidation may wait unnoticed while L1 is used. Ten reads a second of an idle stream cost
+/// little.
+const MAIN_BLOCK: Duration = Duration::from_millis(100);
 
 /// How long any other receiver command may go unanswered before the receiver gives up on its
 /// connection and opens a new one.
@@ -227,15 +233,23 @@ impl Receiver {
         Ok(())
     }
 
-    /// Blocks until the stream has an entry after `last` (or `BLOCK` passes). What it returns is
+    /// Blocks until the stream has an entry after `last` (or [`MAIN_BLOCK`] or [`BLOCK`] passes). What it returns is
     /// not used: the next step reads it again, from `last` inclusive, so that every batch is
     /// checked.
     async fn wait(&self, last: &str) -> Result<(), Failure> {
-        let block = u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX);
+        let blocking = if self.carries_notices {
+            MAIN_BLOCK
+        } else {
+            BLOCK
+        };
+        let block = u64::try_from(blocking.as_millis()).unwrap_or(u64::MAX);
         let wait =
             self.reader
                 .xread::<Value, _, _>(Some(1), Some(block), self.stream.as_str(), last);
-        match self.answer(BLOCK, BLOCK + COMMAND_TIMEOUT, wait).await {
+        match self
+            .answer(blocking, blocking + COMMAND_TIMEOUT, wait)
+            .await
+        {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
                 Err(Failure::Silent("XREAD".to_owned()))

@@ -206,3 +206,44 @@ async fn a_timeout_opens_the_circuit_at_once() {
         "an answered failure counts one"
     );
 }
+
+/// A circuit opened by failures that came back at once (a refused connection: the server is down,
+/// not hung) probes again after a fifth of the cool-down: such a probe costs nobody a wait, and a
+/// restarted server is used again that much sooner (the chaos suite's Redis-killed row, where the
+/// hit rate must recover within 2 s of the restart). One opened by a timeout keeps the whole
+/// cool-down: its probe may wait the layer's timeout.
+#[tokio::test]
+async fn a_server_that_refuses_at_once_is_probed_sooner_than_one_that_timed_out() {
+    let cooldown = Duration::from_millis(1000);
+    let soon = cooldown.mul_f64((1.0 + JITTER) / 5.0) + Duration::from_millis(30);
+
+    let (server, store) = circuit(1, cooldown);
+    server.set_unavailable(true);
+    assert!(store.get(Slot::Entry("k")).await.is_err());
+    assert_eq!(state(&store), CircuitState::Open);
+    tokio::time::sleep(soon).await;
+    assert_eq!(
+        state(&store),
+        CircuitState::HalfOpen,
+        "probed after a fifth"
+    );
+    // A probe refused at once again: the next one is as soon.
+    assert!(store.get(Slot::Entry("k")).await.is_err());
+    tokio::time::sleep(soon).await;
+    server.set_unavailable(false);
+    assert!(
+        store.get(Slot::Entry("k")).await.is_ok(),
+        "the probe closes it"
+    );
+    assert_eq!(state(&store), CircuitState::Closed);
+
+    let (server, store) = circuit(1, cooldown);
+    server.fail(Op::Get, "k", Error::timeout("no answer within 250 ms"));
+    assert!(store.get(Slot::Entry("k")).await.is_err());
+    tokio::time::sleep(soon).await;
+    assert_eq!(
+        state(&store),
+        CircuitState::Open,
+        "a timeout keeps the whole cool-down"
+    );
+}
