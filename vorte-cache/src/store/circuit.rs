@@ -12,10 +12,7 @@
 //! unanswered for the layer's whole timeout, every call behind it would wait as long, and a call
 //! that goes on to the same layer (a tagged `set` reads the tag versions, then writes) must not
 //! wait a second time (`docs/resilience.md#l2-redis-hung`). A failure that comes back at once (a
-//! refused connection, an error reply) costs no wait and counts one towards the threshold; a
-//! circuit it opens, or a probe it fails, waits only a fifth of the cool-down before the next
-//! probe: that probe costs nobody a wait either, and a server that restarts is used again sooner.
-//! A probe after a timeout waits the whole cool-down, since it may wait the layer's timeout.
+//! refused connection, an error reply) costs no wait and counts one towards the threshold.
 //! A value refused for its size ([`ErrorKind::ValueTooLarge`]) does not: the server answered, and
 //! one large value must not close the layer to every other key. Nor do scans (`list`, `usage`,
 //! `clear`, `sweep`): they are long and touch every server, and a slow or failing scan must not
@@ -42,10 +39,6 @@ use crate::stats::{CircuitState, CircuitStats};
 
 /// How far each opening's cool-down may stray from `breaker_cooldown`, either way: ±20 %.
 pub(crate) const JITTER: f64 = 0.2;
-
-/// After a failure that came back at once, the next probe goes after this fraction of the
-/// cool-down: 1/5.
-const QUICK_SHARE: u32 = 5;
 
 /// Whether an error of a store call counts against its circuit: only a server that failed or did
 /// not answer (see the module docs).
@@ -93,16 +86,9 @@ impl Breaker {
         }
     }
 
-    /// When the next probe may go, for an opening (or a failed probe) at `now`: after the
-    /// cool-down, or after a fifth of it when the failure came back at once (`quick`: see the
-    /// module docs).
-    fn next_probe_at(&self, now: u64, quick: bool) -> u64 {
-        let cooldown = if quick {
-            self.cooldown / QUICK_SHARE
-        } else {
-            self.cooldown
-        };
-        now.saturating_add(jittered_ms(cooldown, rand::random::<f64>()))
+    /// When the next probe may go, for an opening (or a failed probe) at `now`.
+    fn next_probe_at(&self, now: u64) -> u64 {
+        now.saturating_add(jittered_ms(self.cooldown, rand::random::<f64>()))
     }
 
     fn refused(&self, what: &dyn Display) -> Error {
@@ -129,7 +115,7 @@ impl Breaker {
                 .open_until
                 .compare_exchange(
                     until,
-                    self.next_probe_at(now, false),
+                    self.next_probe_at(now),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
@@ -167,26 +153,25 @@ impl Breaker {
                 self.probing.store(false, Ordering::Release);
             }
             Err(e) => {
-                let probed = self.probing.swap(false, Ordering::AcqRel);
+                self.probing.store(false, Ordering::Release);
                 let n = self
                     .failures
                     .fetch_add(1, Ordering::AcqRel)
                     .saturating_add(1);
-                let timed_out = e.kind() == ErrorKind::Timeout;
-                let next = self.next_probe_at(clock::precise_ms(), !timed_out);
                 // A call left unanswered for the whole timeout opens it at once (module docs).
-                if (n >= self.threshold || timed_out)
+                if (n >= self.threshold || e.kind() == ErrorKind::Timeout)
                     && self
                         .open_until
-                        .compare_exchange(0, next, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(
+                            0,
+                            self.next_probe_at(clock::precise_ms()),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
                         .is_ok()
                 {
                     self.opened.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(circuit = %what, failures = n, "circuit opened");
-                } else if probed && !timed_out {
-                    // A probe refused at once: the next one as soon (its admission set a whole
-                    // cool-down, for a probe that might have waited).
-                    self.open_until.store(next, Ordering::Release);
                 }
             }
         }

@@ -22,7 +22,7 @@ fn cooldowns_are_jittered_within_bounds() {
         threshold: 1,
         cooldown,
     });
-    let draws: Vec<u64> = (0..200).map(|_| breaker.next_probe_at(10_000, false)).collect();
+    let draws: Vec<u64> = (0..200).map(|_| breaker.next_probe_at(10_000)).collect();
     for at in &draws {
         assert!((10_800..=11_200).contains(at), "{at} out of bounds");
     }
