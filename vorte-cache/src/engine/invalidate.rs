@@ -136,6 +136,7 @@ impl Engine {
         let mut existed = vec![false; keys.len()];
         let mut layer_failed = false;
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
+            self.recovery.superseded(key);
             self.fence.record(key, Fenced::Deleted);
             self.flights.forget(key);
             for behind in self.tiers.iter().filter_map(|t| t.behind.as_ref()) {

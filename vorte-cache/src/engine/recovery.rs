@@ -256,6 +256,15 @@ impl Recovery {
         }
     }
 
+    /// A set or delete of `key` begins: what a takeover lost of it is about to be replaced, so a
+    /// check must not call the layer's value lost (the write may land between the check's read
+    /// and its verdict, and the check would delete it).
+    pub(super) fn superseded(&self, key: &str) {
+        for recent in self.shared.layers.iter().filter_map(|l| l.recent.as_ref()) {
+            recent.supersede(&Written::Key(key.into()));
+        }
+    }
+
     /// Turns the writes of the window into suspects if a server of `layer` took over since the
     /// last call (`takeover.rs`). Cheap when nothing happened: one load of a counter.
     pub(super) fn catch_up_with_takeover(&self, layer: Layer) {

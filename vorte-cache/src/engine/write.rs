@@ -427,7 +427,10 @@ impl Engine {
                     return Ok(());
                 }
             }
-            WriteKind::Set => self.record_set(key),
+            WriteKind::Set => {
+                self.record_set(key);
+                self.recovery.superseded(key);
+            }
         }
         let fill = matches!(write.kind, WriteKind::Fill { .. });
         let now = now_ms();
