@@ -261,7 +261,10 @@ impl Recovery {
     /// and its verdict, and the check would delete it).
     pub(super) fn superseded(&self, key: &str) {
         for recent in self.shared.layers.iter().filter_map(|l| l.recent.as_ref()) {
-            recent.supersede(&Written::Key(key.into()));
+            // Checked first: the common case, no takeover pending, allocates nothing.
+            if recent.has_suspects() {
+                recent.supersede(&Written::Key(key.into()));
+            }
         }
     }
 
@@ -330,6 +333,7 @@ impl Recovery {
             })
             .collect();
         if let Some(owed) = self.shared.tags.as_ref().filter(|t| t.authority == layer) {
+            let before = notices.len();
             for w in &lost {
                 if let Written::Tag(tag) = w {
                     let version = owed.tags.owe(tag);
@@ -338,8 +342,10 @@ impl Recovery {
                         version,
                         owed: true,
                     });
-                    self.owe_tag();
                 }
+            }
+            if notices.len() > before {
+                self.owe_tag();
             }
         }
         if let (Some(publisher), Ok(runtime)) = (
