@@ -581,3 +581,42 @@ async fn a_cluster_node_that_dies_suspends_l1_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// (k) A notice is applied as the blocking read of the stream returns it, not after one more
+/// round trip to the server: the latency of every invalidation between processes
+/// (`docs/guarantees.md#g2-invalidation`). Here B's connection to its bus
+/// goes silent right after it forwards the read that holds A's notice, so a receiver that read
+/// the entry again before applying it would never get that answer, and would drop its L1 copy
+/// only when it stops trusting L1 (250 ms later, a suspension).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_is_applied_as_the_blocking_read_returns_it() {
+    let env = Env::with_own_redis();
+    let (proxy, b, a) = behind_a_proxy(&env).await;
+    let key = "applied-as-read";
+    a.set(key, &"old").await.expect("set");
+    let why = "B keeps the value in L1";
+    until_l1_serves(Duration::from_secs(10), &b, key, "old", why).await;
+    // Another notice, so that the one naming the key is behind B's position (each read of the
+    // stream starts at the position, inclusive), and time for B's receiver to read it.
+    a.set("unrelated", &1).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let suspensions = stats(&b).suspensions;
+    proxy.swallow_after(key.as_bytes());
+    a.delete(key).await.expect("delete");
+    let deleted = Instant::now();
+    while b.get::<String>(key).await.expect("get").is_some() {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "B still served its L1 copy 2 s after A's delete"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        stats(&b).suspensions,
+        suspensions,
+        "B dropped its copy only once it stopped trusting L1, {:?} after the delete: the \
+         notice its read returned was not applied",
+        deleted.elapsed()
+    );
+    assert!(proxy.swallowed(), "no reply of B's bus held A's notice");
+}

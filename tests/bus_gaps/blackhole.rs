@@ -3,9 +3,11 @@
 //! a server behind a dead link or a stuck load balancer would. Connections made afterwards are
 //! forwarded as usual, so a client that gives up on its connection and opens a new one recovers;
 //! between [`Blackhole::go_silent`] and [`Blackhole::heal`], new connections are silent too.
+//! After [`Blackhole::swallow_after`], the first connection that forwards a reply holding the
+//! given bytes goes silent right after it: the server's answer arrives, nothing after it does.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,7 +20,11 @@ pub(crate) struct Blackhole {
     epoch: watch::Sender<u64>,
     /// Whether new connections are silent from the start.
     silent: Arc<AtomicBool>,
+    /// Bytes whose first forwarded reply silences its connection (taken by that connection).
+    marker: Marker,
 }
+
+type Marker = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Blackhole {
     /// Listens on a free loopback port and forwards every connection to 127.0.0.1:`target`.
@@ -30,6 +36,8 @@ impl Blackhole {
         let (epoch, watch) = watch::channel(0u64);
         let silent = Arc::new(AtomicBool::new(false));
         let new_ones = silent.clone();
+        let marker = Marker::default();
+        let armed = marker.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if new_ones.load(Ordering::SeqCst) {
@@ -40,13 +48,14 @@ impl Blackhole {
                     continue;
                 }
                 let born = *watch.borrow();
-                tokio::spawn(forward(inbound, target, born, watch.clone()));
+                tokio::spawn(forward(inbound, target, born, watch.clone(), armed.clone()));
             }
         });
         Blackhole {
             port,
             epoch,
             silent,
+            marker,
         }
     }
 
@@ -67,13 +76,30 @@ impl Blackhole {
         self.swallow();
     }
 
+    /// The first connection to forward a server reply that holds `marker` goes silent right
+    /// after forwarding it; the others go on.
+    pub(crate) fn swallow_after(&self, marker: &[u8]) {
+        *self.marker.lock().expect("marker") = Some(marker.to_vec());
+    }
+
+    /// Whether a connection went silent after the marker of [`Blackhole::swallow_after`].
+    pub(crate) fn swallowed(&self) -> bool {
+        self.marker.lock().expect("marker").is_none()
+    }
+
     /// New connections are forwarded again (the silent ones stay silent).
     pub(crate) fn heal(&self) {
         self.silent.store(false, Ordering::SeqCst);
     }
 }
 
-async fn forward(inbound: TcpStream, target: u16, born: u64, mut epoch: watch::Receiver<u64>) {
+async fn forward(
+    inbound: TcpStream,
+    target: u16,
+    born: u64,
+    mut epoch: watch::Receiver<u64>,
+    marker: Marker,
+) {
     let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
         return;
     };
@@ -95,9 +121,28 @@ async fn forward(inbound: TcpStream, target: u16, born: u64, mut epoch: watch::R
                 _ => return,
             },
             n = from_server.read(&mut down) => match n {
-                Ok(n) if n > 0 => if to_client.write_all(&down[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => {
+                    if to_client.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                    if holds_marker(&marker, &down[..n]) {
+                        std::future::pending::<()>().await;
+                    }
+                }
                 _ => return,
             },
         }
     }
+}
+
+/// Whether `chunk` holds the armed marker; if so the marker is disarmed (one connection only).
+fn holds_marker(marker: &Marker, chunk: &[u8]) -> bool {
+    let mut armed = marker.lock().expect("marker");
+    let found = armed
+        .as_deref()
+        .is_some_and(|m| chunk.windows(m.len()).any(|w| w == m));
+    if found {
+        *armed = None;
+    }
+    found
 }

@@ -26,7 +26,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::redis::stream_info;
 use super::stats::Counters;
-use super::streams::{Continuity, Position, continuity, lost_after};
+use super::streams::{Continuity, Position, continuity, lost_after, parse_id};
 use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
 use crate::events::panic_message;
 
@@ -49,6 +49,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest pause between two attempts of a failing receiver.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// One stream entry: its id and its fields.
+type Entry = (String, HashMap<String, String>);
 
 /// Why a receiver command did not answer.
 enum Failure {
@@ -138,11 +141,13 @@ impl Receiver {
 
     async fn receive(&self, position: &mut Option<Position>) {
         let mut failures = 0u32;
+        // The newest id handed on before its batch was checked (`step`).
+        let mut handed_on = None;
         while !self.gone() {
             let errors_before = self.connection_errors.load(Ordering::Acquire);
             let step = match position {
                 None => self.start().await.map(|start| *position = Some(start)),
-                Some(at) => self.step(at).await,
+                Some(at) => self.step(at, &mut handed_on).await,
             };
             match step {
                 Ok(()) => {
@@ -180,8 +185,14 @@ impl Receiver {
     }
 
     /// Reads what follows the position, checks that nothing between was lost, hands it on, and
-    /// waits for more once it has caught up.
-    async fn step(&self, at: &mut Position) -> Result<(), Failure> {
+    /// waits for more once it has caught up. What the wait returns is handed on at once (an
+    /// invalidation is never harmed by arriving early) and checked by the next step's read, which
+    /// skips what is `handed_on` already.
+    async fn step(
+        &self,
+        at: &mut Position,
+        handed_on: &mut Option<(u64, u64)>,
+    ) -> Result<(), Failure> {
         // Inclusive of the position: finding it again proves that nothing after it was trimmed.
         let read = self
             .reader
@@ -196,6 +207,9 @@ impl Receiver {
             return Ok(());
         }
         let full = entries.len() as u64 > BATCH;
+        // Only the step right after a wait may skip what the wait handed on, and only on the same
+        // stream (ids only grow on one server; a server that lost its data starts again lower).
+        let mut handed = handed_on.take();
         match continuity(at, entries.first().map(|(id, _)| id.as_str())) {
             Continuity::Intact => {
                 entries.remove(0);
@@ -211,6 +225,13 @@ impl Receiver {
                     .command("XINFO STREAM", stream_info(&self.reader, &self.stream))
                     .await?;
                 if lost_after(info.as_ref(), at) {
+                    // A stream that went back holds other entries under the ids handed on.
+                    if info
+                        .as_ref()
+                        .is_none_or(|i| handed.is_some_and(|h| i.last_generated < h))
+                    {
+                        handed = None;
+                    }
                     self.lost(
                         &at.last,
                         "the stream was trimmed, went back to an older id, or vanished before \
@@ -224,19 +245,27 @@ impl Receiver {
             }
         }
         for (id, fields) in entries {
-            self.hand_on(&fields).await;
+            // What the blocking read returned was handed on already; this read checks it.
+            if handed.is_none_or(|done| parse_id(&id) > done) {
+                self.hand_on(&fields).await;
+            }
             *at = Position::after(id);
         }
         if !full {
-            self.wait(&at.last).await?;
+            for (id, fields) in self.wait(&at.last).await? {
+                self.hand_on(&fields).await;
+                *handed_on = Some(parse_id(&id));
+            }
         }
         Ok(())
     }
 
-    /// Blocks until the stream has an entry after `last` (or [`MAIN_BLOCK`] or [`BLOCK`] passes). What it returns is
-    /// not used: the next step reads it again, from `last` inclusive, so that every batch is
-    /// checked.
-    async fn wait(&self, last: &str) -> Result<(), Failure> {
+    /// Blocks until the stream has entries after `last` (or [`MAIN_BLOCK`] or [`BLOCK`] passes),
+    /// and returns them. The next step reads them again, from `last` inclusive, so that every
+    /// batch is checked for a gap; handing them on now saves that round trip to the server on
+    /// the way of every notice (`docs/guarantees.md#g2-invalidation`). An answer that cannot be
+    /// decoded returns nothing: the next step's read hands it on.
+    async fn wait(&self, last: &str) -> Result<Vec<Entry>, Failure> {
         let blocking = if self.carries_notices {
             MAIN_BLOCK
         } else {
@@ -245,12 +274,17 @@ impl Receiver {
         let block = u64::try_from(blocking.as_millis()).unwrap_or(u64::MAX);
         let wait =
             self.reader
-                .xread::<Value, _, _>(Some(1), Some(block), self.stream.as_str(), last);
+                .xread::<Value, _, _>(Some(BATCH), Some(block), self.stream.as_str(), last);
         match self
             .answer(blocking, blocking + COMMAND_TIMEOUT, wait)
             .await
         {
-            Some(Ok(_)) => Ok(()),
+            Some(Ok(Value::Null)) => Ok(Vec::new()),
+            Some(Ok(answer)) => Ok(answer
+                .into_xread_response::<String, String, String, String>()
+                .ok()
+                .and_then(|mut streams| streams.remove(&self.stream))
+                .unwrap_or_default()),
             Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
                 Err(Failure::Silent("XREAD".to_owned()))
             }
