@@ -620,3 +620,39 @@ async fn a_notice_is_applied_as_the_blocking_read_returns_it() {
     );
     assert!(proxy.swallowed(), "no reply of B's bus held A's notice");
 }
+
+/// (l) A process whose bus comes back waits before it trusts L1 again: the other processes'
+/// notices of the outage are still on their way (each of their clients reconnects, then their
+/// publishers retry), and a first good read of the stream does not prove that they arrived. L1
+/// serves again only once the bus has answered for 400 ms
+/// (`docs/guarantees.md#g4-gap-detection`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_is_trusted_again_only_once_the_bus_has_answered_for_a_while() {
+    let env = Env::with_own_redis();
+    let bus = RedisServer::start();
+    let cache = env
+        .cache(&format!("[cache.bus]\nurl = {:?}", bus.url()))
+        .await;
+    cache.set("k", &"v").await.expect("set");
+    let why = "L1 serves before the outage";
+    until_l1_serves(Duration::from_secs(10), &cache, "k", "v", why).await;
+    bus.pause();
+    let paused = Instant::now();
+    while stats(&cache).suspensions == 0 {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "the hung bus was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bus.resume();
+    let resumed = Instant::now();
+    // The value is read from L2 meanwhile; L1 must not serve it for 350 ms at least.
+    let why = "L1 serves again once the bus is back";
+    until_l1_serves(AFTER_SILENCE, &cache, "k", "v", why).await;
+    let after = resumed.elapsed();
+    assert!(
+        after >= Duration::from_millis(350),
+        "L1 served again {after:?} after the bus came back"
+    );
+}

@@ -164,3 +164,56 @@ async fn a_tag_invalidation_that_missed_its_layer_holds_in_every_process() -> vo
     assert_eq!(b.get::<String>("k").await?, None);
     Ok(())
 }
+
+/// While a process's bus is out, it reads neither L1 nor the layer the bus rides on: a delete
+/// another process made in the same outage may have missed that layer, and the notice that says
+/// so waits in that process's queue until the bus is back. Before, the process read the older
+/// value from L2 (the stale reads of the chaos suite's cluster row, just after each failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_whose_bus_is_out_does_not_read_the_layer_the_bus_rides_on()
+-> vorte_cache::Result<()> {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let l2 = TestStore::new();
+    let a = open(&redis.url(), &prefix, &l2).await?;
+    let b = open(&redis.url(), &prefix, &l2).await?;
+    a.set("k", &"old").await?;
+    assert_eq!(b.get::<String>("k").await?.as_deref(), Some("old"));
+    // A's delete misses L2; the retries (A's, then B's once it hears of the debt) are held.
+    l2.fail(Op::DeleteMany, "k", down());
+    let first_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(2));
+    let second_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(3));
+    redis.pause();
+    let suspended = async {
+        while b.bus_stats().map_or(0, |s| s.suspensions) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), suspended)
+        .await
+        .expect("B never noticed its bus hung");
+    // A's bus is out too: its L1 holds nothing, and its L2 delete fails; "not found" then.
+    a.delete("k").await?;
+    for _ in 0..10 {
+        assert_eq!(
+            b.get::<String>("k").await?,
+            None,
+            "B read, from the layer its bus rides on, the value another process's delete missed \
+             while the bus was out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.resume();
+    // Once the bus is back, the notice names the debt: still not read, while the retries wait.
+    for _ in 0..50 {
+        assert_eq!(
+            b.get::<String>("k").await?,
+            None,
+            "B read the value A's delete missed after its bus came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first_retry.release();
+    second_retry.release();
+    Ok(())
+}

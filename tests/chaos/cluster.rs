@@ -10,12 +10,6 @@ use crate::setup::{
     time_until,
 };
 
-/// How long after the dead node rejoined the bus may still deliver notices late: its stream
-/// shard's receivers and publisher find the promoted primary only after their commands' deadline
-/// and a topology refresh. Measured: a notice 2.9 s late, 4.1 s after the rejoining (an open
-/// question of issue 10's chaos suite: the table wants no stale read beyond the bound).
-const CLUSTER_BUS_RECOVERY_MS: u64 = 6_000;
-
 /// An L3 `redis-cluster` layer on `cluster`.
 fn l3_cluster(cluster: &RedisCluster) -> String {
     format!(
@@ -79,11 +73,10 @@ fn a_cluster_master_killed_fails_over_with_no_error_and_no_stale_read() {
     );
     run.print("cluster master killed");
     run.assert_no_errors();
-    // The bus's streams are sharded over the primaries: while a primary is down and not yet
-    // replaced, notices to its shard wait in the publisher's queue, and receivers of it
-    // reconnect after the failover. Other processes' reads may be stale until then: from the
-    // kill to the failover, plus the reconnection (and the dead node's rejoining, which moves
-    // the cluster's view once more).
+    // The table's line: no stale read beyond the bound, failovers or not. What made them before
+    // (`docs/guarantees.md#g4-gap-detection`): a process trusted L1 and L3 again while another's
+    // notices of deletes the failover made it miss were still in its queue; a write the dying
+    // primary had not replicated (`docs/guarantees.md#f7-writes-a-failover-lost-are-made-again`).
     let windows: Vec<(u64, u64)> = failovers
         .iter()
         .map(|&(killed, _, rejoined)| (killed, rejoined))
@@ -92,12 +85,8 @@ fn a_cluster_master_killed_fails_over_with_no_error_and_no_stale_read() {
         "  go {}, kills (at, failover, rejoined): {failovers:?}",
         run.go_ms
     );
-    // Redis replicates asynchronously: a delete or set the dying primary acknowledged but had
-    // not yet sent to its replica is lost when the replica takes over, and the older value it
-    // replaced is read again, in every process, until it expires (an open question of issue
-    // 10's chaos suite: the table wants no stale read beyond the bound). Such reads miss a write
-    // made during the failover, and are counted; any other stale read fails the test.
-    let stale = run.assert_stale_explained_by(&windows, CLUSTER_BUS_RECOVERY_MS);
+    let stale = run.assert_stale_explained_by(&windows, 0);
+    run.assert_no_stale_reads();
     let times: Vec<String> = failovers
         .iter()
         .map(|(_, d, _)| format!("{:.1} s", d.as_secs_f64()))

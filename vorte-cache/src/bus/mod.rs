@@ -107,6 +107,22 @@ pub(crate) struct EventNotice {
 }
 
 /// Where the transport delivers invalidations: the engine.
+/// Why the transport stopped trusting what it hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "only the Redis transport delivers notices")
+)]
+pub(crate) enum Doubt {
+    /// Its server cannot be reached or does not answer. The other processes cannot reach it
+    /// either: what they fail to write to it meanwhile, and their notices saying so, wait in
+    /// their queues until it is back.
+    Outage,
+    /// A read was refused with an answer (the stream's slot moved, for one): a message may come
+    /// late, but the server and the other processes' writes to it are fine.
+    Refused,
+}
+
 #[cfg_attr(
     not(feature = "redis"),
     expect(dead_code, reason = "only the Redis transport delivers notices")
@@ -118,7 +134,8 @@ pub(crate) trait NoticeSink: Send + Sync {
     fn drop_local_state(&self);
     /// The transport cannot tell whether messages arrive (its stream fails or went silent):
     /// forgets everything held locally, and keeps nothing until [`resume_local_state`](Self::resume_local_state).
-    fn suspend_local_state(&self);
+    /// Called again, already suspended, when the doubt grows to an [`Doubt::Outage`].
+    fn suspend_local_state(&self, doubt: Doubt);
     /// The transport reads its stream again: what is learnt from now on may be kept.
     fn resume_local_state(&self);
 }
@@ -254,6 +271,10 @@ impl Publisher {
     }
 
     pub(crate) async fn publish_hint(&self, _: Notice) -> crate::error::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) fn rides_on(&self) -> Option<crate::layer::Layer> {
         match *self {}
     }
 

@@ -27,6 +27,7 @@ use super::stats::{BusStats, Counters};
 use super::streams::event_shard;
 use super::{Body, EventNotice, Message, Notice};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layer::Layer;
 
 /// The most messages that wait for the bus: beyond, they collapse into one flush notice.
 const MAX_WAITING: usize = 10_000;
@@ -88,6 +89,8 @@ pub(crate) struct Publisher {
     counters: Arc<Counters>,
     /// Set when the publisher is dropped: tells the receivers and the retry task to quit.
     closed: Arc<AtomicBool>,
+    /// The layer whose Redis the bus rides on, if it has none of its own.
+    rides_on: Option<Layer>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -126,6 +129,7 @@ pub(super) struct PublisherSetup {
     pub(super) timeout: Duration,
     pub(super) counters: Arc<Counters>,
     pub(super) closed: Arc<AtomicBool>,
+    pub(super) rides_on: Option<Layer>,
 }
 
 impl Publisher {
@@ -152,10 +156,17 @@ impl Publisher {
             queue,
             counters: setup.counters,
             closed: setup.closed,
+            rides_on: setup.rides_on,
         }
     }
 
     /// What the bus counted since the cache was built.
+    /// The layer whose Redis the bus rides on, if it has no Redis of its own: an outage of the
+    /// bus is one of that layer too.
+    pub(crate) fn rides_on(&self) -> Option<Layer> {
+        self.rides_on
+    }
+
     pub(crate) fn stats(&self) -> BusStats {
         self.counters.snapshot()
     }
@@ -360,7 +371,7 @@ async fn retry(
                 if e.kind() == ErrorKind::Timeout {
                     link.renew();
                 }
-                tokio::time::sleep(pause).await;
+                super::redis::pause_until_reconnected(link.pool.clients(), pause).await;
                 pause = (pause * 2).min(MAX_PAUSE);
             }
         }

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::interfaces::EventInterface as _;
 use fred::prelude::{Client, ClientLike, StreamsInterface, Value};
@@ -27,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::redis::stream_info;
 use super::stats::Counters;
 use super::streams::{Continuity, Position, continuity, lost_after, parse_id};
-use super::{Body, EventNotice, EventSink, Message, Notice, NoticeSink};
+use super::{Body, Doubt, EventNotice, EventSink, Message, Notice, NoticeSink};
 use crate::events::panic_message;
 
 /// The most entries one read hands on.
@@ -46,6 +46,18 @@ const MAIN_BLOCK: Duration = Duration::from_millis(100);
 /// How long any other receiver command may go unanswered before the receiver gives up on its
 /// connection and opens a new one.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the client must have been whole (a read of the stream with no connection error and
+/// every connection up, [`Receiver::receive`]) before a suspension ends. The other processes'
+/// notices of the outage wait in their publishers until their own clients reconnect (fred tries
+/// again within 250 ms; a publisher retries as soon as its client is back, within 200 ms in any
+/// case): a receiver that resumed at its first good read could use L1 before they arrive
+/// (`docs/guarantees.md#g4-gap-detection`).
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// The same for the receiver of the main stream: five reads a second of a server that is down
+/// cost little, and L1 is used again that much sooner once it is back.
+const MAIN_MAX_PAUSE: Duration = Duration::from_millis(200);
 
 /// The longest pause between two attempts of a failing receiver.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
@@ -70,6 +82,9 @@ pub(super) struct Receiver {
     pub(super) suspended: AtomicBool,
     /// Connection errors its client reported so far (main stream only).
     pub(super) connection_errors: AtomicU64,
+    /// Calls of [`Receiver::suspend`] so far, suspended already or not: a step during which one
+    /// happened proves nothing.
+    pub(super) suspend_calls: AtomicU64,
     /// How long past its blocking time a command may go unanswered before the local state is
     /// suspended: the bus timeout.
     pub(super) trusted_within: Duration,
@@ -133,7 +148,7 @@ impl Receiver {
             // Ends only when the client is gone (a lagging watch counts what it missed as one).
             while let Ok(_) | Err(RecvError::Lagged(_)) = errors.recv().await {
                 self.connection_errors.fetch_add(1, Ordering::AcqRel);
-                self.suspend();
+                self.suspend(Doubt::Outage);
             }
         }
         std::future::pending::<()>().await;
@@ -143,8 +158,11 @@ impl Receiver {
         let mut failures = 0u32;
         // The newest id handed on before its batch was checked (`step`).
         let mut handed_on = None;
+        // Since when the client has been whole while suspended.
+        let mut whole_since = None;
         while !self.gone() {
             let errors_before = self.connection_errors.load(Ordering::Acquire);
+            let suspends_before = self.suspend_calls.load(Ordering::Acquire);
             let step = match position {
                 None => self.start().await.map(|start| *position = Some(start)),
                 Some(at) => self.step(at, &mut handed_on).await,
@@ -156,13 +174,18 @@ impl Receiver {
                     // connection is up, proves the client whole: a cluster client's reads of this
                     // stream's node go on answering while another node is down, and the other
                     // processes' notices may wait in theirs until the cluster has failed over.
-                    if self.connection_errors.load(Ordering::Acquire) == errors_before
-                        && self.reader.is_connected()
-                    {
+                    let whole = self.connection_errors.load(Ordering::Acquire) == errors_before
+                        && self.suspend_calls.load(Ordering::Acquire) == suspends_before
+                        && self.reader.is_connected();
+                    if !whole || !self.suspended.load(Ordering::Acquire) {
+                        whole_since = None;
+                    } else if whole_since.get_or_insert_with(Instant::now).elapsed() >= SETTLE {
+                        whole_since = None;
                         self.resume();
                     }
                 }
                 Err(failure) => {
+                    whole_since = None;
                     failures = failures.saturating_add(1);
                     self.recover(failure, failures).await;
                 }
@@ -306,7 +329,7 @@ impl Receiver {
         if let Ok(answered) = tokio::time::timeout(trusted, answer.as_mut()).await {
             return Some(answered);
         }
-        self.suspend();
+        self.suspend(Doubt::Outage);
         tokio::time::timeout(limit.saturating_sub(trusted), answer)
             .await
             .ok()
@@ -314,17 +337,24 @@ impl Receiver {
 
     /// Suspends the cache's local state, if this receiver carries its invalidations (module
     /// docs). Also before a receiver whose stream could not be asked starts.
-    pub(super) fn suspend(&self) {
-        if !self.carries_notices || self.suspended.swap(true, Ordering::AcqRel) {
+    pub(super) fn suspend(&self, doubt: Doubt) {
+        self.suspend_calls.fetch_add(1, Ordering::AcqRel);
+        if !self.carries_notices {
             return;
         }
-        Counters::add(&self.counters.suspensions, 1);
-        tracing::warn!(
-            stream = self.stream,
-            "the bus does not answer: L1 and memoised versions are not used until it does"
-        );
-        if let Some(sink) = self.notices.upgrade() {
-            sink.suspend_local_state();
+        let already = self.suspended.swap(true, Ordering::AcqRel);
+        if !already {
+            Counters::add(&self.counters.suspensions, 1);
+            tracing::warn!(
+                stream = self.stream,
+                ?doubt,
+                "the bus does not answer: L1 and memoised versions are not used until it does"
+            );
+        }
+        if (!already || doubt == Doubt::Outage)
+            && let Some(sink) = self.notices.upgrade()
+        {
+            sink.suspend_local_state(doubt);
         }
     }
 
@@ -363,7 +393,11 @@ impl Receiver {
     /// position inclusive, so it checks for a gap whatever happened meanwhile.
     async fn recover(&self, failure: Failure, failures: u32) {
         Counters::add(&self.counters.receiver_errors, 1);
-        self.suspend();
+        // A connection that failed is reported by the client too (`watch_connections`).
+        self.suspend(match failure {
+            Failure::Error(_) => Doubt::Refused,
+            Failure::Silent(_) => Doubt::Outage,
+        });
         match failure {
             Failure::Error(e) => {
                 tracing::debug!(stream = self.stream, error = e, "bus read failed; retrying");
@@ -380,7 +414,14 @@ impl Receiver {
             }
         }
         let pause = Duration::from_millis(20).saturating_mul(1 << failures.min(6));
-        tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+        // The main stream's receiver decides when L1 is trusted again: it tries more often.
+        let most = if self.carries_notices {
+            MAIN_MAX_PAUSE
+        } else {
+            MAX_PAUSE
+        };
+        super::redis::pause_until_reconnected(std::slice::from_ref(&self.reader), pause.min(most))
+            .await;
     }
 
     /// Messages after `last` may be lost: drops L1 and the tag versions, says why, counts it.

@@ -18,6 +18,7 @@ use crate::config::{
     BackendConfig, CacheConfig, DEFAULT_BUS_HANDLER_TIMEOUT, DEFAULT_BUS_RETENTION,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::layer::Layer;
 use crate::store::redis::{RedisTarget, fred_config, reconnect_policy};
 
 /// How long `connect` waits for the server before it goes on and lets the clients connect in
@@ -39,6 +40,8 @@ pub(crate) struct BusSetup {
     retention: u64,
     /// `[cache.bus] handler_timeout_ms`.
     handler_timeout: Duration,
+    /// The layer whose Redis the bus rides on, without `[cache.bus]`.
+    rides_on: Option<Layer>,
 }
 
 /// Where the bus travels: `[cache.bus]`, else the Redis of L2, else the cluster of L3.
@@ -53,11 +56,15 @@ pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
             event_shards: bus.event_shards,
             retention: bus.retention,
             handler_timeout: bus.handler_timeout,
+            rides_on: None,
         }));
     }
-    for (layer, cfg) in [("l2", &config.layers.l2), ("l3", &config.layers.l3)] {
+    for (layer, cfg) in [
+        (Layer::L2, &config.layers.l2),
+        (Layer::L3, &config.layers.l3),
+    ] {
         let Some(cfg) = cfg else { continue };
-        let path = format!("cache.layers.{layer}.url");
+        let path = format!("cache.layers.{}.url", layer.name());
         let (target, tls_ca_file) = match &cfg.backend {
             BackendConfig::Redis(redis) => {
                 (RedisTarget::server(&redis.url, &path)?, &redis.tls_ca_file)
@@ -75,6 +82,7 @@ pub(crate) fn bus_config(config: &CacheConfig) -> Result<Option<BusSetup>> {
             event_shards: None,
             retention: DEFAULT_BUS_RETENTION,
             handler_timeout: DEFAULT_BUS_HANDLER_TIMEOUT,
+            rides_on: Some(layer),
         }));
     }
     Ok(None)
@@ -136,6 +144,7 @@ impl Receivers {
                 carries_notices: i == 0,
                 suspended: AtomicBool::new(false),
                 connection_errors: AtomicU64::new(0),
+                suspend_calls: AtomicU64::new(0),
                 trusted_within: self.timeout,
                 origin: self.origin,
                 notices: notices.clone(),
@@ -147,7 +156,7 @@ impl Receivers {
             if start.is_none() {
                 // Its stream could not be asked: what it carries cannot be heard until it can,
                 // and the cache is about to be used.
-                receiver.suspend();
+                receiver.suspend(super::Doubt::Outage);
             }
             drop(tokio::spawn(receiver.run(start)));
         }
@@ -263,6 +272,7 @@ pub(crate) async fn connect(setup: BusSetup, key_prefix: &str) -> Result<(Publis
         timeout: setup.timeout,
         counters,
         closed,
+        rides_on: setup.rides_on,
     });
     Ok((publisher, receivers))
 }
@@ -288,6 +298,20 @@ pub(super) async fn stream_info(
         },
         entries_added: info.get("entries-added").and_then(Value::as_u64),
     }))
+}
+
+/// Sleeps `pause`, cut short as soon as one of `clients` has reconnected: a retry right then
+/// gets through, where one after the whole pause would leave the other processes waiting for
+/// what this one queued (`docs/guarantees.md#g4-gap-detection`).
+pub(super) async fn pause_until_reconnected(clients: &[Client], pause: Duration) {
+    use fred::interfaces::EventInterface as _;
+    let mut reconnects: Vec<_> = clients.iter().map(|c| c.reconnect_rx()).collect();
+    if reconnects.is_empty() {
+        tokio::time::sleep(pause).await;
+        return;
+    }
+    let any = futures_util::future::select_all(reconnects.iter_mut().map(|rx| Box::pin(rx.recv())));
+    let _ = tokio::time::timeout(pause, any).await;
 }
 
 #[cfg(test)]

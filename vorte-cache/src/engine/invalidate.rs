@@ -1,6 +1,7 @@
 //! Invalidation: `delete`, `delete_many`, `invalidate_tag` and `flush` in this process, the
 //! notices that carry them to the others, and the other processes' notices applied here.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use futures_util::future::join_all;
 
 use super::Engine;
 use super::epoch::FlushEpoch;
-use crate::bus::{Notice, NoticeSink};
+use crate::bus::{Doubt, Notice, NoticeSink};
 use crate::clock::now_ms;
 use crate::codec::TagStamp;
 use crate::error::Result;
@@ -391,12 +392,15 @@ impl NoticeSink for Engine {
 
     /// Keeps nothing while the bus does not answer: an invalidation may be waiting in another
     /// process's queue, and nothing would tell this one (`docs/guarantees.md#g4-gap-detection`).
-    fn suspend_local_state(&self) {
+    fn suspend_local_state(&self, doubt: Doubt) {
         if let Some(l1) = &self.l1 {
             l1.suspend();
         }
         self.tags.suspend();
         self.flush_epoch.suspend();
+        if let Some(bus) = self.bus_server.as_ref().filter(|_| doubt == Doubt::Outage) {
+            bus.silent.store(true, Ordering::Release);
+        }
         self.forget_local_state();
     }
 
@@ -409,5 +413,8 @@ impl NoticeSink for Engine {
         }
         self.tags.resume();
         self.flush_epoch.resume();
+        if let Some(bus) = &self.bus_server {
+            bus.silent.store(false, Ordering::Release);
+        }
     }
 }

@@ -125,6 +125,18 @@ pub(crate) struct Engine {
     /// How long a call waits for the layers in all, when known: the longest `timeout_ms` of the
     /// layers below L1. A load's fill has what its reads left of it (`load.rs`).
     call_budget: Option<Duration>,
+    /// The layer the bus rides on, when it has no Redis of its own.
+    bus_server: Option<BusServer>,
+}
+
+/// The layer whose server carries the bus. While the bus is not trusted (its receiver suspended
+/// the local state), that layer is not read either: the other processes' deletes it missed in
+/// the same outage are owed, and the notices that say so wait in their queues until the bus is
+/// back (`docs/guarantees.md#g4-gap-detection`).
+#[derive(Debug)]
+struct BusServer {
+    layer: Layer,
+    silent: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -194,6 +206,14 @@ impl Engine {
             && config.max_value_bytes >= crate::config::DEFAULT_MAX_VALUE_BYTES;
         let counters = Counters::default();
         let publisher = publisher.map(Arc::new);
+        let bus_server = publisher
+            .as_ref()
+            .and_then(|p| p.rides_on())
+            .filter(|l| tiers.iter().any(|t| t.layer == *l))
+            .map(|layer| BusServer {
+                layer,
+                silent: std::sync::atomic::AtomicBool::new(false),
+            });
         let tags = Arc::new(TagIndex::new(authority_store.clone(), memo_ttl));
         let recovery = recovery::Recovery::new(
             tiers
@@ -247,11 +267,20 @@ impl Engine {
             leases,
             l1_keeps_decoded,
             call_budget,
+            bus_server,
         };
         for (i, capacity) in queues {
             engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));
         }
         engine
+    }
+
+    /// Whether `layer` carries the bus and the bus is out (see [`BusServer`]).
+    #[inline]
+    fn bus_server_silent(&self, layer: Layer) -> bool {
+        self.bus_server.as_ref().is_some_and(|b| {
+            b.layer == layer && b.silent.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     /// The embedded default: L1 only.

@@ -116,8 +116,9 @@ impl Engine {
     /// delete wrote meanwhile (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
     pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> TierRead {
         let counters = self.counters.layer(tier.layer);
-        if self.recovery.blocks(tier.layer, key) {
-            // This layer missed an invalidation of the key: whatever it holds may be stale.
+        if self.recovery.blocks(tier.layer, key) || self.bus_server_silent(tier.layer) {
+            // This layer missed an invalidation of the key, or may have missed another process's
+            // while the bus is out: whatever it holds may be stale.
             Counters::bump(&counters.misses);
             return TierRead::Miss(Seen::Unknown);
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use futures_util::StreamExt;
 
 use super::Engine;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::glob::Glob;
 use crate::layer::Layer;
 use crate::stats::{CacheStats, LayerStats};
@@ -36,6 +36,18 @@ impl Engine {
                     .map(|(k, _)| k)
                     .filter(|k| glob.matches(k)),
             );
+        }
+        if complete && let Some(tier) = self.tiers.iter().find(|t| self.bus_server_silent(t.layer))
+        {
+            // Its keys could not be told live (reads of it are held off): a list without them
+            // would lack keys silently.
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "{} cannot be listed while the bus it carries is out: what other processes                      removed from it meanwhile is not known yet",
+                    tier.layer
+                ),
+            ));
         }
         for tier in &self.tiers {
             match tier.store.list(glob.literal_prefix()).await {
