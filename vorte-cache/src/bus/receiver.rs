@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,14 @@ const MAIN_MAX_PAUSE: Duration = Duration::from_millis(200);
 /// The longest pause between two attempts of a failing receiver.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
+/// How grave a doubt is, for [`Receiver::suspended`]: never 0.
+fn doubt_level(doubt: Doubt) -> u8 {
+    match doubt {
+        Doubt::Refused => 1,
+        Doubt::Outage => 2,
+    }
+}
+
 /// One stream entry: its id and its fields.
 type Entry = (String, HashMap<String, String>);
 
@@ -78,8 +86,9 @@ pub(super) struct Receiver {
     pub(super) stream: String,
     /// Whether this is the main stream, whose invalidations the local state depends on.
     pub(super) carries_notices: bool,
-    /// Whether the local state is suspended because of this receiver (module docs).
-    pub(super) suspended: AtomicBool,
+    /// Whether, and for what, the local state is suspended because of this receiver (module
+    /// docs): 0 not, else the level of the gravest [`Doubt`] since it was ([`doubt_level`]).
+    pub(super) suspended: AtomicU8,
     /// Connection errors its client reported so far (main stream only).
     pub(super) connection_errors: AtomicU64,
     /// Calls of [`Receiver::suspend`] so far, suspended already or not: a step during which one
@@ -177,7 +186,7 @@ impl Receiver {
                     let whole = self.connection_errors.load(Ordering::Acquire) == errors_before
                         && self.suspend_calls.load(Ordering::Acquire) == suspends_before
                         && self.reader.is_connected();
-                    if !whole || !self.suspended.load(Ordering::Acquire) {
+                    if !whole || self.suspended.load(Ordering::Acquire) == 0 {
                         whole_since = None;
                     } else if whole_since.get_or_insert_with(Instant::now).elapsed() >= SETTLE {
                         whole_since = None;
@@ -342,8 +351,9 @@ impl Receiver {
         if !self.carries_notices {
             return;
         }
-        let already = self.suspended.swap(true, Ordering::AcqRel);
-        if !already {
+        let level = doubt_level(doubt);
+        let before = self.suspended.fetch_max(level, Ordering::AcqRel);
+        if before == 0 {
             Counters::add(&self.counters.suspensions, 1);
             tracing::warn!(
                 stream = self.stream,
@@ -351,7 +361,9 @@ impl Receiver {
                 "the bus does not answer: L1 and memoised versions are not used until it does"
             );
         }
-        if (!already || doubt == Doubt::Outage)
+        // Once per suspension, and again only if the doubt grows: each call forgets what the
+        // process learnt, loads in flight included (their waiters would load again).
+        if level > before
             && let Some(sink) = self.notices.upgrade()
         {
             sink.suspend_local_state(doubt);
@@ -360,7 +372,7 @@ impl Receiver {
 
     /// Ends a suspension: the stream has been read (from the position, gap checked) since.
     fn resume(&self) {
-        if !self.suspended.swap(false, Ordering::AcqRel) {
+        if self.suspended.swap(0, Ordering::AcqRel) == 0 {
             return;
         }
         tracing::info!(
@@ -493,5 +505,81 @@ impl Receiver {
         if let Some(sink) = self.notices.upgrade() {
             sink.apply(notice).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use fred::prelude::Builder;
+
+    use super::{Doubt, Notice, NoticeSink, Receiver};
+    use crate::bus::stats::Counters;
+    use crate::store::BoxFuture;
+
+    /// Counts the suspensions it is told of.
+    #[derive(Default)]
+    struct Counting {
+        suspends: AtomicU64,
+        resumes: AtomicU64,
+    }
+
+    impl NoticeSink for Counting {
+        fn apply(&self, _: Notice) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn drop_local_state(&self) {}
+        fn suspend_local_state(&self, _: Doubt) {
+            self.suspends.fetch_add(1, Ordering::Relaxed);
+        }
+        fn resume_local_state(&self) {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn receiver(sink: &Arc<Counting>) -> Option<Receiver> {
+        let notices: Arc<dyn NoticeSink> = sink.clone();
+        Some(Receiver {
+            reader: Builder::default_centralized().build().ok()?,
+            stream: "s".to_owned(),
+            carries_notices: true,
+            suspended: AtomicU8::new(0),
+            connection_errors: AtomicU64::new(0),
+            suspend_calls: AtomicU64::new(0),
+            trusted_within: Duration::from_millis(250),
+            origin: 1,
+            notices: Arc::downgrade(&notices),
+            events: None,
+            closed: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(Counters::default()),
+            handler_timeout: Duration::from_secs(1),
+        })
+    }
+
+    /// A server that stays down reports a connection error at each reconnection attempt: the
+    /// local state is suspended once, not at each, since each suspension forgets the loads in
+    /// flight and their waiters would load again (the chaos suite's stampede row, 10,000 misses
+    /// while L2 is down, loaded twice in a process). A doubt that grows is passed on.
+    #[test]
+    fn a_suspension_is_passed_on_once_and_again_only_when_the_doubt_grows() {
+        let sink = Arc::new(Counting::default());
+        let Some(receiver) = receiver(&sink) else {
+            panic!("a client that is not connected");
+        };
+        receiver.suspend(Doubt::Refused);
+        receiver.suspend(Doubt::Refused);
+        assert_eq!(sink.suspends.load(Ordering::Relaxed), 1);
+        receiver.suspend(Doubt::Outage);
+        receiver.suspend(Doubt::Outage);
+        receiver.suspend(Doubt::Refused);
+        receiver.suspend(Doubt::Outage);
+        assert_eq!(sink.suspends.load(Ordering::Relaxed), 2);
+        receiver.resume();
+        receiver.suspend(Doubt::Outage);
+        assert_eq!(sink.suspends.load(Ordering::Relaxed), 3);
+        assert_eq!(sink.resumes.load(Ordering::Relaxed), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! the application (events). The publisher is `publisher.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -142,7 +142,7 @@ impl Receivers {
                 stream,
                 // The first stream is the main one, which carries the invalidations.
                 carries_notices: i == 0,
-                suspended: AtomicBool::new(false),
+                suspended: AtomicU8::new(0),
                 connection_errors: AtomicU64::new(0),
                 suspend_calls: AtomicU64::new(0),
                 trusted_within: self.timeout,
