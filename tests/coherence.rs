@@ -833,3 +833,42 @@ async fn a_reply_for_another_key_is_read_again_not_taken_for_corruption() -> vor
     assert_eq!(l2.layer(Layer::L2).map(|l| l.corrupt), Some(0));
     Ok(())
 }
+
+/// A write-behind write that fails leaves the layer holding the older value: the process that
+/// wrote must not read that back once its L1 copy is gone (G1). The layer owes the key a delete,
+/// as for a delete that missed it (F3), and reads skip it there until the delete lands. Seen in
+/// the chaos suite's object-store row: a process read its own older value after moto's restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_behind_write_does_not_bring_the_older_value_back() -> vorte_cache::Result<()>
+{
+    let store = TestStore::new();
+    let cache = write_behind_over(&store, 64, "ttl = 0.05").await?;
+    cache.set("k", &1_i64).await?;
+    until_l4_reads(&store, "k", 1).await?;
+    // The writer's next write of "k" fails, whichever call it makes.
+    let down = || vorte_cache::Error::new(vorte_cache::ErrorKind::Backend, "store down");
+    store.fail(Op::CompareAndSet, "k", down());
+    store.fail(Op::Put, "k", down());
+    let tried = || store.calls(Op::CompareAndSet, "k") + store.calls(Op::Put, "k");
+    let before = tried();
+    // The delete the layer now owes is held, so the older value stays there.
+    let retry = store.pause(Op::DeleteMany, "k");
+    cache.set("k", &2_i64).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tried() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer never tried"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Past the L1 copy's 50 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_ne!(
+        cache.get::<i64>("k").await?,
+        Some(1),
+        "the writer read back the value its own set replaced"
+    );
+    retry.release();
+    Ok(())
+}

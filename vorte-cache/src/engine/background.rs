@@ -107,6 +107,7 @@ impl Engine {
         let (store, layer) = (tier.store.clone(), tier.layer);
         let counters = self.counters.layers[layer.index()].clone();
         let writes = waiting.clone();
+        let recovery = self.recovery.clone();
         tokio::spawn(async move {
             // Ends when the engine (the only sender) is dropped.
             while let Some(w) = rx.recv().await {
@@ -114,9 +115,17 @@ impl Engine {
                 let Some(bytes) = writes.latest(&w.key, w.seq) else {
                     continue;
                 };
-                if let Err(e) = write_unless_newer(store.as_ref(), &w, bytes.clone()).await {
-                    Counters::bump(&counters.errors);
-                    tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind failed");
+                match write_unless_newer(store.as_ref(), &w, bytes.clone()).await {
+                    // The layer holds the new value: an older one it owed a delete is gone.
+                    Ok(()) => recovery.settled(layer, &w.key),
+                    Err(e) => {
+                        Counters::bump(&counters.errors);
+                        tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind failed; the older value there is deleted instead");
+                        // The layer still holds what this write replaced, which the writer's own
+                        // reads would find once the write leaves the queue: owed a delete, like
+                        // an invalidation that missed it (`docs/guarantees.md#g1-read-your-writes`).
+                        recovery.owe_delete(layer, &[&w.key]);
+                    }
                 }
                 // A delete that ran while this write was in flight withdrew it and found
                 // nothing to delete: take the write back (if it is still there), so the delete
@@ -127,6 +136,7 @@ impl Engine {
                 {
                     Counters::bump(&counters.errors);
                     tracing::warn!(layer = %layer, key = w.key, error = %e, "write-behind could not take back a deleted key");
+                    recovery.owe_delete(layer, &[&w.key]);
                 }
             }
         });

@@ -116,9 +116,15 @@ impl Engine {
     /// delete wrote meanwhile (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
     pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> TierRead {
         let counters = self.counters.layer(tier.layer);
-        if self.recovery.blocks(tier.layer, key) || self.bus_server_silent(tier.layer) {
+        if (self.recovery.blocks(tier.layer, key) || self.bus_server_silent(tier.layer))
+            && tier
+                .behind
+                .as_ref()
+                .is_none_or(|b| b.waiting(key).is_none())
+        {
             // This layer missed an invalidation of the key, or may have missed another process's
-            // while the bus is out: whatever it holds may be stale.
+            // while the bus is out: whatever it holds may be stale (a write of this process still
+            // waiting to be written there is not, and is read below).
             Counters::bump(&counters.misses);
             return TierRead::Miss(Seen::Unknown);
         }
@@ -131,9 +137,6 @@ impl Engine {
                 Some(bytes) => Ok(Some(bytes)),
                 None => tier.store.get(Slot::Entry(key)).await,
             };
-            if from_store {
-                self.recovery.catch_up_with_takeover(tier.layer);
-            }
             let bytes = match got {
                 // A server that took over may lack this process's last write of the key
                 // (`takeover.rs`): then what it holds is older, and the write is made again.

@@ -107,8 +107,9 @@ struct Shared {
     started: AtomicBool,
 }
 
-/// See the module docs. Owned by the engine; its task holds only a weak reference.
-#[derive(Debug)]
+/// See the module docs. Owned by the engine and the writers of write-behind layers; its task
+/// holds only a weak reference.
+#[derive(Debug, Clone)]
 pub(super) struct Recovery {
     shared: Arc<Shared>,
 }
@@ -268,12 +269,10 @@ impl Recovery {
         }
     }
 
-    /// Turns the writes of the window into suspects if a server of `layer` took over since the
-    /// last call (`takeover.rs`). Cheap when nothing happened: one load of a counter.
-    pub(super) fn catch_up_with_takeover(&self, layer: Layer) {
-        let Some(l) = self.layer(layer) else {
-            return;
-        };
+    /// Turns the writes of the window into suspects if a server of `l`'s layer took over since
+    /// the last call (`takeover.rs`). Cheap when nothing happened: one load of a counter.
+    fn catch_up_with_takeover(&self, l: &Layered) {
+        let layer = l.layer;
         let (Some(recent), Some(now)) = (&l.recent, l.store.takeovers()) else {
             return;
         };
@@ -294,12 +293,17 @@ impl Recovery {
     }
 
     /// Whether a read of `key` on `layer` that found `held` may be used: a suspect found
-    /// changed was lost in a takeover, and is owed again (`takeover.rs`).
+    /// changed was lost in a takeover, and is owed again (`takeover.rs`). A takeover since the
+    /// last check turns the writes of the window into suspects first.
     #[inline]
     pub(super) fn read_is_intact(&self, layer: Layer, key: &str, held: &[u8]) -> bool {
-        let Some(recent) = self.layer(layer).and_then(|l| l.recent.as_ref()) else {
+        let Some(l) = self.layer(layer) else {
             return true;
         };
+        let Some(recent) = &l.recent else {
+            return true;
+        };
+        self.catch_up_with_takeover(l);
         if !recent.has_suspects() {
             return true;
         }
@@ -416,7 +420,7 @@ async fn retry_until_settled(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify
         };
         let mut still_owed = false;
         for l in &strong.layers {
-            recovery.catch_up_with_takeover(l.layer);
+            recovery.catch_up_with_takeover(l);
             still_owed |= !recovery.check_suspects(l).await;
         }
         drop(recovery);
