@@ -132,6 +132,27 @@ pub fn unique_prefix() -> String {
     )
 }
 
+/// A cache of L1 and L2 whose L2 entries are kept by `l2`, a store of the test's (its hooks
+/// fail or hold the chosen call, whoever makes it), while the bus rides on the real Redis at
+/// `url` as it would on L2's: several such caches stand in for processes sharing L2 and the bus.
+/// `l2_toml` adds lines to `[cache.layers.l2]`.
+pub async fn on_test_l2(
+    url: &str,
+    prefix: &str,
+    l2: &vorte_cache::testing::TestStore,
+    l2_toml: &str,
+) -> vorte_cache::Result<Cache> {
+    let cfg = Config::from_toml_str(&format!(
+        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l1]\nmax_size = 100\n\
+         [cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n{l2_toml}\n"
+    ))?
+    .cache;
+    Cache::builder(&cfg)
+        .store(vorte_cache::Layer::L2, std::sync::Arc::new(l2.clone()))
+        .build()
+        .await
+}
+
 /// What a test needs for one stack: the servers, a directory, and its own key prefix.
 #[derive(Debug)]
 pub struct Env {

@@ -5,26 +5,17 @@
 //! for the bus.
 #![allow(clippy::expect_used, reason = "a failed step fails the test")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use vorte_cache::testing::{Call, Op, TestStore};
-use vorte_cache::{Cache, Config, ErrorKind, Layer};
+use vorte_cache::{Cache, ErrorKind};
 use vorte_cache_tests::servers::RedisServer;
-use vorte_cache_tests::unique_prefix;
+use vorte_cache_tests::{on_test_l2, unique_prefix};
 
 /// L1, and L2 with a 2 s timeout at `url` (the bus rides on it), its entries kept by `l2`.
 async fn open(url: &str, l2: &TestStore) -> vorte_cache::Result<Cache> {
-    let cfg = Config::from_toml_str(&format!(
-        "[cache]\nkey_prefix = {:?}\n[cache.layers.l1]\nmax_size = 100\n\
-         [cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\ntimeout_ms = 2000\n",
-        PREFIX.get_or_init(unique_prefix)
-    ))?
-    .cache;
-    Cache::builder(&cfg)
-        .store(Layer::L2, Arc::new(l2.clone()))
-        .build()
-        .await
+    let prefix = PREFIX.get_or_init(unique_prefix);
+    on_test_l2(url, prefix, l2, "timeout_ms = 2000").await
 }
 
 /// One prefix for the whole binary: the caches of a test share their bus streams.

@@ -10,25 +10,16 @@
 //! (its hooks fail or hold the chosen call, whoever makes it), and a real Redis carries the bus.
 #![allow(clippy::expect_used, reason = "a failed step fails the test")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use vorte_cache::testing::{Call, Op, TestStore};
-use vorte_cache::{Cache, Config, Error, ErrorKind, Layer};
+use vorte_cache::{Cache, Error, ErrorKind};
 use vorte_cache_tests::servers::RedisServer;
-use vorte_cache_tests::unique_prefix;
+use vorte_cache_tests::{on_test_l2, unique_prefix};
 
 /// L1, and L2 at `url` (the bus rides on it), its entries and tag records kept by `l2`.
 async fn open(url: &str, prefix: &str, l2: &TestStore) -> vorte_cache::Result<Cache> {
-    let cfg = Config::from_toml_str(&format!(
-        "[cache]\nkey_prefix = {prefix:?}\n[cache.layers.l1]\nmax_size = 100\n\
-         [cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n"
-    ))?
-    .cache;
-    Cache::builder(&cfg)
-        .store(Layer::L2, Arc::new(l2.clone()))
-        .build()
-        .await
+    on_test_l2(url, prefix, l2, "").await
 }
 
 fn down() -> Error {
