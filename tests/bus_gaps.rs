@@ -443,6 +443,15 @@ async fn until_l1_serves(bound: Duration, cache: &Cache, key: &str, want: &str, 
     }
 }
 
+/// Waits until `cache` has suspended its local state once; fails after `bound` with `why`.
+async fn until_suspended(cache: &Cache, bound: Duration, why: &str) {
+    let since = Instant::now();
+    while stats(cache).suspensions == 0 {
+        assert!(since.elapsed() < bound, "{why}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// (h) A process whose bus is down or hung does not serve from L1 what another process may have
 /// changed meanwhile: the other's notices wait in its publisher's queue, so nothing would tell
 /// this one. From the moment its receiver finds the bus gone it drops L1 and reads the shared
@@ -510,14 +519,8 @@ async fn a_killed_bus_server_suspends_l1_at_once_not_at_the_read_deadline() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(stats(&cache).suspensions, 0);
     redis.kill();
-    let killed = Instant::now();
-    while stats(&cache).suspensions == 0 {
-        assert!(
-            killed.elapsed() < Duration::from_secs(2),
-            "L1 was still trusted 2 s after the bus's server was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let why = "L1 was still trusted 2 s after the bus's server was killed";
+    until_suspended(&cache, Duration::from_secs(2), why).await;
     assert_eq!(
         cache.get::<String>("k").await.expect("get"),
         None,
@@ -637,14 +640,12 @@ async fn l1_is_trusted_again_only_once_the_bus_has_answered_for_a_while() {
     let why = "L1 serves before the outage";
     until_l1_serves(Duration::from_secs(10), &cache, "k", "v", why).await;
     bus.pause();
-    let paused = Instant::now();
-    while stats(&cache).suspensions == 0 {
-        assert!(
-            paused.elapsed() < Duration::from_secs(10),
-            "the hung bus was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_suspended(
+        &cache,
+        Duration::from_secs(10),
+        "the hung bus was never noticed",
+    )
+    .await;
     bus.resume();
     let resumed = Instant::now();
     // The value is read from L2 meanwhile; L1 must not serve it for 350 ms at least.

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use vorte_cache::testing::{Call, Op, TestStore};
+use vorte_cache::testing::{Call, Op, Pause, TestStore};
 use vorte_cache::{Cache, Error, ErrorKind};
 use vorte_cache_tests::servers::RedisServer;
 use vorte_cache_tests::{on_test_l2, unique_prefix};
@@ -62,6 +62,24 @@ async fn write_until_read(
     Ok(seen)
 }
 
+/// Two processes on `redis`'s bus sharing an L2 of the test's, where "k" is "old" and both
+/// have read it; A's next delete of "k" there fails, and the two deletes after it (the retries,
+/// A's and then B's once it hears of the debt) are held.
+async fn a_delete_about_to_miss_l2(
+    redis: &RedisServer,
+) -> vorte_cache::Result<(Cache, Cache, Pause, Pause)> {
+    let prefix = unique_prefix();
+    let l2 = TestStore::new();
+    let a = open(&redis.url(), &prefix, &l2).await?;
+    let b = open(&redis.url(), &prefix, &l2).await?;
+    a.set("k", &"old").await?;
+    assert_eq!(b.get::<String>("k").await?.as_deref(), Some("old"));
+    l2.fail(Op::DeleteMany, "k", down());
+    let first_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(2));
+    let second_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(3));
+    Ok((a, b, first_retry, second_retry))
+}
+
 /// A delete that missed L2 in one process: the other, once the notice came, does not read the
 /// older value from L2 while both processes' retries are held; it reads L2 again once a retry
 /// landed.
@@ -69,16 +87,7 @@ async fn write_until_read(
 async fn a_delete_that_missed_a_layer_holds_the_key_off_it_in_every_process()
 -> vorte_cache::Result<()> {
     let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let l2 = TestStore::new();
-    let a = open(&redis.url(), &prefix, &l2).await?;
-    let b = open(&redis.url(), &prefix, &l2).await?;
-    a.set("k", &"old").await?;
-    assert_eq!(b.get::<String>("k").await?.as_deref(), Some("old"));
-    // A's delete misses L2; the next two deletes of "k" (A's retry and B's) are held.
-    l2.fail(Op::DeleteMany, "k", down());
-    let first_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(2));
-    let second_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(3));
+    let (a, b, first_retry, second_retry) = a_delete_about_to_miss_l2(&redis).await?;
     assert!(a.delete("k").await?, "the delete found the key (in L1)");
     assert_eq!(a.get::<String>("k").await?, None, "the deleting process");
     // B drops its L1 copy when the notice comes; then it must not find "old" in L2.
@@ -164,16 +173,7 @@ async fn a_tag_invalidation_that_missed_its_layer_holds_in_every_process() -> vo
 async fn a_process_whose_bus_is_out_does_not_read_the_layer_the_bus_rides_on()
 -> vorte_cache::Result<()> {
     let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let l2 = TestStore::new();
-    let a = open(&redis.url(), &prefix, &l2).await?;
-    let b = open(&redis.url(), &prefix, &l2).await?;
-    a.set("k", &"old").await?;
-    assert_eq!(b.get::<String>("k").await?.as_deref(), Some("old"));
-    // A's delete misses L2; the retries (A's, then B's once it hears of the debt) are held.
-    l2.fail(Op::DeleteMany, "k", down());
-    let first_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(2));
-    let second_retry = l2.pause_call(Call::new(Op::DeleteMany, "k").nth(3));
+    let (a, b, first_retry, second_retry) = a_delete_about_to_miss_l2(&redis).await?;
     redis.pause();
     let suspended = async {
         while b.bus_stats().map_or(0, |s| s.suspensions) == 0 {
