@@ -169,11 +169,11 @@ async fn write(cache: &Cache) -> Result<(), BoxError> {
         .await?;
     println!("   set user:1, product:1 (tags: products, category:electronics) and greeting");
 
-    let stats = cache.stats().await?;
-    let l4_keys = stats.layer(Layer::L4).map_or(0, |l| l.keys);
+    let (stats, usage) = (cache.stats(), cache.usage().await?);
+    let l4_keys = usage.layer(Layer::L4).map_or(0, |l| l.keys);
     println!(
-        "   stats: total_keys {}, L4 keys {l4_keys}, l1_hits {}, l4_hits {}",
-        stats.total_keys, stats.l1_hits, stats.l4_hits
+        "   usage: total_keys {}, L4 keys {l4_keys}; stats: l1_hits {}, l4_hits {}",
+        usage.total_keys, stats.l1_hits, stats.l4_hits
     );
     if l4_keys != KEYS.len() as u64 {
         return Err(format!("expected {} entries in L4, found {l4_keys}", KEYS.len()).into());
@@ -192,7 +192,7 @@ async fn read(cache: &Cache, dir: &Path) -> Result<(), BoxError> {
     let user: Option<User> = cache.get("user:1").await?;
     let product: Option<Product> = cache.get("product:1").await?;
     let greeting: Option<String> = cache.get("greeting").await?;
-    let after_first = cache.stats().await?;
+    let after_first = cache.stats();
     println!(
         "   first reads:  user:1 = {user:?}, product:1 = {product:?}, greeting = {greeting:?}"
     );
@@ -205,7 +205,7 @@ async fn read(cache: &Cache, dir: &Path) -> Result<(), BoxError> {
     let user2: Option<User> = cache.get("user:1").await?;
     let product2: Option<Product> = cache.get("product:1").await?;
     let greeting2: Option<String> = cache.get("greeting").await?;
-    let after_second = cache.stats().await?;
+    let after_second = cache.stats();
     println!(
         "   second reads: l4_hits {}, l1_hits {}, misses {}",
         after_second.l4_hits, after_second.l1_hits, after_second.misses

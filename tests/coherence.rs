@@ -398,7 +398,7 @@ async fn a_delete_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_m
             .map(|l| (l.recovery_pending, l.recovered))
     };
     until_a_new_process_misses(&store, "k", "the delete never reached L2").await?;
-    assert_eq!(pending(&a.stats().await?), Some((0, 1)));
+    assert_eq!(pending(&a.stats()), Some((0, 1)));
     Ok(())
 }
 
@@ -429,12 +429,7 @@ async fn a_flush_that_failed_on_a_layer_is_retried_and_that_layer_is_not_read_me
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let l2 = a
-        .stats()
-        .await?
-        .layers
-        .into_iter()
-        .find(|l| l.layer == Layer::L2);
+    let l2 = a.stats().layers.into_iter().find(|l| l.layer == Layer::L2);
     assert_eq!(l2.map(|l| (l.recovery_pending, l.recovered)), Some((0, 1)));
     Ok(())
 }
@@ -779,7 +774,6 @@ async fn a_tag_invalidation_that_missed_its_layer_is_retried_and_holds_meanwhile
     for _ in 0..500 {
         recovered = a
             .stats()
-            .await?
             .layers
             .iter()
             .find(|l| l.layer == Layer::L2)
@@ -829,7 +823,7 @@ async fn a_reply_for_another_key_is_read_again_not_taken_for_corruption() -> vor
         Some("value of a"),
         "the mixed-up answer became a miss"
     );
-    let l2 = reader.stats().await?;
+    let l2 = reader.stats();
     assert_eq!(l2.layer(Layer::L2).map(|l| l.corrupt), Some(0));
     Ok(())
 }

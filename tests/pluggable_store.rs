@@ -43,7 +43,7 @@ async fn a_store_of_your_own_serves_a_layer_and_is_shared() -> vorte_cache::Resu
     );
     assert_eq!(two.get::<String>("user:1").await?.as_deref(), Some("Alice"));
     assert_eq!(store.calls(Op::Get, "user:1"), 1);
-    let stats = two.stats().await?;
+    let stats = two.stats();
     assert_eq!(stats.l2_hits, 1);
     assert_eq!(stats.l1_hits, 1);
     Ok(())
@@ -73,7 +73,6 @@ async fn a_store_given_for_a_configured_layer_keeps_its_settings() -> vorte_cach
     );
     let l2 = cache
         .stats()
-        .await?
         .layers
         .into_iter()
         .find(|l| l.layer == Layer::L2);
@@ -105,4 +104,40 @@ async fn a_store_for_l1_or_two_for_one_layer_is_a_config_error() {
         err.is_some_and(|e| e.to_string().contains("two stores given for l3")),
         "the message names the layer"
     );
+}
+
+/// `stats()` reads counters only: it asks no store, however often a dashboard calls it. What the
+/// layers hold is `usage()`, which asks each (a listing and its usage figures).
+#[tokio::test]
+async fn stats_ask_no_store_and_usage_asks_each() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let cache = Cache::builder(&config("[cache.layers.l1]\nmax_size = 100"))
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await?;
+    cache.set("user:1", &"Alice").await?;
+    assert_eq!(
+        cache.get::<String>("user:1").await?.as_deref(),
+        Some("Alice")
+    );
+    let asked = || {
+        [Op::Usage, Op::List, Op::Get]
+            .map(|op| store.calls(op, if op == Op::Get { "user:1" } else { "" }))
+    };
+    let before = asked();
+    for _ in 0..100 {
+        let stats = cache.stats();
+        assert_eq!(stats.l1_hits, 1);
+        assert!(stats.layer(Layer::L2).is_some());
+    }
+    assert_eq!(asked(), before, "stats() called the store");
+    let usage = cache.usage().await?;
+    assert_eq!(usage.total_keys, 1);
+    assert_eq!(usage.layer(Layer::L2).map(|l| l.keys), Some(1));
+    let after = asked();
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "usage() did not ask the store: {before:?} -> {after:?}"
+    );
+    Ok(())
 }

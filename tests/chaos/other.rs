@@ -80,9 +80,8 @@ fn the_object_store_killed_for_20_s_surfaces_no_error_and_counts_its_failed_writ
     for r in &run.reports {
         let before_kill = r.layer_before("L4", killed).cloned().unwrap_or_default();
         let last = r.layer_last("L4").cloned().unwrap_or_default();
-        // The last sample before the restart: `stats()` lists every layer, and a listing sent
-        // to moto while it starts waits for seconds, so the first sample after the restart may
-        // come only at the end of the run.
+        // The last sample before the restart: the first after it may find L4 not answering
+        // yet (moto answers slowly for seconds as it starts).
         let before_restart = r.layer_before("L4", restarted).cloned().unwrap_or_default();
         println!(
             "  {}: L4 errors {} before the kill, {} at the restart, {} at the end; \

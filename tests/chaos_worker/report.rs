@@ -26,13 +26,10 @@ const EXAMPLES: usize = 5;
 /// How many stale reads a report describes.
 const STALE_KEPT: usize = 2_000;
 
-/// The cache's layer counters, taken now (`None` if `stats` failed or took over a second).
-async fn sample_now(state: &State, cache: &Cache, within: Duration) -> Option<Sample> {
-    let stats = tokio::time::timeout(within, cache.stats())
-        .await
-        .ok()?
-        .ok()?;
-    Some(Sample {
+/// The cache's layer counters, taken now (`stats` reads counters only).
+fn sample_now(state: &State, cache: &Cache) -> Sample {
+    let stats = cache.stats();
+    Sample {
         at_ms: state.now() / 1000,
         layers: stats
             .layers
@@ -51,7 +48,7 @@ async fn sample_now(state: &State, cache: &Cache, within: Duration) -> Option<Sa
                     .count() as u64,
             })
             .collect(),
-    })
+    }
 }
 
 /// Samples the layer counters every `--sample-ms` until `deadline_us` (not at all when it is 0).
@@ -63,9 +60,7 @@ pub(crate) async fn sample(state: &'static State, cache: Cache, deadline_us: u64
     }
     while state.now() < deadline_us {
         tokio::time::sleep(every).await;
-        if let Some(s) = sample_now(state, &cache, Duration::from_secs(1)).await {
-            samples.push(s);
-        }
+        samples.push(sample_now(state, &cache));
     }
     samples
 }
@@ -161,9 +156,7 @@ pub(crate) async fn build(
             ..StaleRead::default()
         })
     }));
-    if let Some(last) = sample_now(state, cache, Duration::from_secs(5)).await {
-        samples.push(last);
-    }
+    samples.push(sample_now(state, cache));
     let bucket_us = state.args.bucket.as_micros() as u64;
     let mut buckets: Vec<Bucket> = (0..state.loads.len())
         .map(|i| Bucket {

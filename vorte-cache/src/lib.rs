@@ -59,7 +59,9 @@ pub use events::EventBus;
 pub use events::Handlers;
 pub use key::MAX_KEY_LEN;
 pub use layer::Layer;
-pub use stats::{CacheStats, CircuitState, CircuitStats, LayerStats, LoadStats};
+pub use stats::{
+    CacheStats, CacheUsage, CircuitState, CircuitStats, LayerStats, LayerUsage, LoadStats,
+};
 pub use store::{BoxFuture, Slot, Store, Usage};
 
 #[cfg(feature = "macros")]

@@ -133,13 +133,6 @@ pub struct LayerStats {
     pub recovery_pending: u64,
     /// Owed invalidations that a retry delivered.
     pub recovered: u64,
-    /// Entries the layer holds under the prefix at the time of the snapshot. For L1, live entries;
-    /// for other layers, stored entries, including expired ones not yet reclaimed.
-    pub keys: u64,
-    /// Bytes of those entries. L1: key + serialized value + tags + a fixed per-entry overhead
-    /// (a fixed 160 B covering the entry and quick_cache's slot).
-    /// Other layers: stored bytes, envelopes included.
-    pub bytes: u64,
     /// The layer's circuit breakers (`docs/guarantees.md#f2-circuit-breaker`): one for the whole
     /// layer, or one per server where the store keeps its own (each memcached server, each Redis
     /// Cluster node, and one for cluster keys whose node is not known yet). Empty for L1.
@@ -170,7 +163,8 @@ pub enum CircuitState {
     HalfOpen,
 }
 
-/// A snapshot of the cache's counters and contents, from [`Cache::stats`](crate::Cache::stats).
+/// A snapshot of the cache's counters, from [`Cache::stats`](crate::Cache::stats): what it did
+/// since it was built. What it holds is [`CacheUsage`], from [`Cache::usage`](crate::Cache::usage).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CacheStats {
@@ -201,12 +195,6 @@ pub struct CacheStats {
     pub lease_errors: u64,
     /// What the loads did: runs, failures, fail-safe serves, timeouts, early refreshes.
     pub loads: LoadStats,
-    /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns). It
-    /// lists every layer, so it costs a listing of each store.
-    pub total_keys: u64,
-    /// L1's bytes (see [`LayerStats::bytes`]) in MiB: the memory this process spends on cached
-    /// values.
-    pub memory_used_mb: f64,
     /// One entry per enabled layer, L1 first.
     pub layers: Vec<LayerStats>,
 }
@@ -227,4 +215,42 @@ impl CacheStats {
     pub fn layer(&self, layer: Layer) -> Option<&LayerStats> {
         self.layers.iter().find(|l| l.layer == layer)
     }
+}
+
+/// What the cache holds, from [`Cache::usage`](crate::Cache::usage), which asks every store.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CacheUsage {
+    /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns).
+    pub total_keys: u64,
+    /// L1's bytes (see [`LayerUsage::bytes`]) in MiB: the memory this process spends on cached
+    /// values.
+    pub memory_used_mb: f64,
+    /// One entry per enabled layer, L1 first.
+    pub layers: Vec<LayerUsage>,
+}
+
+impl CacheUsage {
+    /// What one layer holds, if it is enabled.
+    pub fn layer(&self, layer: Layer) -> Option<&LayerUsage> {
+        self.layers.iter().find(|l| l.layer == layer)
+    }
+}
+
+/// What one layer holds, in a [`CacheUsage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerUsage {
+    /// Which layer.
+    pub layer: Layer,
+    /// Its backend, as in configuration (`"memory"`, `"file"`, …).
+    pub backend: &'static str,
+    /// Entries the layer holds under the prefix. For L1, live entries; for other layers, stored
+    /// entries, including expired ones not yet reclaimed. `0` for a layer that could not be
+    /// asked (counted in [`LayerStats::errors`]).
+    pub keys: u64,
+    /// Bytes of those entries. L1: key + serialized value + tags + a fixed per-entry overhead
+    /// (a fixed 160 B covering the entry and quick_cache's slot).
+    /// Other layers: stored bytes, envelopes included.
+    pub bytes: u64,
 }

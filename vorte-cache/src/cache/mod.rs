@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::config::CacheConfig;
 use crate::engine::{Engine, WriteOptions};
 use crate::error::Result;
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, CacheUsage};
 
 pub use builder::CacheBuilder;
 pub use ops::{Fetched, Freshness, GetOrSet, Set};
@@ -214,9 +214,46 @@ impl Cache {
         self.engine.invalidate_tag(tag).await
     }
 
-    /// A snapshot of hits, misses, keys and bytes; see [`CacheStats`] for how each is measured.
-    pub async fn stats(&self) -> Result<CacheStats> {
-        self.engine.stats().await
+    /// What the cache did since it was built: hits and misses per layer, loads, leases, errors,
+    /// circuit breakers; see [`CacheStats`]. Cheap: it reads counters and asks no server, so it
+    /// can be called as often as a dashboard likes. What the cache holds is [`Cache::usage`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = vorte_cache::Cache::from_config(&Default::default()).await?;
+    /// cache.set("user:1", &"Ada").await?;
+    /// assert_eq!(cache.get::<String>("user:1").await?.as_deref(), Some("Ada"));
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.l1_hits, stats.misses), (1, 0));
+    /// assert_eq!(stats.hit_rate(), 1.0);
+    /// # Ok::<(), vorte_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        self.engine.stats()
+    }
+
+    /// What each layer holds (keys and bytes, as its store reports them) and the distinct live
+    /// keys over all of them; see [`CacheUsage`]. It asks every store: a listing of each, and a
+    /// read of every key found, what [`Cache::keys`] costs. A layer that cannot answer counts 0
+    /// and an error in [`LayerStats::errors`](crate::LayerStats::errors).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = vorte_cache::Cache::from_config(&Default::default()).await?;
+    /// cache.set("user:1", &"Ada").await?;
+    /// let usage = cache.usage().await?;
+    /// assert_eq!(usage.total_keys, 1);
+    /// assert!(usage.memory_used_mb > 0.0);
+    /// # Ok::<(), vorte_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None today: a layer that cannot answer is skipped and counted, not an error.
+    pub async fn usage(&self) -> Result<CacheUsage> {
+        self.engine.usage().await
     }
 
     /// Reads `key`, or on a miss runs `loader`, caches its value and returns it.

@@ -9,7 +9,7 @@ use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob::Glob;
 use crate::layer::Layer;
-use crate::stats::{CacheStats, LayerStats};
+use crate::stats::{CacheStats, CacheUsage, LayerStats, LayerUsage};
 
 /// Concurrent store calls in `keys`.
 const FAN_OUT: usize = 16;
@@ -68,12 +68,9 @@ impl Engine {
         Ok(live.into_iter().flatten().collect())
     }
 
-    pub(crate) async fn stats(&self) -> Result<CacheStats> {
-        let layer_stats = |layer: Layer,
-                           backend: &'static str,
-                           keys: u64,
-                           bytes: u64,
-                           circuits: Vec<crate::stats::CircuitStats>| {
+    /// The counters: reads no store (`Cache::stats`).
+    pub(crate) fn stats(&self) -> CacheStats {
+        let layer_stats = |layer: Layer, backend: &'static str, circuits| {
             let c = self.counters.layer(layer);
             LayerStats {
                 layer,
@@ -87,37 +84,23 @@ impl Engine {
                 swept: c.swept.load(Ordering::Relaxed),
                 recovery_pending: c.recovery_pending.load(Ordering::Relaxed),
                 recovered: c.recovered.load(Ordering::Relaxed),
-                keys,
-                bytes,
                 circuits,
             }
         };
         let mut layers = Vec::new();
-        let mut l1_bytes = 0;
-        if let Some(l1) = &self.l1 {
-            let (keys, bytes) = l1.usage();
-            l1_bytes = bytes;
-            layers.push(layer_stats(Layer::L1, "memory", keys, bytes, Vec::new()));
+        if self.l1.is_some() {
+            layers.push(layer_stats(Layer::L1, "memory", Vec::new()));
         }
         for tier in &self.tiers {
-            let usage = match tier.store.usage().await {
-                Ok(u) => u,
-                Err(e) => {
-                    self.skip(tier.layer, "usage", "*", &e);
-                    Default::default()
-                }
-            };
             layers.push(layer_stats(
                 tier.layer,
                 tier.store.backend(),
-                usage.keys,
-                usage.bytes,
                 tier.store.circuits(),
             ));
         }
         let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);
         let leases = &self.counters.leases;
-        Ok(CacheStats {
+        CacheStats {
             l1_hits: hits(Layer::L1),
             l2_hits: hits(Layer::L2),
             l3_hits: hits(Layer::L3),
@@ -129,7 +112,42 @@ impl Engine {
             lease_waits_landed: leases.waits_landed.load(Ordering::Relaxed),
             lease_waits_bounded: leases.waits_bounded.load(Ordering::Relaxed),
             lease_errors: leases.errors.load(Ordering::Relaxed),
-            // A layer that cannot list is already counted as an error above; stats still answer.
+            layers,
+        }
+    }
+
+    /// What every layer holds, and the live keys over all of them: asks every store
+    /// (`Cache::usage`).
+    pub(crate) async fn usage(&self) -> Result<CacheUsage> {
+        let mut layers = Vec::new();
+        let mut l1_bytes = 0;
+        if let Some(l1) = &self.l1 {
+            let (keys, bytes) = l1.usage();
+            l1_bytes = bytes;
+            layers.push(LayerUsage {
+                layer: Layer::L1,
+                backend: "memory",
+                keys,
+                bytes,
+            });
+        }
+        for tier in &self.tiers {
+            let usage = match tier.store.usage().await {
+                Ok(u) => u,
+                Err(e) => {
+                    self.skip(tier.layer, "usage", "*", &e);
+                    Default::default()
+                }
+            };
+            layers.push(LayerUsage {
+                layer: tier.layer,
+                backend: tier.store.backend(),
+                keys: usage.keys,
+                bytes: usage.bytes,
+            });
+        }
+        Ok(CacheUsage {
+            // A layer that cannot list is already counted as an error above; usage still answers.
             total_keys: self.live_keys("*", false).await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
             layers,
