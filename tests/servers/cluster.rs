@@ -80,9 +80,7 @@ impl RedisCluster {
         // Start the nodes in parallel: each start is mostly waiting.
         let nodes: Vec<RedisServer> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..total)
-                .map(|_| {
-                    scope.spawn(|| RedisServer::launch(Some(free_cluster_port()), &node_args, None))
-                })
+                .map(|_| scope.spawn(|| RedisServer::launch(free_cluster_port, &node_args, None)))
                 .collect();
             handles
                 .into_iter()

@@ -4,7 +4,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Daemon, READY_TIMEOUT, require_binary};
+use super::{Daemon, READY_TIMEOUT, free_port, require_binary};
 
 /// `memcached -l 127.0.0.1 -p P -U 0 -m 64` on a free loopback port (as root with `-u root`).
 ///
@@ -49,7 +49,15 @@ impl Memcached {
         let ready = Box::new(|port: u16| {
             try_memcached_cmd(port, "version\r\n").is_ok_and(|r| r.starts_with("VERSION "))
         });
-        let daemon = Daemon::start("memcached", program, None, None, READY_TIMEOUT, args, ready);
+        let daemon = Daemon::start(
+            "memcached",
+            program,
+            free_port,
+            None,
+            READY_TIMEOUT,
+            args,
+            ready,
+        );
         Self { daemon }
     }
 

@@ -196,13 +196,13 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns the server and waits until it is ready, on `port` (`None`: a fresh [`free_port`],
-    /// retried on another port if the bind fails). `log_name` is the server's own log file name in
-    /// its directory (`None`: its stdout/stderr file).
+    /// Spawns the server and waits until it is ready, on a port `choose_port` gives (another one
+    /// if the bind fails: a port found free can be taken before the server binds it). `log_name`
+    /// is the server's own log file name in its directory (`None`: its stdout/stderr file).
     pub(crate) fn start(
         name: &'static str,
         program: PathBuf,
-        port: Option<u16>,
+        choose_port: fn() -> u16,
         log_name: Option<&str>,
         timeout: Duration,
         args: ArgsFn,
@@ -220,15 +220,15 @@ impl Daemon {
             ready,
             log,
             timeout,
-            port: port.unwrap_or_else(free_port),
+            port: choose_port(),
             child: None,
             dir,
         };
         for attempt in 1..=PORT_ATTEMPTS {
             match daemon.spawn_and_wait() {
                 Ok(()) => return daemon,
-                Err(SpawnError::AddrInUse) if port.is_none() && attempt < PORT_ATTEMPTS => {
-                    daemon.port = free_port();
+                Err(SpawnError::AddrInUse) if attempt < PORT_ATTEMPTS => {
+                    daemon.port = choose_port();
                 }
                 Err(SpawnError::AddrInUse) => daemon.fail("its port is already in use"),
                 Err(SpawnError::Other(why)) => daemon.fail(&why),

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Daemon, exchange_until_close, require_binary};
+use super::{Daemon, exchange_until_close, free_port, require_binary};
 
 /// moto imports a lot of Python: on a loaded 2-core machine its start can take several seconds.
 const MOTO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +45,7 @@ impl MotoServer {
             exchange_until_close(port, b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(5))
                 .is_ok_and(|answer| answer.starts_with(b"HTTP/1."))
         });
-        let daemon = Daemon::start("moto", program, None, None, MOTO_TIMEOUT, args, ready);
+        let daemon = Daemon::start("moto", program, free_port, None, MOTO_TIMEOUT, args, ready);
         let server = Self { daemon };
         server.create_bucket();
         server

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Daemon, READY_TIMEOUT, require_binary};
+use super::{Daemon, READY_TIMEOUT, free_port, require_binary};
 
 const INSTALL_REDIS: &str = "`apt-get install redis-server redis-tools`";
 
@@ -36,7 +36,7 @@ impl RedisServer {
     /// Like [`RedisServer::start`], with extra `redis-server` arguments appended (e.g.
     /// `&["--maxmemory", "1mb"]`).
     pub fn start_with(args: &[&str]) -> Self {
-        Self::launch(None, args, None)
+        Self::launch(free_port, args, None)
     }
 
     /// A server whose only enabled user is `user` with `password` (all keys, channels and
@@ -48,11 +48,16 @@ impl RedisServer {
             !user.contains(char::is_whitespace) && !password.contains(char::is_whitespace),
             "ACL user and password must not contain whitespace"
         );
-        Self::launch(None, &[], Some((user.to_owned(), password.to_owned())))
+        Self::launch(free_port, &[], Some((user.to_owned(), password.to_owned())))
     }
 
-    /// Starts a server on a given port (cluster nodes pick ports whose bus port is free too).
-    pub(crate) fn launch(port: Option<u16>, args: &[&str], auth: Option<(String, String)>) -> Self {
+    /// Starts a server on a port `choose_port` gives (cluster nodes pick ports whose bus port is
+    /// free too).
+    pub(crate) fn launch(
+        choose_port: fn() -> u16,
+        args: &[&str],
+        auth: Option<(String, String)>,
+    ) -> Self {
         let program = require_binary("redis-server", INSTALL_REDIS);
         let extra: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let conf_auth = auth.clone();
@@ -95,7 +100,7 @@ impl RedisServer {
         let daemon = Daemon::start(
             "redis",
             program,
-            port,
+            choose_port,
             Some("redis.log"),
             READY_TIMEOUT,
             args,

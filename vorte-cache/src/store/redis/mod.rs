@@ -38,14 +38,18 @@ use fred::types::scan::Scanner;
 use futures_util::{Stream, TryStreamExt};
 
 mod conn;
+mod errors;
 mod lease;
 mod listing;
+mod mget;
 mod nodes;
 mod redirect;
 
 pub(crate) use self::conn::{RedisTarget, fred_config, reconnect_policy};
+use self::errors::{command_error, is_out_of_memory};
 use self::lease::LeaseScript;
-use super::read_batch::{MultiGet, ReadBatch};
+use self::mget::multi_get;
+use super::read_batch::ReadBatch;
 use super::{BoxFuture, Slot, Store, Usage};
 use crate::config::RedisConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -125,123 +129,6 @@ impl std::fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-/// Maps a fred error of `what` to ours. The bound on time is fred's own per-command timeout (set
-/// from the layer's `timeout_ms` when the client is built): no extra timer per call on the hot
-/// path.
-fn command_error(
-    layer: &str,
-    backend: &str,
-    timeout: Duration,
-    what: &str,
-    e: &fred::error::Error,
-) -> Error {
-    if *e.kind() == fred::error::ErrorKind::Timeout {
-        Error::new(
-            ErrorKind::Timeout,
-            format!("{layer} {backend} {what} took longer than {timeout:?}"),
-        )
-    } else if is_too_large(e) {
-        Error::new(
-            ErrorKind::ValueTooLarge,
-            format!("{layer} {backend} {what}: {}", e.details()),
-        )
-    } else {
-        Error::new(
-            ErrorKind::Backend,
-            format!("{layer} {backend} {what}: {}", e.details()),
-        )
-    }
-}
-
-/// Whether Redis refused a value for its size: a bulk string longer than the server's
-/// `proto-max-bulk-len` (`-ERR Protocol error: invalid bulk length`, after which the server closes
-/// the connection; `string exceeds maximum allowed size` from commands that grow a value). The
-/// server is healthy: no failure of its circuit (`docs/guarantees.md#f2-circuit-breaker`).
-fn is_too_large(e: &fred::error::Error) -> bool {
-    let details = e.details();
-    details.contains("invalid bulk length") || details.contains("exceeds maximum allowed size")
-}
-
-/// Whether Redis refused a command because it is at `maxmemory` with `noeviction` (`-OOM ...`).
-fn is_out_of_memory(e: &fred::error::Error) -> bool {
-    e.details().contains("OOM command not allowed")
-}
-
-/// The batched read: one `MGET` on a single server; on a cluster, one `MGET` per hash slot
-/// (a multi-key command may not cross slots), sent concurrently, each with its own outcome: the
-/// keys of a dead node fail, and only they (each counted by that node's circuit).
-fn multi_get(
-    pool: Pool,
-    clustered: bool,
-    layer: &'static str,
-    backend: &'static str,
-    timeout: Duration,
-) -> MultiGet {
-    std::sync::Arc::new(move |keys: Vec<String>, left: Duration| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let fail = |e: fred::error::Error| command_error(layer, backend, timeout, "mget", &e);
-            let options = Options {
-                timeout: Some(left),
-                ..command_options()
-            };
-            if !clustered {
-                return pool
-                    .next()
-                    .with_options(&options)
-                    .mget::<Vec<Option<Bytes>>, _>(keys)
-                    .await
-                    .map(|values| values.into_iter().map(Ok).collect())
-                    .map_err(fail);
-            }
-            let mut groups: std::collections::HashMap<u16, Vec<usize>> =
-                std::collections::HashMap::new();
-            for (i, key) in keys.iter().enumerate() {
-                groups
-                    .entry(fred::util::redis_keyslot(key.as_bytes()))
-                    .or_default()
-                    .push(i);
-            }
-            let reads = groups.into_values().map(|positions| {
-                let group: Vec<String> = positions.iter().map(|&i| keys[i].clone()).collect();
-                let client = pool.next().with_options(&options);
-                async move {
-                    let (client, group) = (&client, &group);
-                    let values = redirect::follow(left, || async move {
-                        redirect::values(client.mget(group.clone()).await)
-                    })
-                    .await;
-                    let values = match values {
-                        Ok(values) if values.len() == positions.len() => Ok(values),
-                        Ok(_) => Err(fail(fred::error::Error::new(
-                            fred::error::ErrorKind::Protocol,
-                            "MGET answered a different number of values",
-                        ))),
-                        Err(e) => Err(fail(e)),
-                    };
-                    (positions, values)
-                }
-            });
-            let mut out: Vec<Result<Option<Bytes>>> = keys.iter().map(|_| Ok(None)).collect();
-            for (positions, values) in futures_util::future::join_all(reads).await {
-                match values {
-                    Ok(values) => {
-                        for (i, value) in positions.into_iter().zip(values) {
-                            out[i] = Ok(value);
-                        }
-                    }
-                    Err(e) => {
-                        for i in positions {
-                            out[i] = Err(e.clone());
-                        }
-                    }
-                }
-            }
-            Ok(out)
-        })
-    })
 }
 
 impl RedisStore {
