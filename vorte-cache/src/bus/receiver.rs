@@ -89,10 +89,8 @@ pub(super) struct Receiver {
     /// Whether, and for what, the local state is suspended because of this receiver (module
     /// docs): 0 not, else the level of the gravest [`Doubt`] since it was ([`doubt_level`]).
     pub(super) suspended: AtomicU8,
-    /// Connection errors its client reported so far (main stream only).
-    pub(super) connection_errors: AtomicU64,
-    /// Calls of [`Receiver::suspend`] so far, suspended already or not: a step during which one
-    /// happened proves nothing.
+    /// Calls of [`Receiver::suspend`] so far, suspended already or not (each connection error
+    /// its client reports is one): a step during which one happened proves nothing.
     pub(super) suspend_calls: AtomicU64,
     /// How long past its blocking time a command may go unanswered before the local state is
     /// suspended: the bus timeout.
@@ -156,7 +154,6 @@ impl Receiver {
             let mut errors = self.reader.error_rx();
             // Ends only when the client is gone (a lagging watch counts what it missed as one).
             while let Ok(_) | Err(RecvError::Lagged(_)) = errors.recv().await {
-                self.connection_errors.fetch_add(1, Ordering::AcqRel);
                 self.suspend(Doubt::Outage);
             }
         }
@@ -170,7 +167,6 @@ impl Receiver {
         // Since when the client has been whole while suspended.
         let mut whole_since = None;
         while !self.gone() {
-            let errors_before = self.connection_errors.load(Ordering::Acquire);
             let suspends_before = self.suspend_calls.load(Ordering::Acquire);
             let step = match position {
                 None => self.start().await.map(|start| *position = Some(start)),
@@ -179,12 +175,12 @@ impl Receiver {
             match step {
                 Ok(()) => {
                     failures = 0;
-                    // Only a step with no connection error while it ran, by a client whose every
-                    // connection is up, proves the client whole: a cluster client's reads of this
-                    // stream's node go on answering while another node is down, and the other
-                    // processes' notices may wait in theirs until the cluster has failed over.
-                    let whole = self.connection_errors.load(Ordering::Acquire) == errors_before
-                        && self.suspend_calls.load(Ordering::Acquire) == suspends_before
+                    // Only a step with no suspension while it ran (a connection error is one),
+                    // by a client whose every connection is up, proves the client whole: a
+                    // cluster client's reads of this stream's node go on answering while another
+                    // node is down, and the other processes' notices may wait in theirs until the
+                    // cluster has failed over.
+                    let whole = self.suspend_calls.load(Ordering::Acquire) == suspends_before
                         && self.reader.is_connected();
                     if !whole || self.suspended.load(Ordering::Acquire) == 0 {
                         whole_since = None;
@@ -547,7 +543,6 @@ mod tests {
             stream: "s".to_owned(),
             carries_notices: true,
             suspended: AtomicU8::new(0),
-            connection_errors: AtomicU64::new(0),
             suspend_calls: AtomicU64::new(0),
             trusted_within: Duration::from_millis(250),
             origin: 1,

@@ -143,7 +143,6 @@ impl Receivers {
                 // The first stream is the main one, which carries the invalidations.
                 carries_notices: i == 0,
                 suspended: AtomicU8::new(0),
-                connection_errors: AtomicU64::new(0),
                 suspend_calls: AtomicU64::new(0),
                 trusted_within: self.timeout,
                 origin: self.origin,

@@ -44,7 +44,8 @@ impl Engine {
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!(
-                    "{} cannot be listed while the bus it carries is out: what other processes                      removed from it meanwhile is not known yet",
+                    "{} cannot be listed while the bus it carries is out: what other processes \
+                     removed from it meanwhile is not known yet",
                     tier.layer
                 ),
             ));
