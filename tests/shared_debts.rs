@@ -172,9 +172,9 @@ async fn a_tag_invalidation_that_missed_its_layer_holds_in_every_process() -> vo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_whose_bus_is_out_does_not_read_the_layer_the_bus_rides_on()
 -> vorte_cache::Result<()> {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let (a, b, first_retry, second_retry) = a_delete_about_to_miss_l2(&redis).await?;
-    redis.pause();
+    redis.kill();
     let suspended = async {
         while b.bus_stats().map_or(0, |s| s.suspensions) == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -182,7 +182,7 @@ async fn a_process_whose_bus_is_out_does_not_read_the_layer_the_bus_rides_on()
     };
     tokio::time::timeout(Duration::from_secs(10), suspended)
         .await
-        .expect("B never noticed its bus hung");
+        .expect("B never noticed its bus gone");
     // A's bus is out too: its L1 holds nothing, and its L2 delete fails; "not found" then.
     a.delete("k").await?;
     for _ in 0..10 {
@@ -194,7 +194,7 @@ async fn a_process_whose_bus_is_out_does_not_read_the_layer_the_bus_rides_on()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    redis.resume();
+    redis.restart();
     // Once the bus is back, the notice names the debt: still not read, while the retries wait.
     for _ in 0..50 {
         assert_eq!(

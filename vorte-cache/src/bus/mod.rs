@@ -118,8 +118,8 @@ pub(crate) enum Doubt {
     /// either: what they fail to write to it meanwhile, and their notices saying so, wait in
     /// their queues until it is back.
     Outage,
-    /// A read was refused with an answer (the stream's slot moved, for one): a message may come
-    /// late, but the server and the other processes' writes to it are fine.
+    /// A read was refused with an answer (the stream's slot moved, for one), or answered late,
+    /// past the bus timeout: a message may come late, but nothing says the server is out.
     Refused,
 }
 

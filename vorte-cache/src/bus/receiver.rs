@@ -334,7 +334,9 @@ impl Receiver {
         if let Ok(answered) = tokio::time::timeout(trusted, answer.as_mut()).await {
             return Some(answered);
         }
-        self.suspend(Doubt::Outage);
+        // Late is not yet out: a busy machine answers late too. Out is a connection error, or
+        // no answer by the command's deadline (`recover`).
+        self.suspend(Doubt::Refused);
         tokio::time::timeout(limit.saturating_sub(trusted), answer)
             .await
             .ok()
