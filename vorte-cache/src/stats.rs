@@ -113,7 +113,8 @@ pub struct LayerStats {
     pub hits: u64,
     /// Reads that reached this layer and found nothing live in it.
     pub misses: u64,
-    /// Calls to this layer that failed or timed out and were skipped; the call went on with the other layers
+    /// Calls to this layer that failed or timed out and were skipped, and reads not made because
+    /// the server carrying the bus was out (`docs/guarantees.md#g4-gap-detection`); the call went on with the other layers
     /// (`docs/guarantees.md#f1-a-failing-layer-is-skipped`).
     pub errors: u64,
     /// Values found corrupt (bad envelope or checksum), removed and treated as misses

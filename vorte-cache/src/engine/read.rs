@@ -124,8 +124,13 @@ impl Engine {
         {
             // This layer missed an invalidation of the key, or may have missed another process's
             // while the bus is out: whatever it holds may be stale (a write of this process still
-            // waiting to be written there is not, and is read below).
-            Counters::bump(&counters.misses);
+            // waiting to be written there is not, and is read below). The second is an outage of
+            // the layer's server, counted as its errors.
+            if self.bus_server_silent(tier.layer) {
+                Counters::bump(&counters.errors);
+            } else {
+                Counters::bump(&counters.misses);
+            }
             return TierRead::Miss(Seen::Unknown);
         }
         let mut reread = false;
