@@ -268,9 +268,38 @@ impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
     }
 }
 
+/// Counts the entries quick_cache evicts (or refuses to admit, being too heavy); like its default
+/// lifecycle, it hands them back to be dropped once the shard's lock is released.
+#[derive(Clone, Default)]
+struct CountEvictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<String, Arc<L1Entry>> for CountEvictions {
+    type RequestState = [Option<(String, Arc<L1Entry>)>; 2];
+
+    #[inline]
+    fn on_evict(&self, state: &mut Self::RequestState, key: String, val: Arc<L1Entry>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        if state[0].is_none() {
+            state[0] = Some((key, val));
+        } else if state[1].is_none() {
+            state[1] = Some((key, val));
+        }
+    }
+}
+
+type Entries = QuickCache<
+    String,
+    Arc<L1Entry>,
+    EntryWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
 /// The L1 layer.
 pub(crate) struct L1Memory {
-    cache: QuickCache<String, Arc<L1Entry>, EntryWeighter>,
+    cache: Entries,
+    /// Entries evicted for room so far (`CountEvictions`).
+    evicted: Arc<AtomicU64>,
     by_bytes: bool,
     pub(crate) ttl_cap: Option<Duration>,
     pub(crate) max_value_bytes: usize,
@@ -315,22 +344,27 @@ impl L1Memory {
         } else {
             max_value_bytes
         };
+        let evictions = CountEvictions::default();
+        let evicted = evictions.0.clone();
         let cache = match options.build() {
-            Ok(options) => QuickCache::with_options(
+            Ok(options) => Entries::with_options(
                 options,
                 EntryWeighter { by_bytes },
                 Default::default(),
-                Default::default(),
+                evictions,
             ),
             // The builder only fails on a missing item estimate, which is always set above.
-            Err(_) => QuickCache::with_weighter(
+            Err(_) => Entries::with(
                 max_size.max(16) as usize,
                 capacity.max(1),
                 EntryWeighter { by_bytes },
+                Default::default(),
+                evictions,
             ),
         };
         L1Memory {
             cache,
+            evicted,
             by_bytes,
             ttl_cap,
             max_value_bytes,
@@ -382,6 +416,17 @@ impl L1Memory {
     /// A snapshot of every key and entry.
     pub(crate) fn entries(&self) -> Vec<(String, Arc<L1Entry>)> {
         self.cache.iter().collect()
+    }
+
+    /// Entries evicted to make room since L1 was built (an entry too heavy to be admitted at all
+    /// counts too).
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Entries held, live or not yet found expired: one read per shard, no scan.
+    pub(crate) fn len(&self) -> u64 {
+        self.cache.len() as u64
     }
 
     /// Live entries and their bytes (see [`L1Entry::weight`]).

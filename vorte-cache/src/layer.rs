@@ -37,6 +37,13 @@ impl Layer {
     }
 }
 
+/// Serialized as its [`name`](Layer::name): `"l1"` … `"l4"`.
+impl serde::Serialize for Layer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

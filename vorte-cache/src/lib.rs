@@ -39,6 +39,7 @@ mod glob;
 mod key;
 mod l1;
 mod layer;
+pub mod observe;
 mod stats;
 pub mod store;
 mod tags;

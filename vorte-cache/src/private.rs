@@ -63,7 +63,13 @@ where
             if detach.is_some() && cache.refreshes_early(&callsite.loads) {
                 return None;
             }
-            cache.cached_l1_hit::<O::Stored>(key.as_str())
+            let hit = cache.cached_l1_hit::<O::Stored>(key.as_str());
+            #[cfg(feature = "tracing")]
+            if hit.is_some() {
+                let instruments = &cache.engine().instruments;
+                crate::observe::spans::cached_l1_hit(callsite.path, key.as_str(), instruments);
+            }
+            hit
         }),
         Err(_) => None,
     };
@@ -73,10 +79,20 @@ where
     let key = key.map(|key| key.take_string());
     CachedCall::Miss(Box::pin(async move {
         let cache = crate::Cache::global();
-        cache
-            .engine_arc()
-            .run_cached(callsite, key, tags, body, detach, on_timeout)
-            .await
+        let call =
+            cache
+                .engine_arc()
+                .run_cached(callsite, key.clone(), tags, body, detach, on_timeout);
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument as _;
+            let instruments = &cache.engine().instruments;
+            let span =
+                crate::observe::spans::cached(callsite.path, key.as_deref().ok(), instruments);
+            call.instrument(span).await
+        }
+        #[cfg(not(feature = "tracing"))]
+        call.await
     }))
 }
 

@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Serialize;
+
 use crate::layer::Layer;
+use crate::observe::LatencyStats;
 
 /// Per-layer counters, updated on the hot path with relaxed atomics.
 #[derive(Debug, Default)]
@@ -62,13 +65,14 @@ impl LoadCounters {
             hard_timeouts: get(&self.hard_timeouts),
             early_refreshes: get(&self.early_refreshes),
             late_fills: get(&self.late_fills),
+            time: LatencyStats::default(),
         }
     }
 }
 
 /// What the loads of `get_or_set` and `#[cached]` did, since the cache was built
 /// (`docs/resilience.md`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LoadStats {
     /// Loaders run (in the foreground or the background).
@@ -87,6 +91,8 @@ pub struct LoadStats {
     /// call's reads: the caller had its answer, the storing went on in the background
     /// (`docs/resilience.md#one-timeout-per-call`).
     pub late_fills: u64,
+    /// How long the loads took, foreground and background, failed ones included.
+    pub time: LatencyStats,
 }
 
 impl Counters {
@@ -102,7 +108,7 @@ impl Counters {
 }
 
 /// One layer's figures in a [`CacheStats`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct LayerStats {
     /// Which layer.
@@ -138,10 +144,21 @@ pub struct LayerStats {
     /// layer, or one per server where the store keeps its own (each memcached server, each Redis
     /// Cluster node, and one for cluster keys whose node is not known yet). Empty for L1.
     pub circuits: Vec<CircuitStats>,
+    /// How long calls to this layer's store took (every call below L1: reads, writes, deletes,
+    /// scans), a refusal by an open circuit breaker included. Empty for L1, whose reads are not
+    /// timed: they take nanoseconds, and a clock read would double that.
+    pub latency: LatencyStats,
+    /// Entries evicted to make room (L1; the servers of other layers evict on their own, and
+    /// their counts are theirs).
+    pub evictions: u64,
+    /// Entries held, where that is known without asking a server: L1's count (entries past their
+    /// TTL not yet found by a read included). `None` for the other layers: see
+    /// [`Cache::usage`](crate::Cache::usage).
+    pub entries: Option<u64>,
 }
 
 /// One circuit breaker's state, in [`LayerStats::circuits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CircuitStats {
     /// What it guards: `"l2 redis"`, or one server, `"l3 redis-cluster on 127.0.0.1:7000"`.
@@ -153,7 +170,8 @@ pub struct CircuitStats {
 }
 
 /// Where a circuit breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     /// Calls go through.
     Closed,
@@ -166,7 +184,10 @@ pub enum CircuitState {
 
 /// A snapshot of the cache's counters, from [`Cache::stats`](crate::Cache::stats): what it did
 /// since it was built. What it holds is [`CacheUsage`], from [`Cache::usage`](crate::Cache::usage).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It serializes (serde) to the JSON that the health route of `vorte-cache-axum` and the
+/// dashboard read; a [`LatencyStats`] there carries its percentiles in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CacheStats {
     /// Reads answered by L1 (in-process), since the cache was built.
@@ -198,6 +219,16 @@ pub struct CacheStats {
     pub loads: LoadStats,
     /// One entry per enabled layer, L1 first.
     pub layers: Vec<LayerStats>,
+    /// Invalidations this cache made: `delete` and `delete_many` calls, tags invalidated,
+    /// flushes (each tells the other processes when there is a bus).
+    pub invalidations: u64,
+    /// Other processes' invalidations this cache read from the bus and applied.
+    pub invalidations_received: u64,
+    /// The time from another process publishing an invalidation or event to this process reading
+    /// it (the stream id's time, on the bus server's clock, to this host's clock).
+    pub bus_lag: LatencyStats,
+    /// The bus's own counters, `None` without a bus (as [`Cache::bus_stats`](crate::Cache::bus_stats)).
+    pub bus: Option<crate::BusStats>,
 }
 
 impl CacheStats {
@@ -219,7 +250,7 @@ impl CacheStats {
 }
 
 /// What the cache holds, from [`Cache::usage`](crate::Cache::usage), which asks every store.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CacheUsage {
     /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns).
@@ -239,7 +270,7 @@ impl CacheUsage {
 }
 
 /// What one layer holds, in a [`CacheUsage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LayerUsage {
     /// Which layer.

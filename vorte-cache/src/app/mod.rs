@@ -221,8 +221,12 @@ pub async fn emit<P: Serialize + ?Sized>(event: &str, payload: &P) -> Result<usi
         payload,
         process: global::process_id(),
     };
-    Cache::global().engine().publish_event(notice).await;
-    ran
+    let cache = Cache::global();
+    let publish = async {
+        cache.engine().publish_event(notice).await;
+        ran
+    };
+    crate::observe::traced!(&cache.engine().instruments, "emit", Some(event), publish)
 }
 
 #[cfg(test)]

@@ -294,6 +294,7 @@ impl Receivers {
         self,
         _: std::sync::Weak<dyn NoticeSink>,
         _: Option<std::sync::Weak<dyn EventSink>>,
+        _: std::sync::Arc<crate::observe::Instruments>,
     ) {
         match self {}
     }

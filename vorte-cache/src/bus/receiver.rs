@@ -29,6 +29,7 @@ use super::stats::Counters;
 use super::streams::{Continuity, Position, continuity, lost_after, parse_id};
 use super::{Body, Doubt, EventNotice, EventSink, Message, Notice, NoticeSink};
 use crate::events::panic_message;
+use crate::observe::ActivityKind;
 
 /// The most entries one read hands on.
 const BATCH: u64 = 1_000;
@@ -104,6 +105,8 @@ pub(super) struct Receiver {
     pub(super) counters: Arc<Counters>,
     /// How long one event handler may run (`[cache.bus] handler_timeout_ms`).
     pub(super) handler_timeout: Duration,
+    /// Where what is received, and its lag, is measured.
+    pub(super) instruments: Arc<crate::observe::Instruments>,
 }
 
 impl Receiver {
@@ -275,13 +278,13 @@ impl Receiver {
         for (id, fields) in entries {
             // What the blocking read returned was handed on already; this read checks it.
             if handed.is_none_or(|done| parse_id(&id) > done) {
-                self.hand_on(&fields).await;
+                self.hand_on(&id, &fields).await;
             }
             *at = Position::after(id);
         }
         if !full {
             for (id, fields) in self.wait(&at.last).await? {
-                self.hand_on(&fields).await;
+                self.hand_on(&id, &fields).await;
                 *handed_on = Some(parse_id(&id));
             }
         }
@@ -448,7 +451,7 @@ impl Receiver {
     }
 
     /// Decodes one entry and hands it to its sink; a sink that panics is logged and counted.
-    async fn hand_on(&self, fields: &HashMap<String, String>) {
+    async fn hand_on(&self, id: &str, fields: &HashMap<String, String>) {
         let Some(body) = fields.get("m") else {
             return;
         };
@@ -459,7 +462,14 @@ impl Receiver {
                 return;
             }
         };
-        if let Err(panic) = AssertUnwindSafe(self.deliver(message)).catch_unwind().await {
+        // The id's first part is the server's clock when it appended the message.
+        let sent_ms = parse_id(id).0;
+        let lag = (sent_ms > 0)
+            .then(|| Duration::from_millis(crate::clock::now_ms().saturating_sub(sent_ms)));
+        if let Err(panic) = AssertUnwindSafe(self.deliver(message, lag))
+            .catch_unwind()
+            .await
+        {
             Counters::add(&self.counters.receiver_errors, 1);
             tracing::error!(
                 stream = self.stream,
@@ -469,8 +479,27 @@ impl Receiver {
         }
     }
 
-    /// Hands one message to its sink.
-    async fn deliver(&self, message: Message) {
+    /// Hands one message to its sink, in the span of its applying (feature `tracing`).
+    async fn deliver(&self, message: Message, lag: Option<Duration>) {
+        if matches!(&message.body, Body::Landed { .. })
+            || (message.origin == self.origin && !matches!(&message.body, Body::Event { .. }))
+        {
+            return self.deliver_unobserved(message).await;
+        }
+        let (kind, subject) = observed_as(&message.body);
+        self.instruments.received(kind, subject, lag);
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument;
+            let lag_ms = lag.map(|l| l.as_secs_f64() * 1000.0);
+            let span = crate::observe::spans::bus_apply(kind.name(), lag_ms);
+            self.deliver_unobserved(message).instrument(span).await
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.deliver_unobserved(message).await
+    }
+
+    async fn deliver_unobserved(&self, message: Message) {
         match message.body {
             Body::Event { event, payload } => {
                 let Some(sink) = self.events.as_ref().and_then(Weak::upgrade) else {
@@ -503,6 +532,17 @@ impl Receiver {
         if let Some(sink) = self.notices.upgrade() {
             sink.apply(notice).await;
         }
+    }
+}
+
+/// What a message is, for the recent activity: its kind and its key (the first, when several),
+/// tag or event name.
+fn observed_as(body: &Body) -> (ActivityKind, Option<&str>) {
+    match body {
+        Body::Keys { keys, .. } => (ActivityKind::Keys, keys.first().map(String::as_str)),
+        Body::Tag { tag, .. } => (ActivityKind::Tag, Some(tag)),
+        Body::Flush | Body::Landed { .. } => (ActivityKind::Flush, None),
+        Body::Event { event, .. } => (ActivityKind::Event, Some(event)),
     }
 }
 
@@ -553,6 +593,7 @@ mod tests {
             closed: Arc::new(AtomicBool::new(false)),
             counters: Arc::new(Counters::default()),
             handler_timeout: Duration::from_secs(1),
+            instruments: Arc::default(),
         })
     }
 

@@ -135,6 +135,7 @@ impl Receivers {
         mut self,
         notices: Weak<dyn NoticeSink>,
         events: Option<Weak<dyn EventSink>>,
+        instruments: Arc<crate::observe::Instruments>,
     ) {
         for (i, (reader, stream, start)) in self.readers.drain(..).enumerate() {
             let receiver = Receiver {
@@ -151,6 +152,7 @@ impl Receivers {
                 closed: self.closed.clone(),
                 counters: self.counters.clone(),
                 handler_timeout: self.handler_timeout,
+                instruments: instruments.clone(),
             };
             if start.is_none() {
                 // Its stream could not be asked: what it carries cannot be heard until it can,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counters of one cache's bus, since the cache was built: [`Cache::bus_stats`](crate::Cache::bus_stats).
 ///
 /// Every count here is also logged when it happens; see `docs/consistency.md#gaps-g4`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BusStats {
     /// Messages (invalidations and events) appended to a stream.

@@ -8,6 +8,7 @@ use crate::config::CacheConfig;
 use crate::engine::{self, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
+use crate::observe::{Instruments, Observe, StatsSource};
 use crate::store::Store;
 
 /// Builds a [`Cache`]: every layer its configuration names, and any layer below L1 served by a
@@ -44,6 +45,7 @@ pub struct CacheBuilder<'a> {
     config: &'a CacheConfig,
     stores: Vec<(Layer, Arc<dyn Store>)>,
     events: Option<Weak<dyn EventSink>>,
+    observers: Vec<Arc<dyn Observe>>,
 }
 
 impl std::fmt::Debug for CacheBuilder<'_> {
@@ -63,12 +65,21 @@ impl<'a> CacheBuilder<'a> {
             config,
             stores: Vec::new(),
             events: None,
+            observers: Vec::new(),
         }
     }
 
     /// Serves `layer` (L2, L3 or L4) from `store`.
     pub fn store(mut self, layer: Layer, store: Arc<dyn Store>) -> Self {
         self.stores.push((layer, store));
+        self
+    }
+
+    /// Hands the cache's measurements to `observer` as they are taken (store calls, loads,
+    /// invalidations; `docs/observability.md`). Call again to add more. The adapters of the
+    /// `metrics` and `opentelemetry` features are observers.
+    pub fn observe(mut self, observer: Arc<dyn Observe>) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -108,17 +119,23 @@ impl<'a> CacheBuilder<'a> {
             Some((publisher, receivers)) => (Some(publisher), Some(receivers)),
             None => (None, None),
         };
+        let instruments = Arc::new(Instruments::new(&self.config.observe, self.observers));
         let engine = Arc::new(Engine::new(
             self.config,
             tiers,
             publisher,
             engine::DEFAULT_LEASE_TTL,
+            instruments.clone(),
         ));
         engine.start_sweepers();
         if let Some(receivers) = receivers {
             let notices = Arc::downgrade(&engine) as Weak<dyn NoticeSink>;
-            receivers.start(notices, self.events);
+            receivers.start(notices, self.events, instruments.clone());
         }
+        let weak = Arc::downgrade(&engine);
+        instruments.started(&StatsSource(Arc::new(move || {
+            weak.upgrade().map(|engine| engine.stats())
+        })));
         Ok(Cache::from_engine(engine))
     }
 }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::config::CacheConfig;
 use crate::engine::{Engine, WriteOptions};
 use crate::error::Result;
+use crate::observe::traced;
 use crate::stats::{CacheStats, CacheUsage};
 
 pub use builder::CacheBuilder;
@@ -127,7 +128,12 @@ impl Cache {
     where
         V: Serialize + Send + Sync + 'static,
     {
-        self.engine.set_owned(key, value).await
+        traced!(
+            &self.engine.instruments,
+            "set",
+            Some(key),
+            self.engine.set_owned(key, value)
+        )
     }
 
     /// Reads `key` as `T`, L1 first; a hit in a lower layer back-fills the layers above it with
@@ -144,21 +150,41 @@ impl Cache {
         // L1 holds only valid keys, so a hit needs no validation; a miss is validated before it
         // is answered or any store sees the key.
         if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
+            #[cfg(feature = "tracing")]
+            crate::observe::spans::l1_hit("get", key, &self.engine.instruments);
             return answer;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.
-        Box::pin(self.engine.get(key)).await
+        Box::pin(async move {
+            traced!(
+                &self.engine.instruments,
+                "get",
+                Some(key),
+                self.engine.get(key)
+            )
+        })
+        .await
     }
 
     /// Removes `key` from every layer; `true` when some layer held it.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        self.engine.delete(key).await
+        traced!(
+            &self.engine.instruments,
+            "delete",
+            Some(key),
+            self.engine.delete(key)
+        )
     }
 
     /// Whether `key` has a live entry in some layer.
     pub async fn exists(&self, key: &str) -> Result<bool> {
-        self.engine.exists(key).await
+        traced!(
+            &self.engine.instruments,
+            "exists",
+            Some(key),
+            self.engine.exists(key)
+        )
     }
 
     /// Adds `delta` to the integer under `key` and returns the new value. A missing key counts as
@@ -173,7 +199,12 @@ impl Cache {
     /// `NotAnInteger` when the value is not an integer or the sum overflows `i64`; the stored
     /// value is left unchanged.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        self.engine.increment(key, delta).await
+        traced!(
+            &self.engine.instruments,
+            "increment",
+            Some(key),
+            self.engine.increment(key, delta)
+        )
     }
 
     /// The live keys matching a Redis-style glob (`*`, `?`, `[...]`, `\` escapes), sorted and
@@ -185,13 +216,23 @@ impl Cache {
     /// layer that could not list its keys, rather than an answer without them
     /// (`docs/consistency.md#redis-cluster-topology-changes`).
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
-        self.engine.keys(pattern).await
+        traced!(
+            &self.engine.instruments,
+            "keys",
+            None,
+            self.engine.keys(pattern)
+        )
     }
 
     /// Deletes each key; returns how many existed.
     pub async fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        self.engine.delete_many(&keys).await
+        traced!(
+            &self.engine.instruments,
+            "delete_many",
+            keys.first().copied(),
+            self.engine.delete_many(&keys)
+        )
     }
 
     /// Removes every entry under this cache's `key_prefix`, in every layer, and nothing else.
@@ -200,7 +241,7 @@ impl Cache {
     ///
     /// The error of a layer that could not be cleared (the others are cleared regardless).
     pub async fn flush(&self) -> Result<()> {
-        self.engine.flush().await
+        traced!(&self.engine.instruments, "flush", None, self.engine.flush())
     }
 
     /// Invalidates every entry written with `tag`, in every layer, with one write (O(1) in the
@@ -211,7 +252,12 @@ impl Cache {
     /// `InvalidKey` for an empty or over-long tag; the tag authority's error if the new version
     /// could not be written (nothing is invalidated then).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        self.engine.invalidate_tag(tag).await
+        traced!(
+            &self.engine.instruments,
+            "invalidate_tag",
+            Some(tag),
+            self.engine.invalidate_tag(tag)
+        )
     }
 
     /// What the cache did since it was built: hits and misses per layer, loads, leases, errors,
@@ -231,6 +277,13 @@ impl Cache {
     /// ```
     pub fn stats(&self) -> CacheStats {
         self.engine.stats()
+    }
+
+    /// The latest invalidations this cache made or received, and the events it received, oldest
+    /// first: at most `[cache.observe] recent_activity` of them (100 by default). Keys and tags
+    /// show as `record_keys` allows: not at all by default.
+    pub fn recent_activity(&self) -> Vec<crate::observe::Activity> {
+        self.engine.instruments.recent()
     }
 
     /// What each layer holds (keys and bytes, as its store reports them) and the distinct live

@@ -12,6 +12,7 @@ use super::Cache;
 use crate::engine::{DetachFn, LoadOptions, LoaderError, Served, WriteOptions};
 use crate::error::Result;
 use crate::layer::{Layer, LayerSet};
+use crate::observe::traced;
 use crate::store::BoxFuture;
 
 fn add_layer(options: &mut WriteOptions, layer: Layer) {
@@ -62,7 +63,12 @@ impl<'a, V: Serialize + ?Sized> IntoFuture for Set<'a, V> {
     type IntoFuture = BoxFuture<'a, Result<()>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.cache.engine().set(self.key, self.value, self.options))
+        let engine = self.cache.engine();
+        // Made here, not in the block: the value is serialized before the first await, so the
+        // future holds no `&V` (which would have to be `Sync`).
+        let call = engine.set(self.key, self.value, self.options);
+        let key = self.key;
+        Box::pin(async move { traced!(&engine.instruments, "set", Some(key), call) })
     }
 }
 
@@ -269,7 +275,9 @@ where
     /// stood in for a failed or slow load (`docs/resilience.md#fail-safe`).
     pub fn fetch(self) -> BoxFuture<'a, Result<Fetched<T>>> {
         Box::pin(async move {
-            let served = self.run().await?;
+            let instruments = self.cache.engine().instruments.clone();
+            let key = self.key;
+            let served = traced!(&instruments, "get_or_set", Some(key), self.run())?;
             Ok(Fetched {
                 value: served.output,
                 freshness: if served.stale {
@@ -310,6 +318,10 @@ where
     type IntoFuture = BoxFuture<'a, Result<T>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.run().await.map(|served| served.output) })
+        Box::pin(async move {
+            let instruments = self.cache.engine().instruments.clone();
+            let key = self.key;
+            traced!(&instruments, "get_or_set", Some(key), self.run()).map(|served| served.output)
+        })
     }
 }

@@ -235,6 +235,7 @@ fn to_raw(config: &Config) -> RawConfig {
                 handler_timeout_ms: Some(Positive(super::raw::millis_ceil(bus.handler_timeout))),
             }),
             loads: Some(super::loads::RawLoads::from_resolved(&c.loads)),
+            observe: Some(super::observe::RawObserve::from_resolved(&c.observe)),
         }),
     }
 }

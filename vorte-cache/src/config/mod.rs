@@ -50,6 +50,10 @@
 //! ttl_jitter = 0.1                   # each TTL times a random factor in 1 ± 0.1
 //! distributed_lock = true            # one process at a time loads a key (needs a bus)
 //! distributed_lock_wait = 10         # seconds a process waits for another's load
+//!
+//! [cache.observe]                    # optional
+//! record_keys = "hash"               # keys in spans and activity: "none" (default), "hash", "plain"
+//! recent_activity = 100              # latest invalidations and events kept for Cache::recent_activity
 //! ```
 
 use std::time::Duration;
@@ -58,6 +62,7 @@ mod backend;
 mod env;
 mod load;
 mod loads;
+mod observe;
 mod raw;
 mod resolve;
 mod secret;
@@ -70,6 +75,7 @@ pub use self::backend::{
     RedisClusterConfig, RedisConfig, S3Config, S3Credentials,
 };
 pub use self::loads::LoadsConfig;
+pub use self::observe::{KeyRecording, ObserveConfig};
 pub use self::secret::Secret;
 pub use crate::codec::{Compression, Serialization};
 
@@ -143,6 +149,9 @@ pub struct CacheConfig {
     /// `[cache.loads]`: fail-safe, loader timeouts, early refresh, TTL jitter and the distributed
     /// lock (`docs/resilience.md`).
     pub loads: LoadsConfig,
+    /// `[cache.observe]`: what spans and the recent activity may show of keys
+    /// (`docs/observability.md`).
+    pub observe: ObserveConfig,
 }
 
 /// `[cache.layers]`: L1 is always described; L2–L4 are `None` when off.
@@ -329,6 +338,7 @@ impl Default for CacheConfig {
             },
             bus: None,
             loads: LoadsConfig::default(),
+            observe: ObserveConfig::default(),
         }
     }
 }

@@ -48,6 +48,8 @@ pub(super) struct RawCacheConfig {
     pub(super) bus: Option<RawBus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) loads: Option<super::loads::RawLoads>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) observe: Option<super::observe::RawObserve>,
 }
 
 #[derive(Deserialize, Serialize, Default)]

@@ -111,6 +111,10 @@ fn resolve_cache(raw: RawCacheConfig, path: &str) -> Result<CacheConfig> {
         layers,
         bus,
         loads: super::loads::resolve_loads(raw.loads.unwrap_or_default(), &join(path, "loads"))?,
+        observe: super::observe::resolve_observe(
+            raw.observe.unwrap_or_default(),
+            &join(path, "observe"),
+        )?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Invalidation: `delete`, `delete_many`, `invalidate_tag` and `flush` in this process, the
 //! notices that carry them to the others, and the other processes' notices applied here.
 
+use crate::observe::ActivityKind;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,8 @@ impl Engine {
         for key in keys {
             key::validate(key, "key")?;
         }
+        self.instruments
+            .invalidated(ActivityKind::Keys, keys.first().copied());
         let mut existed = vec![false; keys.len()];
         let mut layer_failed = false;
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
@@ -202,6 +205,7 @@ impl Engine {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
+        self.instruments.invalidated(ActivityKind::Tag, Some(tag));
         let began = self.call_began();
         let (version, failed) = self.tags.invalidate_or_owe(tag).await;
         let layer_failed = failed.is_some();
@@ -228,6 +232,7 @@ impl Engine {
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
+        self.instruments.invalidated(ActivityKind::Flush, None);
         let began = self.call_began();
         self.fence.record_all();
         self.flights.forget_all();

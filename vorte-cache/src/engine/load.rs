@@ -419,8 +419,13 @@ impl Engine {
             stored: false,
             stale,
         };
+        #[cfg(feature = "tracing")]
+        crate::observe::spans::loaded();
         if soft.is_none() && hard.is_none() {
-            return done(loader.run().await, stale);
+            let result = loader.run().await;
+            self.instruments
+                .load(started.elapsed(), !L::failed(&result));
+            return done(result, stale);
         }
         let loader = match loader.detach() {
             Ok(detached) => {
@@ -433,6 +438,9 @@ impl Engine {
                 let lease = lease.take();
                 let task = tokio::spawn(async move {
                     let result = detached.await;
+                    engine
+                        .instruments
+                        .load(started.elapsed(), !L::failed(&result));
                     let load_ms = elapsed_ms(started);
                     // A copy, so that no borrow of the result lives across the await.
                     let kept = match &result {
@@ -462,13 +470,15 @@ impl Engine {
         };
         // Runs here: a soft timeout cannot let it go on, so only the hard one applies.
         let Some(hard) = hard else {
-            return done(loader.run().await, stale);
+            let result = loader.run().await;
+            self.instruments
+                .load(started.elapsed(), !L::failed(&result));
+            return done(result, stale);
         };
-        match (
-            tokio::time::timeout(hard, loader.run()).await,
-            stale,
-            answer,
-        ) {
+        let outcome = tokio::time::timeout(hard, loader.run()).await;
+        let ok = outcome.as_ref().is_ok_and(|result| !L::failed(result));
+        self.instruments.load(started.elapsed(), ok);
+        match (outcome, stale, answer) {
             (Ok(result), stale, _) => done(result, stale),
             (Err(_), Some(stale), _) => Ran::StandIn {
                 soft: false,

@@ -48,6 +48,8 @@ use crate::fence::Fence;
 use crate::flight::Flights;
 use crate::l1::L1Memory;
 use crate::layer::{Layer, LayerSet};
+use crate::observe::Instruments;
+use crate::observe::store::ObservedStore;
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::tags::TagIndex;
@@ -127,6 +129,8 @@ pub(crate) struct Engine {
     call_budget: Option<Duration>,
     /// The layer the bus rides on, when it has no Redis of its own.
     bus_server: Option<BusServer>,
+    /// Where durations and invalidations are measured (`observe/mod.rs`).
+    pub(crate) instruments: Arc<Instruments>,
 }
 
 /// The layer whose server carries the bus. While the bus is not trusted (its receiver suspended
@@ -148,6 +152,7 @@ impl Engine {
         specs: Vec<TierSpec>,
         publisher: Option<Publisher>,
         lease_ttl: Duration,
+        instruments: Arc<Instruments>,
     ) -> Engine {
         let max_value = config.max_value_bytes;
         let call_budget = specs.iter().filter_map(|s| s.timeout).max();
@@ -161,10 +166,14 @@ impl Engine {
                 }
                 Tier {
                     layer: spec.layer,
-                    store: crate::store::circuit::CircuitStore::guard(
-                        spec.store,
-                        spec.layer.name(),
-                        spec.breaker,
+                    store: ObservedStore::wrap(
+                        crate::store::circuit::CircuitStore::guard(
+                            spec.store,
+                            spec.layer.name(),
+                            spec.breaker,
+                        ),
+                        spec.layer,
+                        instruments.clone(),
                     ),
                     ttl_cap: spec.ttl_cap,
                     max_value_bytes: spec.max_value_bytes.unwrap_or(max_value).min(max_value),
@@ -268,6 +277,7 @@ impl Engine {
             l1_keeps_decoded,
             call_budget,
             bus_server,
+            instruments,
         };
         for (i, capacity) in queues {
             engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));
@@ -285,7 +295,13 @@ impl Engine {
 
     /// The embedded default: L1 only.
     pub(crate) fn embedded_default() -> Engine {
-        Engine::new(&CacheConfig::default(), Vec::new(), None, DEFAULT_LEASE_TTL)
+        Engine::new(
+            &CacheConfig::default(),
+            Vec::new(),
+            None,
+            DEFAULT_LEASE_TTL,
+            Arc::default(),
+        )
     }
 
     /// When a call began, for its notice's share of the call's budget

@@ -349,6 +349,8 @@ impl Engine {
             if entry.is_live() {
                 let v = entry.value::<T>(key)?;
                 Counters::bump(&self.counters.layer(Layer::L1).hits);
+                #[cfg(feature = "tracing")]
+                crate::observe::spans::answered(Some(Layer::L1));
                 return Ok(ReadThrough {
                     value: Some(v),
                     seen: SeenSlots::default(),
@@ -382,6 +384,8 @@ impl Engine {
                 TierRead::Hit(env) => {
                     let v: T = codec::deserialize(env.serialization, key, &env.payload)?;
                     Counters::bump(&self.counters.layer(tier.layer).hits);
+                    #[cfg(feature = "tracing")]
+                    crate::observe::spans::answered(Some(tier.layer));
                     // Only when some layer above it is enabled (with L1 off and a hit in the
                     // first remote layer there is nothing to fill).
                     if self.l1.is_some() || i > 0 {
@@ -404,6 +408,8 @@ impl Engine {
             }
         }
         Counters::bump(&self.counters.misses);
+        #[cfg(feature = "tracing")]
+        crate::observe::spans::answered(None);
         Ok(ReadThrough {
             value: None,
             seen,

@@ -97,6 +97,9 @@ impl Engine {
             Counters::bump(&engine.counters.loads.runs);
             let started = Instant::now();
             let result = load.await;
+            engine
+                .instruments
+                .load(started.elapsed(), !L::failed(&result));
             if L::failed(&result) {
                 // The entry stays until it expires; the next hit past its due time tries again.
                 Counters::bump(&engine.counters.loads.failures);

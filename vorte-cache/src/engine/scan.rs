@@ -9,7 +9,7 @@ use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob::Glob;
 use crate::layer::Layer;
-use crate::stats::{CacheStats, CacheUsage, LayerStats, LayerUsage};
+use crate::stats::{CacheStats, CacheUsage, LayerStats, LayerUsage, LoadStats};
 
 /// Concurrent store calls in `keys`.
 const FAN_OUT: usize = 16;
@@ -86,6 +86,15 @@ impl Engine {
                 recovery_pending: c.recovery_pending.load(Ordering::Relaxed),
                 recovered: c.recovered.load(Ordering::Relaxed),
                 circuits,
+                latency: self.instruments.layer_latency(layer),
+                evictions: match (layer, &self.l1) {
+                    (Layer::L1, Some(l1)) => l1.evicted(),
+                    _ => 0,
+                },
+                entries: match (layer, &self.l1) {
+                    (Layer::L1, Some(l1)) => Some(l1.len()),
+                    _ => None,
+                },
             }
         };
         let mut layers = Vec::new();
@@ -101,6 +110,7 @@ impl Engine {
         }
         let hits = |l: Layer| self.counters.layer(l).hits.load(Ordering::Relaxed);
         let leases = &self.counters.leases;
+        let bus = self.instruments.bus_figures();
         CacheStats {
             l1_hits: hits(Layer::L1),
             l2_hits: hits(Layer::L2),
@@ -108,12 +118,19 @@ impl Engine {
             l4_hits: hits(Layer::L4),
             misses: self.counters.misses.load(Ordering::Relaxed),
             load_wait_timeouts: self.counters.load_wait_timeouts.load(Ordering::Relaxed),
-            loads: self.counters.loads.snapshot(),
+            loads: LoadStats {
+                time: self.instruments.load_time(),
+                ..self.counters.loads.snapshot()
+            },
             leases_acquired: leases.acquired.load(Ordering::Relaxed),
             lease_waits_landed: leases.waits_landed.load(Ordering::Relaxed),
             lease_waits_bounded: leases.waits_bounded.load(Ordering::Relaxed),
             lease_errors: leases.errors.load(Ordering::Relaxed),
             layers,
+            invalidations: bus.invalidations_sent,
+            invalidations_received: bus.invalidations_received,
+            bus_lag: bus.lag,
+            bus: self.bus_stats(),
         }
     }
 

@@ -50,7 +50,13 @@ fn ttl_jitter_spreads_expiries_within_its_bounds() {
     let mut config = CacheConfig::default();
     config.loads.ttl_jitter = 0.2;
     config.loads.fail_safe_max = Some(Duration::from_secs(5));
-    let engine = Engine::new(&config, Vec::new(), None, DEFAULT_LEASE_TTL);
+    let engine = Engine::new(
+        &config,
+        Vec::new(),
+        None,
+        DEFAULT_LEASE_TTL,
+        Default::default(),
+    );
     let now = 1_000_000;
     let ttl = Some(Duration::from_secs(10));
     let lives: Vec<_> = (0..2_000)
