@@ -157,6 +157,8 @@ impl Engine {
                             let policy = self.policy(options, loader.fail_safe_max());
                             self.refresh_early(key, tags, layers, &policy, loader);
                         }
+                        #[cfg(feature = "tracing")]
+                        crate::observe::spans::answered(Some(crate::layer::Layer::L1));
                         return Ok(Served::fresh(L::from_stored(v)));
                     }
                     Some(Err(e)) => Self::fail::<L>(key, e)?,
