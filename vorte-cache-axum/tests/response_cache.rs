@@ -473,7 +473,8 @@ async fn tags_from_the_path_invalidate_responses() {
     let c = calls.clone();
     let layer = ResponseCacheLayer::new(cache.clone())
         .tag("products")
-        .tag("product:{id}");
+        .tag("product:{id}")
+        .tags_with(|parts| vec![format!("path:{}", parts.uri.path())]);
     let app = Router::new().route(
         "/products/{id}",
         get(
@@ -494,7 +495,15 @@ async fn tags_from_the_path_invalidate_responses() {
         ("miss", "product 7 v3")
     );
     assert_eq!(http_get(addr, "/products/8", &[]).await.x_cache(), "hit");
+    // A tag of the closure.
+    cache
+        .invalidate_tag("path:/products/8")
+        .await
+        .expect("invalidate");
+    assert_eq!(http_get(addr, "/products/8", &[]).await.x_cache(), "miss");
+    assert_eq!(http_get(addr, "/products/7", &[]).await.x_cache(), "hit");
     cache.invalidate_tag("products").await.expect("invalidate");
+    assert_eq!(http_get(addr, "/products/7", &[]).await.x_cache(), "miss");
     assert_eq!(http_get(addr, "/products/8", &[]).await.x_cache(), "miss");
 }
 

@@ -1,4 +1,4 @@
-//! Buffering a response body up to the route's limit (`docs/web.md#rc-body-limit`); a body over
+//! Buffering a response body up to the route's limit (`docs/web.md#rc6-body-limit`); a body over
 //! it goes on to the client as it comes, what was read first included.
 
 use std::collections::VecDeque;

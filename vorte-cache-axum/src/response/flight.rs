@@ -1,4 +1,4 @@
-//! Single flight per key in this process (`docs/web.md#rc-single-flight`): the first request to
+//! Single flight per key in this process (`docs/web.md#rc11-single-flight`): the first request to
 //! miss a key produces the response; the others wait for what it found.
 
 use std::collections::HashMap;

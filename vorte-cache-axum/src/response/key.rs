@@ -1,4 +1,4 @@
-//! The cache key of a request (`docs/web.md#rc-key`): method, path and query in clear, the
+//! The cache key of a request (`docs/web.md#rc2-the-key`): method, path and query in clear, the
 //! chosen request headers and the response's `Vary` headers as a digest.
 
 use http::header::{HeaderMap, HeaderName};

@@ -103,7 +103,7 @@ pub struct ResponseCacheLayer {
 
 impl ResponseCacheLayer {
     /// A layer over `cache` with the default rules: the cache's `default_ttl`, no tags, no key
-    /// headers, the statuses of `docs/web.md#rc-statuses`, a 1 MiB body limit.
+    /// headers, the statuses of `docs/web.md#rc5-statuses`, a 1 MiB body limit.
     pub fn new(cache: Cache) -> ResponseCacheLayer {
         ResponseCacheLayer {
             cache,
@@ -129,7 +129,7 @@ impl ResponseCacheLayer {
 
     /// The entries' time to live; without it, the cache's `default_ttl`. A response's
     /// `Cache-Control: s-maxage` or `max-age` lowers it, or sets it when this is not set
-    /// (`docs/web.md#rc-ttl`).
+    /// (`docs/web.md#rc4-ttl`).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.rules().ttl = Some(ttl);
         self
@@ -137,7 +137,7 @@ impl ResponseCacheLayer {
 
     /// Adds a tag to every entry of the route, for [`Cache::invalidate_tag`]. `{name}` in it is
     /// the path parameter `name`, else the query parameter `name`; a request that has neither
-    /// is answered but not cached (`docs/web.md#rc-tags`).
+    /// is answered but not cached (`docs/web.md#rc12-tags`).
     pub fn tag(mut self, template: impl AsRef<str>) -> Self {
         self.rules()
             .tags
@@ -155,28 +155,28 @@ impl ResponseCacheLayer {
     }
 
     /// Makes the request header `name` part of the key: requests that differ in it get
-    /// different entries (`docs/web.md#rc-key`).
+    /// different entries (`docs/web.md#rc2-the-key`).
     pub fn key_header(mut self, name: HeaderName) -> Self {
         self.rules().key_headers.push(name);
         self
     }
 
     /// The statuses whose responses are kept, replacing the default list
-    /// (`docs/web.md#rc-statuses`).
+    /// (`docs/web.md#rc5-statuses`).
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.rules().statuses = statuses.into_iter().collect();
         self
     }
 
     /// The largest body kept, in bytes (default 1 MiB); a larger one is passed on as it comes,
-    /// uncached (`docs/web.md#rc-body-limit`).
+    /// uncached (`docs/web.md#rc6-body-limit`).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.rules().max_body_bytes = limit;
         self
     }
 
     /// Adds a cookie whose presence makes a request authenticated, like an `Authorization`
-    /// header (`docs/web.md#rc-authenticated`). None by default.
+    /// header (`docs/web.md#rc7-authenticated-requests`). None by default.
     pub fn auth_cookie(mut self, name: impl Into<String>) -> Self {
         self.rules().auth_cookies.push(name.into());
         self
@@ -184,14 +184,14 @@ impl ResponseCacheLayer {
 
     /// Caches the answers to authenticated requests too: the route declares its responses the
     /// same for every user. To keep one entry per user instead, also add
-    /// [`key_header`](Self::key_header)`(AUTHORIZATION)` (`docs/web.md#rc-authenticated`).
+    /// [`key_header`](Self::key_header)`(AUTHORIZATION)` (`docs/web.md#rc7-authenticated-requests`).
     pub fn cache_authenticated(mut self, on: bool) -> Self {
         self.rules().cache_authenticated = on;
         self
     }
 
     /// Caches responses that carry `Set-Cookie`; the stored copy has no `Set-Cookie`, so only
-    /// the request that produced it receives the cookie (`docs/web.md#rc-set-cookie`).
+    /// the request that produced it receives the cookie (`docs/web.md#rc8-set-cookie`).
     pub fn cache_set_cookie(mut self, on: bool) -> Self {
         self.rules().cache_set_cookie = on;
         self
@@ -199,7 +199,7 @@ impl ResponseCacheLayer {
 
     /// Whether a request's `Cache-Control: no-cache` (or `Pragma: no-cache`) makes the inner
     /// service answer and the cache store that answer (default `true`). `false` serves such a
-    /// request from the cache like any other (`docs/web.md#rc-request-no-cache`).
+    /// request from the cache like any other (`docs/web.md#rc9-request-no-cache`).
     pub fn honor_request_no_cache(mut self, on: bool) -> Self {
         self.rules().request_no_cache = on;
         self

@@ -1,5 +1,5 @@
 //! Which requests the response cache looks up and which responses it keeps
-//! (`docs/web.md#what-is-cached`).
+//! (`docs/web.md#rc1-what-is-cached`).
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub(crate) enum RequestPlan {
     /// Looked up; on a miss, produced once and stored.
     Lookup,
     /// `Cache-Control: no-cache` from the client: produced again and stored, not looked up
-    /// (`docs/web.md#rc-request-no-cache`).
+    /// (`docs/web.md#rc9-request-no-cache`).
     Refresh,
 }
 
@@ -65,7 +65,7 @@ fn seconds(directives: &[(String, Option<String>)], name: &str) -> Option<u64> {
 }
 
 /// Whether the request carries credentials: an `Authorization` header, or one of the route's
-/// session cookies (`docs/web.md#rc-authenticated`).
+/// session cookies (`docs/web.md#rc7-authenticated-requests`).
 pub(crate) fn is_authenticated(rules: &Rules, headers: &HeaderMap) -> bool {
     if headers.contains_key(header::AUTHORIZATION) {
         return true;
@@ -106,7 +106,7 @@ pub(crate) fn request_plan(rules: &Rules, method: &Method, headers: &HeaderMap) 
     RequestPlan::Lookup
 }
 
-/// Whether a response may be kept, and how (`docs/web.md#what-is-cached`); `None` when it may
+/// Whether a response may be kept, and how (`docs/web.md#rc1-what-is-cached`); `None` when it may
 /// not.
 pub(crate) fn storable(rules: &Rules, response: &ResponseParts) -> Option<Storable> {
     if !rules.statuses.contains(&response.status) {
@@ -148,7 +148,7 @@ pub(crate) fn storable(rules: &Rules, response: &ResponseParts) -> Option<Storab
     Some(Storable { ttl, vary })
 }
 
-/// The statuses kept by default (`docs/web.md#rc-statuses`): those RFC 9110 §15.1 lets a cache
+/// The statuses kept by default (`docs/web.md#rc5-statuses`): those RFC 9110 §15.1 lets a cache
 /// keep without explicit freshness, less `206` (ranges), `405`, `414` and `501`.
 pub(crate) const DEFAULT_STATUSES: [StatusCode; 8] = [
     StatusCode::OK,

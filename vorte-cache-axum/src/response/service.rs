@@ -251,7 +251,7 @@ impl Shared {
     }
 
     /// The inner service answers; what may be kept is stored, and the flight's waiters are
-    /// told (`docs/web.md#rc-single-flight`). `key` is the key looked up: the base key or a
+    /// told (`docs/web.md#rc11-single-flight`). `key` is the key looked up: the base key or a
     /// variant of it.
     async fn produce<S, ReqBody, ResBody>(
         &self,

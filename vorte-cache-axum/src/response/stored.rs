@@ -1,5 +1,5 @@
 //! The stored form of a response, and how a response (stored or just produced) is answered:
-//! `ETag`, `304 Not Modified`, `Age` and `x-cache` (`docs/web.md#rc-etag`).
+//! `ETag`, `304 Not Modified`, `Age` and `x-cache` (`docs/web.md#rc10-etag-and-304`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,7 @@ pub(crate) enum Entry {
     /// A response.
     Response(StoredResponse),
     /// Under a base key: the responses vary on these request headers (lower case); each
-    /// variant is under its own key (`docs/web.md#rc-vary`).
+    /// variant is under its own key (`docs/web.md#rc3-vary`).
     Vary(Vec<String>),
 }
 
@@ -62,7 +62,7 @@ fn now_secs() -> u64 {
 }
 
 /// Adds a strong `ETag` computed from `body` when a `2xx` response has none
-/// (`docs/web.md#rc-etag`).
+/// (`docs/web.md#rc10-etag-and-304`).
 pub(crate) fn ensure_etag(status: StatusCode, headers: &mut HeaderMap, body: &[u8]) {
     if !status.is_success() || headers.contains_key(header::ETAG) {
         return;

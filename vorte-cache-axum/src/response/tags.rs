@@ -1,5 +1,5 @@
 //! The tags of a route's entries: templates filled from the path and query parameters, and a
-//! closure of the route's own (`docs/web.md#rc-tags`).
+//! closure of the route's own (`docs/web.md#rc12-tags`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ impl TagTemplate {
 
 /// The tags of the request's entry, or `None` when a template names a parameter the request does
 /// not have: such a response is not cached, since the tag meant to invalidate it could not be
-/// attached (`docs/web.md#rc-tags`).
+/// attached (`docs/web.md#rc12-tags`).
 pub(crate) async fn resolve(
     templates: &[TagTemplate],
     closure: Option<&TagFn>,
