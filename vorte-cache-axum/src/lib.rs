@@ -4,3 +4,9 @@
 //! - a tower layer that caches whole HTTP responses ([`response`]);
 //! - routes that report the cache's health and stats as JSON ([`health`]);
 //! - with the `dashboard` feature, a live dashboard page ([`dashboard`]).
+
+pub mod extract;
+pub mod response;
+
+pub use extract::{AppCache, CacheHandle, MissingCache};
+pub use response::{ResponseCache, ResponseCacheLayer, X_CACHE};
