@@ -93,6 +93,22 @@ fn main() {
         let mut l1_config = CacheConfig::default();
         l1_config.layers.l1.max_size = CAPACITY;
         let l1_only = Cache::from_config(&l1_config).await.expect("cache");
+        // The tracing and metrics overhead (`docs/performance.md#tracing-and-metrics-overhead`):
+        // the same hit on a cache with the metrics adapter attached (feature `metrics`).
+        #[cfg(feature = "metrics")]
+        let observed = Cache::builder(&CacheConfig::default())
+            .observe(Arc::new(
+                vorte_cache::observe::metrics::MetricsExporter::new(),
+            ))
+            .build()
+            .await
+            .expect("cache");
+        #[cfg(not(feature = "metrics"))]
+        let observed = Cache::from_config(&CacheConfig::default())
+            .await
+            .expect("cache");
+        observed.set("user:1", &user(42)).await.expect("set");
+        observed.get::<User>("user:1").await.expect("warm");
         let raw_small: quick_cache::sync::Cache<String, User> =
             quick_cache::sync::Cache::new(CAPACITY as usize);
         let raw: quick_cache::sync::Cache<String, User> = quick_cache::sync::Cache::new(10_000);
@@ -109,6 +125,9 @@ fn main() {
                 "vorte_get_arc" => drop(black_box(
                     cache.get::<Arc<User>>(black_box("user:arc")).await,
                 )),
+                "vorte_get_observed" => {
+                    drop(black_box(observed.get::<User>(black_box("user:1")).await))
+                }
                 "vorte_get_fail_safe" => {
                     drop(black_box(fail_safe.get::<User>(black_box("user:1")).await))
                 }

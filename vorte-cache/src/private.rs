@@ -79,20 +79,22 @@ where
     let key = key.map(|key| key.take_string());
     CachedCall::Miss(Box::pin(async move {
         let cache = crate::Cache::global();
-        let call =
-            cache
-                .engine_arc()
-                .run_cached(callsite, key.clone(), tags, body, detach, on_timeout);
         #[cfg(feature = "tracing")]
-        {
+        if crate::observe::spans::active() {
             use tracing::Instrument as _;
             let instruments = &cache.engine().instruments;
             let span =
                 crate::observe::spans::cached(callsite.path, key.as_deref().ok(), instruments);
-            call.instrument(span).await
+            return cache
+                .engine_arc()
+                .run_cached(callsite, key, tags, body, detach, on_timeout)
+                .instrument(span)
+                .await;
         }
-        #[cfg(not(feature = "tracing"))]
-        call.await
+        cache
+            .engine_arc()
+            .run_cached(callsite, key, tags, body, detach, on_timeout)
+            .await
     }))
 }
 

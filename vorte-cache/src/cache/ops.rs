@@ -275,9 +275,13 @@ where
     /// stood in for a failed or slow load (`docs/resilience.md#fail-safe`).
     pub fn fetch(self) -> BoxFuture<'a, Result<Fetched<T>>> {
         Box::pin(async move {
-            let instruments = self.cache.engine().instruments.clone();
-            let key = self.key;
-            let served = traced!(&instruments, "get_or_set", Some(key), self.run())?;
+            let (cache, key) = (self.cache, self.key);
+            let served = traced!(
+                &cache.engine().instruments,
+                "get_or_set",
+                Some(key),
+                self.run()
+            )?;
             Ok(Fetched {
                 value: served.output,
                 freshness: if served.stale {
@@ -318,10 +322,18 @@ where
     type IntoFuture = BoxFuture<'a, Result<T>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let instruments = self.cache.engine().instruments.clone();
-            let key = self.key;
-            traced!(&instruments, "get_or_set", Some(key), self.run()).map(|served| served.output)
-        })
+        // Decided before any future is made: the call untraced is the same future, and the same
+        // allocation, as without the feature (`docs/performance.md#tracing-and-metrics-overhead`).
+        #[cfg(feature = "tracing")]
+        if crate::observe::spans::active() {
+            let (cache, key) = (self.cache, self.key);
+            return Box::pin(async move {
+                let instruments = &cache.engine().instruments;
+                crate::observe::spans::in_call("get_or_set", Some(key), instruments, self.run())
+                    .await
+                    .map(|served| served.output)
+            });
+        }
+        Box::pin(async move { self.run().await.map(|served| served.output) })
     }
 }

@@ -36,7 +36,11 @@ macro_rules! traced {
     ($instruments:expr, $op:literal, $key:expr, $call:expr) => {{
         #[cfg(feature = "tracing")]
         {
-            $crate::observe::spans::in_call($op, $key, $instruments, $call).await
+            if $crate::observe::spans::active() {
+                $crate::observe::spans::in_call($op, $key, $instruments, $call).await
+            } else {
+                $call.await
+            }
         }
         #[cfg(not(feature = "tracing"))]
         {

@@ -16,6 +16,14 @@ use super::{Instruments, StoreOp};
 use crate::error::{Error, Result};
 use crate::layer::Layer;
 
+/// Whether any subscriber may want the cache's spans: one relaxed load of tracing's global
+/// level filter. Every span is behind it, so that with no subscriber (or one at WARN) a call
+/// pays one compare and builds nothing.
+#[inline(always)]
+pub(crate) fn active() -> bool {
+    tracing::level_enabled!(tracing::Level::INFO)
+}
+
 /// The span of a public call. The key is recorded as `[cache.observe] record_keys` says.
 pub(crate) fn call(op: &'static str, key: Option<&str>, instruments: &Instruments) -> Span {
     let span = tracing::info_span!(
@@ -58,6 +66,9 @@ pub(crate) async fn in_call<T>(
 /// An L1 hit answered without awaiting: a span opened and closed at once, when anyone listens.
 #[inline]
 pub(crate) fn l1_hit(op: &'static str, key: &str, instruments: &Instruments) {
+    if !active() {
+        return;
+    }
     let span = self::call(op, Some(key), instruments);
     if !span.is_disabled() {
         span.record("vorte.layer", Layer::L1.name());
@@ -79,6 +90,9 @@ pub(crate) fn cached(function: &'static str, key: Option<&str>, instruments: &In
 /// A `#[cached]` function's L1 hit, answered without awaiting.
 #[inline]
 pub(crate) fn cached_l1_hit(function: &'static str, key: &str, instruments: &Instruments) {
+    if !active() {
+        return;
+    }
     let span = self::cached(function, Some(key), instruments);
     if !span.is_disabled() {
         span.record("vorte.layer", Layer::L1.name());
@@ -101,11 +115,17 @@ pub(crate) fn finish(span: &Span, started: Instant, error: Option<&Error>) {
 
 /// The current call was answered by `layer` (recorded on the call's span, if it is current).
 pub(crate) fn answered(layer: Option<Layer>) {
+    if !active() {
+        return;
+    }
     Span::current().record("vorte.layer", layer.map_or("miss", Layer::name));
 }
 
 /// The current call ran its loader.
 pub(crate) fn loaded() {
+    if !active() {
+        return;
+    }
     Span::current().record("vorte.loaded", true);
 }
 
@@ -165,6 +185,7 @@ pub(crate) fn store_outcome(span: &Span, error: Option<&Error>) {
 }
 
 /// The span of a bus message this process applies.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn bus_apply(kind: &'static str, lag_ms: Option<f64>) -> Span {
     tracing::info_span!(
         "vorte.bus.apply",
