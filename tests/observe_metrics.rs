@@ -73,13 +73,21 @@ async fn a_prometheus_exporter_gets_the_counters_and_durations() {
     };
     assert_eq!(stats.l1_hits, 5);
     let l1 = ["layer=\"l1\""];
-    assert_eq!(sample(&text, "vorte_cache_hits_total", &l1), Some(5.0), "{text}");
+    assert_eq!(
+        sample(&text, "vorte_cache_hits_total", &l1),
+        Some(5.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "vorte_cache_misses_total", &[]),
         Some(stats.misses as f64),
         "{text}"
     );
-    assert_eq!(sample(&text, "vorte_cache_loads_total", &[]), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "vorte_cache_loads_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "vorte_cache_entries", &l1),
         Some(stats.layer(Layer::L1).unwrap().entries.unwrap() as f64)
@@ -88,7 +96,12 @@ async fn a_prometheus_exporter_gets_the_counters_and_durations() {
     let puts = sample(
         &text,
         "vorte_cache_store_call_seconds_count",
-        &["layer=\"l4\"", "backend=\"file\"", "operation=\"put\"", "outcome=\"ok\""],
+        &[
+            "layer=\"l4\"",
+            "backend=\"file\"",
+            "operation=\"put\"",
+            "outcome=\"ok\"",
+        ],
     );
     assert!(puts.is_some_and(|n| n >= 5.0), "{text}");
     assert_eq!(
@@ -107,8 +120,9 @@ fn sum_u64(metrics: &[ResourceMetrics], name: &str, layer: Option<&str>) -> Opti
                 if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
                     for p in sum.data_points() {
                         let matches = layer.is_none_or(|l| {
-                            p.attributes()
-                                .any(|kv| kv.key.as_str() == "vorte.layer" && kv.value.as_str() == l)
+                            p.attributes().any(|kv| {
+                                kv.key.as_str() == "vorte.layer" && kv.value.as_str() == l
+                            })
                         });
                         if matches {
                             last = Some(p.value());
@@ -151,18 +165,26 @@ async fn an_opentelemetry_meter_gets_the_counters_and_durations() {
         sum_u64(&metrics, "vorte.cache.hits", Some("l1")),
         Some(stats.l1_hits)
     );
-    assert_eq!(sum_u64(&metrics, "vorte.cache.misses", None), Some(stats.misses));
+    assert_eq!(
+        sum_u64(&metrics, "vorte.cache.misses", None),
+        Some(stats.misses)
+    );
     assert_eq!(sum_u64(&metrics, "vorte.cache.loads", None), Some(1));
     let l4 = stats.layer(Layer::L4).unwrap().latency.count();
     assert!(l4 >= 6, "{l4}");
-    assert_eq!(histogram_count(&metrics, "vorte.cache.store_call.duration"), l4);
+    assert_eq!(
+        histogram_count(&metrics, "vorte.cache.store_call.duration"),
+        l4
+    );
     assert_eq!(histogram_count(&metrics, "vorte.cache.load.duration"), 1);
 }
 
 #[tokio::test]
 async fn stats_carry_durations_evictions_and_invalidations() {
     let env = Env::new(Stack::L1File);
-    let toml = env.toml("", "").replace("max_size = 10000", "max_size = 20");
+    let toml = env
+        .toml("", "")
+        .replace("max_size = 10000", "max_size = 20");
     let config = vorte_cache::Config::from_toml_str(&toml).unwrap();
     let cache = Cache::from_config(&config.cache).await.unwrap();
     let before = cache.stats();
@@ -194,8 +216,14 @@ async fn stats_carry_durations_evictions_and_invalidations() {
     assert_eq!(json["layers"][1]["layer"], "l4");
     assert!(json["loads"]["time"]["p99_ms"].as_f64().unwrap() >= 25.0);
     let activity = cache.recent_activity();
-    let kinds: Vec<_> = activity.iter().map(|a| (a.kind, a.subject.clone())).collect();
-    assert_eq!(kinds, [(ActivityKind::Keys, None), (ActivityKind::Tag, None)]);
+    let kinds: Vec<_> = activity
+        .iter()
+        .map(|a| (a.kind, a.subject.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(ActivityKind::Keys, None), (ActivityKind::Tag, None)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +243,11 @@ async fn a_process_counts_what_it_receives_from_the_bus_and_its_lag() {
     }
     let stats = b.stats();
     // A's writes announce their keys too; its three deletes are among what B applied.
-    assert!(stats.invalidations_received >= 3, "{}", stats.invalidations_received);
+    assert!(
+        stats.invalidations_received >= 3,
+        "{}",
+        stats.invalidations_received
+    );
     assert_eq!(stats.invalidations, 0);
     assert!(stats.bus_lag.count() >= 3);
     assert!(stats.bus_lag.percentile(0.5).unwrap() < Duration::from_secs(2));

@@ -94,8 +94,14 @@ async fn a_read_names_the_layer_that_answered_and_its_store_calls_are_children()
     writer.set("user:1", &"Ada").await.unwrap();
     let (spans, _guard) = record();
 
-    assert_eq!(reader.get::<String>("user:1").await.unwrap().as_deref(), Some("Ada"));
-    assert_eq!(reader.get::<String>("user:1").await.unwrap().as_deref(), Some("Ada"));
+    assert_eq!(
+        reader.get::<String>("user:1").await.unwrap().as_deref(),
+        Some("Ada")
+    );
+    assert_eq!(
+        reader.get::<String>("user:1").await.unwrap().as_deref(),
+        Some("Ada")
+    );
     assert_eq!(reader.get::<String>("user:2").await.unwrap(), None);
 
     let seen = spans.take();
@@ -103,7 +109,11 @@ async fn a_read_names_the_layer_that_answered_and_its_store_calls_are_children()
     let layers: Vec<_> = gets.iter().map(|s| s.field("vorte.layer")).collect();
     assert_eq!(layers, [Some("l2"), Some("l1"), Some("miss")], "{gets:#?}");
     for get in &gets {
-        assert_eq!(get.field("vorte.key"), None, "keys are not recorded by default");
+        assert_eq!(
+            get.field("vorte.key"),
+            None,
+            "keys are not recorded by default"
+        );
         assert_eq!(get.field("otel.name"), Some("get"));
         assert!(get.field("vorte.duration_ms").is_some(), "{get:?}");
     }
@@ -196,7 +206,11 @@ async fn invalidations_have_spans_and_a_bus_message_applied_has_one_with_its_lag
         assert_eq!(calls(&seen, op).len(), 1, "{op}");
     }
     let notices: Vec<_> = applied.iter().map(|s| s.field("vorte.notice")).collect();
-    assert_eq!(notices, [Some("keys"), Some("tag"), Some("flush")], "{applied:#?}");
+    assert_eq!(
+        notices,
+        [Some("keys"), Some("tag"), Some("flush")],
+        "{applied:#?}"
+    );
     for s in &applied {
         let lag: f64 = s.field("vorte.lag_ms").expect("a lag").parse().unwrap();
         assert!((0.0..5000.0).contains(&lag), "{lag}");
