@@ -4,3 +4,7 @@
 //! - a tower layer that caches whole HTTP responses ([`response`]);
 //! - routes that report the cache's health and stats as JSON ([`health`]);
 //! - with the `dashboard` feature, a live dashboard page ([`dashboard`]).
+
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
+pub mod health;
