@@ -106,8 +106,12 @@
     setText(byTestId("invalidations-sent-per-s"), perSecond(s.invalidations.sent, interval));
     setNumber(byTestId("invalidations-received"), s.invalidations.received.total);
     setText(byTestId("bus-lag"), s.bus ? "bus lag p50 / p99: " + p50p99(s.bus_lag.interval || s.bus_lag.total) : "no bus");
-    setNumber(byTestId("total-keys"), s.usage ? s.usage.total_keys : null);
-    setText(byTestId("memory"), s.usage ? "L1 memory: " + bytes(Math.round(s.usage.memory_used_mb * 1048576)) : "scanning…");
+    const keys = byTestId("total-keys");
+    setNumber(keys, s.usage ? s.usage.total_keys : null);
+    keys.setAttribute("data-scanned-at", s.usage ? String(s.usage.at_ms) : "");
+    setText(byTestId("memory"), s.usage
+      ? "L1 memory " + bytes(Math.round(s.usage.memory_used_mb * 1048576)) + " · scanned " + clock(s.usage.at_ms).slice(0, 8)
+      : "scanning…");
   }
 
   // ----- layer cards --------------------------------------------------------------------------
@@ -183,7 +187,9 @@
     while (history.length > HISTORY) history.shift();
 
     const svg = $("#hit-chart");
-    const W = 720, H = 220, L = 36, R = 8, T = 8, B = 20;
+    // The drawing is as wide as the SVG is on screen, so that the labels are not stretched.
+    const W = Math.max(200, Math.round(svg.getBoundingClientRect().width) || 720), H = 220, L = 40, R = 8, T = 10, B = 12;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const x = (i) => L + ((W - L - R) * i) / (HISTORY - 1);
     const y = (r) => T + (H - T - B) * (1 - r);
     const keep = Array.from(svg.querySelectorAll("title, desc"));
