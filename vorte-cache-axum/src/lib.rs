@@ -5,7 +5,10 @@
 //! - routes that report the cache's health and stats as JSON ([`health`]);
 //! - with the `dashboard` feature, a live dashboard page ([`dashboard`]).
 
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod extract;
+pub mod health;
 pub mod response;
 
 pub use extract::{AppCache, CacheHandle, MissingCache};
