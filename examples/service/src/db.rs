@@ -3,7 +3,7 @@
 //! Nothing here knows about the cache: `reads.rs` puts `#[cached]` in front of the reads, and the
 //! routes decide when to write the cache and what to invalidate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -18,6 +18,12 @@ pub(crate) const CATEGORIES: [&str; 5] = ["books", "electronics", "garden", "kit
 /// How long a connection waits for another process's write lock before it reports "database is
 /// locked": two service processes share one file, and a writer holds the lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a transaction that writes begins: with the write lock taken at once. A deferred
+/// transaction that reads first and then writes must upgrade its lock, and SQLite answers such an
+/// upgrade with "database is locked" at once, without the busy timeout, when another process
+/// writes meanwhile (seen when two instances seed one file at the same time).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// A user, as stored and as served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -67,11 +73,31 @@ pub(crate) struct Db {
 impl Db {
     /// Opens (creating when missing) the database of `options` in WAL mode, so that several
     /// processes can read while one writes, then creates and seeds the tables.
+    ///
+    /// Instances started together on a new file race to create it and switch it to WAL. SQLite
+    /// refuses some of those steps at once with "database is locked" (`SQLITE_BUSY`) rather than
+    /// waiting out the busy timeout (a lock upgrade it will not wait for, to avoid a deadlock),
+    /// so the whole opening is tried again, for up to [`BUSY_TIMEOUT`].
     pub(crate) async fn open(options: SqliteConnectOptions) -> Result<Db, DbError> {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT);
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match Self::open_once(options.clone()).await {
+                Err(e) if is_busy(&e.0) && Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "database busy while opening; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn open_once(options: SqliteConnectOptions) -> Result<Db, DbError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -85,7 +111,7 @@ impl Db {
     /// `INSERT OR IGNORE` keeps rows that exist: a second process starting on the same file, or a
     /// restart, never undoes an update.
     async fn create_and_seed(&self) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS users (
                 id INTEGER PRIMARY KEY,
@@ -190,7 +216,7 @@ impl Db {
         id: i64,
         change: &ProductChange,
     ) -> Result<Option<(Product, Product)>, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let before = sqlx::query_as::<_, Product>(
             "SELECT id, name, category, price_cents FROM products WHERE id = ?",
         )
@@ -223,6 +249,14 @@ pub(crate) struct ProductChange {
     pub(crate) name: Option<String>,
     pub(crate) category: Option<String>,
     pub(crate) price_cents: Option<i64>,
+}
+
+/// Whether SQLite said "busy" or "locked" (primary result codes 5 and 6, with any extended code).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// The seed's user `id`: the same in every process, so a restart or a second instance agrees.
