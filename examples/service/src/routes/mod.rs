@@ -1,0 +1,24 @@
+//! The HTTP routes.
+
+mod products;
+mod users;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::db::Db;
+
+/// Every route of the service.
+pub(crate) fn router(db: Db) -> Router {
+    Router::new()
+        .route("/users/{id}", get(users::get_user).put(users::put_user))
+        .route("/db/users/{id}", get(users::get_user_uncached))
+        .route(
+            "/products/{id}",
+            get(products::get_product).put(products::put_product),
+        )
+        .route("/categories/{name}/products", get(products::list_category))
+        .route("/cache/stats", get(crate::stats::cache_stats))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(db)
+}
