@@ -20,5 +20,14 @@ pub(crate) fn router(db: Db) -> Router {
         .route("/categories/{name}/products", get(products::list_category))
         .route("/cache/stats", get(crate::stats::cache_stats))
         .route("/health", get(|| async { "ok" }))
+        // The cache's own health, stats and live dashboard (vorte-cache-axum, docs/web.md).
+        .nest(
+            "/ops/cache",
+            vorte_cache_axum::health::routes(vorte_cache::Cache::global()),
+        )
+        .nest(
+            "/ops/cache/dashboard",
+            vorte_cache_axum::dashboard::routes(vorte_cache::Cache::global()),
+        )
         .with_state(db)
 }
