@@ -258,3 +258,28 @@ async fn a_process_counts_what_it_receives_from_the_bus_and_its_lag() {
     assert_eq!(last.subject.as_deref(), Some("z"));
     assert_eq!(a.stats().invalidations, 3);
 }
+
+/// A scan (`usage`, `keys`) reads every key it lists to tell which are live: those reads are not
+/// the application's, and must not move the hit and miss counters a dashboard turns into hit
+/// rates (found by the dashboard's browser test: each layer's hit rate dipped every 5 s).
+#[tokio::test]
+async fn scans_do_not_count_as_reads() {
+    let env = Env::new(Stack::L1File);
+    let writer = env.cache("").await;
+    for i in 0..10 {
+        writer.set(&format!("k{i}"), &i).await.unwrap();
+    }
+    // A second cache holds the keys in L4 only, so its scan reads L1 (misses) and L4 (hits).
+    let cache = env.cache("").await;
+    let before = cache.stats();
+    assert_eq!(cache.usage().await.unwrap().total_keys, 10);
+    assert_eq!(cache.keys("k*").await.unwrap().len(), 10);
+    let after = cache.stats();
+    for (b, a) in before.layers.iter().zip(&after.layers) {
+        assert_eq!((b.hits, b.misses), (a.hits, a.misses), "{:?}", a.layer);
+    }
+    assert_eq!(
+        (before.misses, before.l4_hits),
+        (after.misses, after.l4_hits)
+    );
+}

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::epoch::FlushEpoch;
-use super::{Aging, Engine, Expiry, Tier, Write};
+use super::{Aging, Engine, Expiry, Tally, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Envelope, Lifetime};
 use crate::error::{Error, ErrorKind, Result};
@@ -31,7 +31,7 @@ impl Engine {
             return Ok(next);
         }
         // No atomic compare-and-set below L1: exact within this process (the stripe lock).
-        let (current, expires_at_ms, stamps) = match self.find(key).await {
+        let (current, expires_at_ms, stamps) = match self.find(key, Tally::Count).await {
             Some((_, env)) => {
                 let n = Self::counter_value(key, &env)?;
                 // New truth: its tags as they were, under the current flush epoch (a copy from

@@ -131,6 +131,17 @@ pub(crate) struct Engine {
     bus_server: Option<BusServer>,
     /// Where durations and invalidations are measured (`observe/mod.rs`).
     pub(crate) instruments: Arc<Instruments>,
+    /// The hits and misses of scans (`keys`, `usage`), which are not the application's reads:
+    /// counted here and reported nowhere.
+    uncounted: crate::stats::LayerCounters,
+}
+
+/// Whether a read's hits and misses count in the stats: the application's reads do, a scan's
+/// reads of the keys it lists do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tally {
+    Count,
+    Quiet,
 }
 
 /// The layer whose server carries the bus. While the bus is not trusted (its receiver suspended
@@ -278,6 +289,7 @@ impl Engine {
             call_budget,
             bus_server,
             instruments,
+            uncounted: Default::default(),
         };
         for (i, capacity) in queues {
             engine.tiers[i].behind = Some(engine.start_write_behind(i, capacity));

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use bytes::Bytes;
 
+use super::Tally;
 use super::epoch::FlushEpoch;
 use super::invalidate::{Removed, remove_if_unchanged};
 use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
@@ -78,10 +79,19 @@ impl Engine {
         valid
     }
 
+    /// Where a read's hits and misses are counted: a scan's reads are not the application's
+    /// (`docs/observability.md#stats`), and go to a counter nobody reports.
+    fn reads_of(&self, layer: Layer, tally: Tally) -> &crate::stats::LayerCounters {
+        match tally {
+            Tally::Count => self.counters.layer(layer),
+            Tally::Quiet => &self.uncounted,
+        }
+    }
+
     /// The fresh, valid L1 entry of `key`, removing it when expired or invalidated.
     #[inline]
-    pub(super) async fn l1_entry(&self, key: &str) -> Option<Arc<L1Entry>> {
-        match self.l1_entry_or_stale(key).await {
+    pub(super) async fn l1_entry(&self, key: &str, tally: Tally) -> Option<Arc<L1Entry>> {
+        match self.l1_entry_or_stale(key, tally).await {
             Some(entry) if entry.is_live() => Some(entry),
             _ => None,
         }
@@ -89,9 +99,9 @@ impl Engine {
 
     /// The valid L1 entry of `key`, fresh or stale inside its fail-safe window, removing it when
     /// past that or invalidated. Anything but a fresh entry counts as a miss.
-    async fn l1_entry_or_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
+    async fn l1_entry_or_stale(&self, key: &str, tally: Tally) -> Option<Arc<L1Entry>> {
         let l1 = self.l1.as_ref()?;
-        let counters = self.counters.layer(Layer::L1);
+        let counters = self.reads_of(Layer::L1, tally);
         let Some(entry) = l1.get(key) else {
             Counters::bump(&counters.misses);
             return None;
@@ -114,8 +124,8 @@ impl Engine {
     /// compare-and-set (native expiry reclaims it, and a fill replaces it by compare-and-set
     /// expecting exactly these bytes): removing it unconditionally could remove a tombstone a
     /// delete wrote meanwhile (`docs/consistency.md#cleanup-never-removes-a-newer-write`).
-    pub(super) async fn read_tier(&self, tier: &Tier, key: &str) -> TierRead {
-        let counters = self.counters.layer(tier.layer);
+    pub(super) async fn read_tier(&self, tier: &Tier, key: &str, tally: Tally) -> TierRead {
+        let counters = self.reads_of(tier.layer, tally);
         if (self.recovery.blocks(tier.layer, key) || self.bus_server_silent(tier.layer))
             && tier
                 .behind
@@ -345,7 +355,7 @@ impl Engine {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let mut stale = None;
-        if let Some(entry) = self.l1_entry_or_stale(key).await {
+        if let Some(entry) = self.l1_entry_or_stale(key, Tally::Count).await {
             if entry.is_live() {
                 let v = entry.value::<T>(key)?;
                 Counters::bump(&self.counters.layer(Layer::L1).hits);
@@ -369,7 +379,7 @@ impl Engine {
         let ticket = self.fence.ticket();
         let mut seen = SeenSlots::default();
         for (i, tier) in self.tiers.iter().enumerate() {
-            match self.read_tier(tier, key).await {
+            match self.read_tier(tier, key, Tally::Count).await {
                 TierRead::Stale(env, bytes) => {
                     if want_stale && stale.is_none() {
                         stale = Some(Box::new(Stale {
@@ -418,8 +428,8 @@ impl Engine {
     }
 
     /// The first live, valid entry of `key`, without decoding or back-filling.
-    pub(super) async fn find(&self, key: &str) -> Option<(Layer, Envelope)> {
-        if let Some(entry) = self.l1_entry(key).await {
+    pub(super) async fn find(&self, key: &str, tally: Tally) -> Option<(Layer, Envelope)> {
+        if let Some(entry) = self.l1_entry(key, tally).await {
             // An entry written decoded is encoded here, once; one whose value does not encode
             // cannot be listed, counted or copied: it is dropped like a corrupt entry.
             match entry.payload() {
@@ -448,7 +458,7 @@ impl Engine {
             }
         }
         for tier in &self.tiers {
-            if let TierRead::Hit(env) = self.read_tier(tier, key).await {
+            if let TierRead::Hit(env) = self.read_tier(tier, key, tally).await {
                 return Some((tier.layer, env));
             }
         }
@@ -457,7 +467,7 @@ impl Engine {
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         key::validate(key, "key")?;
-        Ok(self.find(key).await.is_some())
+        Ok(self.find(key, Tally::Count).await.is_some())
     }
 
     /// Copies an entry found in `tiers[found]` into L1 and the remote layers above it.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 
-use super::Engine;
+use super::{Engine, Tally};
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob::Glob;
 use crate::layer::Layer;
@@ -16,7 +16,7 @@ const FAN_OUT: usize = 16;
 
 impl Engine {
     async fn is_live(&self, key: &str) -> bool {
-        self.find(key).await.is_some()
+        self.find(key, Tally::Quiet).await.is_some()
     }
 
     /// `keys`: a layer that cannot list fails the call, since the answer would silently lack its
