@@ -57,21 +57,20 @@ where
     O: Output,
     F: Future<Output = O> + Send + 'a,
 {
+    // While a subscriber listens, hits take the engine's path too, inside the call's span.
+    #[cfg(feature = "tracing")]
+    let traced = crate::observe::spans::active();
+    #[cfg(not(feature = "tracing"))]
+    let traced = false;
     let hit = match &key {
-        Ok(key) => crate::app::global::with_global(|cache| {
+        Ok(key) if !traced => crate::app::global::with_global(|cache| {
             // A hit that may refresh early takes the engine's path, which starts the refresh.
             if detach.is_some() && cache.refreshes_early(&callsite.loads) {
                 return None;
             }
-            let hit = cache.cached_l1_hit::<O::Stored>(key.as_str());
-            #[cfg(feature = "tracing")]
-            if hit.is_some() {
-                let instruments = &cache.engine().instruments;
-                crate::observe::spans::cached_l1_hit(callsite.path, key.as_str(), instruments);
-            }
-            hit
+            cache.cached_l1_hit::<O::Stored>(key.as_str())
         }),
-        Err(_) => None,
+        _ => None,
     };
     if let Some(stored) = hit {
         return CachedCall::Hit(Some(O::from_stored(stored)));

@@ -149,22 +149,46 @@ impl Cache {
     {
         // L1 holds only valid keys, so a hit needs no validation; a miss is validated before it
         // is answered or any store sees the key.
+        // Traced calls take a path of their own, decided first: a span call between reading the
+        // hit and returning it would keep the value on the stack across it, which costs the
+        // untraced hit ~30 instructions (`docs/performance.md#tracing-and-metrics-overhead`).
+        #[cfg(feature = "tracing")]
+        if crate::observe::spans::active() {
+            return Box::pin(self.get_traced(key)).await;
+        }
         if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
-            #[cfg(feature = "tracing")]
-            crate::observe::spans::l1_hit("get", key, &self.engine.instruments);
             return answer;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
         // allocates) on an L1 miss, where a store is asked anyway.
-        Box::pin(async move {
-            traced!(
-                &self.engine.instruments,
-                "get",
-                Some(key),
-                self.engine.get(key)
-            )
-        })
-        .await
+        Box::pin(self.get_below_l1(key)).await
+    }
+
+    /// `get` while a subscriber listens: the L1 hit's span too.
+    #[cfg(feature = "tracing")]
+    async fn get_traced<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
+            crate::observe::spans::l1_hit("get", key, &self.engine.instruments);
+            return answer;
+        }
+        self.get_below_l1(key).await
+    }
+
+    /// The read path below L1, in its span: a function of its own, so that the span's code
+    /// stays out of the L1 hit's (`docs/performance.md#tracing-and-metrics-overhead`).
+    async fn get_below_l1<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        traced!(
+            &self.engine.instruments,
+            "get",
+            Some(key),
+            self.engine.get(key)
+        )
     }
 
     /// Removes `key` from every layer; `true` when some layer held it.

@@ -148,6 +148,11 @@ impl Engine {
     ) -> std::result::Result<Served<L::Output>, L::Error> {
         loop {
             if let Some(entry) = self.l1.as_ref().and_then(|l1| l1.get(key)) {
+                // Recorded before the hit is read (a read that misses records again): no span
+                // call may come between the value and its return, which would keep it on the
+                // stack (`docs/performance.md#tracing-and-metrics-overhead`).
+                #[cfg(feature = "tracing")]
+                crate::observe::spans::answered(Some(crate::layer::Layer::L1));
                 match self.l1_hit_now::<L::Stored>(key, &entry) {
                     Some(Ok(v)) => {
                         // The whole policy only when early refresh is on: a hit resolves two
@@ -157,8 +162,6 @@ impl Engine {
                             let policy = self.policy(options, loader.fail_safe_max());
                             self.refresh_early(key, tags, layers, &policy, loader);
                         }
-                        #[cfg(feature = "tracing")]
-                        crate::observe::spans::answered(Some(crate::layer::Layer::L1));
                         return Ok(Served::fresh(L::from_stored(v)));
                     }
                     Some(Err(e)) => Self::fail::<L>(key, e)?,

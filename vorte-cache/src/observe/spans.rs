@@ -63,12 +63,11 @@ pub(crate) async fn in_call<T>(
     result
 }
 
-/// An L1 hit answered without awaiting: a span opened and closed at once, when anyone listens.
-#[inline]
+/// An L1 hit answered without awaiting: a span opened and closed at once. Callers check
+/// [`active`] first; this stays out of line so that the hit path they are on stays small.
+#[cold]
+#[inline(never)]
 pub(crate) fn l1_hit(op: &'static str, key: &str, instruments: &Instruments) {
-    if !active() {
-        return;
-    }
     let span = self::call(op, Some(key), instruments);
     if !span.is_disabled() {
         span.record("vorte.layer", Layer::L1.name());
@@ -87,20 +86,6 @@ pub(crate) fn cached(function: &'static str, key: Option<&str>, instruments: &In
     span
 }
 
-/// A `#[cached]` function's L1 hit, answered without awaiting.
-#[inline]
-pub(crate) fn cached_l1_hit(function: &'static str, key: &str, instruments: &Instruments) {
-    if !active() {
-        return;
-    }
-    let span = self::cached(function, Some(key), instruments);
-    if !span.is_disabled() {
-        span.record("vorte.layer", Layer::L1.name());
-        span.record("vorte.loaded", false);
-        span.record("vorte.duration_ms", 0.0);
-    }
-}
-
 /// Records the end of a call's span.
 pub(crate) fn finish(span: &Span, started: Instant, error: Option<&Error>) {
     span.record(
@@ -114,10 +99,16 @@ pub(crate) fn finish(span: &Span, started: Instant, error: Option<&Error>) {
 }
 
 /// The current call was answered by `layer` (recorded on the call's span, if it is current).
+#[inline(always)]
 pub(crate) fn answered(layer: Option<Layer>) {
-    if !active() {
-        return;
+    if active() {
+        record_layer(layer);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn record_layer(layer: Option<Layer>) {
     Span::current().record("vorte.layer", layer.map_or("miss", Layer::name));
 }
 
