@@ -52,7 +52,10 @@ pub(crate) async fn get_user_uncached(
 /// The order matters: the handler deletes `user:{id}`, so a write-through made before the event
 /// would be deleted at once by this instance's own handler, and the next read would load again.
 /// Written after it, the new value stays, and this instance's next read of the user is an L1 hit;
-/// the `set` itself tells the other instances on the bus to drop their L1 copies.
+/// the `set` itself tells the other instances on the bus to drop their L1 copies. (Those instances
+/// run the handler too when they read the event; landing around the `set`, it can drop the written
+/// value again, and the next read here then comes from the shared layer or SQLite: the same new
+/// user either way.)
 ///
 /// The database is the truth: once it is written the request succeeds, and a failure of the
 /// event or of the cache write is logged. When the event's handler fails, the write-through still
