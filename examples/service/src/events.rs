@@ -1,9 +1,9 @@
 //! Event-driven invalidation: what every instance does when a user changes.
 //!
-//! `PUT /users/{id}` emits `user.updated` after it wrote the database and the cache. `emit` runs
-//! this handler in the emitting instance before it returns, and publishes the event on the
-//! invalidation bus (the Redis of L2, when `REDIS_URL` is set), so every other instance runs it
-//! too when it reads the event.
+//! `PUT /users/{id}` emits `user.updated` after it wrote the database, and writes the new user
+//! through to the cache only once `emit` has returned. `emit` runs this handler in the emitting
+//! instance before it returns, and publishes the event on the invalidation bus (the Redis of L2,
+//! when `REDIS_URL` is set), so every other instance runs it too when it reads the event.
 
 use vorte_cache::{Cache, on_event};
 

@@ -2,8 +2,8 @@
 //! every pattern of the cache module's product page made real.
 //!
 //! - `GET /users/{id}`: a `#[cached]` read (`reads.rs`);
-//! - `PUT /users/{id}`: write-through, then `emit("user.updated")`, whose `#[on_event]` handler
-//!   (`events.rs`) invalidates the user in every instance on the bus;
+//! - `PUT /users/{id}`: `emit("user.updated")`, whose `#[on_event]` handler (`events.rs`)
+//!   invalidates the user in every instance on the bus, then write-through of the new user;
 //! - `GET /products/{id}`: cache-aside by hand; `PUT /products/{id}` invalidates a category tag;
 //! - `GET /categories/{name}/products`: a `#[cached]` listing tagged `category:{name}`;
 //! - `GET /db/users/{id}`: SQLite on every request, no cache (the load test's baseline);

@@ -4,6 +4,7 @@ mod products;
 mod users;
 
 use axum::Router;
+use axum::response::Redirect;
 use axum::routing::get;
 
 use crate::db::Db;
@@ -28,6 +29,12 @@ pub(crate) fn router(db: Db) -> Router {
         .nest(
             "/ops/cache/dashboard",
             vorte_cache_axum::dashboard::routes(vorte_cache::Cache::global()),
+        )
+        // A router nested at a path answers that path, not the path with a slash after it
+        // (axum 0.8): send `/ops/cache/dashboard/` to the page.
+        .route(
+            "/ops/cache/dashboard/",
+            get(|| async { Redirect::permanent("/ops/cache/dashboard") }),
         )
         .with_state(db)
 }

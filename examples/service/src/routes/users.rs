@@ -45,12 +45,21 @@ pub(crate) async fn get_user_uncached(
 }
 
 /// `PUT /users/{id}` with `{"name": "...", "email": "..."}` (`email` optional): writes SQLite,
-/// then the cache (write-through: the new user under the key `#[cached]` reads), then emits
-/// `user.updated`, whose handler (`events.rs`) runs here and in every instance on the bus.
+/// then emits `user.updated`, whose handler (`events.rs`) runs here before `emit` returns (and in
+/// every instance on the bus) and drops the user's entry and everything tagged with them, then
+/// writes the new user through to the cache under the key `#[cached]` reads.
+///
+/// The order matters: the handler deletes `user:{id}`, so a write-through made before the event
+/// would be deleted at once by this instance's own handler, and the next read would load again.
+/// Written after it, the new value stays, and this instance's next read of the user is an L1 hit;
+/// the `set` itself tells the other instances on the bus to drop their L1 copies. (Those instances
+/// run the handler too when they read the event; landing around the `set`, it can drop the written
+/// value again, and the next read here then comes from the shared layer or SQLite: the same new
+/// user either way.)
 ///
 /// The database is the truth: once it is written the request succeeds, and a failure of the
-/// cache write or of the event is logged. When the write-through fails, the event's handler
-/// still deletes the entry; only when both fail can an old copy live on, for at most its TTL.
+/// event or of the cache write is logged. When the event's handler fails, the write-through still
+/// replaces the user's entry; only when both fail can an old copy live on, for at most its TTL.
 pub(crate) async fn put_user(
     State(db): State<Db>,
     Path(id): Path<i64>,
@@ -72,6 +81,12 @@ pub(crate) async fn put_user(
         return Err(ApiError::NotFound(format!("user {id}")));
     };
 
+    // First the invalidation (here and, through the bus, everywhere), then the write-through:
+    // the other way round, this instance's own handler would delete the value just written.
+    match vorte_cache::emit(USER_UPDATED, &serde_json::json!({ "user_id": id })).await {
+        Ok(ran) => tracing::debug!(user_id = id, handlers = ran, "user.updated emitted"),
+        Err(e) => tracing::warn!(user_id = id, error = %e, "user.updated: a handler failed"),
+    }
     // Write-through: the value `#[cached]` stores for `Result<Option<User>, _>` is `Option<User>`.
     let written = Cache::global()
         .set(&user_key(id), &Some(user.clone()))
@@ -80,10 +95,6 @@ pub(crate) async fn put_user(
         .await;
     if let Err(e) = written {
         tracing::warn!(user_id = id, error = %e, "write-through of the updated user failed");
-    }
-    match vorte_cache::emit(USER_UPDATED, &serde_json::json!({ "user_id": id })).await {
-        Ok(ran) => tracing::debug!(user_id = id, handlers = ran, "user.updated emitted"),
-        Err(e) => tracing::warn!(user_id = id, error = %e, "user.updated: a handler failed"),
     }
     Ok(Json(user))
 }
