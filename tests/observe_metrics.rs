@@ -56,7 +56,9 @@ async fn a_prometheus_exporter_gets_the_counters_and_durations() {
         .install_recorder()
         .expect("the only recorder of this test binary");
     let env = Env::new(Stack::L1File);
-    let exporter = MetricsExporter::new().every(Duration::from_millis(20));
+    let exporter = MetricsExporter::new()
+        .every(Duration::from_millis(20))
+        .usage_every(Duration::from_millis(20));
     let cache = cache_observed(&env, Arc::new(exporter)).await;
     traffic(&cache).await;
     let stats = cache.stats();
@@ -110,6 +112,30 @@ async fn a_prometheus_exporter_gets_the_counters_and_durations() {
         "{text}"
     );
     assert!(text.contains("# HELP vorte_cache_hits_total"), "{text}");
+    // Keys and bytes from the usage scan, asked for with `usage_every`.
+    let usage = cache.usage().await.unwrap();
+    let l4 = usage.layer(Layer::L4).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = prometheus.render();
+        if sample(&text, "vorte_cache_keys", &["layer=\"l4\""]) == Some(l4.keys as f64)
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(l4.keys, 6);
+    assert_eq!(
+        sample(&text, "vorte_cache_keys", &["layer=\"l4\""]),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "vorte_cache_bytes", &["layer=\"l4\""]),
+        Some(l4.bytes as f64),
+        "{text}"
+    );
 }
 
 fn sum_u64(metrics: &[ResourceMetrics], name: &str, layer: Option<&str>) -> Option<u64> {
@@ -125,6 +151,26 @@ fn sum_u64(metrics: &[ResourceMetrics], name: &str, layer: Option<&str>) -> Opti
                             })
                         });
                         if matches {
+                            last = Some(p.value());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    last
+}
+
+fn gauge_f64(metrics: &[ResourceMetrics], name: &str, layer: &str) -> Option<f64> {
+    let mut last = None;
+    for rm in metrics {
+        for scope in rm.scope_metrics() {
+            for m in scope.metrics().filter(|m| m.name() == name) {
+                if let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() {
+                    for p in g.data_points() {
+                        if p.attributes().any(|kv| {
+                            kv.key.as_str() == "vorte.layer" && kv.value.as_str() == layer
+                        }) {
                             last = Some(p.value());
                         }
                     }
@@ -156,8 +202,11 @@ async fn an_opentelemetry_meter_gets_the_counters_and_durations() {
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
     let env = Env::new(Stack::L1File);
-    let cache = cache_observed(&env, Arc::new(OtelMetrics::new(provider.meter("test")))).await;
+    let otel = OtelMetrics::new(provider.meter("test")).usage_every(Duration::from_millis(20));
+    let cache = cache_observed(&env, Arc::new(otel)).await;
     traffic(&cache).await;
+    // One usage scan after the traffic, for the keys gauge.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = cache.stats();
     provider.force_flush().unwrap();
     let metrics = exporter.get_finished_metrics().unwrap();
@@ -177,6 +226,7 @@ async fn an_opentelemetry_meter_gets_the_counters_and_durations() {
         l4
     );
     assert_eq!(histogram_count(&metrics, "vorte.cache.load.duration"), 1);
+    assert_eq!(gauge_f64(&metrics, "vorte.cache.keys", "l4"), Some(6.0));
 }
 
 #[tokio::test]

@@ -277,7 +277,9 @@ pub struct LayerUsage {
     pub layer: Layer,
     /// Its backend, as in configuration (`"memory"`, `"file"`, …).
     pub backend: &'static str,
-    /// Entries the layer holds under the prefix. For L1, live entries; for other layers, stored
+    /// Entries the layer holds under the prefix. For L1, entries within their TTL (one whose tag was
+    /// invalidated counts until a read drops it, so this can exceed [`CacheUsage::total_keys`]);
+    /// for other layers, stored
     /// entries, including expired ones not yet reclaimed. `0` for a layer that could not be
     /// asked (counted in [`LayerStats::errors`]).
     pub keys: u64,

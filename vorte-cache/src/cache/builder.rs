@@ -8,7 +8,7 @@ use crate::config::CacheConfig;
 use crate::engine::{self, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::Layer;
-use crate::observe::{Instruments, Observe, StatsSource};
+use crate::observe::{Instruments, Observe, StatsSource, UsageFuture};
 use crate::store::Store;
 
 /// Builds a [`Cache`]: every layer its configuration names, and any layer below L1 served by a
@@ -132,10 +132,15 @@ impl<'a> CacheBuilder<'a> {
             let notices = Arc::downgrade(&engine) as Weak<dyn NoticeSink>;
             receivers.start(notices, self.events, instruments.clone());
         }
-        let weak = Arc::downgrade(&engine);
-        instruments.started(&StatsSource(Arc::new(move || {
-            weak.upgrade().map(|engine| engine.stats())
-        })));
+        let (weak, weak_too) = (Arc::downgrade(&engine), Arc::downgrade(&engine));
+        instruments.started(&StatsSource {
+            stats: Arc::new(move || weak.upgrade().map(|engine| engine.stats())),
+            usage: Arc::new(move || {
+                let engine = weak_too.upgrade()?;
+                let scan: UsageFuture = Box::pin(async move { engine.usage().await });
+                Some(scan)
+            }),
+        });
         Ok(Cache::from_engine(engine))
     }
 }

@@ -112,7 +112,27 @@ pub(crate) const METRICS: &[Metric] = &[
         "vorte_cache_entries",
         "Entries held, where known without a scan (L1).",
     ),
+    gauge(
+        "vorte_cache_keys",
+        "Keys a layer holds, from the last usage scan (off unless asked for).",
+    ),
+    gauge(
+        "vorte_cache_bytes",
+        "Bytes a layer holds, from the last usage scan (off unless asked for).",
+    ),
 ];
+
+/// The samples of a usage scan: keys and bytes per layer.
+pub(crate) fn usage_samples(
+    usage: &crate::CacheUsage,
+    mut each: impl FnMut(&'static str, f64, &Labels),
+) {
+    for l in &usage.layers {
+        let layer = vec![("layer", l.layer.name().to_owned())];
+        each("vorte_cache_keys", l.keys as f64, &layer);
+        each("vorte_cache_bytes", l.bytes as f64, &layer);
+    }
+}
 
 /// The OpenTelemetry name of a metric: dots, and no `_total` (the exporter adds its suffixes).
 pub(crate) fn otel_name(name: &str) -> String {
@@ -239,6 +259,8 @@ mod tests {
                 "vorte_cache_bus_gaps_total",
                 "vorte_cache_bus_suspensions_total",
                 "vorte_cache_circuit_state",
+                "vorte_cache_keys",
+                "vorte_cache_bytes",
             ]
         );
     }

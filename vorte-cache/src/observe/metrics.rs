@@ -25,9 +25,13 @@ use super::{Activity, Observe, StatsSource, StoreCall};
 /// that ends with the cache), and the durations as histograms as they are measured, in seconds:
 /// `vorte_cache_store_call_seconds{layer, backend, operation, outcome}`,
 /// `vorte_cache_load_seconds{outcome}` and `vorte_cache_bus_lag_seconds{kind}`.
+///
+/// Keys and bytes per layer (`vorte_cache_keys`, `vorte_cache_bytes`) need a scan of every store
+/// ([`Cache::usage`](crate::Cache::usage)): sent only with [`usage_every`](Self::usage_every).
 #[derive(Debug, Clone)]
 pub struct MetricsExporter {
     every: Duration,
+    usage_every: Option<Duration>,
 }
 
 impl Default for MetricsExporter {
@@ -41,6 +45,7 @@ impl MetricsExporter {
     pub fn new() -> Self {
         MetricsExporter {
             every: Duration::from_secs(1),
+            usage_every: None,
         }
     }
 
@@ -50,9 +55,20 @@ impl MetricsExporter {
         self
     }
 
+    /// Also scans every store this often for its keys and bytes (off by default: a scan lists
+    /// and reads every key).
+    pub fn usage_every(mut self, every: Duration) -> Self {
+        self.usage_every = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
     /// Sends every counter and gauge of `stats` now.
     fn send(stats: &crate::CacheStats) {
-        catalog::samples(stats, |name, value, labels| {
+        catalog::samples(stats, Self::sample);
+    }
+
+    fn sample(name: &'static str, value: f64, labels: &catalog::Labels) {
+        {
             let labels: Vec<Label> = labels
                 .iter()
                 .map(|(k, v)| Label::new(*k, v.clone()))
@@ -61,7 +77,7 @@ impl MetricsExporter {
                 Kind::Counter => metrics::counter!(name, labels).absolute(value as u64),
                 Kind::Gauge => metrics::gauge!(name, labels).set(value),
             }
-        });
+        }
     }
 }
 
@@ -85,17 +101,32 @@ impl Observe for MetricsExporter {
             return;
         };
         let every = self.every;
+        let source = stats.clone();
         drop(runtime.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(stats) = stats.stats() else {
+                let Some(stats) = source.stats() else {
                     return; // the cache is gone
                 };
                 Self::send(&stats);
             }
         }));
+        if let Some(every) = self.usage_every {
+            drop(runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match stats.usage().await {
+                        None => return,
+                        Some(Ok(usage)) => catalog::usage_samples(&usage, Self::sample),
+                        Some(Err(e)) => tracing::debug!(error = %e, "usage scan failed"),
+                    }
+                }
+            }));
+        }
     }
 
     fn store_call(&self, call: &StoreCall) {

@@ -96,15 +96,32 @@ pub trait Observe: Send + Sync + 'static {
     }
 }
 
-/// Reads a cache's [`CacheStats`](crate::CacheStats) without keeping the cache alive: what
-/// [`Observe::started`] gets.
+/// Reads a cache's [`CacheStats`](crate::CacheStats), and on demand its
+/// [`CacheUsage`](crate::CacheUsage), without keeping the cache alive: what [`Observe::started`]
+/// gets.
 #[derive(Clone)]
-pub struct StatsSource(pub(crate) Arc<dyn Fn() -> Option<crate::CacheStats> + Send + Sync>);
+pub struct StatsSource {
+    pub(crate) stats: Arc<dyn Fn() -> Option<crate::CacheStats> + Send + Sync>,
+    pub(crate) usage: Arc<dyn Fn() -> Option<UsageFuture> + Send + Sync>,
+}
+
+/// A pending [`Cache::usage`](crate::Cache::usage) of the cache a [`StatsSource`] reads.
+pub type UsageFuture = crate::store::BoxFuture<'static, crate::Result<crate::CacheUsage>>;
 
 impl StatsSource {
-    /// The cache's stats now, or `None` once the cache is dropped.
+    /// The cache's stats now, or `None` once the cache is dropped. Cheap: counters.
     pub fn stats(&self) -> Option<crate::CacheStats> {
-        (self.0)()
+        (self.stats)()
+    }
+
+    /// What the cache holds, per layer: a scan of every store
+    /// ([`Cache::usage`](crate::Cache::usage)), so call it seldom. `None` once the cache is
+    /// dropped.
+    pub async fn usage(&self) -> Option<crate::Result<crate::CacheUsage>> {
+        match (self.usage)() {
+            Some(scan) => Some(scan.await),
+            None => None,
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! # let _ = cache; Ok(()) }
 //! ```
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -28,6 +28,9 @@ use super::{Activity, Observe, StatsSource, StoreCall};
 /// collects (no task of its own), and the durations as histograms, in seconds:
 /// `vorte.cache.store_call.duration{vorte.layer, vorte.backend, vorte.operation, outcome}`,
 /// `vorte.cache.load.duration{outcome}`, `vorte.cache.bus.lag{vorte.notice}`.
+///
+/// Keys and bytes per layer (`vorte.cache.keys`, `vorte.cache.bytes`) need a scan of every store:
+/// reported only with [`usage_every`](Self::usage_every), from a task that scans that often.
 pub struct OtelMetrics {
     meter: Meter,
     store_calls: Histogram<f64>,
@@ -35,6 +38,9 @@ pub struct OtelMetrics {
     bus_lag: Histogram<f64>,
     /// The observable instruments, kept for as long as the exporter lives.
     observed: Mutex<Vec<Observed>>,
+    usage_every: Option<Duration>,
+    /// The last usage scan, which the keys and bytes gauges report.
+    usage: Arc<Mutex<Option<crate::CacheUsage>>>,
 }
 
 // Held only to keep their callbacks registered.
@@ -80,8 +86,40 @@ impl OtelMetrics {
                 "Time from another process publishing a bus message to this one reading it.",
             ),
             observed: Mutex::new(Vec::new()),
+            usage_every: None,
+            usage: Arc::default(),
             meter,
         }
+    }
+
+    /// Also scans every store this often for its keys and bytes (off by default: a scan lists
+    /// and reads every key).
+    pub fn usage_every(mut self, every: Duration) -> Self {
+        self.usage_every = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// Scans every `every` into `self.usage`, from a task that ends with the cache.
+    fn scan_usage(&self, stats: StatsSource, every: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("OtelMetrics: no Tokio runtime; keys and bytes are not reported");
+            return;
+        };
+        let cell = self.usage.clone();
+        drop(runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match stats.usage().await {
+                    None => return,
+                    Some(Ok(usage)) => {
+                        *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+                    }
+                    Some(Err(e)) => tracing::debug!(error = %e, "usage scan failed"),
+                }
+            }
+        }));
     }
 }
 
@@ -94,18 +132,27 @@ fn attributes(labels: &Labels) -> Vec<KeyValue> {
 
 impl Observe for OtelMetrics {
     fn started(&self, stats: StatsSource) {
+        if let Some(every) = self.usage_every {
+            self.scan_usage(stats.clone(), every);
+        }
         let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
         for m in catalog::METRICS {
             let source = stats.clone();
+            let usage = self.usage.clone();
             let name = m.name;
-            // Each instrument reads the stats when collected: a handful of relaxed loads.
+            // Each instrument reads the stats when collected: a handful of relaxed loads (and the
+            // last usage scan, kept by `scan_usage`).
             let each = move |observe: &mut dyn FnMut(f64, &[KeyValue])| {
+                let mut sample = |sample: &str, value: f64, labels: &Labels| {
+                    if sample == name {
+                        observe(value, &attributes(labels));
+                    }
+                };
                 if let Some(stats) = source.stats() {
-                    catalog::samples(&stats, |sample, value, labels| {
-                        if sample == name {
-                            observe(value, &attributes(labels));
-                        }
-                    });
+                    catalog::samples(&stats, &mut sample);
+                }
+                if let Some(usage) = &*usage.lock().unwrap_or_else(|p| p.into_inner()) {
+                    catalog::usage_samples(usage, &mut sample);
                 }
             };
             observed.push(match m.kind {
