@@ -239,3 +239,29 @@ async fn a_cached_function_has_a_span_named_after_it() {
     assert_eq!(cached[0].field("vorte.loaded"), Some("true"));
     assert_eq!(cached[1].field("vorte.layer"), Some("l1"));
 }
+
+#[tokio::test]
+async fn an_s3_call_follows_the_aws_sdk_conventions() {
+    let env = Env::new(Stack::L1S3);
+    let cache = env.cache("").await;
+    let (spans, _guard) = record();
+    cache.set("k", &1u8).await.unwrap();
+    let seen = spans.take();
+    let set = calls(&seen, "set")[0].id;
+    let puts: Vec<_> = seen
+        .iter()
+        .filter(|s| s.name == "vorte.store" && s.parent == Some(set))
+        .collect();
+    assert!(!puts.is_empty(), "{seen:#?}");
+    for put in puts {
+        assert_eq!(put.field("rpc.system"), Some("aws-api"));
+        assert_eq!(put.field("rpc.service"), Some("S3"));
+        assert_eq!(put.field("vorte.backend"), Some("s3"));
+        assert_eq!(put.field("db.system.name"), None);
+        let method = put.field("rpc.method").expect("a method");
+        assert_eq!(
+            put.field("otel.name"),
+            Some(format!("S3.{method}").as_str())
+        );
+    }
+}

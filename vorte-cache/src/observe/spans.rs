@@ -133,6 +133,9 @@ pub(crate) fn store_call(layer: Layer, backend: &'static str, op: StoreOp) -> Sp
         otel.kind = "client",
         db.system.name = Empty,
         db.operation.name = Empty,
+        rpc.system = Empty,
+        rpc.service = Empty,
+        rpc.method = Empty,
         vorte.layer = layer.name(),
         vorte.backend = backend,
         vorte.operation = op.name(),
@@ -148,7 +151,30 @@ pub(crate) fn store_call(layer: Layer, backend: &'static str, op: StoreOp) -> Sp
         span.record("db.system.name", system);
         span.record("db.operation.name", command);
     }
+    if !span.is_disabled() && backend == "s3" {
+        // The conventions' AWS SDK spans: `rpc.system` `aws-api`, named `S3.<Operation>`.
+        let (name, method) = s3_operation(op);
+        span.record("otel.name", name);
+        span.record("rpc.system", "aws-api");
+        span.record("rpc.service", "S3");
+        span.record("rpc.method", method);
+    }
     span
+}
+
+/// The S3 API call a store operation makes (its main one): span name and `rpc.method`.
+fn s3_operation(op: StoreOp) -> (&'static str, &'static str) {
+    match op {
+        StoreOp::Get => ("S3.GetObject", "GetObject"),
+        StoreOp::Put | StoreOp::Tombstone | StoreOp::CompareAndSet | StoreOp::Lease => {
+            ("S3.PutObject", "PutObject")
+        }
+        StoreOp::Delete => ("S3.DeleteObject", "DeleteObject"),
+        StoreOp::DeleteMany => ("S3.DeleteObjects", "DeleteObjects"),
+        StoreOp::List | StoreOp::Clear | StoreOp::Usage | StoreOp::Sweep => {
+            ("S3.ListObjectsV2", "ListObjectsV2")
+        }
+    }
 }
 
 /// The command a store operation is, as the server sees it (what the conventions ask for in
