@@ -36,6 +36,7 @@ mod events;
 mod fence;
 mod flight;
 mod glob;
+mod histogram;
 mod key;
 mod l1;
 mod layer;

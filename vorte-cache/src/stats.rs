@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::histogram::LatencyStats;
 use crate::layer::Layer;
-use crate::observe::LatencyStats;
 
 /// Per-layer counters, updated on the hot path with relaxed atomics.
 #[derive(Debug, Default)]

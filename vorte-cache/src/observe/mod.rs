@@ -11,7 +11,6 @@
 mod activity;
 #[cfg(any(feature = "metrics", feature = "opentelemetry"))]
 mod catalog;
-mod histogram;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "opentelemetry")]
@@ -24,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::histogram::LatencyStats;
 pub use activity::{Activity, ActivityKind};
-pub use histogram::LatencyStats;
 pub use store::StoreOp;
 
-pub(crate) use histogram::Histogram;
+pub(crate) use crate::histogram::Histogram;
 
 /// Awaits a public call in its span (feature `tracing`; `docs/observability.md#spans`), or as it
 /// is without the feature: `traced!(instruments, "get", Some(key), future)`.
