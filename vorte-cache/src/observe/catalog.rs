@@ -135,6 +135,7 @@ pub(crate) fn usage_samples(
 }
 
 /// The OpenTelemetry name of a metric: dots, and no `_total` (the exporter adds its suffixes).
+#[cfg(feature = "opentelemetry")]
 pub(crate) fn otel_name(name: &str) -> String {
     name.trim_end_matches("_total").replace('_', ".")
 }
