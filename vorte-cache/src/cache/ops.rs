@@ -322,18 +322,24 @@ where
     type IntoFuture = BoxFuture<'a, Result<T>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        // Decided before any future is made: the call untraced is the same future, and the same
-        // allocation, as without the feature (`docs/performance.md#tracing-and-metrics-overhead`).
+        let (cache, key) = (self.cache, self.key);
+        let call: Self::IntoFuture =
+            Box::pin(async move { self.run().await.map(|served| served.output) });
+        // The call's own future is the same with the feature or without (one instantiation of
+        // `run`, inlined as before); a traced call wraps it in its span
+        // (`docs/performance.md#tracing-and-metrics-overhead`).
         #[cfg(feature = "tracing")]
         if crate::observe::spans::active() {
-            let (cache, key) = (self.cache, self.key);
-            return Box::pin(async move {
-                let instruments = &cache.engine().instruments;
-                crate::observe::spans::in_call("get_or_set", Some(key), instruments, self.run())
-                    .await
-                    .map(|served| served.output)
-            });
+            let instruments = &cache.engine().instruments;
+            return Box::pin(crate::observe::spans::in_call(
+                "get_or_set",
+                Some(key),
+                instruments,
+                call,
+            ));
         }
-        Box::pin(async move { self.run().await.map(|served| served.output) })
+        #[cfg(not(feature = "tracing"))]
+        let _ = (cache, key);
+        call
     }
 }
