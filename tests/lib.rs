@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: real servers, and caches for each layer combination.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
+pub mod browser;
 pub mod chaos_kit;
 pub mod history_check;
 pub mod servers;

@@ -11,166 +11,28 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use support::Service;
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use vorte_cache_tests::servers::free_port;
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// The binary at `default`, or found on the `PATH` under its file name; a clear failure if none.
-fn tool(default: &str) -> PathBuf {
-    let name = Path::new(default).file_name().unwrap();
-    if Path::new(default).is_file() {
-        return PathBuf::from(default);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} is not installed: this test drives a real headless Chromium through \
-                 chromedriver. Install them with `apt-get install -y chromium chromium-driver` \
-                 (.ci/run does).",
-                name.to_string_lossy()
-            )
-        })
-}
-
-/// chromedriver on a free loopback port, killed when dropped (`kill_on_drop`).
-struct Driver {
-    _child: Child,
-    url: String,
-}
-
-async fn start_chromedriver() -> Driver {
-    let path = tool(CHROMEDRIVER);
-    let port = free_port();
-    let child = Command::new(&path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}", path.display()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "chromedriver did not listen on port {port} within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Driver {
-        _child: child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let chromium = tool(CHROMIUM);
-    let mut caps = serde_json::Map::new();
-    caps.insert("browserName".into(), json!("chrome"));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium.to_string_lossy(),
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
-                     "--disable-dev-shm-usage"],
-        }),
-    );
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session with headless Chromium")
-}
-
-/// Where screenshots go: `$CARGO_TARGET_DIR/test-artifacts`, or the workspace's `target/`.
-fn artifacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
-    dir
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// The figures the page shows, read in one script so they come from one snapshot.
-const READ_FIGURES: &str = r#"
-const v = (id) => {
-  const el = document.querySelector('[data-testid="' + id + '"]');
-  return el ? el.getAttribute('data-value') : null;
+use vorte_cache_tests::browser::{
+    Chromedriver, Figures, full_page_screenshot, now_ms, num, num_or_zero, time_ms,
 };
-return {
-  snapshots: Number(document.body.getAttribute('data-snapshots') || 0),
-  at_ms: v('updated-at'), status: v('status'), hit_rate: v('hit-rate'),
+
+/// The figures the page shows besides `snapshots` and `at_ms`, which `Figures` always reads (all
+/// in one script, so they come from one snapshot).
+const FIGURES: &str = r#"
+  status: v('status'), hit_rate: v('hit-rate'),
   total_hits: v('total-hits'), misses: v('misses'), loads: v('loads'),
   invalidations_sent: v('invalidations-sent'),
   l1_hits: v('l1-hits'), l4_hits: v('l4-hits'), l1_misses: v('l1-misses'), l4_misses: v('l4-misses'),
   l1_keys: v('l1-keys'), total_keys: v('total-keys'),
-  scanned_at: document.querySelector('[data-testid="total-keys"]').getAttribute('data-scanned-at'),
-  text_total_hits: document.querySelector('[data-testid="total-hits"]').textContent,
-  text_hit_rate: document.querySelector('[data-testid="hit-rate"]').textContent,
-};
+  scanned_at: a('total-keys', 'data-scanned-at'),
+  text_total_hits: t('total-hits'),
+  text_hit_rate: t('hit-rate'),
 "#;
-
-async fn figures(client: &Client) -> Value {
-    client
-        .execute(READ_FIGURES, vec![])
-        .await
-        .expect("read the page")
-}
-
-/// A count on the page (the page keeps the exact value in `data-value`).
-fn num(figures: &Value, name: &str) -> u64 {
-    figures[name]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not a count on the page: {figures}"))
-}
-
-/// A count on the page, 0 while it has none yet.
-fn num_or_zero(figures: &Value, name: &str) -> u64 {
-    figures[name]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait_for<F: Fn(&Value) -> bool>(client: &Client, what: &str, ready: F) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let f = figures(client).await;
-        if ready(&f) {
-            return f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {f}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Requests against the service until `stop`, each answered before the next starts: user reads
 /// over 60 seeded ids (a load on the first read of each, L1 hits after) and over ids that do not
@@ -278,10 +140,11 @@ fn assert_page_shows(page: &Value, stats: &Value) {
 async fn the_services_dashboard_shows_its_cache_in_a_real_browser() {
     // Dropped in reverse order: the browser session is closed explicitly, then chromedriver and
     // the service are killed by their guards.
-    let driver = start_chromedriver().await;
+    let driver = Chromedriver::start().await;
     let service = Arc::new(Service::start().await);
 
-    let client = browser(&driver).await;
+    let client = driver.session().await;
+    let page = Figures::new(&client, FIGURES);
     client
         .goto(&service.url("/ops/cache/dashboard/"))
         .await
@@ -293,24 +156,19 @@ async fn the_services_dashboard_shows_its_cache_in_a_real_browser() {
         client.title().await.expect("title"),
         "vorte-cache dashboard"
     );
-    let first = wait_for(&client, "the first snapshot", |f| {
-        f["snapshots"].as_u64() >= Some(1)
-    })
-    .await;
+    let first = page.first_snapshot().await;
     assert_eq!(first["status"], "ok", "{first}");
 
     // Load while the page is open: its figures move.
     let stop = Arc::new(AtomicBool::new(false));
     let loader = tokio::spawn(load(service.clone(), stop.clone()));
-    let moving = wait_for(&client, "the figures to move", |f| {
-        let n = |k: &str| num_or_zero(f, k);
-        n("l1_hits") > 0 && n("misses") > 0 && n("loads") > 0 && n("invalidations_sent") > 0
-    })
-    .await;
-    let later = wait_for(&client, "a later snapshot", |f| {
-        f["at_ms"].as_str() != moving["at_ms"].as_str()
-    })
-    .await;
+    let moving = page
+        .wait_for("the figures to move", |f| {
+            let n = |k: &str| num_or_zero(f, k);
+            n("l1_hits") > 0 && n("misses") > 0 && n("loads") > 0 && n("invalidations_sent") > 0
+        })
+        .await;
+    let later = page.snapshot_after("a later snapshot", &moving).await;
     assert!(
         num(&later, "total_hits") > num(&moving, "total_hits"),
         "the hits grew from one snapshot to the next under load: {moving} then {later}"
@@ -321,13 +179,9 @@ async fn the_services_dashboard_shows_its_cache_in_a_real_browser() {
     stop.store(true, Ordering::SeqCst);
     let requests = loader.await.expect("the load ran");
     let stopped_at = now_ms();
-    let settled = wait_for(&client, "a snapshot a second past the stop", |f| {
-        f["at_ms"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|at| at > stopped_at + 1000)
-    })
-    .await;
+    let settled = page
+        .snapshot_taken_after("a snapshot a second past the stop", stopped_at + 1000)
+        .await;
     let stats = service.stats().await;
     println!("{requests} requests; page: {settled}");
     println!("GET /ops/cache/stats: {stats}");
@@ -348,21 +202,16 @@ async fn the_services_dashboard_shows_its_cache_in_a_real_browser() {
     }
 
     // A later snapshot still shows the same figures: nothing touched the cache after the stop.
-    let again = wait_for(&client, "the next snapshot", |f| {
-        f["at_ms"].as_str() != settled["at_ms"].as_str()
-    })
-    .await;
+    let again = page.snapshot_after("the next snapshot", &settled).await;
     assert_page_shows(&again, &service.stats().await);
 
     // The usage scan (every 5 s) fills in the keys; its reads count as neither hits nor misses,
     // so the figures still equal the stats route's.
-    let scanned = wait_for(&client, "a usage scan after the load stopped", |f| {
-        f["scanned_at"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|at| at > stopped_at)
-    })
-    .await;
+    let scanned = page
+        .wait_for("a usage scan after the load stopped", |f| {
+            time_ms(f, "scanned_at").is_some_and(|at| at > stopped_at)
+        })
+        .await;
     let stats = service.stats().await;
     assert_page_shows(&scanned, &stats);
     assert!(
@@ -371,21 +220,9 @@ async fn the_services_dashboard_shows_its_cache_in_a_real_browser() {
     );
 
     // The whole page, for a reviewer.
-    let height: Value = client
-        .execute("return document.documentElement.scrollHeight;", vec![])
-        .await
-        .expect("height");
-    client
-        .set_window_size(1280, height.as_u64().unwrap_or(900) as u32 + 140)
-        .await
-        .expect("resize");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let png = client.screenshot().await.expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let path = artifacts_dir().join("service-dashboard.png");
-    std::fs::write(&path, &png).expect("write the screenshot");
-    println!("screenshot: {}", path.display());
-    assert!(png.len() > 10_000, "{} is a real page", path.display());
+    let path = full_page_screenshot(&client, "service-dashboard.png").await;
+    let png_len = std::fs::metadata(&path).expect("the screenshot").len();
+    assert!(png_len > 10_000, "{} is a real page", path.display());
 
     client.close().await.expect("close the browser");
 }

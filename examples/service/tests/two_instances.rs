@@ -3,14 +3,13 @@
 //! instance is served by the other within the bus's bound.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use vorte_cache_tests::servers::{RedisServer, free_port};
+use support::Service;
+use vorte_cache_tests::servers::RedisServer;
 
 /// How long after a change returned another process may still serve the old value: the time
 /// the invalidation bus takes to carry one notice, whose target on loopback is p99 ≤ 5 ms
@@ -25,124 +24,11 @@ const READS_PAST_BOUND: usize = 20;
 /// running at once would stretch each other's bus delay.
 static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One running service process. Dropping it kills and reaps it, and prints its log when the test
-/// is failing.
-struct Instance {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Instance {
-    fn start(name: &'static str, redis: &RedisServer, db: &Path, dir: &Path) -> Instance {
-        let port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_vorte-example-service"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PORT", port.to_string())
-            .env("REDIS_URL", redis.url())
-            .env("VORTE_SERVICE_DB", db)
-            .env("VORTE_SERVICE_DATA", dir.join(name))
-            .env("RUST_LOG", "info,vorte_example_service=debug")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("the service starts");
-        Instance {
-            name,
-            child,
-            port,
-            log,
-        }
-    }
-
-    /// Waits until `GET /health` answers, failing if the process exits or 60 s pass.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("{} exited before it answered: {status}", self.name);
-            }
-            if let Ok((200, _)) = http(self.port, "GET", "/health", None).await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not answer within 60 s",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.call("GET", path, None).await
-    }
-
-    async fn put(&self, path: &str, body: &Value) -> Value {
-        self.call("PUT", path, Some(&body.to_string())).await
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Value {
-        let (status, body) = http(self.port, method, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("{} {method} {path}: {e}", self.name));
-        assert_eq!(status, 200, "{} {method} {path}: {body}", self.name);
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-
-    /// Reads of L1 that hit, from `GET /cache/stats`.
-    async fn l1_hits(&self) -> u64 {
-        let stats = self.get("/cache/stats").await;
-        stats["layers"][0]["hits"].as_u64().expect("l1 hits")
-    }
-
-    /// Sends SIGTERM and waits for the process to exit; its status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running 10 s after SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- last lines of {}'s log ---", self.name);
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 /// A Redis, a SQLite file and two instances on them. Fields drop in order: the instances
 /// first, then the server, then the directory.
 struct Pair {
-    a: Instance,
-    b: Instance,
+    a: Service,
+    b: Service,
     _redis: RedisServer,
     _dir: tempfile::TempDir,
 }
@@ -154,8 +40,8 @@ impl Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let redis = RedisServer::start();
         let db = dir.path().join("shared.db");
-        let mut a = Instance::start("A", &redis, &db, dir.path());
-        let mut b = Instance::start("B", &redis, &db, dir.path());
+        let mut a = Service::spawn("A", dir.path(), &db, Some(&redis.url()));
+        let mut b = Service::spawn("B", dir.path(), &db, Some(&redis.url()));
         a.wait_ready().await;
         b.wait_ready().await;
         Pair {
@@ -165,44 +51,6 @@ impl Pair {
             _dir: dir,
         }
     }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`); the status and the body.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::other("no complete answer within 10 s"))??;
-    let response = String::from_utf8(response).map_err(std::io::Error::other)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {response:?}")))?;
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "this helper reads Content-Length bodies only: {head}"
-    );
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, body.to_owned()))
 }
 
 /// The name of product `id` in a category listing.
