@@ -331,7 +331,7 @@ impl Reshard {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Waits for it (at most [`CLUSTER_TIMEOUT`]); panics with its output unless it succeeded.
+    /// Waits for it (at most `CLUSTER_TIMEOUT`); panics with its output unless it succeeded.
     pub fn finish(mut self) {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         let status = loop {
