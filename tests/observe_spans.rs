@@ -92,6 +92,13 @@ async fn a_read_names_the_layer_that_answered_and_its_store_calls_are_children()
     let writer = env.cache("").await;
     let reader = env.cache("").await;
     writer.set("user:1", &"Ada").await.unwrap();
+    // The writer's notice of its set would drop the reader's L1 copy if it arrived after the
+    // reader's first read: let it arrive first, so the second read is an L1 hit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reader.stats().invalidations_received == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reader.stats().invalidations_received, 1);
     let (spans, _guard) = record();
 
     assert_eq!(

@@ -153,36 +153,31 @@ impl Cache {
         // hit and returning it would keep the value on the stack across it, which costs the
         // untraced hit ~30 instructions (`docs/performance.md#tracing-and-metrics-overhead`).
         #[cfg(feature = "tracing")]
-        if crate::observe::spans::active() {
-            return Box::pin(self.get_traced(key)).await;
-        }
-        if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
+        let traced = crate::observe::spans::active();
+        #[cfg(not(feature = "tracing"))]
+        let traced = false;
+        if !traced && let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
             return answer;
         }
         // Boxed so that the future of an L1 hit stays small: the full read path only runs (and
-        // allocates) on an L1 miss, where a store is asked anyway.
-        Box::pin(self.get_below_l1(key)).await
+        // allocates) on an L1 miss, where a store is asked anyway. One await point, traced or
+        // not, as without the feature.
+        Box::pin(self.get_below_l1(key, traced)).await
     }
 
-    /// `get` while a subscriber listens: the L1 hit's span too.
-    #[cfg(feature = "tracing")]
-    async fn get_traced<T>(&self, key: &str) -> Result<Option<T>>
+    /// The read path below L1, in its span; while a subscriber listens (`traced`), L1 first, so
+    /// that its hit has a span too.
+    async fn get_below_l1<T>(&self, key: &str, traced: bool) -> Result<Option<T>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
+        #[cfg(feature = "tracing")]
+        if traced && let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
             crate::observe::spans::l1_hit("get", key, &self.engine.instruments);
             return answer;
         }
-        self.get_below_l1(key).await
-    }
-
-    /// The read path below L1, in its span: a function of its own, so that the span's code
-    /// stays out of the L1 hit's (`docs/performance.md#tracing-and-metrics-overhead`).
-    async fn get_below_l1<T>(&self, key: &str) -> Result<Option<T>>
-    where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
+        #[cfg(not(feature = "tracing"))]
+        let _ = traced;
         traced!(
             &self.engine.instruments,
             "get",

@@ -63,6 +63,19 @@ pub(crate) async fn in_call<T>(
     result
 }
 
+/// A boxed call wrapped in its span, out of line: the untraced caller stays as small (and as
+/// inlinable) as without the feature.
+#[cold]
+#[inline(never)]
+pub(crate) fn boxed_call<'a, T: 'a>(
+    op: &'static str,
+    key: &'a str,
+    instruments: &'a Instruments,
+    call: crate::store::BoxFuture<'a, Result<T>>,
+) -> crate::store::BoxFuture<'a, Result<T>> {
+    Box::pin(in_call(op, Some(key), instruments, call))
+}
+
 /// An L1 hit answered without awaiting: a span opened and closed at once. Callers check
 /// [`active`] first; this stays out of line so that the hit path they are on stays small.
 #[cold]
