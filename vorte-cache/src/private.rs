@@ -58,10 +58,7 @@ where
     F: Future<Output = O> + Send + 'a,
 {
     // While a subscriber listens, hits take the engine's path too, inside the call's span.
-    #[cfg(feature = "tracing")]
-    let traced = crate::observe::spans::active();
-    #[cfg(not(feature = "tracing"))]
-    let traced = false;
+    let traced = crate::observe::spans_active();
     let hit = match &key {
         Ok(key) if !traced => crate::app::global::with_global(|cache| {
             // A hit that may refresh early takes the engine's path, which starts the refresh.

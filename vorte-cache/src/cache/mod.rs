@@ -149,13 +149,11 @@ impl Cache {
     {
         // L1 holds only valid keys, so a hit needs no validation; a miss is validated before it
         // is answered or any store sees the key.
-        // Traced calls take a path of their own, decided first: a span call between reading the
-        // hit and returning it would keep the value on the stack across it, which costs the
-        // untraced hit ~30 instructions (`docs/performance.md#tracing-and-metrics-overhead`).
-        #[cfg(feature = "tracing")]
-        let traced = crate::observe::spans::active();
-        #[cfg(not(feature = "tracing"))]
-        let traced = false;
+        // Whether to trace is decided first, and a traced call reads L1 inside its span below: a
+        // span call between reading the hit and returning it would keep the value on the stack
+        // across it, which costs the untraced hit ~30 instructions
+        // (`docs/performance.md#tracing-and-metrics-overhead`).
+        let traced = crate::observe::spans_active();
         if !traced && let Some(answer) = self.engine.get_l1_or_miss::<T>(key) {
             return answer;
         }

@@ -50,6 +50,20 @@ macro_rules! traced {
 }
 pub(crate) use traced;
 
+/// Whether spans are being made ([`spans::active`](self::spans) with the `tracing` feature):
+/// always `false` without it, so callers need no `cfg` of their own.
+#[inline(always)]
+pub(crate) fn spans_active() -> bool {
+    #[cfg(feature = "tracing")]
+    {
+        spans::active()
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        false
+    }
+}
+
 use crate::config::{KeyRecording, ObserveConfig};
 use crate::layer::Layer;
 
