@@ -78,9 +78,11 @@ async fn get_products(category: &str) -> Result<Vec<Product>, DbError> {
 
 #[on_event("user.updated")]
 async fn invalidate_user_cache(user_id: i64) -> vorte_cache::Result<()> {
-    let cache = Cache::global();
-    cache.delete(&format!("user:{user_id}")).await?;
-    cache.invalidate_tag(&format!("user_data:{user_id}")).await
+    // `get_user`'s companion builds its key from its own template: no copy of "user:{user_id}".
+    get_user::invalidate(user_id).await?;
+    Cache::global()
+        .invalidate_tag(&format!("user_data:{user_id}"))
+        .await
 }
 
 // ----- write-through and cache-aside ---------------------------------------------------------------
@@ -91,7 +93,7 @@ async fn update_user(user_id: i64, name: &str) -> vorte_cache::Result<User> {
         name: name.into(),
     }; // the database update
     Cache::global()
-        .set(&format!("user:{user_id}"), &Some(user.clone()))
+        .set(&get_user::key(user_id)?, &Some(user.clone()))
         .ttl(Duration::from_secs(300))
         .await?;
     Ok(user)
@@ -207,8 +209,17 @@ async fn main() -> Result<(), BoxError> {
         DB_QUERIES.load(Ordering::SeqCst) - before
     );
     assert_eq!(first, second);
-    let readable: Option<Option<User>> = cache.get("user:1").await?;
-    println!("   the entry is readable by its key template: user:1 -> {readable:?}");
+    let key = get_user::key(1)?;
+    let readable: Option<Option<User>> = cache.get(&key).await?;
+    println!("   get_user::key(1) -> {key:?}; the entry under it -> {readable:?}");
+    let before = DB_QUERIES.load(Ordering::SeqCst);
+    let refreshed = get_user::refresh(1).await?;
+    get_user(1).await?;
+    println!(
+        "   get_user::refresh(1) -> {:?}, stored; then get_user(1) -> database queries: {}",
+        refreshed.map(|u| u.name),
+        DB_QUERIES.load(Ordering::SeqCst) - before
+    );
     println!(
         "   get_config(\"theme\") -> {} (L1 only)",
         get_config("theme").await?
@@ -269,8 +280,9 @@ async fn main() -> Result<(), BoxError> {
     get_user(1).await?;
     let ran = vorte_cache::emit("user.updated", &serde_json::json!({ "user_id": 1 })).await?;
     println!(
-        "   emit(\"user.updated\", {{user_id: 1}}) ran {ran} handler(s); user:1 cached: {}",
-        cache.exists("user:1").await?
+        "   emit(\"user.updated\", {{user_id: 1}}) ran {ran} handler(s) (get_user::invalidate); \
+         user:1 cached: {}",
+        cache.exists(&get_user::key(1)?).await?
     );
 
     step("Write-through");
@@ -330,7 +342,7 @@ async fn main() -> Result<(), BoxError> {
     // What the cache holds asks every store, so it is a call of its own.
     let usage = cache.usage().await?;
     println!("   Total keys: {}", usage.total_keys);
-    println!("   Memory used: {:.1} MB", usage.memory_used_mb);
+    println!("   Memory used: {}", usage.memory_used());
     for (layer, held) in stats.layers.iter().zip(&usage.layers) {
         println!(
             "   {} ({}): {} keys, {} bytes, {} hits, {} errors",

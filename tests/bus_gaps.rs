@@ -162,18 +162,32 @@ async fn silent_writer(env: &Env) -> Cache {
 }
 
 /// Leaves `old` in `cache`'s L1 under `key` while L2 holds `new`, unknown to `cache`.
+///
+/// On a loaded machine the bus may answer a blocking read late, and the receiver then rightly
+/// stops trusting L1 for a while (`docs/guarantees.md#g4-gap-detection`): the read finds `new` at
+/// once. Only then, once a suspension has been counted, is the stale copy made again.
 async fn make_stale(env: &Env, cache: &Cache, key: &str) {
-    cache.set(key, &"old").await.expect("set");
-    silent_writer(env)
-        .await
-        .set(key, &"new")
-        .await
-        .expect("set");
-    assert_eq!(
-        cache.get::<String>(key).await.expect("get").as_deref(),
-        Some("old"),
-        "the stale L1 copy"
-    );
+    let writer = silent_writer(env).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cache.set(key, &"old").await.expect("set");
+        writer.set(key, &"new").await.expect("set");
+        let read = cache.get::<String>(key).await.expect("get");
+        if read.as_deref() != Some("old")
+            && stats(cache).suspensions > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(
+            read.as_deref(),
+            Some("old"),
+            "the stale L1 copy; bus {:?}",
+            stats(cache)
+        );
+        return;
+    }
 }
 
 /// (a) A receiver held up by a slow handler, with its connection up, while the messages after its
@@ -363,6 +377,44 @@ async fn a_handler_past_its_timeout_is_abandoned() {
     publish_raw(port, &stream, "gaps.heard", r#"{"n":301}"#);
     heard_within_10s(301, "a handler that never finishes held up its shard").await;
     assert_eq!(stats(&Cache::global()).handler_timeouts, 1);
+}
+
+/// An event is run once even when the receiver's connection is cut while it checks the batch
+/// that holds it: the blocking read hands the event on at once, and the next read, from the
+/// position inclusive, checks it (here with `XINFO STREAM`: the stream was empty when the
+/// receiver started, so there is no entry at its position to find again); the retry after the
+/// cut must still know what was handed on. The cross-process form, with every client connection
+/// killed, is `tests/cross_process.rs` `events_reach_every_process_also_after_a_disconnection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_runs_once_when_the_check_after_its_read_is_cut() {
+    let _app = APP.lock().await;
+    let env = Env::with_own_redis();
+    let port = env.redis().port();
+    // An application on the server itself creates the event stream, which is then emptied.
+    let stream = install(&env, "").await;
+    redis_cmd(port, &["XTRIM", &stream, "MAXLEN", "0"]);
+    // The application under test replaces it, its bus behind the proxy.
+    let proxy = Blackhole::start(port).await;
+    let bus = format!("[cache.bus]\nurl = {:?}", proxy.url());
+    Vorte::builder()
+        .auto_load(true)
+        .config(env.config(&bus, ""))
+        .build()
+        .await
+        .expect("build");
+    let cache = Cache::global();
+    proxy.cut_after(b"gaps.heard", b"XINFO");
+    publish_raw(port, &stream, "gaps.heard", r#"{"n":801}"#);
+    heard_within_10s(801, "the event never ran").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.was_cut() || stats(&cache).receiver_errors == 0 {
+        assert!(Instant::now() < deadline, "the check was never cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Long enough for the receiver to reconnect and read the batch again (a pause of 40 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = HEARD.lock().unwrap().iter().filter(|&&n| n == 801).count();
+    assert_eq!(runs, 1, "the event ran {runs} times");
 }
 
 /// No false alarm: a receiver that started on a stream trimmed to nothing has no entry at its

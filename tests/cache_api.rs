@@ -619,6 +619,13 @@ async fn stats_count_hits_misses_and_keys(stack: Stack) {
     let l1 = u.layer(Layer::L1).expect("l1");
     assert_eq!(l1.keys, 2);
     assert!(l1.bytes > 10_000);
+    // Printed with a unit that shows the number: ~10 KiB, never "0.0 MB".
+    assert_eq!(u.memory_used().bytes(), l1.bytes);
+    let shown = u.memory_used().to_string();
+    assert!(
+        shown.ends_with(" KiB") && !shown.starts_with('0'),
+        "{shown}"
+    );
     if shared(stack) {
         for (layer, backend) in [shallowest(stack), deepest(stack)] {
             assert_eq!(s.layer(layer).expect("layer stats").backend, backend);
@@ -1310,4 +1317,36 @@ async fn a_caller_after_an_invalidation_never_receives_a_load_that_began_before_
             "{stack:?} {how}"
         );
     }
+}
+
+/// `docs/guarantees.md#g1-read-your-writes`: a `set` is new truth from the caller, so L1's
+/// admission filter (`docs/l1-policy.md`), which may turn a loaded or back-filled copy away, never
+/// refuses it: with L1 alone, full, and its filter on (keys cycled through it several times, so
+/// that its victims are counted often), each new key set is read back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_is_read_back_when_l1_is_full_and_filtering() -> vorte_cache::Result<()> {
+    let config = vorte_cache::Config::from_toml_str("[cache.layers.l1]\nmax_size = 100")?;
+    let cache = Cache::from_config(&config.cache).await?;
+    for _ in 0..6 {
+        for i in 0..400 {
+            let key = format!("cycled:{i}");
+            if cache.get::<u32>(&key).await?.is_none() {
+                cache.set(&key, &i).await?;
+            }
+        }
+    }
+    let mut lost = Vec::new();
+    for i in 0..300 {
+        let key = format!("new:{i}");
+        cache.set(&key, &i).await?;
+        if cache.get::<u32>(&key).await? != Some(i) {
+            lost.push(key);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} sets not read back: {lost:?}",
+        lost.len()
+    );
+    Ok(())
 }

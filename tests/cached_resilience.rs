@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, ErrorKind, cached};
+use vorte_cache_tests::eventually;
 
 #[derive(Debug)]
 enum MyErr {
@@ -21,17 +22,6 @@ impl From<vorte_cache::Error> for MyErr {
     fn from(e: vorte_cache::Error) -> Self {
         MyErr::Cache(e)
     }
-}
-
-/// Waits until `done` holds, for at most five seconds; says whether it did.
-async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..250 {
-        if done().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 // ===== fail_safe =====

@@ -137,3 +137,37 @@ fn every_cited_anchor_and_test_exists() {
         "cited tests that do not exist: {missing:#?}"
     );
 }
+
+/// The README says what `.ci/run` installs on a fresh machine: every Debian package of its
+/// `need_apt` lines and the PyPI package that gives `moto_server`, so a newcomer can install the
+/// same by hand.
+#[test]
+fn the_readme_lists_what_ci_installs() {
+    let ci = read(&root().join(".ci/run"));
+    let readme = read(&root().join("README.md"));
+    let start = readme
+        .find("(`.ci/run` installs what is")
+        .unwrap_or_else(|| panic!("README.md has no list of what .ci/run installs"));
+    let list = &readme[start
+        ..readme[start..]
+            .find("):")
+            .map_or(readme.len(), |e| start + e)];
+    let mut wanted: Vec<String> = ci
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("need_apt "))
+        .filter_map(|args| args.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert!(wanted.len() >= 5, "no need_apt lines read from .ci/run");
+    if ci.contains("'moto[server]'") {
+        wanted.push("moto[server]".to_owned());
+        wanted.push("moto_server".to_owned());
+    }
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|p| !list.contains(&format!("`{p}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md's install list lacks {missing:?}:\n{list}"
+    );
+}

@@ -1,7 +1,9 @@
 //! One process of the history check (`tests/history.rs`, `docs/history.md`): it builds a cache
 //! from the TOML file named by its first argument, prints `ready`, waits for `go` on stdin, runs
 //! random calls over a small key space from several tasks, writes every call to a JSON-lines file
-//! (`vorte_cache_tests::history_check::Call`), and exits.
+//! (`vorte_cache_tests::history_check::Call`), and exits. Its cache's bus id and every
+//! invalidation the cache applied from the bus are written there too, so that the checker knows
+//! when this process applied each other process's call (`docs/history.md#the-bound`).
 //!
 //! ```text
 //! vorte-history-worker CONFIG.toml --db PORT --db-prefix P --process NAME --seed N
@@ -19,14 +21,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use vorte_cache::config::KeyRecording;
+use vorte_cache::observe::{Activity, ActivityKind, Observe};
 use vorte_cache::{Cache, Config};
 use vorte_cache_tests::chaos_kit::Rng;
-use vorte_cache_tests::history_check::{Call, Op, Version, value_of};
+use vorte_cache_tests::history_check::{Call, Notice, Op, Version, value_of};
 
 /// The longest a loader sleeps after reading the database.
 const MAX_LOAD_SLEEP_MS: u64 = 50;
@@ -156,6 +161,56 @@ fn now_us() -> u64 {
     u64::try_from(since.as_micros()).expect("µs fit in u64")
 }
 
+/// Records each invalidation the cache applied from the bus, when it was applied (the cache tells
+/// its observers once it has applied one: `Observe::activity`).
+struct AppliedNotices {
+    process: String,
+    records: Mutex<Vec<Call>>,
+}
+
+impl Observe for AppliedNotices {
+    fn activity(&self, activity: &Activity) {
+        let at = now_us();
+        if !activity.received {
+            return;
+        }
+        let (Some(origin), Some(notice)) = (&activity.origin, notice_of(activity)) else {
+            return;
+        };
+        let record = Call {
+            process: self.process.clone(),
+            task: 0,
+            start_us: at,
+            end_us: at,
+            op: Op::Applied {
+                origin: origin.clone(),
+                notice,
+            },
+            error: None,
+        };
+        // Runs in the bus receiver: a poisoned lock still holds every record pushed.
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+}
+
+/// An invalidation as the history records it; `None` for an event. Keys and tags are recorded
+/// in plain (`record_keys = "plain"`, set in `main`).
+fn notice_of(activity: &Activity) -> Option<Notice> {
+    match activity.kind {
+        ActivityKind::Keys => Some(Notice::Keys {
+            keys: activity.keys.clone(),
+        }),
+        ActivityKind::Tag => Some(Notice::Tag {
+            tag: activity.subject.clone().unwrap_or_default(),
+        }),
+        ActivityKind::Flush => Some(Notice::Flush),
+        _ => None,
+    }
+}
+
 /// One task: `ops` random calls, each recorded.
 async fn run_task(args: &Args, cache: &Cache, task: u32, ops: u64) -> Vec<Call> {
     let mut rng = Rng(args.seed ^ (u64::from(task) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -258,8 +313,30 @@ fn split<T>(result: vorte_cache::Result<T>) -> (Option<T>, Option<String>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let config = Config::from_toml_file(&args.config).expect("config");
-    let cache = Cache::from_config(&config.cache).await.expect("build");
+    let mut config = Config::from_toml_file(&args.config).expect("config");
+    // The notices' keys and tags, as the checker compares them with the calls'.
+    config.cache.observe.record_keys = KeyRecording::Plain;
+    let applied = Arc::new(AppliedNotices {
+        process: args.process.clone(),
+        records: Mutex::default(),
+    });
+    let cache = Cache::builder(&config.cache)
+        .observe(applied.clone())
+        .build()
+        .await
+        .expect("build");
+    let mut calls = Vec::new();
+    if let Some(origin) = cache.bus_origin() {
+        let at = now_us();
+        calls.push(Call {
+            process: args.process.clone(),
+            task: 0,
+            start_us: at,
+            end_us: at,
+            op: Op::BusOrigin { origin },
+            error: None,
+        });
+    }
     println!("ready");
     std::io::stdout().flush().expect("flush");
     let go = tokio::task::spawn_blocking(|| {
@@ -271,17 +348,24 @@ async fn main() {
     .expect("stdin");
     assert_eq!(go.trim(), "go", "expected go");
     let per_task = args.ops / u64::from(args.tasks);
-    let args = std::sync::Arc::new(args);
+    let args = Arc::new(args);
     let tasks: Vec<_> = (0..args.tasks)
         .map(|t| {
             let (args, cache) = (args.clone(), cache.clone());
             tokio::spawn(async move { run_task(&args, &cache, t, per_task).await })
         })
         .collect();
-    let mut calls = Vec::new();
     for task in tasks {
         calls.extend(task.await.expect("a task"));
     }
+    // What arrives after the last call is too late to matter; the cache stays up until here.
+    calls.extend(std::mem::take(
+        &mut *applied
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ));
+    drop(cache);
     calls.sort_by_key(|c| (c.start_us, c.end_us));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args.out).expect("out file"));
     for call in &calls {

@@ -18,6 +18,37 @@ use vorte_cache_tests::{Env, Stack, s3_layer, shared_moto, unique_prefix};
 
 const LONG: Duration = Duration::from_secs(600);
 
+/// `cache.get_or_set(key)` with a loader that answers `value` once `release` is sent, started
+/// and waited for until its loader runs: a load in flight, for another process to act meanwhile.
+async fn load_held<T>(
+    cache: &vorte_cache::Cache,
+    key: &'static str,
+    value: T,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<vorte_cache::Result<T>>,
+)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let (started, loading) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_set(key, || async move {
+                    let _ = started.send(());
+                    let _ = released.await;
+                    Ok::<_, std::io::Error>(value)
+                })
+                .await
+        }
+    });
+    loading.await.expect("the loader started");
+    (release, load)
+}
+
 /// Two caches over one L4 and no bus stand in for two processes: `a` loads `user:1` slowly, `b`
 /// deletes it meanwhile; the old value must land nowhere.
 async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
@@ -25,20 +56,7 @@ async fn a_load_that_began_before_a_delete_never_writes_back(stack: Stack) {
     let a = env.cache("").await;
     let b = env.cache("").await;
     assert!(!a.has_bus(), "nothing but the store may stop the load");
-    let (started, loading) = tokio::sync::oneshot::channel::<()>();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let load = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.get_or_set("user:1", || async move {
-                let _ = started.send(());
-                let _ = released.await;
-                Ok::<_, std::io::Error>("old".to_owned())
-            })
-            .await
-        }
-    });
-    loading.await.expect("the loader started");
+    let (release, load) = load_held(&a, "user:1", "old".to_owned()).await;
     b.delete("user:1").await.expect("delete");
     release.send(()).expect("the loader waits");
     assert_eq!(
@@ -73,6 +91,52 @@ async fn a_load_that_began_before_a_delete_never_writes_back_into_a_directory() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_began_before_a_delete_never_writes_back_into_s3() {
     a_load_that_began_before_a_delete_never_writes_back(Stack::L1S3).await;
+}
+
+/// Three caches over one L4 and no bus stand in for three processes: `a` loads `user:1` slowly,
+/// `b` writes it and deletes it meanwhile, then `c` flushes, which takes `b`'s tombstone away
+/// with everything else. `a`'s fill then finds the empty slot its read saw, and lands, stamped
+/// with the flush epoch of before the flush; `b`, which has not read the epoch since, must still
+/// not read back what it replaced and deleted (`docs/consistency.md#flush-moves-an-epoch`).
+async fn a_fill_that_lands_after_a_flush_does_not_bring_back_a_deleted_value(stack: Stack) {
+    let env = Env::new(stack);
+    let (a, b, c) = (
+        env.cache("").await,
+        env.cache("").await,
+        env.cache("").await,
+    );
+    assert!(!a.has_bus(), "nothing but the store may stop the load");
+    // Every cache learns the epoch, so each checks it against its memo from now on.
+    c.flush().await.expect("first flush");
+    for cache in [&a, &b] {
+        cache.set("warm", &0).await.expect("set");
+    }
+    let (release, load) = load_held(&a, "user:1", 19).await;
+    b.set("user:1", &20).await.expect("set");
+    b.delete("user:1").await.expect("delete");
+    c.flush().await.expect("flush");
+    release.send(()).expect("the loader waits");
+    assert_eq!(load.await.expect("the load task").expect("get_or_set"), 19);
+    assert_eq!(
+        b.get::<i32>("user:1").await.expect("get"),
+        None,
+        "{stack:?}: the deleting process reads back a value older than its own delete"
+    );
+    assert_eq!(
+        env.cache("").await.get::<i32>("user:1").await.expect("get"),
+        None,
+        "{stack:?}: a fresh process reads a value from before the flush"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lands_after_a_flush_does_not_bring_back_a_deleted_value_in_a_directory() {
+    a_fill_that_lands_after_a_flush_does_not_bring_back_a_deleted_value(Stack::L1File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lands_after_a_flush_does_not_bring_back_a_deleted_value_in_s3() {
+    a_fill_that_lands_after_a_flush_does_not_bring_back_a_deleted_value(Stack::L1S3).await;
 }
 
 /// The configuration of `env` (its L4 and key prefix), as TOML and parsed.

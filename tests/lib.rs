@@ -123,6 +123,17 @@ pub fn s3_layer(moto: &MotoServer) -> String {
     )
 }
 
+/// Waits until `done` holds, polling every 20 ms for at most five seconds; says whether it did.
+pub async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A key prefix no other test of any process uses.
 pub fn unique_prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -329,3 +329,84 @@ async fn scans_do_not_count_as_reads() {
         (after.misses, after.l4_hits)
     );
 }
+
+/// What `vorte-cache tail` prints comes from here: every received invalidation and event names
+/// its subject (every key of a `delete_many`) and the bus id of the cache that sent it, and a
+/// cache's own activity carries its own id. (Received activity once named the first key only, and
+/// no sender.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_activity_names_its_keys_and_the_sender() {
+    let env = Env::new(Stack::L1Redis);
+    let sender = env.cache("").await;
+    let follower = env.cache("[cache.observe]\nrecord_keys = \"plain\"").await;
+    // Events go through the application's cache: a `Vorte` on the same stack.
+    let app = vorte_cache::Vorte::builder()
+        .config(env.config("", ""))
+        .build()
+        .await
+        .unwrap();
+    let sender_id = sender.bus_origin().unwrap();
+    let app_id = app.cache().bus_origin().unwrap();
+    assert_eq!(sender_id.len(), 16);
+    assert_ne!(sender_id, app_id);
+    assert_ne!(follower.bus_origin(), Some(sender_id.clone()));
+
+    sender.delete_many(&["x", "y", "z"]).await.unwrap();
+    sender.invalidate_tag("team:7").await.unwrap();
+    sender.flush().await.unwrap();
+    vorte_cache::emit("user.renamed", &serde_json::json!({ "id": 7 }))
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while follower.recent_activity().len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seen: Vec<_> = follower
+        .recent_activity()
+        .into_iter()
+        .map(|a| {
+            assert!(a.received && a.lag.is_some(), "{a:?}");
+            (a.kind, a.subject, a.keys, a.key_count, a.origin)
+        })
+        .collect();
+    // Events travel on their own stream: not ordered with the invalidations.
+    seen.sort_by_key(|(kind, ..)| kind.name());
+    let from = |id: &str| Some(id.to_owned());
+    assert_eq!(
+        seen,
+        [
+            (
+                ActivityKind::Event,
+                Some("user.renamed".into()),
+                vec![],
+                0,
+                from(&app_id)
+            ),
+            (ActivityKind::Flush, None, vec![], 0, from(&sender_id)),
+            (
+                ActivityKind::Keys,
+                Some("x".into()),
+                vec!["x".into(), "y".into(), "z".into()],
+                3,
+                from(&sender_id)
+            ),
+            (
+                ActivityKind::Tag,
+                Some("team:7".into()),
+                vec![],
+                0,
+                from(&sender_id)
+            ),
+        ]
+    );
+    // The sender's own activity carries its own id; keys are not recorded by default.
+    let own: Vec<_> = sender
+        .recent_activity()
+        .into_iter()
+        .filter(|a| !a.received)
+        .collect();
+    assert_eq!(own.len(), 3);
+    assert!(own.iter().all(|a| a.origin == from(&sender_id)));
+    assert_eq!((own[0].key_count, own[0].keys.len()), (3, 0));
+}

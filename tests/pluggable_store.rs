@@ -15,6 +15,14 @@ fn config(toml: &str) -> vorte_cache::CacheConfig {
     }
 }
 
+/// A cache (a process, as far as L2 goes) whose L2 is `store`.
+async fn over(config: &vorte_cache::CacheConfig, store: &TestStore) -> vorte_cache::Result<Cache> {
+    Cache::builder(config)
+        .store(Layer::L2, Arc::new(store.clone()))
+        .build()
+        .await
+}
+
 #[tokio::test]
 async fn a_store_of_your_own_serves_a_layer_and_is_shared() -> vorte_cache::Result<()> {
     let store = TestStore::new();
@@ -139,5 +147,63 @@ async fn stats_ask_no_store_and_usage_asks_each() -> vorte_cache::Result<()> {
         after[0] > before[0] && after[1] > before[1],
         "usage() did not ask the store: {before:?} -> {after:?}"
     );
+    Ok(())
+}
+
+/// `keys()` is every live key or an error, never a silent subset
+/// (`docs/consistency.md#redis-cluster-topology-changes`): a listed key whose read fails (a layer
+/// out, a slot moving) cannot be told live, so the call fails instead of leaving it out.
+#[tokio::test]
+async fn keys_fails_rather_than_drop_a_listed_key_it_cannot_read() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let config = config("[cache.layers.l1]\nmax_size = 100");
+    let writer = over(&config, &store).await?;
+    writer.set("user:1", &"Alice").await?;
+    writer.set("user:2", &"Bob").await?;
+    // Another process: its L1 is empty, so only L2's listing and reads can answer.
+    let reader = over(&config, &store).await?;
+    store.fail(
+        Op::Get,
+        "user:2",
+        vorte_cache::Error::new(ErrorKind::Backend, "the slot is moving"),
+    );
+    match reader.keys("*").await {
+        Ok(keys) => assert!(
+            keys.iter().any(|k| k == "user:2"),
+            "keys() left out a key it could not read: {keys:?}"
+        ),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Backend, "{e}"),
+    }
+    Ok(())
+}
+
+/// A failed read is the listing's only when it is a read of a listed key: another call's read
+/// that fails while `keys()` tells its keys live (here held at that moment, so the two overlap
+/// every run) leaves the listing whole (`docs/consistency.md#redis-cluster-topology-changes`).
+#[tokio::test]
+async fn keys_is_not_failed_by_another_calls_error_meanwhile() -> vorte_cache::Result<()> {
+    let store = TestStore::new();
+    let config = config("[cache.layers.l1]\nmax_size = 100");
+    let writer = over(&config, &store).await?;
+    writer.set("user:1", &"Alice").await?;
+    // Another process: its L1 is empty, so the listing reads `user:1` from L2.
+    let reader = over(&config, &store).await?;
+    let liveness_read = store.pause(Op::Get, "user:1");
+    let listing = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.keys("user:*").await }
+    });
+    liveness_read.reached().await;
+    store.fail(
+        Op::Get,
+        "session:9",
+        vorte_cache::Error::new(ErrorKind::Backend, "another call's failure"),
+    );
+    // The other call: its failed read is skipped (a miss to it), and counted.
+    assert_eq!(reader.get::<String>("session:9").await?, None);
+    assert_eq!(reader.stats().layer(Layer::L2).map(|l| l.errors), Some(1));
+    liveness_read.release();
+    let keys = listing.await.expect("the listing task")?;
+    assert_eq!(keys, ["user:1"]);
     Ok(())
 }

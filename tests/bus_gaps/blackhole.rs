@@ -5,6 +5,9 @@
 //! between [`Blackhole::go_silent`] and [`Blackhole::heal`], new connections are silent too.
 //! After [`Blackhole::swallow_after`], the first connection that forwards a reply holding the
 //! given bytes goes silent right after it: the server's answer arrives, nothing after it does.
+//! After [`Blackhole::cut_after`], the first connection that forwarded a reply holding one marker
+//! is closed when its client next sends a request holding another, before that request reaches
+//! the server: a connection the server killed between two commands.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +25,12 @@ pub(crate) struct Blackhole {
     silent: Arc<AtomicBool>,
     /// Bytes whose first forwarded reply silences its connection (taken by that connection).
     marker: Marker,
+    /// The reply and request markers of `cut_after` (taken by the connection it cuts).
+    cut: Cut,
 }
 
 type Marker = Arc<Mutex<Option<Vec<u8>>>>;
+type Cut = Arc<Mutex<Option<(Vec<u8>, Vec<u8>)>>>;
 
 impl Blackhole {
     /// Listens on a free loopback port and forwards every connection to 127.0.0.1:`target`.
@@ -38,6 +44,8 @@ impl Blackhole {
         let new_ones = silent.clone();
         let marker = Marker::default();
         let armed = marker.clone();
+        let cut = Cut::default();
+        let cuts = cut.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if new_ones.load(Ordering::SeqCst) {
@@ -48,7 +56,11 @@ impl Blackhole {
                     continue;
                 }
                 let born = *watch.borrow();
-                tokio::spawn(forward(inbound, target, born, watch.clone(), armed.clone()));
+                let triggers = Triggers {
+                    marker: armed.clone(),
+                    cut: cuts.clone(),
+                };
+                tokio::spawn(forward(inbound, target, born, watch.clone(), triggers));
             }
         });
         Blackhole {
@@ -56,6 +68,7 @@ impl Blackhole {
             epoch,
             silent,
             marker,
+            cut,
         }
     }
 
@@ -87,6 +100,17 @@ impl Blackhole {
         self.marker.lock().expect("marker").is_none()
     }
 
+    /// The first connection to forward a server reply that holds `reply` is closed, both ways,
+    /// when its client next sends a request that holds `request`; that request is not forwarded.
+    pub(crate) fn cut_after(&self, reply: &[u8], request: &[u8]) {
+        *self.cut.lock().expect("cut") = Some((reply.to_vec(), request.to_vec()));
+    }
+
+    /// Whether the connection of [`Blackhole::cut_after`] was cut.
+    pub(crate) fn was_cut(&self) -> bool {
+        self.cut.lock().expect("cut").is_none()
+    }
+
     /// New connections are forwarded again (the silent ones stay silent).
     pub(crate) fn heal(&self) {
         self.silent.store(false, Ordering::SeqCst);
@@ -98,7 +122,7 @@ async fn forward(
     target: u16,
     born: u64,
     mut epoch: watch::Receiver<u64>,
-    marker: Marker,
+    triggers: Triggers,
 ) {
     let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
         return;
@@ -106,6 +130,8 @@ async fn forward(
     let (mut from_client, mut to_client) = inbound.into_split();
     let (mut from_server, mut to_server) = outbound.into_split();
     let (mut up, mut down) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
+    // Whether this connection forwarded the reply marker of `cut_after`.
+    let mut primed = false;
     if *epoch.borrow_and_update() != born {
         std::future::pending::<()>().await;
     }
@@ -117,7 +143,15 @@ async fn forward(
                 std::future::pending::<()>().await;
             }
             n = from_client.read(&mut up) => match n {
-                Ok(n) if n > 0 => if to_server.write_all(&up[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => {
+                    if primed && triggers.cuts_at(&up[..n]) {
+                        // Dropping both halves of both sockets closes the connection.
+                        return;
+                    }
+                    if to_server.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
                 _ => return,
             },
             n = from_server.read(&mut down) => match n {
@@ -125,7 +159,8 @@ async fn forward(
                     if to_client.write_all(&down[..n]).await.is_err() {
                         return;
                     }
-                    if holds_marker(&marker, &down[..n]) {
+                    primed = primed || triggers.primes(&down[..n]);
+                    if holds_marker(&triggers.marker, &down[..n]) {
                         std::future::pending::<()>().await;
                     }
                 }
@@ -135,12 +170,38 @@ async fn forward(
     }
 }
 
+/// What a connection watches its traffic for.
+struct Triggers {
+    marker: Marker,
+    cut: Cut,
+}
+
+impl Triggers {
+    /// Whether a reply holds the armed reply marker of `cut_after`.
+    fn primes(&self, reply: &[u8]) -> bool {
+        let armed = self.cut.lock().expect("cut");
+        armed.as_ref().is_some_and(|(m, _)| holds(reply, m))
+    }
+
+    /// Whether a request holds the armed request marker; if so it is disarmed (one cut only).
+    fn cuts_at(&self, request: &[u8]) -> bool {
+        let mut armed = self.cut.lock().expect("cut");
+        let found = armed.as_ref().is_some_and(|(_, m)| holds(request, m));
+        if found {
+            *armed = None;
+        }
+        found
+    }
+}
+
+fn holds(chunk: &[u8], marker: &[u8]) -> bool {
+    chunk.windows(marker.len()).any(|w| w == marker)
+}
+
 /// Whether `chunk` holds the armed marker; if so the marker is disarmed (one connection only).
 fn holds_marker(marker: &Marker, chunk: &[u8]) -> bool {
     let mut armed = marker.lock().expect("marker");
-    let found = armed
-        .as_deref()
-        .is_some_and(|m| chunk.windows(m.len()).any(|w| w == m));
+    let found = armed.as_deref().is_some_and(|m| holds(chunk, m));
     if found {
         *armed = None;
     }

@@ -1,12 +1,15 @@
 //! The checker: no read returns a version that an invalidation or a later write had replaced
 //! before the read began (`docs/guarantees.md#g2-invalidation`,
-//! `docs/guarantees.md#g3-no-resurrection`), allowing reads in other processes the delay bound of
-//! their L1.
+//! `docs/guarantees.md#g3-no-resurrection`), allowing reads in other processes the time their
+//! cache took to apply the replacing call's notice.
 //!
 //! Version `x` of key `k` reaches a cache in one of two ways: the `set` that bumped `k` to `x`
 //! wrote it, or a loader read `x` from the database. A read that began at `s` and returned `x` is
-//! stale when some call `W` that succeeded bumped `k` to `y > x`, ended before `s` (before
-//! `s - bound` when `W` ran in another process), and neither way explains `x` after `W`:
+//! stale when some call `W` that succeeded bumped `k` to `y > x`, `W`'s deadline for the read's
+//! process was before `s`, and neither way explains `x` after `W`. The deadline is `W`'s return
+//! in `W`'s own process; in another, the later of `W`'s return and the moment that process
+//! applied `W`'s notice from the bus ([`Notices`]), or `W`'s return plus a fixed bound when it
+//! never applied it (or there is no bus):
 //!
 //! - a loader that read `x` read it before `W` bumped `k` (versions only grow), so it began before
 //!   `W`'s invalidation and may not write `x` back after it (G3); single-flight waiters that began
@@ -20,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Call, Op, Version, parse_value};
+use super::{Call, Notices, Op, Version, parse_value};
 
 /// What the checker looked at, and what it found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +43,13 @@ pub struct Report {
     pub trials: usize,
     /// Calls that returned an error (not checked as reads; never taken as invalidations).
     pub errors: usize,
+    /// The largest time from an invalidating call's return to another process applying its
+    /// notice, for information; `None` without a bus.
+    pub largest_notice_delay_us: Option<u64>,
+    /// How many times another process with a bus never applied a call's notice within the run
+    /// (its reads were then held to the fixed bound), for information: mostly calls made after
+    /// that process had finished.
+    pub unapplied_notices: usize,
     /// The reads that broke the rule.
     pub violations: Vec<Violation>,
 }
@@ -56,13 +66,13 @@ pub struct Violation {
 /// How a read broke the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// It returned a version that call `superseded_by` had replaced `late_us` µs (beyond the
-    /// bound) before the read began.
+    /// It returned a version that call `superseded_by` had replaced, and began `late_us` µs
+    /// after that call's deadline for the read's process.
     Stale {
-        /// The call that bumped the key past the version read (the one ending earliest before
-        /// the read, beyond the bound).
+        /// The call that bumped the key past the version read (the one whose deadline was
+        /// earliest before the read).
         superseded_by: usize,
-        /// How long before the read began (less the bound) that call returned.
+        /// How long after that deadline the read began.
         late_us: u64,
     },
     /// It returned a value that is not `KEY@VERSION` of the key read.
@@ -75,9 +85,11 @@ pub enum Fault {
 type Bump = (usize, Version);
 
 /// Checks `calls` (every process's, merged): reads in the process that made an invalidation are
-/// held to it at once, reads in other processes `other_process_bound` after it returned.
-pub fn check(calls: &[Call], other_process_bound: Duration) -> Report {
-    let bound_us = u64::try_from(other_process_bound.as_micros()).unwrap_or(u64::MAX);
+/// held to it once it returned, reads in another process once it also applied its notice, or
+/// `unnoticed_bound` after it returned when that process never applied it.
+pub fn check(calls: &[Call], unnoticed_bound: Duration) -> Report {
+    let bound_us = u64::try_from(unnoticed_bound.as_micros()).unwrap_or(u64::MAX);
+    let notices = Notices::of(calls);
     let mut bumps: HashMap<&str, Vec<Bump>> = HashMap::new();
     let mut set_of: HashMap<(&str, Version), usize> = HashMap::new();
     for (i, call) in calls.iter().enumerate() {
@@ -89,7 +101,12 @@ pub fn check(calls: &[Call], other_process_bound: Duration) -> Report {
         }
     }
     let no_bumps = Vec::new();
-    let mut report = Report::default();
+    let (largest_notice_delay_us, unapplied_notices) = notices.delays(calls);
+    let mut report = Report {
+        largest_notice_delay_us,
+        unapplied_notices,
+        ..Report::default()
+    };
     for (i, call) in calls.iter().enumerate() {
         if call.error.is_some() {
             report.errors += 1;
@@ -109,7 +126,11 @@ pub fn check(calls: &[Call], other_process_bound: Duration) -> Report {
                 let key_bumps = bumps.get(key.as_str()).unwrap_or(&no_bumps);
                 let fault = match parse_value(value) {
                     Some((k, x)) if k == key => {
-                        judge_read(calls, i, key, x, key_bumps, &set_of, bound_us)
+                        let deadlines = Deadlines {
+                            notices: &notices,
+                            bound_us,
+                        };
+                        judge_read(calls, i, (key, x), key_bumps, &set_of, &deadlines)
                     }
                     _ => Some(Fault::Foreign),
                 };
@@ -130,20 +151,40 @@ pub fn check(calls: &[Call], other_process_bound: Duration) -> Report {
             Op::Delete { .. } | Op::InvalidateTag { .. } | Op::Flush { .. } => {
                 report.invalidations += 1;
             }
+            Op::BusOrigin { .. } | Op::Applied { .. } => {}
         }
     }
     report
+}
+
+/// From when a call binds the reads of each process.
+struct Deadlines<'a> {
+    notices: &'a Notices<'a>,
+    /// For another process that never applied the call's notice.
+    bound_us: u64,
+}
+
+impl Deadlines<'_> {
+    /// From when `w` binds the reads of `process`.
+    fn of(&self, w: &Call, process: &str) -> u64 {
+        if w.process == process {
+            return w.end_us;
+        }
+        match self.notices.applied(process, w) {
+            Some(at) => at.max(w.end_us),
+            None => w.end_us.saturating_add(self.bound_us),
+        }
+    }
 }
 
 /// Whether read `i`, which returned version `x` of `key`, broke the rule, and how.
 fn judge_read(
     calls: &[Call],
     i: usize,
-    key: &str,
-    x: Version,
+    (key, x): (&str, Version),
     key_bumps: &[Bump],
     set_of: &HashMap<(&str, Version), usize>,
-    bound_us: u64,
+    deadlines: &Deadlines<'_>,
 ) -> Option<Fault> {
     if x > 0 && !key_bumps.iter().any(|&(_, v)| v == x) {
         return Some(Fault::Phantom);
@@ -159,12 +200,7 @@ fn judge_read(
         if y <= x || w.error.is_some() {
             continue;
         }
-        let bound = if w.process == read.process {
-            0
-        } else {
-            bound_us
-        };
-        let deadline = w.end_us.saturating_add(bound);
+        let deadline = deadlines.of(w, &read.process);
         if deadline >= read.start_us {
             continue;
         }

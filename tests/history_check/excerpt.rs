@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Call, Fault, Op, Version, Violation, parse_value};
+use super::{Call, Fault, Notice, Op, Version, Violation, parse_value};
 
 /// The violation `v` of `calls`, with at most `max_calls` calls of the key around it. Times are in
 /// ms from the first call of the history.
@@ -23,7 +23,7 @@ pub fn excerpt(calls: &[Call], v: &Violation, max_calls: usize) -> String {
     let source = source_of(calls, key, version, read, &calls[superseded_by]);
     let _ = writeln!(
         out,
-        "stale read of {key}: it began {} ms after the bound of the call that replaced {key}@{version}",
+        "stale read of {key}: it began {} ms after the deadline of the call that replaced {key}@{version}",
         ms(late_us)
     );
     let _ = writeln!(out, "  shape    {}", shape_of(calls, v));
@@ -121,7 +121,11 @@ pub fn shape_of(calls: &[Call], v: &Violation) -> String {
         Op::Delete { .. } => "delete",
         Op::InvalidateTag { .. } => "invalidate_tag",
         Op::Flush { .. } => "flush",
-        Op::Get { .. } | Op::GetOrSet { .. } | Op::Load { .. } => "read",
+        Op::Get { .. }
+        | Op::GetOrSet { .. }
+        | Op::Load { .. }
+        | Op::BusOrigin { .. }
+        | Op::Applied { .. } => "read",
     };
     let whose = if replaced.process == read.process {
         "same"
@@ -163,6 +167,12 @@ fn touches(call: &Call, key: &str) -> bool {
         | Op::Set { key: k, .. }
         | Op::Delete { key: k, .. } => k == key,
         Op::InvalidateTag { bumps, .. } | Op::Flush { bumps } => bumps.contains_key(key),
+        Op::Applied { notice, .. } => match notice {
+            Notice::Keys { keys } => keys.iter().any(|k| k == key),
+            // Which keys a tag covers is the workload's business: shown, as a flush is.
+            Notice::Tag { .. } | Notice::Flush => true,
+        },
+        Op::BusOrigin { .. } => false,
     }
 }
 
@@ -178,6 +188,8 @@ fn describe(call: &Call, base: u64) -> String {
         Op::Delete { key, version } => format!("delete {key} (db {key}@{version})"),
         Op::InvalidateTag { tag, bumps } => format!("invalidate_tag {tag} (db {bumps:?})"),
         Op::Flush { bumps } => format!("flush (db {bumps:?})"),
+        Op::BusOrigin { origin } => format!("bus origin {origin}"),
+        Op::Applied { origin, notice } => format!("  applied {notice:?} from {origin}"),
     };
     let error = call
         .error

@@ -12,6 +12,7 @@
 
 mod check;
 mod excerpt;
+mod notices;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{Fault, Report, Violation, check};
 pub use excerpt::{excerpt, shape_of};
+pub use notices::Notices;
 
 /// A key's version in the database: `0` before the first bump.
 pub type Version = u64;
@@ -97,6 +99,38 @@ pub enum Op {
         /// The new database version of each key.
         bumps: BTreeMap<String, Version>,
     },
+    /// The bus id of the process's cache ([`Cache::bus_origin`](vorte_cache::Cache::bus_origin)),
+    /// recorded once when it was built; absent without a bus.
+    BusOrigin {
+        /// 16 hex digits, as the notices it sends carry it.
+        origin: String,
+    },
+    /// The process's cache applied another process's invalidation read from the bus
+    /// (`Observe::activity`, told once it was applied): `start_us == end_us`, that moment.
+    Applied {
+        /// The bus id of the cache that sent it ([`Op::BusOrigin`] of its process).
+        origin: String,
+        /// What it invalidated.
+        notice: Notice,
+    },
+}
+
+/// An invalidation carried by the bus, as the receiving cache applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// Keys deleted or overwritten (`set`, `delete`, `delete_many`).
+    Keys {
+        /// Every key it named.
+        keys: Vec<String>,
+    },
+    /// A tag invalidated.
+    Tag {
+        /// The tag.
+        tag: String,
+    },
+    /// Everything flushed.
+    Flush,
 }
 
 /// The value the workload caches for version `version` of `key`.
@@ -119,7 +153,11 @@ impl Call {
             Op::InvalidateTag { bumps, .. } | Op::Flush { bumps } => {
                 bumps.iter().map(|(k, v)| (k.as_str(), *v)).collect()
             }
-            Op::Get { .. } | Op::GetOrSet { .. } | Op::Load { .. } => Vec::new(),
+            Op::Get { .. }
+            | Op::GetOrSet { .. }
+            | Op::Load { .. }
+            | Op::BusOrigin { .. }
+            | Op::Applied { .. } => Vec::new(),
         }
     }
 

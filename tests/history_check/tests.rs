@@ -252,3 +252,172 @@ fn histories_round_trip_through_json_lines() {
         vec![calls[0].clone(), calls[2].clone(), calls[1].clone()]
     );
 }
+
+fn origin(p: &str, at: u64, origin: &str) -> Call {
+    let origin = origin.to_owned();
+    call(p, at, at, Op::BusOrigin { origin })
+}
+
+fn applied(p: &str, at: u64, origin: &str, notice: Notice) -> Call {
+    let origin = origin.to_owned();
+    call(p, at, at, Op::Applied { origin, notice })
+}
+
+fn keys(list: &[&str]) -> Notice {
+    let keys = list.iter().map(|&k| k.to_owned()).collect();
+    Notice::Keys { keys }
+}
+
+#[test]
+fn another_process_is_held_to_a_call_once_it_applied_its_notice() {
+    let calls = vec![
+        origin("p0", 0, "a0"),
+        origin("p1", 0, "a1"),
+        set("p0", 0, 10, "k0", 1),
+        applied("p1", 12, "a0", keys(&["k0"])),
+        delete("p0", 20, 30, "k0", 2),
+        // 10 ms past the delete's return, but p1 had not applied its notice yet: not stale.
+        get("p1", 40, 41, "k0", Some(1)),
+        applied("p1", 45, "a0", keys(&["k0"])),
+        // Began once p1 had applied it: stale, however soon after.
+        get("p1", 46, 47, "k0", Some(1)),
+    ];
+    let report = check(&calls, BUS);
+    assert_eq!(stale_by(&report), vec![(7, 4)]);
+    assert_eq!(report.largest_notice_delay_us, Some(15_000));
+    let Fault::Stale { late_us, .. } = report.violations[0].fault else {
+        panic!("{report:?}");
+    };
+    assert_eq!(late_us, 1_000, "late from the notice, not from the bound");
+}
+
+#[test]
+fn only_a_notice_from_the_calling_process_naming_what_it_replaced_counts() {
+    let calls = vec![
+        origin("p0", 0, "a0"),
+        origin("p1", 0, "a1"),
+        origin("p2", 0, "a2"),
+        set("p0", 0, 10, "k0", 1),
+        delete("p0", 20, 30, "k0", 2),
+        // Before the delete began: not its notice.
+        applied("p1", 15, "a0", keys(&["k0"])),
+        // Another sender, another key, another kind: none is the delete's notice.
+        applied("p1", 31, "a2", keys(&["k0"])),
+        applied("p1", 32, "a0", keys(&["k1"])),
+        applied(
+            "p1",
+            33,
+            "a0",
+            Notice::Tag {
+                tag: "t0".to_owned(),
+            },
+        ),
+        applied("p1", 33, "a0", Notice::Flush),
+        get("p1", 34, 35, "k0", Some(1)),
+        // Without its notice the bound holds: 5 ms after the delete returned.
+        get("p1", 36, 37, "k0", Some(1)),
+    ];
+    let report = check(&calls, BUS);
+    assert_eq!(stale_by(&report), vec![(11, 4)]);
+    // The set's notice reached p1 (at 15), the delete's did not, and p2 applied neither.
+    assert_eq!(report.unapplied_notices, 3);
+    let text = excerpt(&calls, &report.violations[0], 16);
+    assert!(text.contains("applied Keys"), "{text}");
+}
+
+/// Two sets of one key back to back in `p0`: the first's notice reaches `p1` after the second
+/// began. That notice is the first set's, not the second's: until `p1` applies the second's, it may
+/// still hold the first's value (read from the shared layer between the two notices).
+#[test]
+fn a_call_is_paired_with_its_own_notice_not_an_earlier_one_still_in_flight() {
+    let calls = vec![
+        origin("p0", 0, "a0"),
+        origin("p1", 0, "a1"),
+        set("p0", 0, 10, "k0", 1),
+        set("p0", 11, 20, "k0", 2),
+        applied("p1", 15, "a0", keys(&["k0"])),
+        // Past the second set's return and the first notice: not stale, the second's is on its way.
+        get("p1", 21, 22, "k0", Some(1)),
+        applied("p1", 30, "a0", keys(&["k0"])),
+        get("p1", 31, 32, "k0", Some(1)),
+    ];
+    let report = check(&calls, BUS);
+    assert_eq!(stale_by(&report), vec![(7, 3)]);
+    assert_eq!(report.largest_notice_delay_us, Some(10_000));
+}
+
+/// Two tasks of `p0` delete one key at overlapping times: their notices may go either way, so
+/// each binds `p1` once both are applied.
+#[test]
+fn overlapping_calls_of_one_process_bind_once_both_notices_are_applied() {
+    let calls = vec![
+        origin("p0", 0, "a0"),
+        origin("p1", 0, "a1"),
+        set("p0", 0, 10, "k0", 1),
+        applied("p1", 12, "a0", keys(&["k0"])),
+        delete("p0", 20, 30, "k0", 2),
+        delete("p0", 25, 35, "k0", 3),
+        applied("p1", 32, "a0", keys(&["k0"])),
+        // The first delete's notice may be the second's: not stale yet.
+        get("p1", 36, 37, "k0", Some(1)),
+        applied("p1", 38, "a0", keys(&["k0"])),
+        get("p1", 39, 40, "k0", Some(1)),
+    ];
+    let report = check(&calls, BUS);
+    let reads: Vec<usize> = stale_by(&report).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(reads, vec![9]);
+}
+
+#[test]
+fn a_notice_applied_before_the_call_returned_binds_from_its_return() {
+    let tag = call(
+        "p0",
+        20,
+        30,
+        Op::InvalidateTag {
+            tag: "t0".to_owned(),
+            bumps: bumps(&[("k0", 2)]),
+        },
+    );
+    let calls = vec![
+        origin("p0", 0, "a0"),
+        origin("p1", 0, "a1"),
+        set("p0", 0, 10, "k0", 1),
+        tag,
+        applied(
+            "p1",
+            25,
+            "a0",
+            Notice::Tag {
+                tag: "t0".to_owned(),
+            },
+        ),
+        // Overlaps the invalidation: may return either version.
+        get("p1", 26, 27, "k0", Some(1)),
+        get("p1", 31, 32, "k0", Some(1)),
+    ];
+    let report = check(&calls, BUS);
+    assert_eq!(stale_by(&report), vec![(6, 3)]);
+    assert_eq!(report.largest_notice_delay_us, Some(0));
+}
+
+#[test]
+fn bus_records_round_trip_through_json() {
+    let records = [
+        origin("p0", 1, "00000000000000a0"),
+        applied("p0", 2, "00000000000000a1", keys(&["k0", "k1"])),
+        applied(
+            "p0",
+            3,
+            "00000000000000a1",
+            Notice::Tag {
+                tag: "t1".to_owned(),
+            },
+        ),
+        applied("p0", 4, "00000000000000a1", Notice::Flush),
+    ];
+    for record in records {
+        let line = serde_json::to_string(&record).expect("json");
+        assert_eq!(serde_json::from_str::<Call>(&line).expect("parse"), record);
+    }
+}

@@ -16,6 +16,7 @@
 //! early_refresh      = 0.8      (a fraction of the TTL, 0 < f < 1)
 //! xfetch             = 1.0      (XFetch's beta, > 0)
 //! distributed_lock   = true | false
+//! companions         = true | false   (the generated `get_user::key`, `::invalidate`, `::refresh`)
 //! ```
 //!
 //! A duration is whole seconds (`300`), a suffixed literal (`500ms`, `300s`, `5m`, `1h`), the same
@@ -34,6 +35,7 @@ use syn::{Expr, Ident, Lit, LitStr, Path, Token, bracketed};
 mod loads;
 
 pub(crate) use loads::LoadArgs;
+use loads::parse_bool;
 
 mod kw {
     syn::custom_keyword!(ttl);
@@ -50,6 +52,7 @@ mod kw {
     syn::custom_keyword!(early_refresh);
     syn::custom_keyword!(xfetch);
     syn::custom_keyword!(distributed_lock);
+    syn::custom_keyword!(companions);
 }
 
 /// Every argument name, in the order the unknown-argument message lists them.
@@ -69,6 +72,7 @@ const ARGUMENTS: &[&str] = &[
     "early_refresh",
     "xfetch",
     "distributed_lock",
+    "companions",
 ];
 
 /// The arguments of one `#[cached(..)]`, each with the span of its keyword.
@@ -82,6 +86,8 @@ pub(crate) struct Args {
     pub(crate) tags: Option<Setting<Vec<LitStr>>>,
     pub(crate) returns: Option<Setting<Shape>>,
     pub(crate) krate: Option<Setting<Path>>,
+    /// `companions = true | false`; absent, a free fn has them and a method has none.
+    pub(crate) companions: Option<Setting<bool>>,
     pub(crate) loads: LoadArgs,
 }
 
@@ -168,6 +174,10 @@ impl Parse for Args {
                 if let Some(value) = errors.check(Shape::from_hint(&hint)) {
                     errors.set(&mut args.returns, "returns", keyword, value);
                 }
+            } else if lookahead.peek(kw::companions) {
+                let keyword = input.parse::<kw::companions>()?.span;
+                let value = parse_value(input, parse_bool)?;
+                errors.set(&mut args.companions, "companions", keyword, value);
             } else if args.loads.parse_next(input, &lookahead, &mut errors)? {
                 // A resilience argument.
             } else if lookahead.peek(Token![crate]) {

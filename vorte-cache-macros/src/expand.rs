@@ -13,11 +13,15 @@
 //!         let __vorte_tags = Vec::new();                           // before the body moves
 //!         let __vorte_body = __vorte_returns::<Result<User, DbError>, _>(async move { ..body.. });
 //!         let __vorte_body = assert_send(async move { ResultShape(__vorte_body.await) });
-//!         cached(&__VORTE_CALLSITE, __vorte_key, __vorte_tags, __vorte_body) // L1 hit, or boxed
+//!         cached(&__VORTE_CALLSITE, false, __vorte_key, __vorte_tags, __vorte_body) // L1 hit, or boxed
 //!     };
 //!     __vorte_call.await.0
 //! }
 //! ```
+//!
+//! That is the expansion of a fn without companions. With them (a free fn, or a method with
+//! `companions = true`), the key, the callsite and the body move into hidden helpers that the fn
+//! and its companions share: see [`companions`](crate::companions).
 //!
 //! `__vorte_returns` gives the body's `async` block the declared return type up front, so `?` and
 //! `return` inside it work as in the original fn, and a type error lands on the user's expression.
@@ -30,7 +34,7 @@ use syn::visit_mut::VisitMut;
 use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
 
 use crate::args::{Args, LoadArgs, Setting, Shape, Ttl};
-use crate::valid::{self, Key, Plan, Rendered, Template};
+use crate::valid::{self, Key, Place, Plan, Rendered, Template};
 
 /// `#[cached(args)] item`.
 pub(crate) fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -71,89 +75,15 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
         .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     let krate = &plan.krate;
     let private = quote!(#krate::__private);
-    let fn_name = valid::unraw(&sig.ident);
+    let parts = Parts::of(&private, &sig, plan);
 
-    let ttl = duration(plan.ttl.as_ref());
-    let negative_ttl = duration(plan.negative_ttl.as_ref());
-    let layers = match &plan.layers {
-        Some(layers) => {
-            let layers = layers.iter().map(|layer| {
-                let variant = format_ident!("L{}", layer.index);
-                quote_spanned!(layer.span=> #private::Layer::#variant)
-            });
-            quote!(::core::option::Option::Some(&[#(#layers),*]))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-    let key = match &plan.key {
-        // Into a stack buffer: an L1 hit then allocates nothing for its key.
-        Key::Template(template) => render_key(&private, template),
-        // The path comes from `type_name` of a fn-local type, not from `module_path!()`: it names
-        // the impl too (`app::Repo::find`, `<app::Repo as app::Find>::find`), so that same-named methods of two types in
-        // one module get distinct keys.
-        Key::Default(params) => quote! {{
-            struct __VorteSite;
-            let __vorte_path = ::core::any::type_name::<__VorteSite>();
-            let __vorte_path = __vorte_path.strip_suffix("::__VorteSite").unwrap_or(__vorte_path);
-            let __vorte_path = __vorte_path.strip_suffix("::{{closure}}").unwrap_or(__vorte_path);
-            #private::owned_key(
-                &mut __vorte_key_buf,
-                #private::default_key(__vorte_path, &(#(&#params,)*)),
-            )
-        }},
-    };
-    let tags = if plan.tags.is_empty() {
-        quote!(::std::vec::Vec::new())
-    } else {
-        let tags = plan.tags.iter().map(|tag| render(&private, tag));
-        quote!(::std::vec![#(#tags),*])
-    };
-
-    let ret = match &sig.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => {
-            let mut ty = (**ty).clone();
-            ImplTraitEraser.visit_type_mut(&mut ty);
-            quote!(#ty)
-        }
-    };
-    let ret_span = match &sig.output {
-        ReturnType::Default => sig.ident.span(),
-        ReturnType::Type(_, ty) => ty.span(),
-    };
-    let shape = match plan.shape {
-        Shape::Result => quote!(ResultShape),
-        Shape::Option => quote!(OptionShape),
-        Shape::ResultOption => quote!(ResultOptionShape),
-        Shape::Value => quote!(ValueShape),
-    };
-    // Spanned on the return type: a type that cannot be cached (not `Serialize`, say) is reported
-    // there rather than on the attribute.
-    let cached = respan(quote!(#private::cached), ret_span);
-    let detach = if plan.owned {
-        quote!(::core::option::Option::Some(#private::detach_body))
-    } else {
-        quote!(::core::option::Option::None)
-    };
-    let on_timeout = on_timeout(&private, plan);
-    let call = quote_spanned! {ret_span=>
-        #cached(
-            &__VORTE_CALLSITE,
-            __vorte_key,
-            __vorte_tags,
-            __vorte_body,
-            #detach,
-            #on_timeout,
-        )
-    };
-    let with_loads = with_loads(&private, &plan.loads);
-    // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's body
-    // that holds the non-`Send` value.
-    let assert_send = quote!(#private::assert_send);
-
-    quote! {
-        #(#outer)*
-        #vis #sig {
+    let Some(companions) = &plan.companions else {
+        // No companions: the key, the callsite and the body all live in the fn.
+        let Parts {
+            callsite, key, ret, ..
+        } = &parts;
+        let key = key(quote!(&mut __vorte_key_buf));
+        let prelude = quote! {
             #(#inner)*
             fn __vorte_returns<__VorteT, __VorteF>(f: __VorteF) -> __VorteF
             where
@@ -161,19 +91,205 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
             {
                 f
             }
+            #callsite
+        };
+        let body = quote!(__vorte_returns::<#ret, _>(async move #block));
+        let call = parts.call(&private, quote!(&__VORTE_CALLSITE), key, body);
+        return quote! {
+            #(#outer)*
+            #vis #sig {
+                #prelude
+                #call
+            }
+        };
+    };
+    crate::companions::expand(
+        crate::companions::Fn {
+            outer,
+            inner,
+            vis,
+            sig,
+            block,
+        },
+        companions,
+        &private,
+        &parts,
+    )
+}
+
+/// The pieces of a `#[cached]` fn's expansion that its companions share.
+pub(crate) struct Parts {
+    /// `static __VORTE_CALLSITE: Callsite = ..;`.
+    pub(crate) callsite: TokenStream,
+    /// The key into a `&mut KeyBuf` expression: a `Result<&mut KeyBuf>` expression, naming the
+    /// parameters.
+    pub(crate) key: Box<dyn Fn(TokenStream) -> TokenStream>,
+    /// The tags: a `Vec<String>` expression, naming the parameters.
+    pub(crate) tags: TokenStream,
+    /// The return type, `impl Trait` erased to `_`.
+    pub(crate) ret: TokenStream,
+    /// The span of the written return type (or of the fn's name without one).
+    pub(crate) ret_span: Span,
+    /// The shape wrapper, `ResultShape` ..
+    pub(crate) shape: TokenStream,
+    /// The parameters the key or a tag renders.
+    pub(crate) rendered: Vec<syn::Ident>,
+    /// `Some(detach_body)` when the arguments are owned.
+    pub(crate) detach: TokenStream,
+    /// The answer to a hard timeout.
+    pub(crate) on_timeout: TokenStream,
+    /// Whether the arguments are all owned (the body may outlive the call).
+    pub(crate) owned: bool,
+}
+
+impl Parts {
+    fn of(private: &TokenStream, sig: &syn::Signature, plan: &Plan) -> Parts {
+        let fn_name = valid::unraw(&sig.ident);
+        let ttl = duration(plan.ttl.as_ref());
+        let negative_ttl = duration(plan.negative_ttl.as_ref());
+        let layers = match &plan.layers {
+            Some(layers) => {
+                let layers = layers.iter().map(|layer| {
+                    let variant = format_ident!("L{}", layer.index);
+                    quote_spanned!(layer.span=> #private::Layer::#variant)
+                });
+                quote!(::core::option::Option::Some(&[#(#layers),*]))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let with_loads = with_loads(private, &plan.loads);
+        let callsite = quote! {
             static __VORTE_CALLSITE: #private::Callsite = #private::Callsite::new(
                 ::core::concat!(::core::module_path!(), "::", #fn_name),
                 #ttl,
                 #negative_ttl,
                 #layers,
             )#with_loads;
+        };
+        let key: Box<dyn Fn(TokenStream) -> TokenStream> = match &plan.key {
+            // Into a stack buffer: an L1 hit then allocates nothing for its key.
+            Key::Template(template) => {
+                let private = private.clone();
+                let (format, params) = format_string(template);
+                let format = LitStr::new(&format, template.lit.span());
+                let params: Vec<_> = params.into_iter().cloned().collect();
+                Box::new(
+                    move |buf| quote!(#private::key(#buf, ::core::format_args!(#format, #(#params),*))),
+                )
+            }
+            Key::Default(params) => {
+                let private = private.clone();
+                let params = params.clone();
+                let site = match &plan.companions {
+                    None => KeySite::Fn,
+                    Some(companions) => match companions.place {
+                        Place::Type => KeySite::CompanionType,
+                        Place::Impl => KeySite::MethodHelper(valid::unraw(&sig.ident)),
+                    },
+                };
+                Box::new(move |buf| default_key(&private, buf, &params, &site))
+            }
+        };
+        let tags = if plan.tags.is_empty() {
+            quote!(::std::vec::Vec::new())
+        } else {
+            let tags = plan.tags.iter().map(|tag| render(private, tag));
+            quote!(::std::vec![#(#tags),*])
+        };
+        let ret = match &sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => {
+                let mut ty = (**ty).clone();
+                ImplTraitEraser.visit_type_mut(&mut ty);
+                quote!(#ty)
+            }
+        };
+        let ret_span = match &sig.output {
+            ReturnType::Default => sig.ident.span(),
+            ReturnType::Type(_, ty) => ty.span(),
+        };
+        let shape = match plan.shape {
+            Shape::Result => quote!(ResultShape),
+            Shape::Option => quote!(OptionShape),
+            Shape::ResultOption => quote!(ResultOptionShape),
+            Shape::Value => quote!(ValueShape),
+        };
+        let detach = if plan.owned {
+            quote!(::core::option::Option::Some(#private::detach_body))
+        } else {
+            quote!(::core::option::Option::None)
+        };
+        let mut rendered: Vec<syn::Ident> = Vec::new();
+        let templates = match &plan.key {
+            Key::Template(template) => Some(template),
+            Key::Default(params) => {
+                rendered.extend(params.iter().cloned());
+                None
+            }
+        };
+        for template in templates.into_iter().chain(&plan.tags) {
+            for ident in format_string(template).1 {
+                if !rendered.iter().any(|known| known == ident) {
+                    rendered.push(ident.clone());
+                }
+            }
+        }
+        Parts {
+            callsite,
+            key,
+            tags,
+            rendered,
+            ret,
+            ret_span,
+            shape,
+            detach,
+            on_timeout: on_timeout(private, plan),
+            owned: plan.owned,
+        }
+    }
+
+    /// The statements of the fn's block: the key, the tags and the body's future handed to the
+    /// runtime, then awaited.
+    pub(crate) fn call(
+        &self,
+        private: &TokenStream,
+        callsite: TokenStream,
+        key: TokenStream,
+        body: TokenStream,
+    ) -> TokenStream {
+        let Parts {
+            tags,
+            ret_span,
+            shape,
+            detach,
+            on_timeout,
+            ..
+        } = self;
+        // Spanned on the return type: a type that cannot be cached (not `Serialize`, say) is
+        // reported there rather than on the attribute.
+        let cached = respan(quote!(#private::cached), *ret_span);
+        let call = quote_spanned! {*ret_span=>
+            #cached(
+                #callsite,
+                false,
+                __vorte_key,
+                __vorte_tags,
+                __vorte_body,
+                #detach,
+                #on_timeout,
+            )
+        };
+        // rustc's "future cannot be sent between threads safely" notes the `.await` in the user's
+        // body that holds the non-`Send` value.
+        let assert_send = quote!(#private::assert_send);
+        quote! {
             // In a block, so that the key's buffer is gone before the await: the future of the
             // call does not carry it.
             let __vorte_call = {
                 let mut __vorte_key_buf = #private::KeyBuf::new();
                 let __vorte_key = #key;
                 let __vorte_tags = #tags;
-                let __vorte_body = __vorte_returns::<#ret, _>(async move #block);
+                let __vorte_body = #body;
                 let __vorte_body = #assert_send(async move {
                     #private::#shape(__vorte_body.await)
                 });
@@ -184,9 +300,68 @@ fn expand(item: ItemFn, plan: &Plan) -> TokenStream {
     }
 }
 
+/// Where a default key is rendered, which decides how it finds the fn's path.
+enum KeySite {
+    /// In the fn's block (a fn without companions).
+    Fn,
+    /// In `__vorte_key` of a free fn's companions' type.
+    CompanionType,
+    /// In `__vorte_{name}_key`, a method's sibling.
+    MethodHelper(String),
+}
+
+/// The default key into `buf`: the fn's path and its parameters as JSON.
+///
+/// In the fn, the path comes from `type_name` of a fn-local type, not from `module_path!()`: it
+/// names the impl too (`app::Repo::find`, `<app::Repo as app::Find>::find`), so that same-named
+/// methods of two types in one module get distinct keys. For a free fn with companions it is
+/// `type_name` of the companions' type, declared beside the fn under its name: the same
+/// `app::users::find`. For a method with companions, the fn-local type is in the helper
+/// `__vorte_find_key`, whose name is then replaced by the method's: the same `app::Repo::find`.
+fn default_key(
+    private: &TokenStream,
+    buf: TokenStream,
+    params: &[syn::Ident],
+    site: &KeySite,
+) -> TokenStream {
+    let local = quote! {
+        struct __VorteSite;
+        let __vorte_path = ::core::any::type_name::<__VorteSite>();
+        let __vorte_path = __vorte_path.strip_suffix("::__VorteSite").unwrap_or(__vorte_path);
+        let __vorte_path = __vorte_path.strip_suffix("::{{closure}}").unwrap_or(__vorte_path);
+    };
+    let path = match site {
+        KeySite::Fn => quote! {{
+            #local
+            __vorte_path
+        }},
+        KeySite::CompanionType => quote!(::core::any::type_name::<Self>()),
+        KeySite::MethodHelper(name) => {
+            let helper = format!("::__vorte_{name}_key");
+            let name = format!("::{name}");
+            quote! {{
+                #local
+                let __vorte_path = __vorte_path.strip_suffix(#helper).unwrap_or(__vorte_path);
+                #private::format!("{}{}", __vorte_path, #name)
+            }}
+        }
+    };
+    // In a helper the parameters are references already (see `companions::expand`).
+    let args = if matches!(site, KeySite::Fn) {
+        quote!(&(#(&#params,)*))
+    } else {
+        quote!(&(#(#params,)*))
+    };
+    quote! {{
+        // A `&str`, or for a method's helper a `String`.
+        let __vorte_path = #path;
+        #private::owned_key(#buf, #private::default_key(&*__vorte_path, #args))
+    }}
+}
+
 /// `tokens`, every one of them spanned at `span` (a path must be spanned as a whole for rustc to
 /// point an error at it).
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
@@ -287,13 +462,6 @@ fn duration(ttl: Option<&Ttl>) -> TokenStream {
         },
     };
     quote!(::core::option::Option::Some(#duration))
-}
-
-/// A `Result<KeyBuf>` expression for a checked key template, rendered with `format_args!`.
-fn render_key(private: &TokenStream, template: &Template) -> TokenStream {
-    let (format, params) = format_string(template);
-    let format = LitStr::new(&format, template.lit.span());
-    quote!(#private::key(&mut __vorte_key_buf, ::core::format_args!(#format, #(#params),*)))
 }
 
 /// The `format!` string of a checked template, and the parameters its `{}` stand for.

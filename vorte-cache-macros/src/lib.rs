@@ -12,6 +12,8 @@
 //! - [`valid`]: the semantic checks, which turn the arguments and the fn into a [`valid::Plan`];
 //! - [`owned`]: whether the fn's arguments are all owned, so that its body may outlive the call;
 //! - [`expand`]: the code generation;
+//! - [`companions`]: the code generation of a free fn with its companions (`get_user::key`,
+//!   `::invalidate`, `::refresh`);
 //! - [`fallback`]: what is emitted on error (the user's fn unchanged, next to the errors);
 //! - [`on_event`]: `#[on_event("event.name")]`, from parse to expansion.
 //!
@@ -26,6 +28,7 @@
 //! [vorte-cache]: https://docs.rs/vorte-cache
 
 mod args;
+mod companions;
 mod debug;
 mod expand;
 mod fallback;

@@ -26,6 +26,29 @@ pub(crate) struct Plan {
     /// then the runtime may detach it for a soft timeout or an early refresh, whether the
     /// attribute or the config asks for one.
     pub(crate) owned: bool,
+    /// The generated `get_user::key`, `::invalidate` and `::refresh`, when the fn can have them
+    /// ([`companions`]).
+    pub(crate) companions: Option<Companions>,
+}
+
+/// Where the companions go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A free fn's: associated fns of a type named after it, declared beside it
+    /// (`get_user::key`).
+    Type,
+    /// A method's, on `companions = true`: siblings in its impl block (`Repo::find_key`,
+    /// `Repo::invalidate_find`, `repo.refresh_find(..)`).
+    Impl,
+}
+
+/// What the companions of a fn need beyond the [`Plan`].
+pub(crate) struct Companions {
+    pub(crate) place: Place,
+    /// Every parameter, in order (all plain identifiers: checked).
+    pub(crate) params: Vec<Ident>,
+    /// The key as the companions' rustdoc shows it: the template, or the default key's form.
+    pub(crate) key_doc: String,
 }
 
 /// Where the key comes from.
@@ -111,6 +134,12 @@ pub(crate) fn check(args: syn::Result<Args>, item: &ItemFn) -> syn::Result<Plan>
         ));
     }
 
+    let companions = companions(
+        args.companions.as_ref(),
+        item,
+        args.key.as_ref(),
+        &mut errors,
+    );
     let borrow = owned::borrow(sig);
     check_loads(&args.loads, borrow.as_ref(), shape, &mut errors);
 
@@ -137,6 +166,83 @@ pub(crate) fn check(args: syn::Result<Args>, item: &ItemFn) -> syn::Result<Plan>
         shape,
         loads: args.loads,
         owned: borrow.is_none(),
+        companions,
+    })
+}
+
+/// The companions of `item`, if it has them.
+///
+/// A free fn (no receiver, no `Self`) has them as associated fns of a type named after it,
+/// declared beside it. A method has them only on `companions = true`, as siblings in its impl
+/// block: the attribute cannot see whether that block is an inherent impl, where they fit, or a
+/// trait impl, where they do not. Either way the parameters must be plain identifiers and the
+/// return type written out (no `impl Trait`): the companions pass the arguments on by name and
+/// call the body as a function returning that type. Absent `companions = ..`, a fn that cannot
+/// have them has none; `companions = true` on one is an error that says why.
+fn companions(
+    setting: Option<&Setting<bool>>,
+    item: &ItemFn,
+    key: Option<&Setting<LitStr>>,
+    errors: &mut Errors,
+) -> Option<Companions> {
+    let asked = match setting {
+        Some(setting) if !setting.value => return None,
+        Some(_) => true,
+        None => false,
+    };
+    let sig = &item.sig;
+    let name = unraw(&sig.ident);
+    let mut params = Vec::new();
+    let mut refusal = None;
+    let mut in_impl = false;
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(_) => in_impl = true,
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(pat) if pat.subpat.is_none() && pat.by_ref.is_none() => {
+                    params.push(pat.ident.clone());
+                }
+                _ => {
+                    refusal = Some(format!(
+                        "the companions of `{name}` take its parameters by name, and this one \
+                         is a pattern; bind it to an identifier (`name: Type`), or remove \
+                         `companions = true`"
+                    ));
+                }
+            },
+        }
+    }
+    let sig_tokens = quote!(#sig).to_string();
+    in_impl |= sig_tokens.split_whitespace().any(|token| token == "Self");
+    if let ReturnType::Type(_, ty) = &sig.output
+        && quote!(#ty)
+            .to_string()
+            .split_whitespace()
+            .any(|token| token == "impl")
+    {
+        refusal = Some(format!(
+            "the companions of `{name}` call its body as a function returning its return type, \
+             which must then be written out: `impl Trait` cannot be; remove `companions = true`"
+        ));
+    }
+    if let Some(refusal) = refusal {
+        if let Some(setting) = setting.filter(|_| asked) {
+            errors.push(syn::Error::new(setting.keyword, refusal));
+        }
+        return None;
+    }
+    // A method's companions are opt-in (see above).
+    if in_impl && !asked {
+        return None;
+    }
+    let key_doc = match key {
+        Some(template) => format!("`{}`", template.value.value()),
+        None => "the default key (the function's path and its arguments as JSON)".to_owned(),
+    };
+    Some(Companions {
+        place: if in_impl { Place::Impl } else { Place::Type },
+        params,
+        key_doc,
     })
 }
 

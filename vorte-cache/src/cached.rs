@@ -79,6 +79,19 @@ impl Callsite {
         self.loads = loads;
         self
     }
+
+    /// What a call keeps of `output`, and for how long (before its body's own decisions): a
+    /// negative result takes the `negative_ttl`. The one rule of a miss's load and of a
+    /// `refresh`.
+    pub(crate) fn kept<O: Output>(&self, output: &O) -> Option<(O::Stored, Option<Duration>)> {
+        let stored = output.to_stored(self.negative_ttl.is_some())?;
+        let ttl = if O::is_negative(&stored) {
+            self.negative_ttl
+        } else {
+            self.ttl
+        };
+        Some((stored, ttl))
+    }
 }
 
 /// What the cached call of a function returned, and how to cache it.

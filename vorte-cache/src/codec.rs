@@ -5,7 +5,8 @@
 //! ```text
 //! magic "vc" | version u8 | flags u8 | crc32 u32 (of every byte after it)
 //! expires_at_ms u64 | created_at_ms u64
-//! fresh_until_ms u64 | load_ms u32                  (version 2 only)
+//! fresh_until_ms u64 | load_ms u32                  (versions 2 and 3)
+//! validator_len u16 | validator                     (version 3 only)
 //! key_len u16 | key
 //! tag_count u16 | (tag_len u16 | tag | tag_version u64)*
 //! payload_len u32 | payload
@@ -26,6 +27,10 @@
 //! these fields, read as fresh until they expire, with a load time of 0. An entry without a
 //! stale window and without a load time is still written as version 1, so that builds from
 //! before version 2 keep reading it.
+//!
+//! Version 3 adds the validator a loader stored with its value (an ETag, a last-modified time),
+//! for conditional refresh (`docs/architecture.md#conditional-refresh`). Only an entry with a
+//! validator is written as version 3; one without is written as before, and reads as before.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -67,6 +72,10 @@ const MAGIC: &[u8; 2] = b"vc";
 const VERSION_1: u8 = 1;
 /// The envelope with them.
 const VERSION_2: u8 = 2;
+/// The envelope with them and a validator.
+const VERSION_3: u8 = 3;
+/// The longest validator an entry keeps, in bytes (`load::set_validator` refuses longer ones).
+pub(crate) const MAX_VALIDATOR_LEN: usize = 1024;
 const FLAG_JSON: u8 = 0b01;
 const FLAG_LZ4: u8 = 0b10;
 const FLAG_ZSTD: u8 = 0b100;
@@ -130,11 +139,17 @@ pub(crate) struct Envelope {
     pub(crate) fresh_until_ms: u64,
     /// How long the load that produced the value took; 0 when unknown (a `set`).
     pub(crate) load_ms: u32,
+    /// What the loader stored to revalidate the value with (conditional refresh).
+    pub(crate) validator: Option<Validator>,
     pub(crate) key: String,
     pub(crate) tags: Vec<TagStamp>,
     pub(crate) serialization: Serialization,
     pub(crate) payload: Bytes,
 }
+
+/// A validator: an ETag, a last-modified time, whatever the loader compares with its source.
+/// A thin pointer: it sits in the envelope that every read's future holds.
+pub(crate) type Validator = std::sync::Arc<String>;
 
 /// Why an envelope could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,12 +248,35 @@ impl Envelope {
             _ => &self.payload,
         };
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.name.len() + 8).sum();
-        let v2 = self.fresh_until_ms < self.expires_at_ms || self.load_ms > 0;
+        // At most MAX_VALIDATOR_LEN (refused longer by `load::set_validator`), cut there anyway.
+        let validator = self.validator.as_deref().map(|v| {
+            let mut end = v.len().min(MAX_VALIDATOR_LEN);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            &v[..end]
+        });
+        let v3 = validator.is_some();
+        let v2 = v3 || self.fresh_until_ms < self.expires_at_ms || self.load_ms > 0;
         let mut out = BytesMut::with_capacity(
-            HEADER + 28 + 2 + self.key.len() + 2 + tags_len + 4 + payload.len(),
+            HEADER
+                + 28
+                + validator.map_or(0, |v| 2 + v.len())
+                + 2
+                + self.key.len()
+                + 2
+                + tags_len
+                + 4
+                + payload.len(),
         );
         out.put_slice(MAGIC);
-        out.put_u8(if v2 { VERSION_2 } else { VERSION_1 });
+        out.put_u8(if v3 {
+            VERSION_3
+        } else if v2 {
+            VERSION_2
+        } else {
+            VERSION_1
+        });
         out.put_u8(flags);
         out.put_u32(0); // checksum, filled below
         out.put_u64(self.expires_at_ms);
@@ -246,6 +284,10 @@ impl Envelope {
         if v2 {
             out.put_u64(self.fresh_until_ms.min(self.expires_at_ms));
             out.put_u32(self.load_ms);
+        }
+        if let Some(validator) = validator {
+            out.put_u16(validator.len() as u16);
+            out.put_slice(validator.as_bytes());
         }
         // Keys and tags are bounded well below u16::MAX by validation (MAX_KEY_LEN, MAX_TAGS).
         out.put_u16(self.key.len() as u16);
@@ -272,7 +314,7 @@ impl Envelope {
             return Err(Corrupt("bad magic"));
         }
         let version = r.u8()?;
-        if version != VERSION_1 && version != VERSION_2 {
+        if !(VERSION_1..=VERSION_3).contains(&version) {
             return Err(Corrupt("unknown envelope version"));
         }
         let flags = r.u8()?;
@@ -285,7 +327,7 @@ impl Envelope {
         }
         let expires_at_ms = r.u64()?;
         let created_at_ms = r.u64()?;
-        let (fresh_until_ms, load_ms) = if version == VERSION_2 {
+        let (fresh_until_ms, load_ms) = if version >= VERSION_2 {
             let fresh = r.u64()?;
             if fresh > expires_at_ms {
                 return Err(Corrupt("fresh past its expiry"));
@@ -293,6 +335,14 @@ impl Envelope {
             (fresh, r.u32()?)
         } else {
             (expires_at_ms, 0)
+        };
+        let validator = if version == VERSION_3 {
+            let len = r.u16()? as usize;
+            let v =
+                std::str::from_utf8(r.take(len)?).map_err(|_| Corrupt("validator is not UTF-8"))?;
+            Some(Validator::new(v.to_owned()))
+        } else {
+            None
         };
         let key_len = r.u16()? as usize;
         let key = std::str::from_utf8(r.take(key_len)?)
@@ -364,6 +414,7 @@ impl Envelope {
             created_at_ms,
             fresh_until_ms,
             load_ms,
+            validator,
             key,
             tags,
             serialization,
@@ -412,6 +463,7 @@ mod tests {
             created_at_ms: 10,
             fresh_until_ms: 1_000,
             load_ms: 0,
+            validator: None,
             key: "user:1".into(),
             tags: vec![TagStamp {
                 name: "users".into(),
@@ -446,9 +498,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_flipped_byte_or_truncation_is_corrupt() {
-        let bytes = sample(b"hello").encode(Compression::None);
+    /// Flipping any byte of an encoded envelope makes it corrupt.
+    fn assert_every_flip_is_corrupt(bytes: &Bytes) {
         for i in 0..bytes.len() {
             let mut bad = bytes.to_vec();
             bad[i] ^= 0x55;
@@ -457,6 +508,12 @@ mod tests {
                 "flip at {i}"
             );
         }
+    }
+
+    #[test]
+    fn every_flipped_byte_or_truncation_is_corrupt() {
+        let bytes = sample(b"hello").encode(Compression::None);
+        assert_every_flip_is_corrupt(&bytes);
         for n in 0..bytes.len() {
             assert!(
                 Envelope::decode(&bytes.slice(..n), 1 << 20).is_err(),
@@ -518,6 +575,38 @@ mod tests {
             (v1.fresh_until_ms, v1.load_ms),
             (1_000, 0),
             "fresh until it expires"
+        );
+    }
+
+    #[test]
+    fn a_validator_round_trips_as_version_3_and_entries_without_one_keep_their_version() {
+        let mut env = sample(b"v");
+        env.fresh_until_ms = 400;
+        env.validator = Some(Validator::new("\"etag-7\"".to_owned()));
+        let bytes = env.encode(Compression::Lz4 { threshold: 0 });
+        assert_eq!(bytes[2], VERSION_3);
+        let back = Envelope::decode(&bytes, 1 << 20).expect("decodes");
+        assert_eq!(
+            back.validator.as_deref().map(String::as_str),
+            Some("\"etag-7\"")
+        );
+        assert_eq!(
+            (back.fresh_until_ms, back.expires_at_ms, back.key.as_str()),
+            (400, 1_000, "user:1")
+        );
+        assert_eq!(back.payload.as_ref(), b"v");
+        assert_every_flip_is_corrupt(&bytes);
+        env.validator = None;
+        let v2 = env.encode(Compression::None);
+        assert_eq!(v2[2], VERSION_2, "no validator: written as before");
+        assert_eq!(
+            Envelope::decode(&v2, 1 << 20).expect("decodes").validator,
+            None
+        );
+        let v1 = sample(b"v").encode(Compression::None);
+        assert_eq!(
+            Envelope::decode(&v1, 1 << 20).expect("decodes").validator,
+            None
         );
     }
 }

@@ -24,13 +24,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quick_cache::Weighter;
-use quick_cache::sync::Cache as QuickCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Lifetime, TagStamp};
 use crate::config::Serialization;
 use crate::error::{Error, ErrorKind, Result};
+
+mod policy;
+mod sketch;
+
+pub(crate) use policy::{Policy, PolicySize};
 
 /// A decoded value, as L1 keeps it.
 pub(crate) type Decoded = Box<dyn Any + Send + Sync>;
@@ -71,6 +75,8 @@ pub(crate) struct L1Entry {
     pub(crate) created_at_ms: u64,
     pub(crate) tags: Box<[TagStamp]>,
     pub(crate) serialization: Serialization,
+    /// What its loader stored to revalidate it with (conditional refresh).
+    pub(crate) validator: Option<crate::codec::Validator>,
     /// The encoded value: given at construction, or encoded from `decoded` on the first call of
     /// [`L1Entry::payload`] when the entry was written decoded.
     payload: OnceLock<Bytes>,
@@ -149,6 +155,7 @@ impl L1Entry {
             created_at_ms,
             tags,
             serialization,
+            validator: None,
             payload: OnceLock::new(),
             encoder,
             // Zero is never an epoch: the first hit checks the stamps, because a load's stamps
@@ -156,6 +163,12 @@ impl L1Entry {
             checked_epoch: AtomicU64::new(0),
             decoded: OnceLock::new(),
         }
+    }
+
+    /// The same entry, with its loader's validator.
+    pub(crate) fn with_validator(mut self, validator: Option<crate::codec::Validator>) -> Self {
+        self.validator = validator;
+        self
     }
 
     /// Remembers a decoded value, so that the next read of the same type decodes nothing.
@@ -268,38 +281,26 @@ impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
     }
 }
 
-/// Counts the entries quick_cache evicts (or refuses to admit, being too heavy); like its default
-/// lifecycle, it hands them back to be dropped once the shard's lock is released.
-#[derive(Clone, Default)]
-struct CountEvictions(Arc<AtomicU64>);
+/// Shards of a byte-bounded L1: quick_cache splits capacity across shards and silently refuses an
+/// item heavier than a shard's budget, so a byte-bounded L1 keeps few shards (the fewest the
+/// admission duel needs, `docs/l1-policy.md#dueling`) and caps each value at a shard's share.
+const BYTE_BOUND_SHARDS: usize = 4;
 
-impl quick_cache::Lifecycle<String, Arc<L1Entry>> for CountEvictions {
-    type RequestState = [Option<(String, Arc<L1Entry>)>; 2];
-
-    #[inline]
-    fn on_evict(&self, state: &mut Self::RequestState, key: String, val: Arc<L1Entry>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        if state[0].is_none() {
-            state[0] = Some((key, val));
-        } else if state[1].is_none() {
-            state[1] = Some((key, val));
-        }
+/// The size of L1's policy for `max_size` entries and `capacity` weight: the one place that sizes
+/// it, shared with [`crate::simulate::L1Model`] so that a replay runs the library's own policy.
+pub(crate) fn policy_size(max_size: u64, capacity: u64, by_bytes: bool) -> PolicySize {
+    PolicySize {
+        max_items: max_size,
+        capacity,
+        shards: by_bytes.then_some(BYTE_BOUND_SHARDS),
     }
 }
 
-type Entries = QuickCache<
-    String,
-    Arc<L1Entry>,
-    EntryWeighter,
-    quick_cache::DefaultHashBuilder,
-    CountEvictions,
->;
+type Entries = Policy<String, Arc<L1Entry>, EntryWeighter>;
 
 /// The L1 layer.
 pub(crate) struct L1Memory {
     cache: Entries,
-    /// Entries evicted for room so far (`CountEvictions`).
-    evicted: Arc<AtomicU64>,
     by_bytes: bool,
     pub(crate) ttl_cap: Option<Duration>,
     pub(crate) max_value_bytes: usize,
@@ -329,42 +330,17 @@ impl L1Memory {
             Some(bytes) => (bytes, true),
             None => (max_size, false),
         };
-        // quick_cache splits capacity across shards and silently refuses an item heavier than a
-        // shard's budget, so a byte-bounded L1 also caps each value at a shard's share.
-        let shards = if by_bytes { 4 } else { 0 };
-        let mut options = quick_cache::OptionsBuilder::new();
-        options
-            .estimated_items_capacity(max_size.max(16) as usize)
-            .weight_capacity(capacity.max(1));
-        if shards > 0 {
-            options.shards(shards);
-        }
         let max_value_bytes = if by_bytes {
-            max_value_bytes.min((capacity / (2 * shards as u64)) as usize)
+            max_value_bytes.min((capacity / (2 * BYTE_BOUND_SHARDS as u64)) as usize)
         } else {
             max_value_bytes
         };
-        let evictions = CountEvictions::default();
-        let evicted = evictions.0.clone();
-        let cache = match options.build() {
-            Ok(options) => Entries::with_options(
-                options,
-                EntryWeighter { by_bytes },
-                Default::default(),
-                evictions,
-            ),
-            // The builder only fails on a missing item estimate, which is always set above.
-            Err(_) => Entries::with(
-                max_size.max(16) as usize,
-                capacity.max(1),
-                EntryWeighter { by_bytes },
-                Default::default(),
-                evictions,
-            ),
-        };
+        let cache = Entries::new(
+            policy_size(max_size, capacity, by_bytes),
+            EntryWeighter { by_bytes },
+        );
         L1Memory {
             cache,
-            evicted,
             by_bytes,
             ttl_cap,
             max_value_bytes,
@@ -383,8 +359,19 @@ impl L1Memory {
         self.cache.get(key)
     }
 
+    /// Inserts a copy (a load's value, a back-fill), which L1's admission filter may turn away
+    /// (`docs/l1-policy.md`).
     pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
         self.cache.insert(key.to_owned(), Arc::new(entry));
+        if self.suspended.load(Ordering::SeqCst) {
+            self.cache.remove(key);
+        }
+    }
+
+    /// Inserts a caller's write (`set`, a counter), which the admission filter never refuses
+    /// (`docs/guarantees.md#g1-read-your-writes`).
+    pub(crate) fn insert_set(&self, key: &str, entry: L1Entry) {
+        self.cache.insert_admitted(key.to_owned(), Arc::new(entry));
         if self.suspended.load(Ordering::SeqCst) {
             self.cache.remove(key);
         }
@@ -406,7 +393,7 @@ impl L1Memory {
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
-        self.cache.remove(key).is_some()
+        self.cache.remove(key)
     }
 
     pub(crate) fn clear(&self) {
@@ -418,10 +405,10 @@ impl L1Memory {
         self.cache.iter().collect()
     }
 
-    /// Entries evicted to make room since L1 was built (an entry too heavy to be admitted at all
-    /// counts too).
+    /// Entries evicted to make room since L1 was built (an entry too heavy to be admitted at all,
+    /// or turned away by the admission filter, counts too).
     pub(crate) fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        self.cache.evicted()
     }
 
     /// Entries held, live or not yet found expired: one read per shard, no scan.

@@ -20,6 +20,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A loader (a `get_or_set` closure or a `#[cached]` body) can decide how its value is cached,
+//! and revalidate an expired entry instead of producing it again: see [`load`].
+//!
 //! The layers, the read and write paths and the tag design are described in
 //! `docs/architecture.md`; the configuration in [`Config`].
 
@@ -29,6 +32,7 @@ mod cache;
 mod cached;
 mod clock;
 mod codec;
+mod companions;
 pub mod config;
 mod engine;
 mod error;
@@ -40,7 +44,10 @@ mod histogram;
 mod key;
 mod l1;
 mod layer;
+pub mod load;
 pub mod observe;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 mod stats;
 pub mod store;
 mod tags;
@@ -53,7 +60,10 @@ pub mod __private;
 
 pub use app::{Vorte, VorteBuilder, emit};
 pub use bus::BusStats;
-pub use cache::{Cache, CacheBuilder, Fetched, Freshness, GetOrSet, Set};
+pub use cache::{
+    Cache, CacheBuilder, Fetched, Freshness, GetOrSet, InspectedEntry, InspectedTag, Inspection,
+    Set,
+};
 pub use config::{CacheConfig, Config};
 pub use error::{Error, ErrorKind, Result};
 #[allow(deprecated)]
@@ -62,7 +72,7 @@ pub use events::Handlers;
 pub use key::MAX_KEY_LEN;
 pub use layer::Layer;
 pub use stats::{
-    CacheStats, CacheUsage, CircuitState, CircuitStats, LayerStats, LayerUsage, LoadStats,
+    ByteSize, CacheStats, CacheUsage, CircuitState, CircuitStats, LayerStats, LayerUsage, LoadStats,
 };
 pub use store::{BoxFuture, Slot, Store, Usage};
 

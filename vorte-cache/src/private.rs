@@ -45,8 +45,14 @@ pub fn default_key<A: Serialize + ?Sized>(path: &str, args: &A) -> crate::Result
 /// in the background (soft timeout, early refresh); `on_timeout` makes the function's answer
 /// when a hard timeout passes with no stale value (a `Result` whose error converts from
 /// [`Error`]).
+///
+/// With `refresh` this is the companion `get_user::refresh(..)` instead: the body, run now without
+/// reading the cache, then its output stored under the key and tags as the callsite says. One
+/// entry for both, so that the bound on the output is checked (and, for a type the cache cannot
+/// hold, reported) at one place of the generated code.
 pub fn cached<'a, O, F>(
     callsite: &'static Callsite,
+    refresh: bool,
     key: crate::Result<&mut KeyBuf>,
     tags: Vec<String>,
     body: F,
@@ -57,6 +63,12 @@ where
     O: Output,
     F: Future<Output = O> + Send + 'a,
 {
+    if refresh {
+        let key = key.map(|key| key.take_string());
+        return CachedCall::Miss(Box::pin(crate::companions::refresh(
+            callsite, key, tags, body,
+        )));
+    }
     // While a subscriber listens, hits take the engine's path too, inside the call's span.
     let traced = crate::observe::spans_active();
     let hit = match &key {
@@ -116,6 +128,16 @@ pub fn timed_out_option<T, E: From<Error>>(e: Error) -> ResultOptionShape<Result
 /// Type-checks that a `#[cached]` body's future is `Send`, so callers can `tokio::spawn` it.
 pub fn assert_send<F: Future + Send>(f: F) -> F {
     f
+}
+
+/// `get_user::invalidate(..)` of a `#[cached]` function: deletes its rendered key.
+pub fn invalidate(key: crate::Result<String>) -> BoxFuture<'static, crate::Result<bool>> {
+    crate::companions::invalidate(key)
+}
+
+/// A rendered key as an owned `String`, for the companions `key` and `refresh`.
+pub fn key_string(key: crate::Result<&mut KeyBuf>) -> crate::Result<String> {
+    key.map(|key| key.take_string())
 }
 
 /// The payload an event handler receives.

@@ -52,6 +52,7 @@ pub(crate) struct LoadCounters {
     pub(crate) hard_timeouts: AtomicU64,
     pub(crate) early_refreshes: AtomicU64,
     pub(crate) late_fills: AtomicU64,
+    pub(crate) not_modified: AtomicU64,
 }
 
 impl LoadCounters {
@@ -65,6 +66,7 @@ impl LoadCounters {
             hard_timeouts: get(&self.hard_timeouts),
             early_refreshes: get(&self.early_refreshes),
             late_fills: get(&self.late_fills),
+            not_modified: get(&self.not_modified),
             time: LatencyStats::default(),
         }
     }
@@ -91,6 +93,10 @@ pub struct LoadStats {
     /// call's reads: the caller had its answer, the storing went on in the background
     /// (`docs/resilience.md#one-timeout-per-call`).
     pub late_fills: u64,
+    /// Loads whose loader answered that the entry it replaced was still current
+    /// (`vorte_cache::load::not_modified`): the stale value was cached again without being
+    /// produced (`docs/architecture.md#conditional-refresh`).
+    pub not_modified: u64,
     /// How long the loads took, foreground and background, failed ones included.
     pub time: LatencyStats,
 }
@@ -148,8 +154,8 @@ pub struct LayerStats {
     /// scans), a refusal by an open circuit breaker included. Empty for L1, whose reads are not
     /// timed: they take nanoseconds, and a clock read would double that.
     pub latency: LatencyStats,
-    /// Entries evicted to make room (L1; the servers of other layers evict on their own, and
-    /// their counts are theirs).
+    /// Entries evicted to make room, or refused by L1's admission filter (L1; the servers of other
+    /// layers evict on their own, and their counts are theirs).
     pub evictions: u64,
     /// Entries held, where that is known without asking a server: L1's count (entries past their
     /// TTL not yet found by a read included). `None` for the other layers: see
@@ -256,13 +262,31 @@ pub struct CacheUsage {
     /// Distinct live keys under the key prefix, over every layer (what `keys("*")` returns).
     pub total_keys: u64,
     /// L1's bytes (see [`LayerUsage::bytes`]) in MiB: the memory this process spends on cached
-    /// values.
+    /// values. To print it, [`memory_used`](Self::memory_used) picks a unit that shows the
+    /// number (a few KiB is `0.0` MiB).
     pub memory_used_mb: f64,
+    /// The same, in bytes.
+    pub memory_used_bytes: u64,
     /// One entry per enabled layer, L1 first.
     pub layers: Vec<LayerUsage>,
 }
 
 impl CacheUsage {
+    /// L1's bytes, printable with a unit that fits: `512 B`, `1.3 KiB`, `4.2 MiB`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = vorte_cache::Cache::from_config(&Default::default()).await?;
+    /// cache.set("user:1", &"Ada").await?;
+    /// let usage = cache.usage().await?;
+    /// println!("L1 holds {}", usage.memory_used()); // "L1 holds 190 B"
+    /// # Ok::<(), vorte_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn memory_used(&self) -> ByteSize {
+        ByteSize(self.memory_used_bytes)
+    }
+
     /// What one layer holds, if it is enabled.
     pub fn layer(&self, layer: Layer) -> Option<&LayerUsage> {
         self.layers.iter().find(|l| l.layer == layer)
@@ -287,4 +311,51 @@ pub struct LayerUsage {
     /// (a fixed 160 B covering the entry and quick_cache's slot).
     /// Other layers: stored bytes, envelopes included.
     pub bytes: u64,
+}
+
+/// A number of bytes that prints with a binary unit that shows it: `0 B`, `512 B`, `1.3 KiB`,
+/// `4.0 MiB`, `2.5 GiB` (one decimal from KiB up). From [`CacheUsage::memory_used`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The number of bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        // Move up while the number would print as 1024.0 or more in this unit.
+        while value >= 1023.95 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod byte_size_tests {
+    use super::ByteSize;
+
+    #[test]
+    fn prints_a_unit_that_shows_the_number() {
+        let shown = |n: u64| ByteSize(n).to_string();
+        assert_eq!(shown(0), "0 B");
+        assert_eq!(shown(1023), "1023 B");
+        assert_eq!(shown(1024), "1.0 KiB");
+        assert_eq!(shown(1331), "1.3 KiB");
+        assert_eq!(shown(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(shown(5 * 1024 * 1024 + 300 * 1024), "5.3 MiB");
+        assert_eq!(shown(3 << 30), "3.0 GiB");
+        assert_eq!(shown(u64::MAX), "16777216.0 TiB");
+    }
 }

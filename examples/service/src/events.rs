@@ -7,7 +7,8 @@
 
 use vorte_cache::{Cache, on_event};
 
-use crate::reads::{user_key, user_tag};
+use crate::db::Db;
+use crate::reads::user_tag;
 
 /// The name of the event `PUT /users/{id}` emits.
 pub(crate) const USER_UPDATED: &str = "user.updated";
@@ -16,7 +17,7 @@ pub(crate) const USER_UPDATED: &str = "user.updated";
 /// L1 and in the shared layers. The payload is `{"user_id": 7}`.
 #[on_event("user.updated")]
 async fn invalidate_user(user_id: i64) -> vorte_cache::Result<()> {
-    let cache = Cache::global();
-    cache.delete(&user_key(user_id)).await?;
-    cache.invalidate_tag(&user_tag(user_id)).await
+    // The entry of `Db::cached_user`, by its companion: no copy of its key template here.
+    Db::invalidate_cached_user(user_id).await?;
+    Cache::global().invalidate_tag(&user_tag(user_id)).await
 }

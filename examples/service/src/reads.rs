@@ -15,11 +15,6 @@ pub(crate) const USER_TTL: Duration = Duration::from_secs(300);
 /// How long a cache-aside product (`GET /products/{id}`) stays cached.
 pub(crate) const PRODUCT_TTL: Duration = Duration::from_secs(300);
 
-/// The cache key of user `id`, as `#[cached]` below renders it.
-pub(crate) fn user_key(id: i64) -> String {
-    format!("user:{id}")
-}
-
 /// The tag on everything cached about user `id` (their entry, and anything derived from it).
 pub(crate) fn user_tag(id: i64) -> String {
     format!("user:{id}")
@@ -38,7 +33,11 @@ pub(crate) fn product_key(id: i64) -> String {
 impl Db {
     /// User `id`, cached for five minutes under `user:{id}`, tagged `users` and `user:{id}`.
     /// `Ok(None)` (no such user) is not cached, so a user created later is found at once.
-    #[cached(ttl = 300, key = "user:{id}", tags = ["users", "user:{id}"])]
+    ///
+    /// With its companions (`companions = true`): `Db::cached_user_key(id)` is the key the
+    /// write-through writes and `Db::invalidate_cached_user(id)` is what the `user.updated`
+    /// handler does, so the template is written here only.
+    #[cached(ttl = 300, key = "user:{id}", tags = ["users", "user:{id}"], companions = true)]
     pub(crate) async fn cached_user(&self, id: i64) -> Result<Option<User>, DbError> {
         self.user(id).await
     }

@@ -64,6 +64,7 @@ struct Loads {
     hard_timeouts: u64,
     early_refreshes: u64,
     late_fills: u64,
+    not_modified: u64,
     time: Percentiles,
 }
 
@@ -202,6 +203,7 @@ impl Snapshot {
                 hard_timeouts: now.loads.hard_timeouts,
                 early_refreshes: now.loads.early_refreshes,
                 late_fills: now.loads.late_fills,
+                not_modified: now.loads.not_modified,
                 time: Percentiles::of(&now.loads.time, prev.map(|p| &p.loads.time)),
             },
             layers,

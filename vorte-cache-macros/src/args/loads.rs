@@ -138,7 +138,7 @@ fn parse_number(input: ParseStream<'_>) -> syn::Result<(f64, Span)> {
 }
 
 /// `true` or `false`.
-fn parse_bool(input: ParseStream<'_>) -> syn::Result<bool> {
+pub(super) fn parse_bool(input: ParseStream<'_>) -> syn::Result<bool> {
     if input.peek(LitBool) {
         return Ok(input.parse::<LitBool>()?.value);
     }

@@ -278,6 +278,10 @@ impl Publisher {
         match *self {}
     }
 
+    pub(crate) fn origin(&self) -> u64 {
+        match *self {}
+    }
+
     pub(crate) fn stats(&self) -> BusStats {
         match *self {}
     }

@@ -167,6 +167,11 @@ impl Publisher {
         self.rides_on
     }
 
+    /// This cache's id on the bus, which every message it sends carries.
+    pub(crate) fn origin(&self) -> u64 {
+        self.link.origin
+    }
+
     pub(crate) fn stats(&self) -> BusStats {
         self.counters.snapshot()
     }

@@ -238,9 +238,11 @@ impl Receiver {
             return Ok(());
         }
         let full = entries.len() as u64 > BATCH;
-        // Only the step right after a wait may skip what the wait handed on, and only on the same
-        // stream (ids only grow on one server; a server that lost its data starts again lower).
-        let mut handed = handed_on.take();
+        // Only the reads that check a wait's batch may skip what the wait handed on, and only on
+        // the same stream (ids only grow on one server; a server that lost its data starts again
+        // lower). It is kept until the check has its answers: a read cut short before (the
+        // `XINFO` below) reads the same batch again, whose entries ran already.
+        let mut handed = *handed_on;
         match continuity(at, entries.first().map(|(id, _)| id.as_str())) {
             Continuity::Intact => {
                 entries.remove(0);
@@ -275,6 +277,7 @@ impl Receiver {
                 }
             }
         }
+        *handed_on = None;
         for (id, fields) in entries {
             // What the blocking read returned was handed on already; this read checks it.
             if handed.is_none_or(|done| parse_id(&id) > done) {
@@ -479,24 +482,41 @@ impl Receiver {
         }
     }
 
-    /// Hands one message to its sink, in the span of its applying (feature `tracing`).
+    /// Hands one message to its sink, in the span of its applying (feature `tracing`), and
+    /// notes it as received activity (`lag`: measured when it was read).
+    ///
+    /// Another process's invalidation is noted once applied: `Observe::activity` tells that
+    /// this process no longer serves what it replaced, and the history check takes it as that
+    /// moment (`docs/history.md#the-bound`). An event is noted before its handlers run, since a
+    /// handler may run for as long as the handler timeout.
     async fn deliver(&self, message: Message, lag: Option<Duration>) {
         if matches!(&message.body, Body::Landed { .. })
             || (message.origin == self.origin && !matches!(&message.body, Body::Event { .. }))
         {
             return self.deliver_unobserved(message).await;
         }
-        let (kind, subject) = observed_as(&message.body);
-        self.instruments.received(kind, subject, lag);
+        let origin = message.origin;
+        let (kind, subjects) = observed_as(&message.body);
+        let subjects: Vec<String> = subjects.into_iter().map(str::to_owned).collect();
+        let note = || {
+            let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+            self.instruments.received(kind, &subjects, origin, lag);
+        };
+        if kind == ActivityKind::Event {
+            note();
+        }
         #[cfg(feature = "tracing")]
         {
             use tracing::Instrument;
             let lag_ms = lag.map(|l| l.as_secs_f64() * 1000.0);
             let span = crate::observe::spans::bus_apply(kind.name(), lag_ms);
-            self.deliver_unobserved(message).instrument(span).await
+            self.deliver_unobserved(message).instrument(span).await;
         }
         #[cfg(not(feature = "tracing"))]
-        self.deliver_unobserved(message).await
+        self.deliver_unobserved(message).await;
+        if kind != ActivityKind::Event {
+            note();
+        }
     }
 
     async fn deliver_unobserved(&self, message: Message) {
@@ -535,14 +555,16 @@ impl Receiver {
     }
 }
 
-/// What a message is, for the recent activity: its kind and its key (the first, when several),
-/// tag or event name.
-fn observed_as(body: &Body) -> (ActivityKind, Option<&str>) {
+/// What a message is, for the recent activity: its kind and its keys, tag or event name.
+fn observed_as(body: &Body) -> (ActivityKind, Vec<&str>) {
     match body {
-        Body::Keys { keys, .. } => (ActivityKind::Keys, keys.first().map(String::as_str)),
-        Body::Tag { tag, .. } => (ActivityKind::Tag, Some(tag)),
-        Body::Flush | Body::Landed { .. } => (ActivityKind::Flush, None),
-        Body::Event { event, .. } => (ActivityKind::Event, Some(event)),
+        Body::Keys { keys, .. } => (
+            ActivityKind::Keys,
+            keys.iter().map(String::as_str).collect(),
+        ),
+        Body::Tag { tag, .. } => (ActivityKind::Tag, vec![tag.as_str()]),
+        Body::Flush | Body::Landed { .. } => (ActivityKind::Flush, Vec::new()),
+        Body::Event { event, .. } => (ActivityKind::Event, vec![event.as_str()]),
     }
 }
 
@@ -554,20 +576,26 @@ mod tests {
 
     use fred::prelude::Builder;
 
-    use super::{Doubt, Notice, NoticeSink, Receiver};
+    use super::{Body, Doubt, Message, Notice, NoticeSink, Receiver};
     use crate::bus::stats::Counters;
+    use crate::config::ObserveConfig;
+    use crate::observe::{Activity, ActivityKind, Instruments, Observe};
     use crate::store::BoxFuture;
 
-    /// Counts the suspensions it is told of.
+    /// Counts the notices applied and the suspensions it is told of.
     #[derive(Default)]
     struct Counting {
+        applied: AtomicU64,
         suspends: AtomicU64,
         resumes: AtomicU64,
     }
 
     impl NoticeSink for Counting {
         fn apply(&self, _: Notice) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
+            Box::pin(async {
+                tokio::task::yield_now().await;
+                self.applied.fetch_add(1, Ordering::Relaxed);
+            })
         }
         fn drop_local_state(&self) {}
         fn suspend_local_state(&self, _: Doubt) {
@@ -578,7 +606,7 @@ mod tests {
         }
     }
 
-    fn receiver(sink: &Arc<Counting>) -> Option<Receiver> {
+    fn receiver(sink: &Arc<Counting>, instruments: Arc<Instruments>) -> Option<Receiver> {
         let notices: Arc<dyn NoticeSink> = sink.clone();
         Some(Receiver {
             reader: Builder::default_centralized().build().ok()?,
@@ -593,8 +621,74 @@ mod tests {
             closed: Arc::new(AtomicBool::new(false)),
             counters: Arc::new(Counters::default()),
             handler_timeout: Duration::from_secs(1),
-            instruments: Arc::default(),
+            instruments,
         })
+    }
+
+    /// Notes, for each activity it hears of, how many notices the sink had applied by then.
+    struct Watching {
+        sink: Arc<Counting>,
+        seen: std::sync::Mutex<Vec<(ActivityKind, u64)>>,
+    }
+
+    impl Observe for Watching {
+        fn activity(&self, activity: &Activity) {
+            let applied = self.sink.applied.load(Ordering::Relaxed);
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push((activity.kind, applied));
+            }
+        }
+    }
+
+    /// `Observe::activity` says another process's invalidation was applied: a process that
+    /// takes the activity as the moment it stopped serving the old value (the history check,
+    /// `docs/history.md#the-bound`) must not hear of it before. The lag stays the one measured at
+    /// receipt.
+    #[tokio::test]
+    async fn a_received_invalidation_is_observed_once_applied() {
+        let sink = Arc::new(Counting::default());
+        let watching = Arc::new(Watching {
+            sink: sink.clone(),
+            seen: std::sync::Mutex::default(),
+        });
+        let instruments = Arc::new(Instruments::new(
+            &ObserveConfig::default(),
+            Some(1),
+            vec![watching.clone()],
+        ));
+        let Some(receiver) = receiver(&sink, instruments.clone()) else {
+            panic!("a client that is not connected");
+        };
+        let from_another = |body| Message {
+            origin: 2,
+            process: 0,
+            body,
+        };
+        let lag = Some(Duration::from_millis(3));
+        let keys = Body::Keys {
+            keys: vec!["k".to_owned()],
+            owed: Vec::new(),
+        };
+        receiver.deliver(from_another(keys), lag).await;
+        let tag = Body::Tag {
+            tag: "t".to_owned(),
+            version: 1,
+            owed: false,
+        };
+        receiver.deliver(from_another(tag), lag).await;
+        receiver.deliver(from_another(Body::Flush), lag).await;
+        let seen = watching.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(
+            seen,
+            vec![
+                (ActivityKind::Keys, 1),
+                (ActivityKind::Tag, 2),
+                (ActivityKind::Flush, 3)
+            ]
+        );
+        let recent = instruments.recent();
+        assert_eq!(recent.len(), 3);
+        assert!(recent.iter().all(|a| a.received && a.lag == lag));
     }
 
     /// A server that stays down reports a connection error at each reconnection attempt: the
@@ -604,7 +698,7 @@ mod tests {
     #[test]
     fn a_suspension_is_passed_on_once_and_again_only_when_the_doubt_grows() {
         let sink = Arc::new(Counting::default());
-        let Some(receiver) = receiver(&sink) else {
+        let Some(receiver) = receiver(&sink, Arc::default()) else {
             panic!("a client that is not connected");
         };
         receiver.suspend(Doubt::Refused);

@@ -119,7 +119,11 @@ impl<'a> CacheBuilder<'a> {
             Some((publisher, receivers)) => (Some(publisher), Some(receivers)),
             None => (None, None),
         };
-        let instruments = Arc::new(Instruments::new(&self.config.observe, self.observers));
+        let instruments = Arc::new(Instruments::new(
+            &self.config.observe,
+            publisher.as_ref().map(crate::bus::Publisher::origin),
+            self.observers,
+        ));
         let engine = Arc::new(Engine::new(
             self.config,
             tiers,

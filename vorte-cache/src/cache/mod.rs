@@ -2,6 +2,7 @@
 //! them to the engine.
 
 mod builder;
+mod inspect;
 mod ops;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use crate::observe::traced;
 use crate::stats::{CacheStats, CacheUsage};
 
 pub use builder::CacheBuilder;
+pub use inspect::{InspectedEntry, InspectedTag, Inspection};
 pub use ops::{Fetched, Freshness, GetOrSet, Set};
 
 /// A four-layer cache: a cheap, cloneable handle.
@@ -88,6 +90,14 @@ impl Cache {
     /// without a bus. Cheap: it reads counters, no server.
     pub fn bus_stats(&self) -> Option<crate::BusStats> {
         self.engine.bus_stats()
+    }
+
+    /// This cache's id on the bus, 16 hex digits, or `None` without a bus: every message it sends
+    /// carries it, and [`Activity::origin`](crate::observe::Activity::origin) shows it, so a
+    /// process that follows the bus (`vorte-cache tail`) can tell who sent what. Random, chosen
+    /// when the cache is built.
+    pub fn bus_origin(&self) -> Option<String> {
+        self.engine.bus_origin().map(crate::observe::origin_id)
     }
 
     /// The configuration this cache was built from.

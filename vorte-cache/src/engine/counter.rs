@@ -18,6 +18,7 @@ impl Engine {
         stale_for: Some(std::time::Duration::ZERO),
         jitter: Some(0.0),
         load_ms: 0,
+        revalidate: false,
     };
 
     pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
@@ -119,6 +120,7 @@ impl Engine {
                 &tags,
                 serialization,
                 &payload,
+                None,
             );
             match authority
                 .store

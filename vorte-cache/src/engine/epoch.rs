@@ -65,6 +65,11 @@ impl FlushEpoch {
         {
             return Ok(epoch);
         }
+        self.read_record(store.as_ref()).await
+    }
+
+    /// The epoch in its record (missing or malformed: 0), learnt.
+    async fn read_record(&self, store: &dyn Store) -> Result<u64> {
         let epoch = match store.get(Slot::Tag(FLUSH_EPOCH_TAG)).await? {
             Some(bytes) if bytes.len() == 8 => {
                 let mut a = [0u8; 8];
@@ -75,6 +80,26 @@ impl FlushEpoch {
         };
         self.learn(epoch);
         Ok(epoch)
+    }
+
+    /// Whether a flush moved the epoch past the one `stamps` carry, read from the record (not
+    /// the memo) and learnt. A fill asks once its copies landed: a flush in another process after
+    /// its load began took away, with its clears, what would have refused it (a delete's
+    /// tombstone), and a process that has not read the epoch since would take it for current. A
+    /// record that cannot be read (its authority is down) or is missing says no: the first
+    /// costs the flush's protection for that while, as in reads; the second may be a restarted
+    /// server, or a flush between its clears and its new record (a window of one write).
+    pub(super) async fn outlived(&self, stamps: &[TagStamp]) -> bool {
+        let Some(store) = &self.authority else {
+            return false;
+        };
+        match self.read_record(store.as_ref()).await {
+            Ok(epoch) => Self::split(stamps).0 < epoch,
+            Err(e) => {
+                tracing::debug!(error = %e, "flush epoch unavailable; a fill not checked against it");
+                false
+            }
+        }
     }
 
     /// Keeps `epoch` unless a later one is known.

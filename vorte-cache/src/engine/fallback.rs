@@ -38,6 +38,20 @@ impl LoadOptions {
         ttl_jitter: None,
         distributed_lock: None,
     };
+
+    /// A `#[cached]` function's options, as its attribute gave them.
+    pub(crate) fn of(loads: &crate::cached::CachedLoads) -> LoadOptions {
+        LoadOptions {
+            fail_safe_max: loads.fail_safe,
+            fail_safe_throttle: loads.fail_safe_throttle,
+            soft_timeout: loads.soft_timeout,
+            hard_timeout: loads.hard_timeout,
+            eager_refresh: loads.early_refresh,
+            xfetch_beta: loads.xfetch,
+            ttl_jitter: None,
+            distributed_lock: loads.distributed_lock,
+        }
+    }
 }
 
 /// [`LoadOptions`] resolved against the config.
@@ -63,6 +77,7 @@ impl Policy {
             stale_for: Some(self.fail_safe_max.unwrap_or(Duration::ZERO)),
             jitter: self.ttl_jitter,
             load_ms,
+            revalidate: false,
         }
     }
 }
@@ -111,6 +126,14 @@ impl Engine {
         }
     }
 
+    /// How a value a `#[cached]` function's body began producing at `began` ages: by the
+    /// function's fail-safe window and jitter, as its loads' fills are (a refresh, which is not
+    /// counted as a load).
+    pub(crate) fn aging_of(&self, loads: &crate::cached::CachedLoads, began: Instant) -> Aging {
+        self.policy(&LoadOptions::of(loads), None)
+            .aging(super::load::load_ms(began.elapsed()))
+    }
+
     /// The early-refresh options of a call: the eager fraction and XFetch's β, each `None` when
     /// off. Resolved apart from the rest of the policy, since every hit asks for them.
     #[inline]
@@ -156,7 +179,9 @@ impl Engine {
             ticket: fill.ticket,
             seen: fill.seen.without_tombstones(),
         };
-        let write = Write::fill(fill, Expiry::At(life), layers, stamps);
+        // The validator stays with the value: a later load may still revalidate it.
+        let write =
+            Write::fill(fill, Expiry::At(life), layers, stamps).validated(stale.validator.clone());
         let payload: Bytes = stale.payload.clone();
         if let Err(e) = self
             .write(
@@ -255,9 +280,4 @@ async fn joined_or_lost<R, A, S>(
             (None, None) => std::future::pending().await,
         },
     }
-}
-
-/// Milliseconds since `started`, saturated.
-pub(crate) fn elapsed_ms(started: Instant) -> u32 {
-    u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)
 }

@@ -135,8 +135,7 @@ impl Engine {
         for key in keys {
             key::validate(key, "key")?;
         }
-        self.instruments
-            .invalidated(ActivityKind::Keys, keys.first().copied());
+        self.instruments.invalidated(ActivityKind::Keys, keys);
         let mut existed = vec![false; keys.len()];
         let mut layer_failed = false;
         for (key, existed) in keys.iter().zip(existed.iter_mut()) {
@@ -205,7 +204,7 @@ impl Engine {
 
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         key::validate(tag, "tag")?;
-        self.instruments.invalidated(ActivityKind::Tag, Some(tag));
+        self.instruments.invalidated(ActivityKind::Tag, &[tag]);
         let began = self.call_began();
         let (version, failed) = self.tags.invalidate_or_owe(tag).await;
         let layer_failed = failed.is_some();
@@ -232,7 +231,7 @@ impl Engine {
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
-        self.instruments.invalidated(ActivityKind::Flush, None);
+        self.instruments.invalidated(ActivityKind::Flush, &[]);
         let began = self.call_began();
         self.fence.record_all();
         self.flights.forget_all();

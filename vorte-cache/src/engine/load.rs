@@ -8,25 +8,26 @@
 //!
 //! What a slow or failing loader does to the caller (fail-safe, soft and hard timeouts) is in
 //! `fallback.rs`; background refreshes of entries still fresh are in `refresh.rs`; the two
-//! loaders (`get_or_set`'s, a `#[cached]` body) in `loaders.rs`.
+//! loaders (`get_or_set`'s, a `#[cached]` body) in `loaders.rs`; what the loader decided about
+//! its value in `adapt.rs`; storing the value in `fill.rs`.
 
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::fallback::{LoadOptions, Policy, Ran, elapsed_ms, stand_in_layers, wait_detached};
+use super::fallback::{LoadOptions, Policy, Ran, stand_in_layers, wait_detached};
 use super::lease::{LeaseGuard, LeaseOutcome};
 use super::read::{ReadThrough, Stale};
-use super::{Engine, Expiry, Fill, SeenSlots, Write};
-use crate::codec::{self, TagStamp};
-use crate::error::{Error, ErrorKind, Result};
+use super::{Engine, Fill, SeenSlots};
+use crate::codec::TagStamp;
+use crate::error::{Error, ErrorKind};
 use crate::flight::{Leader, Role};
 use crate::layer::LayerSet;
+use crate::load::Given;
 use crate::stats::Counters;
 use crate::store::BoxFuture;
 
@@ -35,6 +36,8 @@ use crate::store::BoxFuture;
 pub(crate) struct LoadResult<O, S> {
     pub(crate) output: O,
     pub(crate) keep: Option<(S, Option<Duration>)>,
+    /// What the loader decided about its entry (`crate::load`).
+    pub(crate) adapted: crate::load::Adapted,
 }
 
 /// A load's result.
@@ -69,11 +72,11 @@ pub(crate) trait Loader: Send + Sized {
     /// write) as the caller's error, or `None` to go on without the cache.
     fn cache_failure(e: Error) -> Option<Self::Error>;
 
-    /// Runs the load.
-    fn run(self) -> impl Future<Output = Loaded<Self>> + Send;
+    /// Runs the load, `given` the entry it replaces (`crate::load`).
+    fn run(self, given: Given) -> impl Future<Output = Loaded<Self>> + Send;
 
     /// The load as a future that can outlive its caller, when it can (its loader is `'static`).
-    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self>;
+    fn detach(self, given: Given) -> std::result::Result<DetachedLoad<Self>, Self>;
 
     /// The caller's answer from a cached value.
     fn from_stored(stored: Self::Stored) -> Self::Output;
@@ -89,15 +92,6 @@ pub(crate) trait Loader: Send + Sized {
     fn fail_safe_max(&self) -> Option<Duration> {
         None
     }
-}
-
-/// How a loaded value is stored: everything of its fill but the key and the value.
-struct FillJob {
-    ttl: Option<Duration>,
-    layers: LayerSet,
-    stamps: Box<[TagStamp]>,
-    fill: Fill,
-    aging: super::Aging,
 }
 
 /// Awaits `step`, adding the time it took to `spent` if it is measured.
@@ -160,7 +154,12 @@ impl Engine {
                         let (eager, beta) = self.early_refresh(options);
                         if (eager.is_some() || beta.is_some()) && entry.refresh_due(eager, beta) {
                             let policy = self.policy(options, loader.fail_safe_max());
-                            self.refresh_early(key, tags, layers, &policy, loader);
+                            // The refresh may revalidate the entry it replaces.
+                            let given = Given {
+                                stale: Some(Arc::new(v.clone())),
+                                validator: entry.validator.clone(),
+                            };
+                            self.refresh_early(key, tags, layers, &policy, loader, given);
                         }
                         return Ok(Served::fresh(L::from_stored(v)));
                     }
@@ -221,7 +220,7 @@ impl Engine {
         // The time spent reading the layers: the fill has what is left of the call's budget
         // (measured only when there is one: a clock read is a good part of a miss's cost).
         let mut spent = self.call_budget.map(|_| Duration::ZERO);
-        let mut read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
+        let mut read = timed(&mut spent, self.read_for_load::<L>(key)).await?;
         let mut lease = None;
         if read.value.is_none()
             && policy.distributed_lock
@@ -232,10 +231,10 @@ impl Engine {
             match leases.acquire(key, policy.lock_wait).await {
                 LeaseOutcome::Held(guard) => {
                     lease = Some(guard);
-                    read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
+                    read = timed(&mut spent, self.read_for_load::<L>(key)).await?;
                 }
                 LeaseOutcome::Landed => {
-                    read = timed(&mut spent, self.read_for_load::<L>(key, policy)).await?;
+                    read = timed(&mut spent, self.read_for_load::<L>(key)).await?;
                 }
                 LeaseOutcome::Proceed => {}
             }
@@ -261,9 +260,21 @@ impl Engine {
                 None
             }
         };
+        // Before the load: a tag invalidation after this refuses tags the loader adds.
+        let tag_epoch = self.tags.epoch();
+        // The loader sees the entry it replaces (conditional refresh); it stands in for a failed
+        // or slow load only with fail-safe on (an entry with a validator is kept stale without).
+        let given = read
+            .stale
+            .as_deref()
+            .map_or_else(Given::default, |stale| Given {
+                stale: Some(Arc::new(stale.value.clone())),
+                validator: stale.validator.clone(),
+            });
+        let stand_in = read.stale.filter(|_| policy.fail_safe_max.is_some());
         let ran = self
             .run_loader(
-                key, layers, policy, loader, &stamps, &fill, read.stale, &mut lease,
+                key, layers, policy, loader, given, &stamps, &fill, stand_in, &mut lease,
             )
             .await;
         let (result, load_ms, stored, stale) = match ran {
@@ -323,20 +334,30 @@ impl Engine {
                 return Ok(self.finish_stale::<L>(leader, stale));
             }
         }
-        let LoadResult { output, keep } = result?;
+        let LoadResult {
+            output,
+            keep,
+            adapted,
+        } = result?;
         let shared = match (keep, stamps) {
-            (Some((stored_value, _)), Some(_)) if stored => Some(share(stored_value, false)),
+            // Skipped: the waiters have the value too, and nothing is written.
+            (Some((stored_value, _)), _) if stored || adapted.skip => {
+                Some(share(stored_value, false))
+            }
             (Some((stored_value, ttl)), Some(stamps)) => {
+                let Some(adaptation) = self
+                    .adapt(key, &adapted, ttl, layers, stamps, tag_epoch)
+                    .await
+                else {
+                    if let Some(guard) = lease {
+                        guard.release().await;
+                    }
+                    leader.finish(Some(share(stored_value, false)));
+                    return Ok(Served::fresh(output));
+                };
                 // Boxed: the write path's future is several kilobytes, and inline it would make
                 // every call's future that large.
-                let aging = policy.aging(load_ms);
-                let filled = FillJob {
-                    ttl,
-                    layers,
-                    stamps,
-                    fill,
-                    aging,
-                };
+                let filled = adaptation.into_job(fill, policy.aging(load_ms));
                 let stored_ok = self
                     .fill_within(
                         key,
@@ -361,16 +382,13 @@ impl Engine {
         Ok(Served::fresh(output))
     }
 
-    /// A leader's read of every layer; a failure is the caller's error or an empty read.
+    /// A leader's read of every layer, with the stale entry if one is kept (for fail-safe, or for
+    /// the loader to revalidate); a failure is the caller's error or an empty read.
     async fn read_for_load<L: Loader>(
         &self,
         key: &str,
-        policy: &Policy,
     ) -> std::result::Result<ReadThrough<L::Stored>, L::Error> {
-        match self
-            .read_through_seeing::<L::Stored>(key, policy.fail_safe_max.is_some())
-            .await
-        {
+        match self.read_through_seeing::<L::Stored>(key, true).await {
             Ok(read) => Ok(read),
             Err(e) => {
                 Self::fail::<L>(key, e)?;
@@ -406,33 +424,30 @@ impl Engine {
         layers: LayerSet,
         policy: &Policy,
         loader: L,
+        given: Given,
         stamps: &Option<Box<[TagStamp]>>,
         fill: &Fill,
         stale: Option<Box<Stale<L::Stored>>>,
         lease: &mut Option<LeaseGuard>,
     ) -> Ran<Loaded<L>, TimeoutAnswer<L::Output, L::Error>, Box<Stale<L::Stored>>> {
         Counters::bump(&self.counters.loads.runs);
+        let tag_epoch = self.tags.epoch();
         let answer = loader.timeout_answer();
         let soft = policy.soft_timeout.filter(|_| stale.is_some());
         let hard = policy
             .hard_timeout
             .filter(|_| stale.is_some() || answer.is_some());
         let started = Instant::now();
-        let done = |result, stale| Ran::Done {
-            result,
-            load_ms: elapsed_ms(started),
-            stored: false,
-            stale,
-        };
         #[cfg(feature = "tracing")]
         crate::observe::spans::loaded();
-        if soft.is_none() && hard.is_none() {
-            let result = loader.run().await;
-            self.instruments
-                .load(started.elapsed(), !L::failed(&result));
-            return done(result, stale);
-        }
-        let loader = match loader.detach() {
+        // Without a timeout the load runs here: nothing could let it go on without its caller.
+        let detached = if soft.is_none() && hard.is_none() {
+            Err(loader)
+        } else {
+            loader.detach(given.clone())
+        };
+        let loader = match detached {
+            Err(loader) => loader,
             Ok(detached) => {
                 let engine = Arc::clone(self);
                 let key = key.to_owned();
@@ -443,24 +458,23 @@ impl Engine {
                 let lease = lease.take();
                 let task = tokio::spawn(async move {
                     let result = detached.await;
-                    engine
-                        .instruments
-                        .load(started.elapsed(), !L::failed(&result));
-                    let load_ms = elapsed_ms(started);
+                    let load_ms = engine.load_ended(started, !L::failed(&result));
                     // A copy, so that no borrow of the result lives across the await.
                     let kept = match &result {
                         Ok(LoadResult {
                             keep: Some((stored, ttl)),
+                            adapted,
                             ..
-                        }) if !L::failed(&result) => Some((stored.clone(), *ttl)),
+                        }) if !L::failed(&result) => Some((stored.clone(), *ttl, adapted.clone())),
                         _ => None,
                     };
-                    if let (Some((stored, ttl)), Some(stamps)) = (kept, stamps) {
-                        let aging = policy.aging(load_ms);
-                        if let Err(e) = engine
-                            .store_loaded(&key, &stored, ttl, layers, stamps, fill, aging)
+                    if let (Some((stored, ttl, adapted)), Some(stamps)) = (kept, stamps)
+                        && let Some(to) = engine
+                            .adapt(&key, &adapted, ttl, layers, stamps, tag_epoch)
                             .await
-                        {
+                    {
+                        let job = to.into_job(fill, policy.aging(load_ms));
+                        if let Err(e) = engine.store_loaded(&key, &stored, job).await {
                             tracing::debug!(key, error = %e, "a background load's value was not stored");
                         }
                     }
@@ -471,29 +485,39 @@ impl Engine {
                 });
                 return wait_detached(task, &policy, stale, answer).await;
             }
-            Err(loader) => loader,
         };
-        // Runs here: a soft timeout cannot let it go on, so only the hard one applies.
-        let Some(hard) = hard else {
-            let result = loader.run().await;
-            self.instruments
-                .load(started.elapsed(), !L::failed(&result));
-            return done(result, stale);
+        // Runs here: a soft timeout cannot let it go on, so only the hard one applies, if any.
+        let run = loader.run(given);
+        let outcome = match hard {
+            Some(hard) => tokio::time::timeout(hard, run).await.ok(),
+            None => Some(run.await),
         };
-        let outcome = tokio::time::timeout(hard, loader.run()).await;
-        let ok = outcome.as_ref().is_ok_and(|result| !L::failed(result));
-        self.instruments.load(started.elapsed(), ok);
+        let load_ms = self.load_ended(started, outcome.as_ref().is_some_and(|r| !L::failed(r)));
         match (outcome, stale, answer) {
-            (Ok(result), stale, _) => done(result, stale),
-            (Err(_), Some(stale), _) => Ran::StandIn {
+            (Some(result), stale, _) => Ran::Done {
+                result,
+                load_ms,
+                stored: false,
+                stale,
+            },
+            (None, Some(stale), _) => Ran::StandIn {
                 soft: false,
                 background: false,
                 stale,
             },
-            (Err(_), None, Some(answer)) => Ran::TimedOut(answer),
+            (None, None, Some(answer)) => Ran::TimedOut(answer),
             // `hard` is set only with a stale value or an answer.
-            (Err(_), None, None) => std::future::pending().await,
+            (None, None, None) => std::future::pending().await,
         }
+    }
+
+    /// A load ended, `ok` or not: its duration is recorded (`LoadStats::time`, the load
+    /// histogram), and its milliseconds returned for its entry's aging. The one place a load's
+    /// duration is recorded.
+    pub(super) fn load_ended(&self, started: Instant, ok: bool) -> u32 {
+        let elapsed = started.elapsed();
+        self.instruments.load(elapsed, ok);
+        load_ms(elapsed)
     }
 
     /// A cache failure inside a load: the caller's error, or logged and passed over.
@@ -506,92 +530,9 @@ impl Engine {
             }
         }
     }
+}
 
-    /// Stores a loaded value, waiting at most what the call's reads (`spent`) left of its budget
-    /// (the longest layer timeout): past that the caller has its answer and the fill goes on in
-    /// the background, with the lease, which it releases once the value is stored
-    /// (`docs/resilience.md#one-timeout-per-call`). Safe whenever it lands: its compare-and-set
-    /// expects what the read saw and its L1 copy is fenced by its ticket, so an invalidation
-    /// after the caller returned still refuses it.
-    async fn fill_within<T>(
-        self: &Arc<Self>,
-        key: &str,
-        value: &T,
-        job: FillJob,
-        spent: Duration,
-        lease: &mut Option<LeaseGuard>,
-    ) -> Result<()>
-    where
-        T: Serialize + Clone + Send + Sync + 'static,
-    {
-        let FillJob {
-            ttl,
-            layers,
-            stamps,
-            fill,
-            aging,
-        } = job;
-        // Boxed either way: the write path's future is several kilobytes, and inline it would
-        // make every call's future that large.
-        let Some(budget) = self.call_budget.filter(|_| !self.writes_decoded(layers)) else {
-            return Box::pin(self.store_loaded(key, value, ttl, layers, stamps, fill, aging)).await;
-        };
-        let engine = Arc::clone(self);
-        let (owned_key, value) = (key.to_owned(), value.clone());
-        let mut storing: BoxFuture<'static, Result<()>> = Box::pin(async move {
-            engine
-                .store_loaded(&owned_key, &value, ttl, layers, stamps, fill, aging)
-                .await
-        });
-        if let Ok(stored) = tokio::time::timeout(budget.saturating_sub(spent), &mut storing).await {
-            return stored;
-        }
-        Counters::bump(&self.counters.loads.late_fills);
-        let lease = lease.take();
-        let key = key.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = storing.await {
-                tracing::debug!(key, error = %e, "a late fill was not stored");
-            }
-            if let Some(guard) = lease {
-                guard.release().await;
-            }
-        });
-        Ok(())
-    }
-
-    /// Writes a loaded value as a fill with `fill`'s credentials.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn store_loaded<T>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-        layers: LayerSet,
-        stamps: Box<[TagStamp]>,
-        fill: Fill,
-        aging: super::Aging,
-    ) -> Result<()>
-    where
-        T: Serialize + Clone + Send + Sync + 'static,
-    {
-        let write = Write::fill(fill, Expiry::Ttl(ttl), layers, stamps).aged(aging);
-        if self.writes_decoded(layers) {
-            // L1 alone: kept decoded, encoded only if its bytes are asked for.
-            let value = Box::new(value.clone());
-            return self
-                .write_l1_decoded(key, write, value, crate::l1::encoder::<T>())
-                .await;
-        }
-        let serialization = self.config.serialization;
-        let payload = Bytes::from(codec::serialize(serialization, value)?);
-        self.write(
-            key,
-            payload,
-            serialization,
-            write,
-            Some(Box::new(value.clone())),
-        )
-        .await
-    }
+/// A load's duration as its entry's aging keeps it (`Aging::load_ms`).
+pub(super) fn load_ms(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX)
 }

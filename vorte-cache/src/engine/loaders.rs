@@ -17,6 +17,7 @@ use crate::cached::{Callsite, Output};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key;
 use crate::layer::LayerSet;
+use crate::load::{self, Given};
 use crate::store::BoxFuture;
 
 /// The error a `get_or_set` loader returns.
@@ -86,17 +87,7 @@ impl Engine {
             }
         };
         let layers = callsite.layers.map_or(LayerSet::ALL, LayerSet::of);
-        let loads = &callsite.loads;
-        let options = LoadOptions {
-            fail_safe_max: loads.fail_safe,
-            fail_safe_throttle: loads.fail_safe_throttle,
-            soft_timeout: loads.soft_timeout,
-            hard_timeout: loads.hard_timeout,
-            eager_refresh: loads.early_refresh,
-            xfetch_beta: loads.xfetch,
-            ttl_jitter: None,
-            distributed_lock: loads.distributed_lock,
-        };
+        let options = LoadOptions::of(&callsite.loads);
         let load = CachedBody {
             callsite,
             body,
@@ -138,18 +129,18 @@ where
         Some(e)
     }
 
-    async fn run(self) -> Result<LoadResult<T, T>> {
+    async fn run(self, given: Given) -> Result<LoadResult<T, T>> {
         let key = self.key;
-        let value = (self.loader)()
-            .await
-            .map_err(|e| loader_error(key, e.into()))?;
+        let (value, adapted) = load::scoped(given, (self.loader)()).await;
+        let value = value.map_err(|e| loader_error(key, e.into()))?;
         Ok(LoadResult {
             output: value.clone(),
             keep: Some((value, self.ttl)),
+            adapted,
         })
     }
 
-    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self> {
+    fn detach(self, given: Given) -> std::result::Result<DetachedLoad<Self>, Self> {
         let Some(detach) = self.detach else {
             return Err(self);
         };
@@ -157,10 +148,12 @@ where
         let key = self.key.to_owned();
         let ttl = self.ttl;
         Ok(Box::pin(async move {
-            let value = load.await.map_err(|e| loader_error(&key, e))?;
+            let (value, adapted) = load::scoped(given, load).await;
+            let value = value.map_err(|e| loader_error(&key, e))?;
             Ok(LoadResult {
                 output: value.clone(),
                 keep: Some((value, ttl)),
+                adapted,
             })
         }))
     }
@@ -190,20 +183,6 @@ struct CachedBody<F, O> {
     on_timeout: Option<fn(Error) -> O>,
 }
 
-/// What a `#[cached]` function keeps of its output, with the TTL for it.
-fn kept<O: Output>(callsite: &Callsite, output: &O) -> Option<(O::Stored, Option<Duration>)> {
-    output
-        .to_stored(callsite.negative_ttl.is_some())
-        .map(|stored| {
-            let ttl = if O::is_negative(&stored) {
-                callsite.negative_ttl
-            } else {
-                callsite.ttl
-            };
-            (stored, ttl)
-        })
-}
-
 impl<O, F> Loader for CachedBody<F, O>
 where
     O: Output,
@@ -217,22 +196,30 @@ where
         None
     }
 
-    async fn run(self) -> std::result::Result<LoadResult<O, O::Stored>, Infallible> {
-        let output = self.body.await;
-        let keep = kept(self.callsite, &output);
-        Ok(LoadResult { output, keep })
+    async fn run(self, given: Given) -> std::result::Result<LoadResult<O, O::Stored>, Infallible> {
+        let (output, adapted) = load::scoped(given, self.body).await;
+        let keep = self.callsite.kept(&output);
+        Ok(LoadResult {
+            output,
+            keep,
+            adapted,
+        })
     }
 
-    fn detach(self) -> std::result::Result<DetachedLoad<Self>, Self> {
+    fn detach(self, given: Given) -> std::result::Result<DetachedLoad<Self>, Self> {
         let Some(detach) = self.detach else {
             return Err(self);
         };
         let body = detach(self.body);
         let callsite = self.callsite;
         Ok(Box::pin(async move {
-            let output = body.await;
-            let keep = kept(callsite, &output);
-            Ok(LoadResult { output, keep })
+            let (output, adapted) = load::scoped(given, body).await;
+            let keep = callsite.kept(&output);
+            Ok(LoadResult {
+                output,
+                keep,
+                adapted,
+            })
         }))
     }
 

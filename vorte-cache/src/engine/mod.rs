@@ -19,10 +19,14 @@
 //! The engine knows nothing above it: not the handle, the application, its event handlers or any
 //! process global.
 
+mod adapt;
 mod background;
 mod counter;
 mod epoch;
+mod expiry;
 mod fallback;
+mod fill;
+mod inspect;
 mod invalidate;
 mod lease;
 mod load;
@@ -54,11 +58,13 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::tags::TagIndex;
 
+pub(crate) use expiry::{Aging, Expiry};
 pub(crate) use fallback::LoadOptions;
+pub(crate) use inspect::{Held, Inspected};
 pub(crate) use lease::DEFAULT_LEASE_TTL;
 pub(crate) use load::Served;
 pub(crate) use loaders::{DetachFn, LoaderError};
-pub(crate) use write::{Aging, Expiry, Fill, Seen, SeenSlots, Write, WriteOptions};
+pub(crate) use write::{Fill, Seen, SeenSlots, Write, WriteOptions};
 
 /// A layer below L1, as the engine uses it.
 #[derive(Debug)]
@@ -326,6 +332,11 @@ impl Engine {
     /// Whether invalidations and events travel to other processes.
     pub(crate) fn has_bus(&self) -> bool {
         self.publisher.is_some()
+    }
+
+    /// This cache's id on the bus, when there is one.
+    pub(crate) fn bus_origin(&self) -> Option<u64> {
+        self.publisher.as_deref().map(Publisher::origin)
     }
 
     /// What the bus counted, when there is one.

@@ -15,7 +15,7 @@ use super::invalidate::{Removed, remove_if_unchanged};
 use super::{Engine, Expiry, Fill, Seen, SeenSlots, Tier, Write};
 use crate::clock::now_ms;
 use crate::codec::{self, Corrupt, Envelope, TagStamp};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::key;
 use crate::l1::L1Entry;
 use crate::layer::{Layer, LayerSet};
@@ -31,6 +31,11 @@ pub(super) enum TierRead {
     Stale(Envelope, Bytes),
     /// No usable entry, and what the slot held.
     Miss(Seen),
+    /// The layer could not be read (its server failed, it is held off while the bus it carries
+    /// is out, or the entry's tag versions are unavailable): whether it holds a live entry is not
+    /// known. To a read, a miss whose slot is unknown; a listing cannot leave the key out
+    /// (`docs/consistency.md#redis-cluster-topology-changes`).
+    Failed(Error),
 }
 
 /// A valid entry past its freshness, which a failing load may serve instead of an error.
@@ -39,6 +44,8 @@ pub(crate) struct Stale<T> {
     pub(crate) payload: Bytes,
     pub(crate) serialization: crate::config::Serialization,
     pub(crate) life: crate::codec::Lifetime,
+    /// What its loader stored to revalidate it with (`docs/architecture.md#conditional-refresh`).
+    pub(crate) validator: Option<crate::codec::Validator>,
 }
 
 /// What a read through every layer found.
@@ -117,8 +124,8 @@ impl Engine {
         Some(entry)
     }
 
-    /// Reads `key` from one layer below L1: a live, valid envelope (a hit), or a miss (counted)
-    /// with what the slot held, for a later fill to expect.
+    /// Reads `key` from one layer below L1: a live, valid envelope (a hit), a miss (counted)
+    /// with what the slot held, for a later fill to expect, or the layer's failure.
     ///
     /// An expired, invalidated or corrupt entry is left where it is in a store with
     /// compare-and-set (native expiry reclaims it, and a fill replaces it by compare-and-set
@@ -138,9 +145,16 @@ impl Engine {
             // the layer's server, counted as its errors.
             if self.bus_server_silent(tier.layer) {
                 Counters::bump(&counters.errors);
-            } else {
-                Counters::bump(&counters.misses);
+                return TierRead::Failed(Error::new(
+                    ErrorKind::Backend,
+                    format!(
+                        "{} is not read while the bus it carries is out: what other processes \
+                         removed from it meanwhile is not known yet",
+                        tier.layer
+                    ),
+                ));
             }
+            Counters::bump(&counters.misses);
             return TierRead::Miss(Seen::Unknown);
         }
         let mut reread = false;
@@ -168,7 +182,7 @@ impl Engine {
                 }
                 Err(e) => {
                     self.skip(tier.layer, "read", key, &e);
-                    return TierRead::Miss(Seen::Unknown);
+                    return TierRead::Failed(e);
                 }
             };
             if is_tombstone(&bytes) {
@@ -209,7 +223,7 @@ impl Engine {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "tag versions unavailable; tagged entry treated as a miss");
-                    return TierRead::Miss(Seen::Unknown);
+                    return TierRead::Failed(e);
                 }
             };
         if !valid {
@@ -373,6 +387,7 @@ impl Engine {
                     payload,
                     serialization: entry.serialization,
                     life: entry.lifetime(),
+                    validator: entry.validator.clone(),
                 }));
             }
         }
@@ -387,6 +402,7 @@ impl Engine {
                             life: env.lifetime(),
                             payload: env.payload,
                             serialization: env.serialization,
+                            validator: env.validator,
                         }));
                     }
                     seen.push(Seen::Bytes(bytes));
@@ -415,6 +431,7 @@ impl Engine {
                     });
                 }
                 TierRead::Miss(what) => seen.push(what),
+                TierRead::Failed(_) => seen.push(Seen::Unknown),
             }
         }
         Counters::bump(&self.counters.misses);
@@ -427,26 +444,40 @@ impl Engine {
         })
     }
 
-    /// The first live, valid entry of `key`, without decoding or back-filling.
+    /// The first live, valid entry of `key`, without decoding or back-filling; a layer that
+    /// could not be read counts as holding none (its failure is counted and logged).
     pub(super) async fn find(&self, key: &str, tally: Tally) -> Option<(Layer, Envelope)> {
+        self.find_or_fail(key, tally).await.ok().flatten()
+    }
+
+    /// [`Engine::find`], telling a key no layer holds from one that a layer which could not be
+    /// read may hold: then the first such layer's error. A listing needs that difference: it
+    /// cannot leave out a key it could not read
+    /// (`docs/consistency.md#redis-cluster-topology-changes`).
+    pub(super) async fn find_or_fail(
+        &self,
+        key: &str,
+        tally: Tally,
+    ) -> Result<Option<(Layer, Envelope)>> {
         if let Some(entry) = self.l1_entry(key, tally).await {
             // An entry written decoded is encoded here, once; one whose value does not encode
             // cannot be listed, counted or copied: it is dropped like a corrupt entry.
             match entry.payload() {
                 Ok(payload) => {
-                    return Some((
+                    return Ok(Some((
                         Layer::L1,
                         Envelope {
                             expires_at_ms: entry.expires_at_ms,
                             created_at_ms: entry.created_at_ms,
                             fresh_until_ms: entry.fresh_until_ms,
                             load_ms: entry.load_ms,
+                            validator: entry.validator.clone(),
                             key: key.to_owned(),
                             tags: entry.tags.to_vec(),
                             serialization: entry.serialization,
                             payload,
                         },
-                    ));
+                    )));
                 }
                 Err(e) => {
                     tracing::warn!(key, error = %e, "L1 entry does not encode; removed");
@@ -457,12 +488,17 @@ impl Engine {
                 }
             }
         }
+        let mut unread = None;
         for tier in &self.tiers {
-            if let TierRead::Hit(env) = self.read_tier(tier, key, tally).await {
-                return Some((tier.layer, env));
+            match self.read_tier(tier, key, tally).await {
+                TierRead::Hit(env) => return Ok(Some((tier.layer, env))),
+                TierRead::Failed(e) => {
+                    unread.get_or_insert(e);
+                }
+                TierRead::Stale(..) | TierRead::Miss(_) => {}
             }
         }
-        None
+        unread.map_or(Ok(None), Err)
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
@@ -491,7 +527,8 @@ impl Engine {
             Expiry::At(env.lifetime()),
             targets,
             env.tags.clone().into_boxed_slice(),
-        );
+        )
+        .validated(env.validator.clone());
         if let Err(e) = self
             .write(
                 key,

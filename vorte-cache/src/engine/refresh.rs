@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::fallback::{Policy, elapsed_ms};
+use super::fallback::Policy;
 use super::load::{LoadResult, Loader};
 use super::{Engine, Fill, Seen, SeenSlots};
 use crate::layer::LayerSet;
@@ -60,11 +60,12 @@ impl Engine {
         layers: LayerSet,
         policy: &Policy,
         loader: L,
+        given: crate::load::Given,
     ) {
         if self.flights.in_flight(key) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let Ok(load) = loader.detach() else {
+        let Ok(load) = loader.detach(given) else {
             tracing::debug!(
                 key,
                 "early refresh needs a loader that can outlive its caller"
@@ -95,27 +96,27 @@ impl Engine {
                 }
             };
             Counters::bump(&engine.counters.loads.runs);
+            let tag_epoch = engine.tags.epoch();
             let started = Instant::now();
             let result = load.await;
-            engine
-                .instruments
-                .load(started.elapsed(), !L::failed(&result));
+            let load_ms = engine.load_ended(started, !L::failed(&result));
             if L::failed(&result) {
                 // The entry stays until it expires; the next hit past its due time tries again.
                 Counters::bump(&engine.counters.loads.failures);
                 return;
             }
+            // The refresh's loader decides about its entry as a load's does.
             if let Ok(LoadResult {
                 keep: Some((value, ttl)),
+                adapted,
                 ..
             }) = result
-            {
-                let fill = Fill { ticket, seen };
-                let aging = policy.aging(elapsed_ms(started));
-                if let Err(e) = engine
-                    .store_loaded(key, &value, ttl, layers, stamps, fill, aging)
+                && let Some(to) = engine
+                    .adapt(key, &adapted, ttl, layers, stamps, tag_epoch)
                     .await
-                {
+            {
+                let job = to.into_job(Fill { ticket, seen }, policy.aging(load_ms));
+                if let Err(e) = engine.store_loaded(key, &value, job).await {
                     tracing::debug!(key, error = %e, "early refresh not stored");
                 }
             }

@@ -15,8 +15,9 @@ use crate::stats::{CacheStats, CacheUsage, LayerStats, LayerUsage, LoadStats};
 const FAN_OUT: usize = 16;
 
 impl Engine {
-    async fn is_live(&self, key: &str) -> bool {
-        self.find(key, Tally::Quiet).await.is_some()
+    /// Whether `key` is live; an error when a layer that may hold it could not be read.
+    async fn is_live(&self, key: &str) -> Result<bool> {
+        Ok(self.find_or_fail(key, Tally::Quiet).await?.is_some())
     }
 
     /// `keys`: a layer that cannot list fails the call, since the answer would silently lack its
@@ -61,12 +62,38 @@ impl Engine {
                 }
             }
         }
-        let live: Vec<Option<String>> = futures_util::stream::iter(candidates)
-            .map(|k| async move { self.is_live(&k).await.then_some(k) })
+        // A listed key whose read fails (a layer out, a slot moving) cannot be told live: with
+        // `complete`, the call fails rather than leave it out (without, the failure is counted
+        // and the key left out). Only this call's reads decide: another call's failure meanwhile
+        // is not this listing's.
+        let live: Vec<(String, Result<bool>)> = futures_util::stream::iter(candidates)
+            .map(|k| async move {
+                let live = self.is_live(&k).await;
+                (k, live)
+            })
             .buffered(FAN_OUT)
             .collect()
             .await;
-        Ok(live.into_iter().flatten().collect())
+        let mut keys = Vec::with_capacity(live.len());
+        for (key, live) in live {
+            match live {
+                Ok(true) => keys.push(key),
+                Ok(false) => {}
+                Err(e) if complete => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "{key:?} (listed for {pattern:?}) could not be read to tell whether \
+                             it is live, and the listing would lack it: {}",
+                            e.message()
+                        ),
+                    )
+                    .with_source(e));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(keys)
     }
 
     /// The counters: reads no store (`Cache::stats`).
@@ -168,6 +195,7 @@ impl Engine {
             // A layer that cannot list is already counted as an error above; usage still answers.
             total_keys: self.live_keys("*", false).await?.len() as u64,
             memory_used_mb: l1_bytes as f64 / (1024.0 * 1024.0),
+            memory_used_bytes: l1_bytes,
             layers,
         })
     }

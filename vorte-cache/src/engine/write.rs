@@ -9,9 +9,9 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::invalidate::{TOMBSTONE_TTL, new_tombstone, remove_if_unchanged};
-use super::{Engine, Tier};
+use super::{Aging, Engine, Expiry, Tier};
 use crate::clock::now_ms;
-use crate::codec::{self, Envelope, Lifetime, TagStamp};
+use crate::codec::{self, TagStamp, Validator};
 use crate::config::Serialization;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence::Fenced;
@@ -89,27 +89,6 @@ pub(crate) struct Fill {
     pub(crate) seen: SeenSlots,
 }
 
-/// When a written entry expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// Fresh for this long from now (`None`: the cache's `default_ttl`), aged by the write's
-    /// [`Aging`].
-    Ttl(Option<Duration>),
-    /// Exactly this lifetime: a copy keeps what is left of its original's.
-    At(Lifetime),
-}
-
-/// What turns a TTL into a [`Lifetime`], besides the TTL itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Aging {
-    /// Kept stale this long past its TTL, for fail-safe; `None`: the config's `fail_safe_max`.
-    pub(crate) stale_for: Option<Duration>,
-    /// The TTL times a random factor in `1 ± jitter`; `None`: the config's `ttl_jitter`.
-    pub(crate) jitter: Option<f64>,
-    /// How long the load that made the value took.
-    pub(crate) load_ms: u32,
-}
-
 /// One write: its kind, expiry, the layers it may go to, and the tag stamps it carries.
 #[derive(Debug)]
 pub(crate) struct Write {
@@ -124,6 +103,8 @@ pub(crate) struct Write {
     seen: SeenSlots,
     /// How a TTL expiry becomes a lifetime.
     pub(crate) aging: Aging,
+    /// What the value's loader stored to revalidate it with, kept in every layer.
+    pub(crate) validator: Option<Validator>,
 }
 
 impl Write {
@@ -137,6 +118,7 @@ impl Write {
             already_written: LayerSet::default(),
             seen: SeenSlots::default(),
             aging: Aging::default(),
+            validator: None,
         }
     }
 
@@ -157,12 +139,21 @@ impl Write {
             already_written: LayerSet::default(),
             seen: fill.seen,
             aging: Aging::default(),
+            validator: None,
         }
     }
 
     /// The same write, aged by `aging`.
     pub(crate) fn aged(mut self, aging: Aging) -> Write {
         self.aging = aging;
+        self
+    }
+
+    /// The same write, with the value's validator: a value with one is kept stale past its TTL,
+    /// for its next load to revalidate (a lifetime given `At` stays as it is).
+    pub(crate) fn validated(mut self, validator: Option<Validator>) -> Write {
+        self.aging.revalidate = validator.is_some();
+        self.validator = validator;
         self
     }
 }
@@ -184,6 +175,19 @@ impl Engine {
         key: &'a str,
         value: &V,
         options: WriteOptions,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        self.set_validated(key, value, options, Aging::default(), None)
+    }
+
+    /// [`Engine::set`] of a `#[cached]` function's refresh: aged as the function's fills are, and
+    /// stored with the validator its body set, if any (`docs/architecture.md#conditional-refresh`).
+    pub(crate) fn set_validated<'a, V: Serialize + ?Sized>(
+        &'a self,
+        key: &'a str,
+        value: &V,
+        options: WriteOptions,
+        aging: Aging,
+        validator: Option<Validator>,
     ) -> impl Future<Output = Result<()>> + Send + 'a {
         let serialization = self.config.serialization;
         let prepared = key::validate(key, "key")
@@ -208,7 +212,9 @@ impl Engine {
                 Expiry::Ttl(options.ttl),
                 options.layers.unwrap_or(LayerSet::ALL),
                 stamps,
-            );
+            )
+            .aged(aging)
+            .validated(validator);
             self.write(key, payload, serialization, write, None).await
         }
     }
@@ -284,7 +290,8 @@ impl Engine {
             self.config.serialization,
             value,
             encoder,
-        );
+        )
+        .with_validator(write.validator);
         // With L1 alone there is no copy below to take back if a delete fenced the fill.
         let _ = self.insert_l1(key, entry, write.kind);
         if write.kind == WriteKind::Set {
@@ -301,7 +308,7 @@ impl Engine {
         let l1 = self.l1.as_ref()?;
         match kind {
             WriteKind::Set => {
-                l1.insert(key, entry);
+                l1.insert_set(key, entry);
                 None
             }
             WriteKind::Fill { ticket } => self
@@ -338,59 +345,6 @@ impl Engine {
                 self.recovery.owe_delete(tier.layer, &[key]);
             }
         }
-    }
-
-    /// When an entry written `now` stops being fresh and when it goes
-    /// (`docs/resilience.md#ttl-jitter`, `docs/resilience.md#fail-safe`).
-    pub(super) fn lifetime(&self, expiry: Expiry, aging: Aging, now: u64) -> Lifetime {
-        let ttl = match expiry {
-            Expiry::At(life) => return life,
-            Expiry::Ttl(ttl) => ttl.unwrap_or(self.config.default_ttl).as_millis().max(1) as u64,
-        };
-        let loads = &self.config.loads;
-        let jitter = aging.jitter.unwrap_or(loads.ttl_jitter);
-        let ttl = if jitter > 0.0 {
-            let factor = 1.0 + jitter * (2.0 * rand::random::<f64>() - 1.0);
-            ((ttl as f64) * factor).max(1.0) as u64
-        } else {
-            ttl
-        };
-        let fresh_until_ms = now.saturating_add(ttl);
-        let stale_ms = aging
-            .stale_for
-            .or(loads.fail_safe_max)
-            .map_or(0, |d| d.as_millis() as u64);
-        Lifetime {
-            fresh_until_ms,
-            expires_at_ms: fresh_until_ms.saturating_add(stale_ms),
-            load_ms: aging.load_ms,
-        }
-    }
-
-    /// The bytes `tier` stores for an entry, and the TTL to give the store: the one place an
-    /// envelope is built for a layer below L1 (writes and counters).
-    pub(super) fn encode_for(
-        tier: &Tier,
-        key: &str,
-        life: Lifetime,
-        now: u64,
-        stamps: &[TagStamp],
-        serialization: Serialization,
-        payload: &Bytes,
-    ) -> (Bytes, Duration) {
-        let life = life.capped(tier.ttl_cap, now);
-        let env = Envelope {
-            expires_at_ms: life.expires_at_ms,
-            created_at_ms: now,
-            fresh_until_ms: life.fresh_until_ms,
-            load_ms: life.load_ms,
-            key: key.to_owned(),
-            tags: stamps.to_vec(),
-            serialization,
-            payload: payload.clone(),
-        };
-        let ttl = Duration::from_millis(env.expires_at_ms.saturating_sub(now).max(1));
-        (env.encode(tier.compression), ttl)
     }
 
     /// Writes a serialized value through the selected layers.
@@ -469,8 +423,16 @@ impl Engine {
                 (true, Seen::Nothing) => None,
                 (true, Seen::Bytes(seen)) => Some(seen),
             };
-            let (bytes, ttl) =
-                Self::encode_for(tier, key, life, now, &write.stamps, serialization, &payload);
+            let (bytes, ttl) = Self::encode_for(
+                tier,
+                key,
+                life,
+                now,
+                &write.stamps,
+                serialization,
+                &payload,
+                write.validator.as_ref(),
+            );
             if let (Some(behind), false) = (&tier.behind, fill) {
                 if behind.enqueue(key, bytes, ttl, now) {
                     accepted += 1;
@@ -553,6 +515,11 @@ impl Engine {
                 }
             }
         }
+        if fill && !written.is_empty() && self.flush_epoch.outlived(&write.stamps).await {
+            // Flushed since its load began (docs/consistency.md#flush-moves-an-epoch).
+            Box::pin(self.take_back(key, &written)).await;
+            return Ok(());
+        }
 
         let mut l1_entry = None;
         if let (Some(l1), true) = (&self.l1, selected.contains(Layer::L1)) {
@@ -565,7 +532,8 @@ impl Engine {
                     Self::l1_stamps(&write.stamps),
                     serialization,
                     payload.clone(),
-                );
+                )
+                .with_validator(write.validator.clone());
                 if let Some(decoded) = decoded {
                     entry = entry.with_decoded_any(decoded);
                 }
@@ -591,7 +559,7 @@ impl Engine {
                 // whatever L1 holds then is older than this set, and goes.
                 self.fence
                     .record_then(key, Fenced::Set, own_ticket, |allowed| match l1_entry {
-                        Some(entry) if allowed => l1.insert(key, entry),
+                        Some(entry) if allowed => l1.insert_set(key, entry),
                         _ => {
                             l1.remove(key);
                         }

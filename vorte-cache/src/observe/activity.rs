@@ -42,15 +42,35 @@ pub struct Activity {
     pub at_ms: u64,
     /// What it was.
     pub kind: ActivityKind,
-    /// The key or tag, as `[cache.observe] record_keys` allows (`None` by default), or the
-    /// event's name.
+    /// The key (the first, when several) or tag, as `[cache.observe] record_keys` allows
+    /// (`None` by default), or the event's name.
     pub subject: Option<String>,
+    /// Every key of a [`Keys`](ActivityKind::Keys) activity (a `delete_many` names several), as
+    /// `record_keys` allows, up to [`MAX_KEYS_RECORDED`] of them; empty for the other kinds and
+    /// when keys are not recorded. [`key_count`](Self::key_count) says how many there were.
+    pub keys: Vec<String>,
+    /// How many keys a [`Keys`](ActivityKind::Keys) activity named, recorded or not; 0 for the
+    /// other kinds.
+    pub key_count: u64,
     /// Whether it came from another process through the bus.
     pub received: bool,
+    /// The bus id of the cache that made it, 16 hex digits: the sender's for one received, this
+    /// cache's own for one it made ([`Cache::bus_origin`](crate::Cache::bus_origin)); `None` for
+    /// one made by a cache without a bus.
+    pub origin: Option<String>,
     /// For one received: the time from its publication to this process reading it (the
     /// stream id's time on the Redis server's clock to this host's clock).
     #[serde(serialize_with = "millis")]
     pub lag: Option<Duration>,
+}
+
+/// The most keys one [`Activity`] lists: a `delete_many` of thousands of keys is not copied
+/// whole into the recent activity and to each observer.
+pub const MAX_KEYS_RECORDED: usize = 100;
+
+/// How a cache's bus id (`origin` in each bus message) is shown: 16 hex digits.
+pub(crate) fn origin_id(origin: u64) -> String {
+    format!("{origin:016x}")
 }
 
 fn millis<S: serde::Serializer>(lag: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

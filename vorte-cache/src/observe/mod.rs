@@ -1,4 +1,4 @@
-//! The instrumentation point: every measurement the cache takes goes through [`Instruments`]
+//! The instrumentation point: every measurement the cache takes goes through `Instruments`
 //! (`docs/observability.md`).
 //!
 //! What is counted on the hot path stays where it was, in the engine's relaxed counters
@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use crate::histogram::LatencyStats;
-pub use activity::{Activity, ActivityKind};
+pub(crate) use activity::origin_id;
+pub use activity::{Activity, ActivityKind, MAX_KEYS_RECORDED};
 pub use store::StoreOp;
 
 pub(crate) use crate::histogram::Histogram;
@@ -102,8 +103,10 @@ pub trait Observe: Send + Sync + 'static {
     fn load(&self, elapsed: Duration, ok: bool) {
         let _ = (elapsed, ok);
     }
-    /// This cache invalidated something (`received == false`), or applied another process's
-    /// invalidation or event read from the bus, `lag` after it was published.
+    /// This cache invalidated something (`received == false`), or another process's
+    /// invalidation or event was read from the bus, `lag` after it was published. A received
+    /// invalidation is told once this cache has applied it (it no longer serves what that
+    /// replaced); a received event before its handlers run.
     fn activity(&self, activity: &Activity) {
         let _ = activity;
     }
@@ -153,6 +156,8 @@ pub(crate) struct Instruments {
     received: AtomicU64,
     recent: activity::Recent,
     keys: KeyRecording,
+    /// This cache's bus id, as activity shows it; `None` without a bus.
+    origin: Option<String>,
     observers: Vec<Arc<dyn Observe>>,
 }
 
@@ -166,12 +171,17 @@ impl std::fmt::Debug for Instruments {
 
 impl Default for Instruments {
     fn default() -> Self {
-        Instruments::new(&ObserveConfig::default(), Vec::new())
+        Instruments::new(&ObserveConfig::default(), None, Vec::new())
     }
 }
 
 impl Instruments {
-    pub(crate) fn new(config: &ObserveConfig, observers: Vec<Arc<dyn Observe>>) -> Instruments {
+    /// `origin`: the cache's bus id, when it has a bus.
+    pub(crate) fn new(
+        config: &ObserveConfig,
+        origin: Option<u64>,
+        observers: Vec<Arc<dyn Observe>>,
+    ) -> Instruments {
         Instruments {
             layers: Default::default(),
             loads: Histogram::default(),
@@ -180,6 +190,7 @@ impl Instruments {
             received: AtomicU64::new(0),
             recent: activity::Recent::new(config.recent_activity),
             keys: config.record_keys,
+            origin: origin.map(origin_id),
             observers,
         }
     }
@@ -204,24 +215,23 @@ impl Instruments {
         }
     }
 
-    /// This cache invalidated `subject` (a key, a tag; none for a flush).
-    pub(crate) fn invalidated(&self, kind: ActivityKind, subject: Option<&str>) {
+    /// This cache invalidated `subjects` (the keys deleted or written, a tag; none for a flush).
+    pub(crate) fn invalidated(&self, kind: ActivityKind, subjects: &[&str]) {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        self.note(Activity {
-            at_ms: crate::clock::now_ms(),
-            kind,
-            subject: subject.and_then(|s| self.keys.render(s)),
-            received: false,
-            lag: None,
-        });
+        let mut activity = self.activity(kind, subjects, false);
+        activity.origin = self.origin.clone();
+        self.note(activity);
     }
 
-    /// Another process's invalidation or event, read from the bus `lag` after it was published.
+    /// Another process's invalidation or event (`subjects`: its keys, its tag or the event's
+    /// name), sent by the cache whose bus id is `origin` and read from the bus `lag` after it was
+    /// published.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn received(
         &self,
         kind: ActivityKind,
-        subject: Option<&str>,
+        subjects: &[&str],
+        origin: u64,
         lag: Option<Duration>,
     ) {
         if kind != ActivityKind::Event {
@@ -230,18 +240,40 @@ impl Instruments {
         if let Some(lag) = lag {
             self.bus_lag.record(lag);
         }
-        // An event's name is the application's vocabulary, not user data: always shown.
-        let subject = match kind {
-            ActivityKind::Event => subject.map(str::to_owned),
-            _ => subject.and_then(|s| self.keys.render(s)),
+        let mut activity = self.activity(kind, subjects, true);
+        activity.origin = Some(origin_id(origin));
+        activity.lag = lag;
+        self.note(activity);
+    }
+
+    /// An activity with its subjects rendered as `record_keys` allows (an event's name is the
+    /// application's vocabulary, not user data: always shown), not yet noted.
+    fn activity(&self, kind: ActivityKind, subjects: &[&str], received: bool) -> Activity {
+        let render = |s: &&str| match kind {
+            ActivityKind::Event => Some((*s).to_owned()),
+            _ => self.keys.render(s),
         };
-        self.note(Activity {
+        let (keys, key_count) = match kind {
+            ActivityKind::Keys => (
+                subjects
+                    .iter()
+                    .take(MAX_KEYS_RECORDED)
+                    .filter_map(render)
+                    .collect(),
+                subjects.len() as u64,
+            ),
+            _ => (Vec::new(), 0),
+        };
+        Activity {
             at_ms: crate::clock::now_ms(),
             kind,
-            subject,
-            received: true,
-            lag,
-        });
+            subject: subjects.first().and_then(render),
+            keys,
+            key_count,
+            received,
+            origin: None,
+            lag: None,
+        }
     }
 
     fn note(&self, activity: Activity) {

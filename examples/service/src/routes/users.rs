@@ -9,7 +9,7 @@ use vorte_cache::Cache;
 use crate::db::{Db, User};
 use crate::error::ApiError;
 use crate::events::USER_UPDATED;
-use crate::reads::{USER_TTL, user_key, user_tag};
+use crate::reads::{USER_TTL, user_tag};
 
 /// The longest name or email `PUT /users/{id}` takes, in bytes.
 const MAX_FIELD_BYTES: usize = 200;
@@ -88,11 +88,17 @@ pub(crate) async fn put_user(
         Err(e) => tracing::warn!(user_id = id, error = %e, "user.updated: a handler failed"),
     }
     // Write-through: the value `#[cached]` stores for `Result<Option<User>, _>` is `Option<User>`.
-    let written = Cache::global()
-        .set(&user_key(id), &Some(user.clone()))
-        .ttl(USER_TTL)
-        .tags(["users".to_owned(), user_tag(id)])
-        .await;
+    // Under the key `Db::cached_user` reads, from its companion.
+    let written = match Db::cached_user_key(id) {
+        Ok(key) => {
+            Cache::global()
+                .set(&key, &Some(user.clone()))
+                .ttl(USER_TTL)
+                .tags(["users".to_owned(), user_tag(id)])
+                .await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = written {
         tracing::warn!(user_id = id, error = %e, "write-through of the updated user failed");
     }

@@ -116,6 +116,7 @@ fn envelope(key: &str) -> Bytes {
         created_at_ms: 0,
         fresh_until_ms: u64::MAX,
         load_ms: 0,
+        validator: None,
         key: key.to_owned(),
         tags: vec![],
         serialization: Serialization::Msgpack,

@@ -283,6 +283,7 @@ mod tests {
             created_at_ms: 0,
             fresh_until_ms: u64::MAX,
             load_ms: 0,
+            validator: None,
             key: long.clone(),
             tags: vec![],
             serialization: Serialization::Msgpack,

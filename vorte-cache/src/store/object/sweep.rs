@@ -119,6 +119,7 @@ mod tests {
                 created_at_ms: now,
                 fresh_until_ms: expires_at_ms,
                 load_ms: 0,
+                validator: None,
                 key: format!("k{i}"),
                 tags: vec![],
                 serialization: Serialization::Msgpack,

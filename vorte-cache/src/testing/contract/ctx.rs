@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{Capabilities, Rule, Violation};
 use crate::clock::now_ms;
-use crate::codec::Envelope;
+use crate::codec::{Envelope, Validator};
 use crate::config::{Compression, Serialization};
 use crate::key::MAX_KEY_LEN;
 use crate::store::{Slot, Store};
@@ -29,6 +29,24 @@ pub(super) fn envelope_at(key: &str, payload: &[u8], expires_at_ms: u64) -> Byte
         created_at_ms: now_ms(),
         fresh_until_ms: expires_at_ms,
         load_ms: 0,
+        validator: None,
+        key: key.to_owned(),
+        tags: Vec::new(),
+        serialization: Serialization::Msgpack,
+        payload: Bytes::copy_from_slice(payload),
+    }
+    .encode(Compression::None)
+}
+
+/// An envelope in the newest format, as conditional refresh writes it: stale for its last
+/// second before `expires_at_ms`, with a validator (`docs/architecture.md#conditional-refresh`).
+pub(super) fn validated_at(key: &str, payload: &[u8], expires_at_ms: u64) -> Bytes {
+    Envelope {
+        expires_at_ms,
+        created_at_ms: now_ms(),
+        fresh_until_ms: expires_at_ms.saturating_sub(1_000),
+        load_ms: 12,
+        validator: Some(Validator::new("\"etag-contract\"".to_owned())),
         key: key.to_owned(),
         tags: Vec::new(),
         serialization: Serialization::Msgpack,

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::Violation;
 use super::ctx::*;
+use crate::clock::now_ms;
 use crate::codec::Envelope;
 use crate::store::{Slot, Usage};
 
@@ -36,6 +37,30 @@ impl Ctx<'_> {
                 .await?;
             self.delete(self.store, slot).await?;
         }
+        // The newest envelope (a validator, a stale window) is bytes like any other, and reads
+        // back whole, validator included.
+        let slot = Slot::Entry(&key);
+        let validated = validated_at(&key, b"v3", now_ms() + 600_000);
+        self.put(self.store, slot, validated.clone(), LONG).await?;
+        self.expect(
+            self.store,
+            slot,
+            Some(&validated),
+            "after a put of a version 3 entry",
+        )
+        .await?;
+        let back = self.get(self.store, slot).await?;
+        let validator = back
+            .as_ref()
+            .and_then(|b| Envelope::decode(b, usize::MAX).ok())
+            .and_then(|env| env.validator);
+        ensure!(
+            self,
+            validator.as_deref().map(String::as_str) == Some("\"etag-contract\""),
+            "a version 3 entry read back without its validator: {}",
+            show(back.as_ref())
+        );
+        self.delete(self.store, slot).await?;
         Ok(())
     }
 

@@ -83,7 +83,8 @@ impl Capabilities {
 pub enum Rule {
     /// `get` of a name never written is `Ok(None)`, for entries and tag records.
     GetMissing,
-    /// `put` then `get` returns the bytes written; a second `put` replaces them.
+    /// `put` then `get` returns the bytes written; a second `put` replaces them. An entry in the
+    /// newest envelope format (version 3, with a validator) reads back whole.
     PutReplaces,
     /// `delete` reports `true` for a name that was there and removes it; `Ok(false)` (never an
     /// error) for a missing one.
@@ -134,7 +135,7 @@ pub enum Rule {
     /// `usage` counts this store's entries and their bytes, tag records excluded.
     Usage,
     /// `sweep(batch)` removes at most `batch` entries per pass, only expired ones of this store;
-    /// without native expiry, passes remove every expired entry.
+    /// without native expiry, passes remove every expired entry, whatever its envelope version.
     Sweep,
     /// Two handles on one prefix (two processes) see each other's writes and deletes; after one
     /// clears, the other sees nothing of the old contents once told so

@@ -200,14 +200,14 @@ impl Ctx<'_> {
         self.clear_both().await?;
         let past = now_ms().saturating_sub(60_000);
         let expired: Vec<String> = (0..3).map(|i| format!("expired-{i}")).collect();
-        for key in &expired {
-            self.put(
-                self.store,
-                Slot::Entry(key),
-                envelope_at(key, b"old", past),
-                LONG,
-            )
-            .await?;
+        for (i, key) in expired.iter().enumerate() {
+            // Every envelope version expires alike; the last one is a version 3 entry.
+            let old = if i == 2 {
+                validated_at(key, b"old", past)
+            } else {
+                envelope_at(key, b"old", past)
+            };
+            self.put(self.store, Slot::Entry(key), old, LONG).await?;
         }
         self.put(
             self.neighbour,
@@ -219,6 +219,14 @@ impl Ctx<'_> {
         let live = value("live", "v");
         self.put(self.store, Slot::Entry("live"), live.clone(), LONG)
             .await?;
+        let live_validated = validated_at("live-validated", b"v", now_ms() + 600_000);
+        self.put(
+            self.store,
+            Slot::Entry("live-validated"),
+            live_validated.clone(),
+            LONG,
+        )
+        .await?;
         let tag = value("tag", "t");
         self.put(self.store, Slot::Tag("tag"), tag.clone(), LONG)
             .await?;
@@ -244,6 +252,13 @@ impl Ctx<'_> {
             Slot::Entry("live"),
             Some(&live),
             "after sweeping",
+        )
+        .await?;
+        self.expect(
+            self.store,
+            Slot::Entry("live-validated"),
+            Some(&live_validated),
+            "after sweeping (a live entry with a validator)",
         )
         .await?;
         self.expect(self.store, Slot::Tag("tag"), Some(&tag), "after sweeping")
