@@ -312,8 +312,11 @@ fn ten_thousand_misses_of_one_key_while_l2_is_down_load_it_once_per_process() {
         "10000",
         "--loader-ms",
         "300",
+        "--after-outage",
+        "1",
     ];
-    // The workers build their caches with L2 up; it goes down before they go.
+    // The workers build their caches with L2 up; it goes down before they go, and each starts
+    // its stampede once its cache has seen the bus (riding on L2) go down.
     let plan = Plan::two(&args, Duration::from_secs(5));
     let (run, ()) = run(&toml, &plan, || redis.kill(), |_, _| {});
     run.print("10,000 misses of one key, L2 down");

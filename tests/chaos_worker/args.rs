@@ -43,6 +43,8 @@ pub(crate) struct Args {
     pub(crate) verify: bool,
     pub(crate) stampede_tasks: usize,
     pub(crate) distributed_lock: bool,
+    /// `--after-outage 1`: the stampede waits until the cache has seen its bus go down.
+    pub(crate) after_outage: bool,
     pub(crate) fail_safe_max: Duration,
     pub(crate) fail_safe_throttle: Duration,
 }
@@ -103,6 +105,7 @@ impl Args {
             )?)
             .unwrap_or(10_000),
             distributed_lock: number("--distributed-lock", take("--distributed-lock"), 0)? == 1,
+            after_outage: number("--after-outage", take("--after-outage"), 0)? == 1,
             fail_safe_max: ms("--fail-safe-ms", take("--fail-safe-ms"), 60_000)?,
             fail_safe_throttle: ms("--throttle-ms", take("--throttle-ms"), 1_000)?,
         };

@@ -76,10 +76,36 @@ type Entry = (String, HashMap<String, String>);
 
 /// Why a receiver command did not answer.
 enum Failure {
-    /// The server or the connection answered with an error; fred reconnects by itself.
+    /// The server answered with an error; fred reconnects by itself if it must.
     Error(String),
+    /// The connection closed under the command (or fred gave up on it): the server is out.
+    Lost(String),
     /// Nothing came back in time: the connection may be dead without being closed.
     Silent(String),
+}
+
+impl Failure {
+    /// `what` failed with fred's error `e`.
+    fn of(what: &str, e: &fred::error::Error) -> Failure {
+        use fred::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::Timeout => Failure::Silent(what.to_owned()),
+            ErrorKind::IO | ErrorKind::Canceled => {
+                Failure::Lost(format!("{what}: {}", e.details()))
+            }
+            _ => Failure::Error(format!("{what}: {}", e.details())),
+        }
+    }
+
+    /// How grave a doubt it casts on the bus. A closed connection is the same outage that the
+    /// client reports on its own (`watch_connections`): seen as a refusal first, it would
+    /// suspend the local state twice, each time forgetting the loads in flight.
+    fn doubt(&self) -> Doubt {
+        match self {
+            Failure::Error(_) => Doubt::Refused,
+            Failure::Lost(_) | Failure::Silent(_) => Doubt::Outage,
+        }
+    }
 }
 
 pub(super) struct Receiver {
@@ -319,10 +345,7 @@ impl Receiver {
                 .ok()
                 .and_then(|mut streams| streams.remove(&self.stream))
                 .unwrap_or_default()),
-            Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
-                Err(Failure::Silent("XREAD".to_owned()))
-            }
-            Some(Err(e)) => Err(Failure::Error(format!("XREAD: {}", e.details()))),
+            Some(Err(e)) => Err(Failure::of("XREAD", &e)),
             None => Err(Failure::Silent("XREAD".to_owned())),
         }
     }
@@ -396,10 +419,7 @@ impl Receiver {
     ) -> Result<T, Failure> {
         match self.answer(Duration::ZERO, COMMAND_TIMEOUT, command).await {
             Some(Ok(answer)) => Ok(answer),
-            Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Timeout => {
-                Err(Failure::Silent(what.to_owned()))
-            }
-            Some(Err(e)) => Err(Failure::Error(format!("{what}: {}", e.details()))),
+            Some(Err(e)) => Err(Failure::of(what, &e)),
             None => Err(Failure::Silent(what.to_owned())),
         }
     }
@@ -410,12 +430,9 @@ impl Receiver {
     async fn recover(&self, failure: Failure, failures: u32) {
         Counters::add(&self.counters.receiver_errors, 1);
         // A connection that failed is reported by the client too (`watch_connections`).
-        self.suspend(match failure {
-            Failure::Error(_) => Doubt::Refused,
-            Failure::Silent(_) => Doubt::Outage,
-        });
+        self.suspend(failure.doubt());
         match failure {
-            Failure::Error(e) => {
+            Failure::Error(e) | Failure::Lost(e) => {
                 tracing::debug!(stream = self.stream, error = e, "bus read failed; retrying");
             }
             Failure::Silent(what) => {
@@ -576,7 +593,7 @@ mod tests {
 
     use fred::prelude::Builder;
 
-    use super::{Body, Doubt, Message, Notice, NoticeSink, Receiver};
+    use super::{Body, Doubt, Failure, Message, Notice, NoticeSink, Receiver};
     use crate::bus::stats::Counters;
     use crate::config::ObserveConfig;
     use crate::observe::{Activity, ActivityKind, Instruments, Observe};
@@ -689,6 +706,40 @@ mod tests {
         let recent = instruments.recent();
         assert_eq!(recent.len(), 3);
         assert!(recent.iter().all(|a| a.received && a.lag == lag));
+    }
+
+    /// A read cut by a connection the server closed (fred's IO error; `Canceled` when fred gives
+    /// up on it) is an outage at once, as the client's own report of the closed connection is:
+    /// taken for a refusal first, the local state was suspended twice, a refusal then an outage,
+    /// each forgetting the loads in flight, and the chaos suite's stampede row (10,000 misses
+    /// while L2 is killed) loaded twice in a process (CI, 2026-12-06). A refusal with an answer
+    /// (a stream whose slot moved) stays a refusal.
+    #[test]
+    fn a_read_cut_by_a_closed_connection_is_an_outage_at_once() {
+        use fred::error::{Error, ErrorKind};
+        let closed = Failure::of("XREAD", &Error::new(ErrorKind::IO, "Connection closed."));
+        assert_eq!(closed.doubt(), Doubt::Outage, "a closed connection");
+        let canceled = Failure::of("XREAD", &Error::new(ErrorKind::Canceled, "Canceled."));
+        assert_eq!(canceled.doubt(), Doubt::Outage, "a command fred gave up on");
+        let late = Failure::of(
+            "XREAD",
+            &Error::new(ErrorKind::Timeout, "Request timed out."),
+        );
+        assert_eq!(late.doubt(), Doubt::Outage, "no answer in time");
+        let moved = Failure::of(
+            "XREAD",
+            &Error::new(ErrorKind::Routing, "MOVED 42 127.0.0.1:7001"),
+        );
+        assert_eq!(moved.doubt(), Doubt::Refused, "an answer that refuses");
+
+        let sink = Arc::new(Counting::default());
+        let Some(receiver) = receiver(&sink, Arc::default()) else {
+            panic!("a client that is not connected");
+        };
+        // The read's failure, then the client's report of the same closed connection.
+        receiver.suspend(closed.doubt());
+        receiver.suspend(Doubt::Outage);
+        assert_eq!(sink.suspends.load(Ordering::Relaxed), 1);
     }
 
     /// A server that stays down reports a connection error at each reconnection attempt: the
