@@ -64,7 +64,7 @@ where
     F: Future<Output = O> + Send + 'a,
 {
     if refresh {
-        let key = key.map(|key| key.take_string());
+        let key = key_string(key);
         return CachedCall::Miss(Box::pin(crate::companions::refresh(
             callsite, key, tags, body,
         )));
@@ -84,7 +84,7 @@ where
     if let Some(stored) = hit {
         return CachedCall::Hit(Some(O::from_stored(stored)));
     }
-    let key = key.map(|key| key.take_string());
+    let key = key_string(key);
     CachedCall::Miss(Box::pin(async move {
         let cache = crate::Cache::global();
         #[cfg(feature = "tracing")]

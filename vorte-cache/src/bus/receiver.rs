@@ -512,16 +512,16 @@ impl Receiver {
         {
             return self.deliver_unobserved(message).await;
         }
-        let origin = message.origin;
         let (kind, subjects) = observed_as(&message.body);
-        let subjects: Vec<String> = subjects.into_iter().map(str::to_owned).collect();
-        let note = || {
-            let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
-            self.instruments.received(kind, &subjects, origin, lag);
+        let activity = self
+            .instruments
+            .received(kind, &subjects, message.origin, lag);
+        let after = if kind == ActivityKind::Event {
+            self.instruments.note_received(activity);
+            None
+        } else {
+            Some(activity)
         };
-        if kind == ActivityKind::Event {
-            note();
-        }
         #[cfg(feature = "tracing")]
         {
             use tracing::Instrument;
@@ -531,8 +531,8 @@ impl Receiver {
         }
         #[cfg(not(feature = "tracing"))]
         self.deliver_unobserved(message).await;
-        if kind != ActivityKind::Event {
-            note();
+        if let Some(activity) = after {
+            self.instruments.note_received(activity);
         }
     }
 

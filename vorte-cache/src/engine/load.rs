@@ -155,7 +155,7 @@ impl Engine {
                         if (eager.is_some() || beta.is_some()) && entry.refresh_due(eager, beta) {
                             let policy = self.policy(options, loader.fail_safe_max());
                             // The refresh may revalidate the entry it replaces.
-                            let given = Given {
+                            let given = || Given {
                                 stale: Some(Arc::new(v.clone())),
                                 validator: entry.validator.clone(),
                             };
@@ -345,30 +345,26 @@ impl Engine {
                 Some(share(stored_value, false))
             }
             (Some((stored_value, ttl)), Some(stamps)) => {
-                let Some(adaptation) = self
+                // `None`: the loader's decisions keep nothing; the waiters still get the value.
+                if let Some(adaptation) = self
                     .adapt(key, &adapted, ttl, layers, stamps, tag_epoch)
                     .await
-                else {
-                    if let Some(guard) = lease {
-                        guard.release().await;
+                {
+                    // Boxed: the write path's future is several kilobytes, and inline it would
+                    // make every call's future that large.
+                    let filled = adaptation.into_job(fill, policy.aging(load_ms));
+                    let stored_ok = self
+                        .fill_within(
+                            key,
+                            &stored_value,
+                            filled,
+                            spent.unwrap_or_default(),
+                            &mut lease,
+                        )
+                        .await;
+                    if let Err(e) = stored_ok {
+                        Self::fail::<L>(key, e)?;
                     }
-                    leader.finish(Some(share(stored_value, false)));
-                    return Ok(Served::fresh(output));
-                };
-                // Boxed: the write path's future is several kilobytes, and inline it would make
-                // every call's future that large.
-                let filled = adaptation.into_job(fill, policy.aging(load_ms));
-                let stored_ok = self
-                    .fill_within(
-                        key,
-                        &stored_value,
-                        filled,
-                        spent.unwrap_or_default(),
-                        &mut lease,
-                    )
-                    .await;
-                if let Err(e) = stored_ok {
-                    Self::fail::<L>(key, e)?;
                 }
                 Some(share(stored_value, false))
             }

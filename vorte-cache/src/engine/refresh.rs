@@ -53,6 +53,8 @@ impl Drop for Claim {
 impl Engine {
     /// Starts a background refresh of `key` with `loader`, unless one runs already, a load of the
     /// key is in flight, or the loader cannot outlive its caller (then the entry simply expires).
+    /// `given` (the entry it replaces, a copy of its value) is made only for a refresh that starts:
+    /// every hit while one runs asks again.
     pub(super) fn refresh_early<L: Loader>(
         self: &Arc<Self>,
         key: &str,
@@ -60,26 +62,27 @@ impl Engine {
         layers: LayerSet,
         policy: &Policy,
         loader: L,
-        given: crate::load::Given,
+        given: impl FnOnce() -> crate::load::Given,
     ) {
-        if self.flights.in_flight(key) || tokio::runtime::Handle::try_current().is_err() {
+        if self.flights.in_flight(key)
+            || tokio::runtime::Handle::try_current().is_err()
+            || !self.refreshing.claim(key)
+        {
             return;
         }
-        let Ok(load) = loader.detach(given) else {
+        // Released when dropped: by the task once it ends, or here if it does not start.
+        let claim = Claim {
+            engine: Arc::clone(self),
+            key: key.to_owned(),
+        };
+        let Ok(load) = loader.detach(given()) else {
             tracing::debug!(
                 key,
                 "early refresh needs a loader that can outlive its caller"
             );
             return;
         };
-        if !self.refreshing.claim(key) {
-            return;
-        }
         Counters::bump(&self.counters.loads.early_refreshes);
-        let claim = Claim {
-            engine: Arc::clone(self),
-            key: key.to_owned(),
-        };
         let tags = tags.to_vec();
         let policy = *policy;
         tokio::spawn(async move {

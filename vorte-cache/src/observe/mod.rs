@@ -225,7 +225,7 @@ impl Instruments {
 
     /// Another process's invalidation or event (`subjects`: its keys, its tag or the event's
     /// name), sent by the cache whose bus id is `origin` and read from the bus `lag` after it was
-    /// published.
+    /// published: made while the message is at hand, noted by [`Instruments::note_received`].
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn received(
         &self,
@@ -233,16 +233,23 @@ impl Instruments {
         subjects: &[&str],
         origin: u64,
         lag: Option<Duration>,
-    ) {
-        if kind != ActivityKind::Event {
-            self.received.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(lag) = lag {
-            self.bus_lag.record(lag);
-        }
+    ) -> Activity {
         let mut activity = self.activity(kind, subjects, true);
         activity.origin = Some(origin_id(origin));
         activity.lag = lag;
+        activity
+    }
+
+    /// Counts and notes an activity from [`Instruments::received`], as of now.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn note_received(&self, mut activity: Activity) {
+        if activity.kind != ActivityKind::Event {
+            self.received.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(lag) = activity.lag {
+            self.bus_lag.record(lag);
+        }
+        activity.at_ms = crate::clock::now_ms();
         self.note(activity);
     }
 
