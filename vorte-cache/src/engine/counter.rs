@@ -18,7 +18,6 @@ impl Engine {
         stale_for: Some(std::time::Duration::ZERO),
         jitter: Some(0.0),
         load_ms: 0,
-        revalidate: false,
     };
 
     pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {

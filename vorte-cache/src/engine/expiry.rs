@@ -29,15 +29,20 @@ pub(crate) struct Aging {
     pub(crate) jitter: Option<f64>,
     /// How long the load that made the value took.
     pub(crate) load_ms: u32,
-    /// The value has a validator: it is kept stale at least as long again as its TTL, for its
-    /// loader to revalidate it (`docs/architecture.md#conditional-refresh`).
-    pub(crate) revalidate: bool,
 }
 
 impl Engine {
     /// When an entry written `now` stops being fresh and when it goes
-    /// (`docs/resilience.md#ttl-jitter`, `docs/resilience.md#fail-safe`).
-    pub(super) fn lifetime(&self, expiry: Expiry, aging: Aging, now: u64) -> Lifetime {
+    /// (`docs/resilience.md#ttl-jitter`, `docs/resilience.md#fail-safe`). A value with a
+    /// validator (`validated`) is kept stale at least as long again as its TTL, for its loader to
+    /// revalidate it (`docs/architecture.md#conditional-refresh`).
+    pub(super) fn lifetime(
+        &self,
+        expiry: Expiry,
+        aging: Aging,
+        validated: bool,
+        now: u64,
+    ) -> Lifetime {
         let ttl = match expiry {
             Expiry::At(life) => return life,
             Expiry::Ttl(ttl) => ttl.unwrap_or(self.config.default_ttl).as_millis().max(1) as u64,
@@ -55,7 +60,7 @@ impl Engine {
             .stale_for
             .or(loads.fail_safe_max)
             .map_or(0, |d| d.as_millis() as u64);
-        if aging.revalidate {
+        if validated {
             stale_ms = stale_ms.max(ttl);
         }
         Lifetime {

@@ -77,7 +77,6 @@ impl Policy {
             stale_for: Some(self.fail_safe_max.unwrap_or(Duration::ZERO)),
             jitter: self.ttl_jitter,
             load_ms,
-            revalidate: false,
         }
     }
 }

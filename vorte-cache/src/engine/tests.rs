@@ -63,7 +63,7 @@ fn ttl_jitter_spreads_expiries_within_its_bounds() {
     let now = 1_000_000;
     let ttl = Some(Duration::from_secs(10));
     let lives: Vec<_> = (0..2_000)
-        .map(|_| engine.lifetime(Expiry::Ttl(ttl), Aging::default(), now))
+        .map(|_| engine.lifetime(Expiry::Ttl(ttl), Aging::default(), false, now))
         .collect();
     let fresh: Vec<u64> = lives.iter().map(|l| l.fresh_until_ms - now).collect();
     let (min, max) = (
@@ -85,28 +85,23 @@ fn ttl_jitter_spreads_expiries_within_its_bounds() {
         jitter: Some(0.0),
         stale_for: Some(Duration::ZERO),
         load_ms: 0,
-        revalidate: false,
     };
-    let plain = engine.lifetime(Expiry::Ttl(ttl), exact, now);
+    let plain = engine.lifetime(Expiry::Ttl(ttl), exact, false, now);
     assert_eq!(
         (plain.fresh_until_ms, plain.expires_at_ms),
         (now + 10_000, now + 10_000)
     );
     // A value with a validator is kept stale as long again as its TTL, for revalidation, or
     // for its fail-safe window if that is longer.
-    let revalidated = Aging {
-        revalidate: true,
-        ..exact
-    };
-    let kept = engine.lifetime(Expiry::Ttl(ttl), revalidated, now);
+    let kept = engine.lifetime(Expiry::Ttl(ttl), exact, true, now);
     assert_eq!(
         (kept.fresh_until_ms, kept.expires_at_ms),
         (now + 10_000, now + 20_000)
     );
     let long_fail_safe = Aging {
         stale_for: Some(Duration::from_secs(60)),
-        ..revalidated
+        ..exact
     };
-    let kept = engine.lifetime(Expiry::Ttl(ttl), long_fail_safe, now);
+    let kept = engine.lifetime(Expiry::Ttl(ttl), long_fail_safe, true, now);
     assert_eq!(kept.expires_at_ms, now + 70_000);
 }

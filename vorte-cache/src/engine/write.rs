@@ -152,7 +152,6 @@ impl Write {
     /// The same write, with the value's validator: a value with one is kept stale past its TTL,
     /// for its next load to revalidate (a lifetime given `At` stays as it is).
     pub(crate) fn validated(mut self, validator: Option<Validator>) -> Write {
-        self.aging.revalidate = validator.is_some();
         self.validator = validator;
         self
     }
@@ -282,7 +281,7 @@ impl Engine {
             self.record_set(key);
         }
         let now = now_ms();
-        let life = self.lifetime(write.expiry, write.aging, now);
+        let life = self.lifetime(write.expiry, write.aging, write.validator.is_some(), now);
         let entry = L1Entry::decoded(
             life.capped(l1.ttl_cap, now),
             now,
@@ -388,7 +387,7 @@ impl Engine {
         }
         let fill = matches!(write.kind, WriteKind::Fill { .. });
         let now = now_ms();
-        let life = self.lifetime(write.expiry, write.aging, now);
+        let life = self.lifetime(write.expiry, write.aging, write.validator.is_some(), now);
         let mut accepted = 0usize;
         let mut first_error = None;
 
