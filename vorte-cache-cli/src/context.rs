@@ -28,13 +28,12 @@ pub(crate) struct GlobalArgs {
     pub(crate) json: bool,
 }
 
-/// What a command works with: the opened cache, its configuration and the output mode.
+/// What a command works with: the opened cache (its configuration, overrides applied, is
+/// [`Cache::config`]) and the output mode.
 #[derive(Debug)]
 pub(crate) struct Context {
     /// The cache, also installed as the process's global one (so `emit` publishes on its bus).
     pub(crate) cache: Cache,
-    /// The configuration it was opened from, overrides applied.
-    pub(crate) config: Config,
     /// Text or JSON.
     pub(crate) out: Output,
 }
@@ -89,10 +88,9 @@ impl Context {
         let config = load_config(global)?;
         // No `auto_load`: the command runs no `#[on_event]` handler of its own; it only
         // publishes on the bus for the application processes.
-        let app = Vorte::builder().config(config.clone()).build().await?;
+        let app = Vorte::builder().config(config).build().await?;
         Ok(Context {
             cache: app.cache().clone(),
-            config,
             out: global.output(),
         })
     }
@@ -159,10 +157,10 @@ impl Context {
     /// Where the bus is: `[cache.bus]`'s URL (credentials hidden), else the Redis layer it
     /// rides on.
     pub(crate) fn describe_bus(&self) -> String {
-        if let Some(bus) = &self.config.cache.bus {
+        if let Some(bus) = &self.cache.config().bus {
             return format!("redis at {}", bus.url);
         }
-        let layers = &self.config.cache.layers;
+        let layers = &self.cache.config().layers;
         let redis = |l: &Option<vorte_cache::config::LayerConfig>| {
             l.as_ref().is_some_and(|l| {
                 matches!(
@@ -183,7 +181,7 @@ impl Context {
 
     /// Every enabled layer, described (`l1`, `l2 (redis at …)`, …).
     pub(crate) fn layers_described(&self) -> Vec<String> {
-        let layers = &self.config.cache.layers;
+        let layers = &self.cache.config().layers;
         let enabled = [
             layers.l1.enabled,
             layers.l2.is_some(),
@@ -200,7 +198,7 @@ impl Context {
 
     /// `l2 (redis at redis://***@host:6379)`: a layer and where its server is, credentials hidden.
     pub(crate) fn describe(&self, layer: Layer) -> String {
-        let layers = &self.config.cache.layers;
+        let layers = &self.cache.config().layers;
         let config = match layer {
             Layer::L1 => None,
             Layer::L2 => layers.l2.as_ref(),

@@ -30,8 +30,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // Flattened: the subcommands are listed in this order, as one list.
+    #[command(flatten)]
+    Cache(CacheCommand),
+    /// Replay a trace against candidate L1 sizes and policies, and report what each achieves.
+    Simulate(Box<simulate::SimulateArgs>),
+}
+
+/// The commands that run on the async runtime, with a cache.
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
     /// Per-layer figures: hits, misses, errors, circuits, keys and bytes.
     Stats(live::StatsArgs),
+    #[command(flatten)]
+    Operation(Operation),
+    /// Follows the bus: invalidations and events as they happen.
+    Tail(live::TailArgs),
+    /// A live terminal view of the cache.
+    Top(live::TopArgs),
+}
+
+/// The commands that work on the context's cache.
+#[derive(Debug, Subcommand)]
+enum Operation {
     /// The live keys matching a glob (`*`, `?`, `[...]`).
     Keys(ops::KeysArgs),
     /// One entry: its value as JSON, the layer it came from, TTL left, tags and their validity.
@@ -46,12 +67,6 @@ enum Command {
     Flush(ops::FlushArgs),
     /// Emits an event with a JSON payload to every process on the bus.
     Emit(ops::EmitArgs),
-    /// Follows the bus: invalidations and events as they happen.
-    Tail(live::TailArgs),
-    /// A live terminal view of the cache.
-    Top(live::TopArgs),
-    /// Replay a trace against candidate L1 sizes and policies, and report what each achieves.
-    Simulate(Box<simulate::SimulateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         // No configuration, no runtime: a replay is plain computation.
         Command::Simulate(args) => return simulate::run(*args),
-        other => other,
+        Command::Cache(command) => command,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,32 +104,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(global: &GlobalArgs, command: Command) -> CliResult {
+async fn run(global: &GlobalArgs, command: CacheCommand) -> CliResult {
     match command {
         // The live commands build a cache of their own, observed (`live::local`): opening the
         // context's too would connect twice.
-        Command::Stats(args) => live::stats(global, args).await,
-        Command::Tail(args) => live::tail(global, args).await,
-        Command::Top(args) => live::top(global, args).await,
-        operation => operate(&Context::open(global).await?, operation).await,
+        CacheCommand::Stats(args) => live::stats(global, args).await,
+        CacheCommand::Tail(args) => live::tail(global, args).await,
+        CacheCommand::Top(args) => live::top(global, args).await,
+        CacheCommand::Operation(operation) => {
+            operate(&Context::open(global).await?, operation).await
+        }
     }
 }
 
 /// The commands that work on the context's cache.
-async fn operate(ctx: &Context, command: Command) -> CliResult {
-    match command {
-        Command::Keys(args) => ops::keys(ctx, args).await,
-        Command::Get(args) => ops::get(ctx, args).await,
-        Command::Ttl(args) => ops::ttl(ctx, args).await,
-        Command::Del(args) => ops::del(ctx, args).await,
-        Command::InvalidateTag(args) => ops::invalidate_tag(ctx, args).await,
-        Command::Flush(args) => ops::flush(ctx, args).await,
-        Command::Emit(args) => ops::emit(ctx, args).await,
-        Command::Stats(_) | Command::Tail(_) | Command::Top(_) | Command::Simulate(_) => {
-            Err(CliError::new(
-                Exit::Failure,
-                "this command runs without the context's cache",
-            ))
-        }
+async fn operate(ctx: &Context, operation: Operation) -> CliResult {
+    match operation {
+        Operation::Keys(args) => ops::keys(ctx, args).await,
+        Operation::Get(args) => ops::get(ctx, args).await,
+        Operation::Ttl(args) => ops::ttl(ctx, args).await,
+        Operation::Del(args) => ops::del(ctx, args).await,
+        Operation::InvalidateTag(args) => ops::invalidate_tag(ctx, args).await,
+        Operation::Flush(args) => ops::flush(ctx, args).await,
+        Operation::Emit(args) => ops::emit(ctx, args).await,
     }
 }

@@ -455,16 +455,12 @@ impl Docs {
         let shown = unraw(name);
         let key_doc = &companions.key_doc;
         // A free fn's companions are `get_user::key`; a method's, `Self::find_key`.
-        let (path, fn_link, link) = match companions.place {
+        let (fn_link, link) = match companions.place {
             Place::Type => {
                 let path = name.to_string();
-                (path.clone(), format!("fn@{path}"), format!("{path}::"))
+                (format!("fn@{path}"), format!("{path}::"))
             }
-            Place::Impl => (
-                "Self".to_owned(),
-                format!("Self::{name}"),
-                "Self::".to_owned(),
-            ),
+            Place::Impl => (format!("Self::{name}"), "Self::".to_owned()),
         };
         let (key_fn, invalidate_fn, refresh_fn) = (
             unraw(&names.key),
@@ -485,7 +481,6 @@ impl Docs {
              - [`{shown_prefix}{refresh_fn}`]({link}{refresh_fn})`(..).await`: runs the body now \
              and stores what it returns."
         );
-        let _ = &path;
         let companions_doc = format!(
             "The cache companions of the `#[cached]` function [`{shown}`]({fn_link}), whose key \
              is {key_doc}.\n\nEach takes the function's arguments. This type only carries them: \

@@ -89,21 +89,19 @@ impl Local {
         Ok(Some(Local::open(&config.cache, None).await?))
     }
 
-    /// Probes each layer below L1 (`crate::probe`), timed by its own store call.
-    pub(crate) async fn probe(&self) -> Vec<(Layer, ProbeView)> {
+    /// Probes each layer below L1 (`crate::probe`), timed by its own store call, then reads this
+    /// process's view with `usage` (when one was scanned) and the probes ([`Local::view`]).
+    pub(crate) async fn snapshot(&self, usage: Option<&CacheUsage>) -> SourceView {
         // The answer is a miss, or an error when every layer fails: the layers say which.
-        probe::probe(&self.cache, Some(&self.observer.probing))
+        let probes = probe::probe(&self.cache, Some(&self.observer.probing))
             .await
-            .layers
+            .layers;
+        self.view(usage, &probes)
     }
 
     /// This process's view: its stats (its own counters: the probes' calls and latencies, the
     /// bus), `usage` when one was scanned, and `probes`.
-    pub(crate) fn view(
-        &self,
-        usage: Option<&CacheUsage>,
-        probes: &[(Layer, ProbeView)],
-    ) -> SourceView {
+    fn view(&self, usage: Option<&CacheUsage>, probes: &[(Layer, ProbeView)]) -> SourceView {
         let stats =
             serde_json::to_value(self.cache.stats()).and_then(serde_json::from_value::<StatsJson>);
         let mut view = match stats {

@@ -4,6 +4,7 @@
 //! Plain `http://` only: the client is built without TLS to keep the binary lean, and an
 //! `https://` URL is reported as an error of that source (`docs/cli.md#stats`).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::view::{SourceView, StatsJson};
@@ -11,6 +12,14 @@ use super::view::{SourceView, StatsJson};
 /// How long one read of `/stats` may take, connection included: the route reads counters only,
 /// so a slower answer means the service is in trouble, and `top` must not stall on it.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The one client of every read: `top` reads each second, and reuses its connections.
+static AGENT: LazyLock<ureq::Agent> = LazyLock::new(|| {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into()
+});
 
 /// Reads every URL at once; a source that cannot be read is a view with its error.
 pub(crate) async fn read_all(urls: &[String]) -> Vec<SourceView> {
@@ -38,12 +47,8 @@ fn read(url: &str) -> SourceView {
 }
 
 fn fetch(url: &str) -> Result<StatsJson, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .build()
-        .into();
     // Should an error quote the URL, it is the shown one.
-    let mut response = agent
+    let mut response = AGENT
         .get(url)
         .call()
         .map_err(|e| e.to_string().replace(url, &shown(url)))?;

@@ -38,8 +38,7 @@ impl Report {
             Some(local) => {
                 // A scan that fails is counted in the layer's errors; the keys are then unknown.
                 let usage = local.cache.usage().await.ok();
-                let probes = local.probe().await;
-                Some(local.view(usage.as_ref(), &probes))
+                Some(local.snapshot(usage.as_ref()).await)
             }
             None => None,
         };

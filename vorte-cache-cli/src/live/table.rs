@@ -11,14 +11,21 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
-    /// Left-aligned columns, two spaces apart, no trailing blanks.
-    pub(crate) fn render(&self) -> String {
+    /// Each column's width in characters: its widest cell, header included (a cell past the
+    /// header's columns counts for none).
+    pub(crate) fn widths(&self) -> Vec<usize> {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
         }
+        widths
+    }
+
+    /// Left-aligned columns, two spaces apart, no trailing blanks.
+    pub(crate) fn render(&self) -> String {
+        let widths = self.widths();
         let line = |cells: &mut dyn Iterator<Item = &str>| {
             let mut text = String::new();
             for (cell, width) in cells.zip(&widths) {

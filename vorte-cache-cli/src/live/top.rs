@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::local::Local;
 use super::stats::Report;
-use super::table::{self, Rows};
+use super::table;
 use super::view::SourceView;
 use crate::context::GlobalArgs;
 use crate::exit::{CliError, CliResult, Exit};
@@ -76,8 +76,7 @@ async fn run(
                             usage = local.cache.usage().await.ok();
                             scanned = Some(Instant::now());
                         }
-                        let probes = local.probe().await;
-                        Some(local.view(usage.as_ref(), &probes))
+                        Some(local.snapshot(usage.as_ref()).await)
                     }
                     None => None,
                 };
@@ -233,7 +232,10 @@ fn source_table(source: &SourceView, is_process: bool, recent: Option<&str>) -> 
     } else {
         table::bus_line(source.bus.as_ref())
     };
-    let widths = widths(&rows);
+    let widths = rows
+        .widths()
+        .into_iter()
+        .map(|w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)));
     let header = Row::new(rows.header.clone()).style(Style::new().add_modifier(Modifier::BOLD));
     let body: Vec<Row<'static>> = rows.rows.into_iter().map(Row::new).collect();
     Table::new(body, widths)
@@ -244,24 +246,6 @@ fn source_table(source: &SourceView, is_process: bool, recent: Option<&str>) -> 
                 .title(Line::from(title))
                 .title_bottom(Line::from(bus)),
         )
-}
-
-fn widths(rows: &Rows) -> Vec<Constraint> {
-    rows.header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let widest = rows
-                .rows
-                .iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .chain([h.chars().count()])
-                .max()
-                .unwrap_or(0);
-            Constraint::Length(u16::try_from(widest).unwrap_or(u16::MAX))
-        })
-        .collect()
 }
 
 /// Each service's hits and reads at the previous refresh: the title shows, beside the rate since

@@ -96,7 +96,7 @@ pub(crate) struct LayerView {
 }
 
 /// The bus as one source sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(crate) struct BusView {
     /// Invalidations read from other processes.
     pub(crate) received: u64,
@@ -218,15 +218,7 @@ impl SourceView {
                 sum.bytes = add(sum.bytes, l.bytes);
             }
             if let Some(b) = &service.bus {
-                let sum = bus.get_or_insert(BusView {
-                    received: 0,
-                    published: 0,
-                    lag_p50_ms: None,
-                    lag_p99_ms: None,
-                    gaps: 0,
-                    receiver_errors: 0,
-                    suspensions: 0,
-                });
+                let sum = bus.get_or_insert_default();
                 sum.received += b.received;
                 sum.published += b.published;
                 sum.lag_p50_ms = worst(sum.lag_p50_ms, b.lag_p50_ms);

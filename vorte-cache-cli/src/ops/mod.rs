@@ -116,7 +116,7 @@ pub(crate) async fn keys(ctx: &Context, args: KeysArgs) -> CliResult {
 
 /// The layers that cannot list their keys (memcached), described for a note.
 fn unlisted_layers(ctx: &Context) -> Vec<String> {
-    let layers = &ctx.config.cache.layers;
+    let layers = &ctx.cache.config().layers;
     [(Layer::L2, &layers.l2), (Layer::L3, &layers.l3)]
         .into_iter()
         .filter(|(_, config)| {
@@ -190,7 +190,7 @@ pub(crate) async fn invalidate_tag(ctx: &Context, args: InvalidateTagArgs) -> Cl
 /// Flushes the cache, after a confirmation unless `--yes`.
 pub(crate) async fn flush(ctx: &Context, args: FlushArgs) -> CliResult {
     ctx.check_reachable().await?;
-    let prefix = &ctx.config.cache.key_prefix;
+    let prefix = &ctx.cache.config().key_prefix;
     if !args.yes {
         confirm::flush(&format!(
             "remove every entry under key prefix {prefix:?} in {}?",

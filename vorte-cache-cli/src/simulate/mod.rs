@@ -148,7 +148,7 @@ fn load(args: &SimulateArgs) -> Result<Loaded, SimulateError> {
     let format = args.format.unwrap_or_else(|| TraceFormat::from_path(path));
     let bar = progress(args, None, "{spinner} reading {msg}: {pos} requests");
     bar.set_message(path.display().to_string());
-    let trace = trace::read(path, Some(format), &bar);
+    let trace = trace::read(path, format, &bar);
     bar.finish_and_clear();
     let trace = trace?;
     Ok(Loaded {

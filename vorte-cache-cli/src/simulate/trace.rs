@@ -63,11 +63,10 @@ pub(crate) struct Trace {
     pub(crate) times: Option<Vec<f64>>,
 }
 
-/// Reads `path` in `format` (or the one its name says), decompressing zstd when the file starts
-/// with zstd's magic number.
+/// Reads `path` in `format`, decompressing zstd when the file starts with zstd's magic number.
 pub(crate) fn read(
     path: &Path,
-    format: Option<TraceFormat>,
+    format: TraceFormat,
     progress: &ProgressBar,
 ) -> Result<Trace, SimulateError> {
     let io_error = |line, source| SimulateError::Io {
@@ -92,7 +91,7 @@ pub(crate) fn read(
         trace: Trace::default(),
         progress,
     };
-    match format.unwrap_or_else(|| TraceFormat::from_path(path)) {
+    match format {
         TraceFormat::Arc => reader.arc(input)?,
         TraceFormat::Keys => reader.keys(input)?,
         TraceFormat::Csv => reader.csv(input)?,
