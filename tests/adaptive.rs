@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, Freshness, Layer, cached, load};
-use vorte_cache_tests::{Env, Stack, eventually, on_l1_and_redis};
+use vorte_cache_tests::{Env, Stack, cached_now, eventually, on_l1_and_redis, stale_entry};
 
 on_l1_and_redis!(
     the_loader_shortens_the_ttl,
@@ -26,22 +26,6 @@ on_l1_and_redis!(
 
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(300);
-
-/// Loads `key` as `"v1"` with a short TTL and a long fail-safe window, then lets it go stale.
-async fn stale_entry(cache: &Cache, key: &str) {
-    let first: String = cache
-        .get_or_set(key, || async { Ok::<_, std::io::Error>("v1".to_owned()) })
-        .ttl(SHORT)
-        .fail_safe(LONG)
-        .await
-        .expect("load");
-    assert_eq!(first, "v1");
-    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
-}
-
-async fn cached_now(cache: &Cache, key: &str) -> Option<String> {
-    cache.get::<String>(key).await.expect("get")
-}
 
 async fn the_loader_shortens_the_ttl(stack: Stack) {
     let env = Env::new(stack);
@@ -215,7 +199,7 @@ async fn skip_answers_every_waiter_and_writes_nothing(stack: Stack) {
 async fn skip_leaves_the_stale_value_in_place(stack: Stack) {
     let env = Env::new(stack);
     let cache = env.cache("").await;
-    stale_entry(&cache, "quote").await;
+    stale_entry(&cache, "quote", &[]).await;
     let skipped: String = cache
         .get_or_set("quote", || async {
             load::skip();
@@ -298,7 +282,7 @@ async fn an_early_refresh_adapts_too(stack: Stack) {
 async fn a_load_left_running_by_a_soft_timeout_adapts_too(stack: Stack) {
     let env = Env::new(stack);
     let cache = env.cache("").await;
-    stale_entry(&cache, "slow").await;
+    stale_entry(&cache, "slow", &[]).await;
     let fetched = cache
         .get_or_set("slow", || async {
             tokio::time::sleep(Duration::from_millis(300)).await;

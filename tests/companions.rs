@@ -26,6 +26,15 @@ async fn install(env: &Env) {
         .expect("the application builds");
 }
 
+/// Takes this test's turn and installs the application on a new [`Env`] of `stack`: the test
+/// keeps the guard for its whole body.
+async fn turn(stack: Stack) -> (tokio::sync::MutexGuard<'static, ()>, Env) {
+    let turn = TURN.lock().await;
+    let env = Env::new(stack);
+    install(&env).await;
+    (turn, env)
+}
+
 static USER_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Each run returns a new version, so a test sees which run a value came from.
@@ -40,9 +49,7 @@ fn user_runs() -> usize {
 }
 
 async fn key_invalidate_and_refresh_act_on_the_functions_entry(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     let cache = Cache::global();
     let runs = user_runs();
 
@@ -107,9 +114,7 @@ async fn default_keyed(a: u32, b: &str) -> Option<String> {
 }
 
 async fn the_default_key_is_the_functions_own(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     let cache = Cache::global();
     let runs = DEFAULT_RUNS.load(Ordering::SeqCst);
 
@@ -152,9 +157,7 @@ async fn flaky(id: u32) -> Result<u32, std::io::Error> {
 }
 
 async fn a_failed_refresh_returns_the_error_and_keeps_the_entry(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     FLAKY_FAILS.store(false, Ordering::SeqCst);
     let held = flaky(3).await.expect("loads");
 
@@ -196,9 +199,7 @@ impl Repo {
 }
 
 async fn a_methods_companions_act_on_its_entry(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     let cache = Cache::global();
     let repo = Repo {
         version: AtomicUsize::new(0),
@@ -248,9 +249,7 @@ async fn maybe(id: u32) -> Option<u32> {
 
 /// A fresh `None` is not cached (no `negative_ttl`), and the older `Some` would contradict it.
 async fn a_refresh_to_an_uncached_none_removes_the_entry(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     GONE.store(false, Ordering::SeqCst);
     assert_eq!(maybe(5).await, Some(5));
     GONE.store(true, Ordering::SeqCst);
@@ -324,9 +323,7 @@ async fn kept_as_decided(stack: Stack, env: &Env, key: &str, value: &str, by: &s
 /// `refresh` keeps the body's value as a call that missed would: what the body decides with
 /// `vorte_cache::load` holds for both.
 async fn a_refresh_keeps_its_value_as_the_body_decides(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, env) = turn(stack).await;
     SKIPS.store(false, Ordering::SeqCst);
     let key = decided::key(1).expect("key");
     let loaded = decided(1).await.expect("loads");
@@ -339,9 +336,7 @@ async fn a_refresh_keeps_its_value_as_the_body_decides(stack: Stack) {
 /// A body that skips its value: a miss keeps nothing, and so does a refresh, whose fresh answer
 /// the older entry would contradict (as an uncached `None` does).
 async fn a_refresh_its_body_skips_keeps_nothing(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     let cache = Cache::global();
     let key = decided::key(2).expect("key");
     SKIPS.store(true, Ordering::SeqCst);
@@ -380,9 +375,7 @@ async fn guarded(id: u32) -> Result<u32, std::io::Error> {
 /// A refreshed entry is kept as the function's own loads keep theirs: past its TTL, for the
 /// function's fail-safe window (`docs/resilience.md#fail-safe`), not the config's.
 async fn a_refreshed_entry_serves_the_functions_fail_safe(stack: Stack) {
-    let _turn = TURN.lock().await;
-    let env = Env::new(stack);
-    install(&env).await;
+    let (_turn, _env) = turn(stack).await;
     GUARDED_FAILS.store(false, Ordering::SeqCst);
     guarded(4).await.expect("loads");
     let refreshed = guarded::refresh(4).await.expect("refreshes");
@@ -425,9 +418,7 @@ async fn drop_user(user_id: i64) -> vorte_cache::Result<()> {
 /// process, as far as the bus is concerned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_handler_invalidates_through_the_companion_in_other_caches() {
-    let _turn = TURN.lock().await;
-    let env = Env::new(Stack::L1Redis);
-    install(&env).await;
+    let (_turn, env) = turn(Stack::L1Redis).await;
     let other = env.cache("").await;
     assert!(other.has_bus());
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, cached, load};
-use vorte_cache_tests::{Env, Stack, eventually, on_l1_and_redis};
+use vorte_cache_tests::{Env, Stack, cached_now, eventually, on_l1_and_redis};
 
 on_l1_and_redis!(
     not_modified_caches_the_stale_value_again_without_producing_it,
@@ -75,10 +75,6 @@ fn counts(origin: &Origin, cache: &Cache) -> (usize, u64) {
     (origin.produced(), cache.stats().loads.not_modified)
 }
 
-async fn cached_now(cache: &Cache, key: &str) -> Option<String> {
-    cache.get::<String>(key).await.expect("get")
-}
-
 async fn not_modified_caches_the_stale_value_again_without_producing_it(stack: Stack) {
     let env = Env::new(stack);
     let cache = env.cache("").await;
@@ -139,12 +135,8 @@ async fn not_modified_caches_the_stale_value_again_without_producing_it(stack: S
 }
 
 async fn a_changed_source_replaces_the_value_and_the_validator(stack: Stack) {
-    let env = Env::new(stack);
-    let cache = env.cache("").await;
-    let origin = Arc::new(Origin::default());
-    origin.load(&cache, "page").await.expect("load");
+    let (_env, cache, origin) = expired_page(stack).await;
     origin.version.store(1, Ordering::SeqCst);
-    tokio::time::sleep(PAST_TTL).await;
     assert_eq!(
         origin.load(&cache, "page").await.expect("load"),
         "page at etag-1"

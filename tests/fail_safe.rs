@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, ErrorKind, Freshness};
-use vorte_cache_tests::{Env, Stack, on_every_stack};
+use vorte_cache_tests::{Env, STALE_KEEP, STALE_TTL, Stack, on_every_stack, stale_entry};
 
 on_every_stack!(
     a_failing_loader_gets_the_stale_value_in_every_process,
@@ -18,21 +18,9 @@ on_every_stack!(
     the_stale_window_outlives_a_layer_ttl_cap,
 );
 
-const TTL: Duration = Duration::from_millis(300);
-const KEEP: Duration = Duration::from_secs(60);
-
-/// Loads `key` as `"v1"` with a short TTL and a long fail-safe window, then lets it go stale.
-async fn stale_entry(cache: &Cache, key: &str, tags: &[&str]) {
-    let v: String = cache
-        .get_or_set(key, || async { Ok::<_, std::io::Error>("v1".to_owned()) })
-        .ttl(TTL)
-        .tags(tags.iter().copied())
-        .fail_safe(KEEP)
-        .await
-        .expect("first load");
-    assert_eq!(v, "v1");
-    tokio::time::sleep(TTL + Duration::from_millis(150)).await;
-}
+/// [`stale_entry`]'s TTL and fail-safe window: 300 ms and 60 s.
+const TTL: Duration = STALE_TTL;
+const KEEP: Duration = STALE_KEEP;
 
 /// A call whose loader fails, counting its runs.
 async fn failing_call(

@@ -21,16 +21,6 @@ on_every_stack!(
     inspect_shows_a_stale_entry_with_its_fail_safe_window,
 );
 
-/// The layer a second process finds a key in: the first below L1 (L1 alone: the writer's own).
-fn first_layer(stack: Stack) -> Layer {
-    match stack {
-        Stack::L1 => Layer::L1,
-        Stack::L1File | Stack::L1S3 => Layer::L4,
-        Stack::L1Cluster => Layer::L3,
-        Stack::L1Redis | Stack::L1Memcached | Stack::L1RedisCluster | Stack::Full => Layer::L2,
-    }
-}
-
 /// The writer, and the cache that inspects: another one on the same servers, or the writer
 /// itself on L1 alone (nothing is shared there).
 async fn writer_and_reader(env: &Env, cache_toml: &str) -> (Cache, Cache) {
@@ -66,7 +56,7 @@ async fn inspect_reads_a_lower_layer_without_filling_l1(stack: Stack) {
     let found = reader.inspect("user:7").await.unwrap();
     assert!(found.failed.is_empty(), "{:?}", found.failed);
     let entry = found.entry.expect("the key is held");
-    assert_eq!(entry.layer, first_layer(stack));
+    assert_eq!(entry.layer, stack.first_shared_layer());
     assert_eq!(entry.value.as_ref().unwrap(), &value);
     assert_eq!(entry.serialization, Serialization::Msgpack);
     let fresh = entry.fresh_for.expect("fresh");
@@ -88,7 +78,7 @@ async fn inspect_reads_a_lower_layer_without_filling_l1(stack: Stack) {
     // Nothing was copied into the reader's L1: a second inspection reads the same layer.
     assert_eq!(l1_entries(&reader), l1_before);
     let again = reader.inspect("user:7").await.unwrap().entry.unwrap();
-    assert_eq!(again.layer, first_layer(stack));
+    assert_eq!(again.layer, stack.first_shared_layer());
     // Whereas a get does fill it (so the check above could fail).
     let got: Option<serde_json::Value> = reader.get("user:7").await.unwrap();
     assert_eq!(got.as_ref(), Some(&value));
@@ -111,7 +101,7 @@ async fn inspect_reports_an_invalidated_tag_as_invalid(stack: Stack) {
     let entry = found
         .entry
         .expect("an invalidated entry is still kept until a read drops it");
-    assert_eq!(entry.layer, first_layer(stack));
+    assert_eq!(entry.layer, stack.first_shared_layer());
     let valid: Vec<(&str, Option<bool>)> = entry
         .tags
         .iter()
@@ -166,7 +156,7 @@ async fn inspect_shows_a_stale_entry_with_its_fail_safe_window(stack: Stack) {
         .unwrap()
         .entry
         .expect("kept while stale");
-    assert_eq!(entry.layer, first_layer(stack));
+    assert_eq!(entry.layer, stack.first_shared_layer());
     assert_eq!(entry.fresh_for, None, "past its TTL");
     assert_eq!(entry.stale_window, Duration::from_secs(60));
     assert!(

@@ -9,8 +9,9 @@ pub mod servers;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use vorte_cache::{Cache, Config};
+use vorte_cache::{Cache, Config, Layer};
 
 use servers::{Memcached, MotoServer, RedisCluster, RedisServer};
 
@@ -43,6 +44,16 @@ impl Stack {
     /// Whether the stack shares state between processes through Redis (and so has a bus).
     pub fn has_redis(self) -> bool {
         !matches!(self, Stack::L1 | Stack::L1File | Stack::L1S3)
+    }
+
+    /// The layer a second process finds a key in: the first below L1 (L1 alone: the writer's own).
+    pub fn first_shared_layer(self) -> Layer {
+        match self {
+            Stack::L1 => Layer::L1,
+            Stack::L1File | Stack::L1S3 => Layer::L4,
+            Stack::L1Cluster => Layer::L3,
+            Stack::L1Redis | Stack::L1Memcached | Stack::L1RedisCluster | Stack::Full => Layer::L2,
+        }
     }
 
     /// Whether every layer of the stack can list its keys (memcached cannot).
@@ -132,6 +143,30 @@ pub async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// The TTL of [`stale_entry`]'s entry.
+pub const STALE_TTL: Duration = Duration::from_millis(300);
+/// The fail-safe window of [`stale_entry`]'s entry.
+pub const STALE_KEEP: Duration = Duration::from_secs(60);
+
+/// Loads `key` as `"v1"` with `tags`, a short TTL ([`STALE_TTL`]) and a long fail-safe window
+/// ([`STALE_KEEP`]), then lets it go stale.
+pub async fn stale_entry(cache: &Cache, key: &str, tags: &[&str]) {
+    let v: String = cache
+        .get_or_set(key, || async { Ok::<_, std::io::Error>("v1".to_owned()) })
+        .ttl(STALE_TTL)
+        .tags(tags.iter().copied())
+        .fail_safe(STALE_KEEP)
+        .await
+        .expect("first load");
+    assert_eq!(v, "v1");
+    tokio::time::sleep(STALE_TTL + Duration::from_millis(150)).await;
+}
+
+/// `key`'s value in `cache` now, if any: a plain `get`, which fails the test on an error.
+pub async fn cached_now(cache: &Cache, key: &str) -> Option<String> {
+    cache.get::<String>(key).await.expect("get")
 }
 
 /// A key prefix no other test of any process uses.

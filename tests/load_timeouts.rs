@@ -8,21 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vorte_cache::{Cache, ErrorKind, Freshness};
-use vorte_cache_tests::{Env, Stack, on_l1_and_redis};
+use vorte_cache_tests::{Env, STALE_KEEP, Stack, on_l1_and_redis, stale_entry};
 
-const TTL: Duration = Duration::from_millis(300);
-const KEEP: Duration = Duration::from_secs(60);
+/// [`stale_entry`]'s fail-safe window: 60 s.
+const KEEP: Duration = STALE_KEEP;
 const SLOW: Duration = Duration::from_millis(800);
-
-async fn stale_entry(cache: &Cache, key: &str) {
-    let _: String = cache
-        .get_or_set(key, || async { Ok::<_, std::io::Error>("v1".to_owned()) })
-        .ttl(TTL)
-        .fail_safe(KEEP)
-        .await
-        .expect("first load");
-    tokio::time::sleep(TTL + Duration::from_millis(150)).await;
-}
 
 /// A loader that takes `SLOW`, returns `value`, and sets `finished` when it does.
 fn slow(
@@ -59,7 +49,7 @@ async fn background_load_landed(cache: &Cache, finished: &AtomicBool, stack: Sta
 async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes(stack: Stack) {
     let env = Env::new(stack);
     let cache = env.cache("").await;
-    stale_entry(&cache, "k").await;
+    stale_entry(&cache, "k", &[]).await;
     let finished = Arc::new(AtomicBool::new(false));
     let got = cache
         .get_or_set("k", slow("v2", &finished))
@@ -135,7 +125,7 @@ async fn a_hard_timeout_without_a_stale_value_is_a_timeout_error(stack: Stack) {
 async fn a_hard_timeout_with_a_stale_value_serves_it(stack: Stack) {
     let env = Env::new(stack);
     let cache = env.cache("").await;
-    stale_entry(&cache, "k").await;
+    stale_entry(&cache, "k", &[]).await;
     let finished = Arc::new(AtomicBool::new(false));
     let got = cache
         .get_or_set("k", slow("v2", &finished))

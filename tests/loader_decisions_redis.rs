@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use vorte_cache::{Cache, Layer, Vorte, cached, load};
-use vorte_cache_tests::{Env, Stack};
+use vorte_cache::{Layer, Vorte, cached, load};
+use vorte_cache_tests::{Env, Stack, cached_now};
 
 static PRODUCED: AtomicUsize = AtomicUsize::new(0);
 
@@ -39,22 +39,21 @@ async fn a_cached_body_decides_and_revalidates_over_redis() {
         .await
         .expect("build");
     let other = env.cache("").await;
-    let get = async |cache: &Cache, key: &str| cache.get::<String>(key).await.expect("get");
 
     assert_eq!(note(2).await.expect("runs"), "note 2");
     assert_eq!(
-        get(app.cache(), "decisions:note:2").await.as_deref(),
+        cached_now(app.cache(), "decisions:note:2").await.as_deref(),
         Some("note 2")
     );
     assert_eq!(
-        get(&other, "decisions:note:2").await,
+        cached_now(&other, "decisions:note:2").await,
         None,
         "L1 only: not in Redis"
     );
 
     assert_eq!(note(1).await.expect("runs"), "note 1");
     assert_eq!(
-        get(&other, "decisions:note:1").await.as_deref(),
+        cached_now(&other, "decisions:note:1").await.as_deref(),
         Some("note 1")
     );
     tokio::time::sleep(Duration::from_millis(450)).await;
@@ -66,7 +65,7 @@ async fn a_cached_body_decides_and_revalidates_over_redis() {
     );
     assert_eq!(app.cache().stats().loads.not_modified, 1);
     assert_eq!(
-        get(&other, "decisions:note:1").await.as_deref(),
+        cached_now(&other, "decisions:note:1").await.as_deref(),
         Some("note 1"),
         "the re-cached value is written through to Redis"
     );

@@ -12,7 +12,7 @@ mod support;
 use std::time::Instant;
 
 use serde_json::json;
-use support::{Run, Setup, run, run_env};
+use support::{Run, Setup, run, run_env, write};
 use vorte_cache::Cache;
 use vorte_cache_tests::servers::{RedisServer, free_port};
 use vorte_cache_tests::{Stack, unique_prefix};
@@ -23,12 +23,6 @@ fn redis_toml(url: &str) -> String {
         "[cache]\nkey_prefix = {:?}\n[cache.layers.l2]\nbackend = \"redis\"\nurl = {url:?}\n",
         unique_prefix()
     )
-}
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }
 
 #[track_caller]

@@ -2,10 +2,14 @@
 //! paper's OLTP trace, exact LRU and Belady counts on hand-made traces, the readers on good and
 //! bad input, TTLs, the layer model's arithmetic, and the CSV and SVG reports.
 
-use std::path::{Path, PathBuf};
+#[allow(clippy::expect_used, reason = "a failed step fails the test")]
+mod support;
 
-use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use serde_json::Value;
+use support::write;
 
 /// The workspace root (the simulator is run from there, as a user in the repository would).
 fn workspace() -> PathBuf {
@@ -13,10 +17,7 @@ fn workspace() -> PathBuf {
 }
 
 fn simulate() -> Command {
-    let mut command = match Command::cargo_bin("vorte-cache") {
-        Ok(command) => command,
-        Err(e) => panic!("the vorte-cache binary is not built: {e}"),
-    };
+    let mut command = support::base_command();
     command.current_dir(workspace()).arg("simulate");
     command
 }
@@ -57,15 +58,6 @@ fn hits(report: &Value, policy: &str, size: u64) -> u64 {
         .find(|r| r["policy"] == policy && r["size"] == size)
         .and_then(|r| r["hits"].as_u64())
         .unwrap_or_else(|| panic!("no row for {policy} at {size}: {report}"))
-}
-
-/// A file in a fresh temporary directory.
-fn file(dir: &tempfile::TempDir, name: &str, contents: &[u8]) -> String {
-    let path = dir.path().join(name);
-    if let Err(e) = std::fs::write(&path, contents) {
-        panic!("cannot write {}: {e}", path.display());
-    }
-    path.display().to_string()
 }
 
 fn temp() -> tempfile::TempDir {
@@ -132,7 +124,7 @@ fn lru_and_belady_are_exact_on_a_hand_made_trace() {
     let dir = temp();
     // a b c a b d a b c d. Capacity 3: LRU hits a b a b (4); Belady keeps a b c and declines
     // d twice (its next use is the farthest, then never): hits a b a b c (5).
-    let trace = file(&dir, "trace.txt", b"a\nb\nc\na\nb\nd\na\nb\nc\nd\n");
+    let trace = write(&dir, "trace.txt", b"a\nb\nc\na\nb\nd\na\nb\nc\nd\n");
     let report = report(&[&trace, "--policy", "lru,belady", "--sizes", "1,2,3"]);
     assert_eq!(report["trace"]["requests"], 10);
     assert_eq!(report["trace"]["unique_keys"], 4);
@@ -153,9 +145,9 @@ fn arc_traces_read_alike_plain_and_compressed() {
     let dir = temp();
     // Pages 10 11 12, then 11, then 10 11: 6 requests, 3 unique.
     let text = b"10 3 0 0\n11 1 0 1\n10 2 0 2\n";
-    let plain = file(&dir, "t.lis", text);
+    let plain = write(&dir, "t.lis", text);
     let compressed = match zstd::encode_all(&text[..], 3) {
-        Ok(bytes) => file(&dir, "t.lis.zst", &bytes),
+        Ok(bytes) => write(&dir, "t.lis.zst", &bytes),
         Err(e) => panic!("zstd: {e}"),
     };
     for trace in [&plain, &compressed] {
@@ -183,12 +175,12 @@ fn arc_traces_read_alike_plain_and_compressed() {
 #[test]
 fn csv_traces_read_with_or_without_a_header() {
     let dir = temp();
-    let with = file(
+    let with = write(
         &dir,
         "with.csv",
         b"timestamp,key,size\n0.5,user:1,100\n1,user:2,80\n2.25,user:1,100\n",
     );
-    let without = file(
+    let without = write(
         &dir,
         "without.csv",
         b"0.5,user:1,100\n1,user:2,80\n2.25,user:1,100\n",
@@ -214,33 +206,33 @@ fn failure(args: &[&str], code: i32) -> String {
 #[test]
 fn bad_input_is_named_with_its_file_and_line() {
     let dir = temp();
-    let arc = file(&dir, "bad.lis", b"1 1 0 0\n2 x 0 1\n");
+    let arc = write(&dir, "bad.lis", b"1 1 0 0\n2 x 0 1\n");
     let stderr = failure(&[&arc], 1);
     assert!(stderr.contains(&format!("{arc}:2:")), "{stderr}");
     assert!(stderr.contains("`x` is not a whole number"), "{stderr}");
 
-    let short = file(&dir, "short.lis", b"1 1 0 0\n1 1\n");
+    let short = write(&dir, "short.lis", b"1 1 0 0\n1 1\n");
     let stderr = failure(&[&short], 1);
     assert!(
         stderr.contains(&format!("{short}:2:")) && stderr.contains("4 fields"),
         "{stderr}"
     );
 
-    let csv = file(&dir, "bad.csv", b"timestamp,key,size\n1,a,10\nsoon,b,10\n");
+    let csv = write(&dir, "bad.csv", b"timestamp,key,size\n1,a,10\nsoon,b,10\n");
     let stderr = failure(&[&csv], 1);
     assert!(
         stderr.contains(&format!("{csv}:3:")) && stderr.contains("`soon`"),
         "{stderr}"
     );
 
-    let csv = file(&dir, "fields.csv", b"1,a\n");
+    let csv = write(&dir, "fields.csv", b"1,a\n");
     let stderr = failure(&[&csv], 1);
     assert!(
         stderr.contains(&format!("{csv}:1:")) && stderr.contains("3 fields"),
         "{stderr}"
     );
 
-    let corrupt = file(
+    let corrupt = write(
         &dir,
         "corrupt.lis.zst",
         &[0x28, 0xB5, 0x2F, 0xFD, 1, 2, 3, 4, 5],
@@ -248,7 +240,7 @@ fn bad_input_is_named_with_its_file_and_line() {
     let stderr = failure(&[&corrupt], 1);
     assert!(stderr.contains(&corrupt), "{stderr}");
 
-    let empty = file(&dir, "empty.txt", b"\n\n");
+    let empty = write(&dir, "empty.txt", b"\n\n");
     let stderr = failure(&[&empty], 1);
     assert!(stderr.contains("holds no request"), "{stderr}");
 
@@ -256,7 +248,7 @@ fn bad_input_is_named_with_its_file_and_line() {
     let stderr = failure(&[&missing], 1);
     assert!(stderr.contains(&missing), "{stderr}");
 
-    let keys = file(&dir, "keys.txt", b"a\n");
+    let keys = write(&dir, "keys.txt", b"a\n");
     let stderr = failure(&[&keys, "--sizes", "0"], 2);
     assert!(stderr.contains("size"), "{stderr}");
     let stderr = failure(&[&keys, "--ttls", "5x"], 2);
@@ -267,7 +259,7 @@ fn bad_input_is_named_with_its_file_and_line() {
 fn sizes_as_a_share_of_unique_keys() {
     let dir = temp();
     let keys: String = (0..200).map(|i| format!("k{}\n", i % 100)).collect();
-    let trace = file(&dir, "keys.txt", keys.as_bytes());
+    let trace = write(&dir, "keys.txt", keys.as_bytes());
     let report = report(&[&trace, "--policy", "lru", "--sizes", "10%,100%"]);
     let rows = results(&report);
     let sizes: Vec<_> = rows
@@ -287,7 +279,7 @@ fn sizes_as_a_share_of_unique_keys() {
 fn an_expired_entry_counts_a_miss_and_is_loaded_again() {
     let dir = temp();
     // Key a at 0 s (miss), 10 s (hit), 100 s (expired under 60s), 110 s (hit again).
-    let trace = file(&dir, "t.csv", b"0,a,1\n10,a,1\n100,a,1\n110,a,1\n");
+    let trace = write(&dir, "t.csv", b"0,a,1\n10,a,1\n100,a,1\n110,a,1\n");
     let timed = report(&[
         &trace,
         "--policy",
@@ -310,7 +302,7 @@ fn an_expired_entry_counts_a_miss_and_is_loaded_again() {
     assert_eq!(row("lru", "1m")["expired"], 1);
     // Belady under a TTL keeps what will still be fresh when next read: capacity 1, a at 0 s is
     // next read at 10 s (expired under 10s), b at 1 s next read at 10.5 s (fresh): it keeps b.
-    let trace = file(&dir, "belady.csv", b"0,a,1\n1,b,1\n10,a,1\n10.5,b,1\n");
+    let trace = write(&dir, "belady.csv", b"0,a,1\n1,b,1\n10,a,1\n10.5,b,1\n");
     let bound = report(&[
         &trace,
         "--policy",
@@ -323,7 +315,7 @@ fn an_expired_entry_counts_a_miss_and_is_loaded_again() {
     assert_eq!(hits(&bound, "belady", 1), 1);
     assert_eq!(hits(&bound, "lru", 1), 0);
     // Without timestamps, --rate spaces requests: 4 requests at 0.1/s are 10 s apart.
-    let keys = file(&dir, "keys.txt", b"a\na\na\na\n");
+    let keys = write(&dir, "keys.txt", b"a\na\na\na\n");
     let report = report(&[
         &keys, "--policy", "lru", "--sizes", "1", "--ttls", "15s", "--rate", "0.1",
     ]);
@@ -336,7 +328,7 @@ fn an_expired_entry_counts_a_miss_and_is_loaded_again() {
 fn layers_below_l1_and_the_expected_latency() {
     let dir = temp();
     // a b a b c a through an LRU L1 of 1 (no hit), an L2 of 2, an L3 of 3.
-    let trace = file(&dir, "t.txt", b"a\nb\na\nb\nc\na\n");
+    let trace = write(&dir, "t.txt", b"a\nb\na\nb\nc\na\n");
     let latency = "l1=1us,l2=10us,l3=100us,origin=1ms";
     // L2 alone sees all 6 requests: hits a, b at 2 and 3 (c then evicts a): 2 hits, 4 loads.
     let two_layers = report(&[

@@ -3,25 +3,17 @@
 //! whose figures the tests know.
 #![allow(dead_code, reason = "each test binary uses its part of the helpers")]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use vorte_cache::Cache;
 
-use crate::support::{Setup, binary};
+use crate::support::{Setup, base_command};
 
 /// `vorte-cache --config FILE`, to be given its arguments and spawned; no `VORTE…` variable
 /// inherited, stdin closed.
 pub(crate) fn command(setup: &Setup) -> Command {
-    let mut command = Command::new(binary());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("VORTE") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .arg("--config")
-        .arg(setup.config())
-        .stdin(Stdio::null());
+    let mut command = base_command();
+    command.arg("--config").arg(setup.config());
     command
 }
 

@@ -2,7 +2,7 @@
 //! data through the library (the binary is a second process's view of the same cache).
 #![allow(dead_code, reason = "each test binary uses its part of the helpers")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,17 +54,25 @@ pub(crate) fn binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vorte-cache").to_owned())
 }
 
-/// Runs the binary with `args`, stdin closed (not a terminal), no `VORTE…` variables inherited.
-/// Blocking: call it through [`run`] from async tests.
-pub(crate) fn run_sync(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let binary = binary();
-    let mut command = Command::new(&binary);
-    command.args(args).stdin(Stdio::null());
+/// The binary as a command to be given its arguments: stdin closed (not a terminal), no `VORTE…`
+/// variables inherited.
+pub(crate) fn base_command() -> Command {
+    let mut command = Command::new(binary());
+    command.stdin(Stdio::null());
     for (name, _) in std::env::vars() {
         if name.starts_with("VORTE") {
             command.env_remove(name);
         }
     }
+    command
+}
+
+/// Runs the binary with `args`, stdin closed (not a terminal), no `VORTE…` variables inherited.
+/// Blocking: call it through [`run`] from async tests.
+pub(crate) fn run_sync(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let binary = binary();
+    let mut command = base_command();
+    command.args(args);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -150,12 +158,20 @@ impl Setup {
 
 /// The layer name (`"l2"`, …) a second process finds a key in on `stack`.
 pub(crate) fn first_layer(stack: Stack) -> &'static str {
-    match stack {
-        Stack::L1 => "l1",
-        Stack::L1File | Stack::L1S3 => "l4",
-        Stack::L1Cluster => "l3",
-        Stack::L1Redis | Stack::L1Memcached | Stack::L1RedisCluster | Stack::Full => "l2",
+    stack.first_shared_layer().name()
+}
+
+/// Writes `contents` to `name` in `dir`; its path.
+pub(crate) fn write(
+    dir: &tempfile::TempDir,
+    name: &str,
+    contents: &(impl AsRef<[u8]> + ?Sized),
+) -> String {
+    let path = dir.path().join(name);
+    if let Err(e) = std::fs::write(&path, contents.as_ref()) {
+        panic!("cannot write {}: {e}", path.display());
     }
+    path.display().to_string()
 }
 
 /// Polls `check` until it holds or `within` passes; whether it held.
@@ -174,11 +190,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Whether `path` exists (for messages).
-pub(crate) fn exists(path: &Path) -> bool {
-    path.exists()
 }
 
 /// Runs each `async fn name(stack: Stack)` on the five stacks the command must work on:
