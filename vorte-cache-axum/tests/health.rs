@@ -86,6 +86,19 @@ async fn misses(cache: &Cache, n: usize) {
     }
 }
 
+/// The comparison below reads the route's JSON back, so it holds only if the reader parses every
+/// float exactly: serde_json's default parser may be an ulp off, and a latency sum of
+/// 0.14100000000000001 ms came back as 0.141 (CI, 2026-12-06). The tests read JSON with its
+/// `float_roundtrip` feature (`Cargo.toml`, dev-dependencies).
+#[test]
+fn the_tests_json_reader_reads_floats_back_exactly() {
+    for text in ["0.14100000000000001", "0.009200090000000001"] {
+        let read: serde_json::Value = serde_json::from_str(text).expect("a number");
+        let exact: f64 = text.parse().expect("a float");
+        assert_eq!(read.as_f64(), Some(exact), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn stats_equal_the_caches_own_after_gets_and_sets() {
     let (cache, _l2, _l3) = cache_over_two_stores().await;
