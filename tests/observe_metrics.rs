@@ -62,13 +62,19 @@ async fn a_prometheus_exporter_gets_the_counters_and_durations() {
     let cache = cache_observed(&env, Arc::new(exporter)).await;
     traffic(&cache).await;
     let stats = cache.stats();
-    // The counters go out on the exporter's next tick.
+    // The counters go out on the exporter's next tick, the entries on its next usage scan (its
+    // own timer): a render is taken once it carries all of the traffic, since one with every hit
+    // may still lack the later miss, load or fill.
+    let entries = stats.layer(Layer::L1).unwrap().entries.unwrap() as f64;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
         let text = prometheus.render();
-        if sample(&text, "vorte_cache_hits_total", &["layer=\"l1\""]) == Some(stats.l1_hits as f64)
-            || std::time::Instant::now() > deadline
-        {
+        let caught_up = sample(&text, "vorte_cache_hits_total", &["layer=\"l1\""])
+            == Some(stats.l1_hits as f64)
+            && sample(&text, "vorte_cache_misses_total", &[]) == Some(stats.misses as f64)
+            && sample(&text, "vorte_cache_loads_total", &[]) == Some(stats.loads.runs as f64)
+            && sample(&text, "vorte_cache_entries", &["layer=\"l1\""]) == Some(entries);
+        if caught_up || std::time::Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
